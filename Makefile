@@ -1,0 +1,31 @@
+# The two commands of the README: `make dev` and `make test`.
+# One persistent target dir outside the clone: RocksDB's C++ build is done once.
+CARGO_TARGET_DIR ?= $(HOME)/.cache/edgekv-target
+export CARGO_TARGET_DIR
+ARGS ?=
+
+.PHONY: dev test lint deps build bench
+
+## Installs what is missing, builds, and runs `edgekv dev` (ARGS="..." adds flags).
+dev: deps
+	cargo run --locked -p edgekv -- dev $(ARGS)
+
+## Runs the whole test suite.
+test: deps
+	cargo test --locked --workspace --all-targets
+
+## Formatting and lints, as CI checks them.
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+
+## Builds the binary into $(CARGO_TARGET_DIR)/debug/edgekv.
+build: deps
+	cargo build --locked -p edgekv
+
+## Criterion micro-benchmarks of the hot path.
+bench: deps
+	cargo bench --locked -p edgekv-edge --bench hot_path
+
+deps:
+	@./scripts/install-deps.sh

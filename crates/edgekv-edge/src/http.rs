@@ -1,0 +1,118 @@
+//! The KV API over HTTP: routing, authentication, and the handlers.
+//!
+//! [`handle`] takes any request body, so tests and benches drive it in-process as
+//! well as through [`crate::server`].
+
+mod body;
+mod bulk;
+mod namespaces;
+mod query;
+mod respond;
+mod route;
+mod values;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response};
+use hyper::body::Body as HttpBody;
+
+pub use respond::Body;
+pub use route::{Route, Scope};
+
+use crate::metrics::RouteLabel;
+use crate::{Edge, Error, Result};
+
+/// Answers one request of the KV API. Never panics on input and never answers a
+/// client fault with a 5xx.
+pub async fn handle<B>(edge: &Arc<Edge>, request: Request<B>) -> Response<Body>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let start = Instant::now();
+    let (parts, body) = request.into_parts();
+    let route = Route::parse(parts.uri.path());
+    let label = route.as_ref().map_or(RouteLabel::Other, Route::label);
+    let request = Incoming {
+        edge,
+        method: &parts.method,
+        headers: &parts.headers,
+        query: parts.uri.query().unwrap_or(""),
+    };
+    let response = match route {
+        Some(route) => dispatch(request, route, body).await,
+        None => Err(Error::NoRoute(parts.uri.path().chars().take(200).collect())),
+    }
+    .unwrap_or_else(|err| respond::error(&err));
+    edge.metrics()
+        .record(label, response.status().as_u16(), start.elapsed());
+    response
+}
+
+/// What every handler needs from the request, besides its route and body.
+#[derive(Clone, Copy)]
+struct Incoming<'a> {
+    edge: &'a Arc<Edge>,
+    method: &'a Method,
+    headers: &'a HeaderMap,
+    query: &'a str,
+}
+
+impl Incoming<'_> {
+    /// Authenticates the request for a scope; `write` for requests that change data.
+    fn authorize(&self, account: &str, namespace: Option<&str>, write: bool) -> Result<()> {
+        self.edge
+            .authorize(bearer(self.headers), account, namespace, write)
+            .map(drop)
+    }
+
+    /// Authenticates the request and checks that its namespace exists.
+    fn enter(&self, scope: &Scope<'_>, write: bool) -> Result<()> {
+        self.authorize(&scope.account, Some(&scope.namespace), write)?;
+        self.edge.check_namespace(&scope.account, &scope.namespace)
+    }
+}
+
+async fn dispatch<B>(request: Incoming<'_>, route: Route<'_>, body: B) -> Result<Response<Body>>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let method = request.method.clone();
+    match (route, method) {
+        (Route::Namespaces { account }, Method::GET) => namespaces::list(request, &account),
+        (Route::Namespaces { account }, Method::POST) => {
+            namespaces::create(request, &account, body).await
+        }
+        (Route::Namespace(scope), Method::GET) => namespaces::get(request, &scope),
+        (Route::Namespace(scope), Method::PUT) => namespaces::rename(request, &scope, body).await,
+        (Route::Namespace(scope), Method::DELETE) => namespaces::delete(request, &scope).await,
+        (Route::Value(scope, key), Method::GET) => values::get(request, &scope, &key),
+        (Route::Value(scope, key), Method::PUT) => {
+            values::put(request, &scope, Bytes::copy_from_slice(&key), body).await
+        }
+        (Route::Value(scope, key), Method::DELETE) => {
+            values::delete(request, &scope, Bytes::copy_from_slice(&key)).await
+        }
+        (Route::Metadata(scope, key), Method::GET) => values::metadata(request, &scope, &key),
+        (Route::Keys(scope), Method::GET) => values::list(request, &scope).await,
+        (Route::Bulk(scope), Method::PUT) => bulk::write(request, &scope, body).await,
+        (Route::Bulk(scope), Method::DELETE) | (Route::BulkDelete(scope), Method::POST) => {
+            bulk::delete(request, &scope, body).await
+        }
+        (Route::BulkGet(scope), Method::POST) => bulk::get(request, &scope, body).await,
+        (_, method) => Err(Error::MethodNotAllowed(method.to_string())),
+    }
+}
+
+/// The bearer token of a request, if it sent one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}

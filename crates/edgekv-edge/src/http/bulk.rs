@@ -1,0 +1,202 @@
+//! Bulk routes: write, delete and get many keys in one request.
+//!
+//! A bulk write or delete is checked whole before anything is written: one bad
+//! item refuses the request, naming the item, and writes nothing.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use edgekv_kv::limits::{
+    MAX_BULK_BODY_BYTES, MAX_BULK_GET_KEYS, MAX_BULK_ITEMS, MAX_SMALL_BODY_BYTES,
+};
+use edgekv_kv::validate;
+use edgekv_store::Write;
+use http::Response;
+use hyper::body::Body as HttpBody;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::values::parse_metadata;
+use super::{Body, Incoming, Scope, body, respond};
+use crate::service::Change;
+use crate::{Error, Result};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Item {
+    key: String,
+    value: String,
+    #[serde(default)]
+    base64: bool,
+    #[serde(default)]
+    expiration: Option<u64>,
+    #[serde(default)]
+    expiration_ttl: Option<u64>,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct GetBody {
+    keys: Vec<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default, rename = "withMetadata")]
+    with_metadata: bool,
+}
+
+fn item_error(index: usize, key: &str, err: impl std::fmt::Display) -> Error {
+    let shown: String = key.chars().take(64).collect();
+    Error::BadRequest(format!("item {index} (key {shown:?}): {err}"))
+}
+
+fn check_count(len: usize, max: usize) -> Result<()> {
+    if len > max {
+        return Err(edgekv_kv::Error::TooManyItems { len, max }.into());
+    }
+    Ok(())
+}
+
+fn bulk_result(count: usize) -> Response<Body> {
+    respond::ok(json!({ "successful_key_count": count, "unsuccessful_keys": [] }))
+}
+
+pub(super) async fn write<B>(
+    request: Incoming<'_>,
+    scope: &Scope<'_>,
+    body: B,
+) -> Result<Response<Body>>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    request.enter(scope, true)?;
+    let raw = body::read(request.headers, body, MAX_BULK_BODY_BYTES).await?;
+    let items: Vec<Item> = serde_json::from_slice(&raw).map_err(|e| {
+        Error::BadRequest(format!(
+            "body must be a JSON array of {{key, value, ...}}: {e}"
+        ))
+    })?;
+    check_count(items.len(), MAX_BULK_ITEMS)?;
+    let now_s = request.edge.clock().now_s();
+    let mut batch = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let fail = |e: &dyn std::fmt::Display| item_error(index, &item.key, e);
+        validate::key(item.key.as_bytes()).map_err(|e| fail(&e))?;
+        let value = if item.base64 {
+            STANDARD
+                .decode(item.value.as_bytes())
+                .map_err(|e| fail(&format!("value is not valid base64: {e}")))?
+        } else {
+            item.value.clone().into_bytes()
+        };
+        validate::value_len(value.len()).map_err(|e| fail(&e))?;
+        let metadata = item
+            .metadata
+            .as_ref()
+            .map(validate::metadata)
+            .transpose()
+            .map_err(|e| fail(&e))?;
+        let expiration = validate::expiration(item.expiration, item.expiration_ttl, now_s)
+            .map_err(|e| fail(&e))?;
+        let record = request.edge.record(Change::Put {
+            value: value.into(),
+            metadata: metadata.map(Bytes::from),
+            expiration,
+        });
+        batch.push(Write {
+            namespace: scope.namespace.to_string(),
+            key: Bytes::from(item.key),
+            record,
+        });
+    }
+    let count = batch.len();
+    if count > 0 {
+        request.edge.commit(batch).await?;
+    }
+    Ok(bulk_result(count))
+}
+
+pub(super) async fn delete<B>(
+    request: Incoming<'_>,
+    scope: &Scope<'_>,
+    body: B,
+) -> Result<Response<Body>>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    request.enter(scope, true)?;
+    let raw = body::read(request.headers, body, MAX_BULK_BODY_BYTES).await?;
+    let keys: Vec<String> = serde_json::from_slice(&raw)
+        .map_err(|e| Error::BadRequest(format!("body must be a JSON array of keys: {e}")))?;
+    check_count(keys.len(), MAX_BULK_ITEMS)?;
+    let mut batch = Vec::with_capacity(keys.len());
+    for (index, key) in keys.into_iter().enumerate() {
+        validate::key(key.as_bytes()).map_err(|e| item_error(index, &key, e))?;
+        batch.push(Write {
+            namespace: scope.namespace.to_string(),
+            key: Bytes::from(key),
+            record: request.edge.record(Change::Delete),
+        });
+    }
+    let count = batch.len();
+    if count > 0 {
+        request.edge.commit(batch).await?;
+    }
+    Ok(bulk_result(count))
+}
+
+pub(super) async fn get<B>(
+    request: Incoming<'_>,
+    scope: &Scope<'_>,
+    body: B,
+) -> Result<Response<Body>>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    request.enter(scope, false)?;
+    let raw = body::read(request.headers, body, MAX_SMALL_BODY_BYTES).await?;
+    let asked: GetBody = serde_json::from_slice(&raw).map_err(|e| {
+        Error::BadRequest(format!(
+            "body must be JSON like {{\"keys\": [...], \"type\": \"text\", \"withMetadata\": false}}: {e}"
+        ))
+    })?;
+    check_count(asked.keys.len(), MAX_BULK_GET_KEYS)?;
+    let as_json = match asked.kind.as_deref() {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => {
+            return Err(Error::BadRequest(format!(
+                "type must be `text` or `json`, got {other:?}"
+            )));
+        }
+    };
+    for (index, key) in asked.keys.iter().enumerate() {
+        validate::key(key.as_bytes()).map_err(|e| item_error(index, key, e))?;
+    }
+    let mut values = Map::with_capacity(asked.keys.len());
+    for key in asked.keys {
+        let record = request.edge.get(&scope.namespace, key.as_bytes())?;
+        let entry = match record {
+            None => Value::Null,
+            Some(record) => {
+                let value = if as_json {
+                    serde_json::from_slice(&record.value).map_err(|e| {
+                        Error::BadRequest(format!("the value of key {key:?} is not JSON: {e}"))
+                    })?
+                } else {
+                    Value::String(String::from_utf8_lossy(&record.value).into_owned())
+                };
+                if asked.with_metadata {
+                    json!({ "value": value, "metadata": parse_metadata(record.metadata.as_ref()) })
+                } else {
+                    value
+                }
+            }
+        };
+        values.insert(key, entry);
+    }
+    Ok(respond::ok(json!({ "values": values })))
+}

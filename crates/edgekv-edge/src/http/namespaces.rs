@@ -1,0 +1,148 @@
+//! Namespace routes: list, create, get, rename, delete.
+
+use bytes::Bytes;
+use edgekv_kv::Namespace;
+use edgekv_kv::limits::MAX_SMALL_BODY_BYTES;
+use http::Response;
+use hyper::body::Body as HttpBody;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::query::Query;
+use super::{Body, Incoming, Scope, body, respond};
+use crate::{Error, Result};
+
+/// The largest page of a namespace listing.
+const MAX_PER_PAGE: usize = 1000;
+/// The page size when none is asked for.
+const DEFAULT_PER_PAGE: usize = 20;
+
+#[derive(Deserialize)]
+struct TitleBody {
+    title: String,
+}
+
+/// The JSON form of a namespace.
+fn json(namespace: &Namespace) -> Value {
+    json!({
+        "id": namespace.id,
+        "title": namespace.title,
+        "supports_url_encoding": true,
+    })
+}
+
+fn number(query: &Query<'_>, name: &str, default: usize, max: usize) -> Result<usize> {
+    let Some(text) = query.get(name) else {
+        return Ok(default);
+    };
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(Error::BadRequest(format!(
+            "{name} must be a number from 1 to {max}, got {text:?}"
+        ))),
+    }
+}
+
+pub(super) fn list(request: Incoming<'_>, account: &str) -> Result<Response<Body>> {
+    request.authorize(account, None, false)?;
+    let query = Query::parse(request.query);
+    let page = number(&query, "page", 1, usize::MAX)?;
+    let per_page = number(&query, "per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE)?;
+    let mut all = request.edge.namespaces(account);
+    match query.get("order").unwrap_or("id") {
+        "id" => {}
+        "title" => all.sort_by(|a, b| a.title.cmp(&b.title).then(a.id.cmp(&b.id))),
+        other => {
+            return Err(Error::BadRequest(format!(
+                "order must be `id` or `title`, got {other:?}"
+            )));
+        }
+    }
+    match query.get("direction").unwrap_or("asc") {
+        "asc" => {}
+        "desc" => all.reverse(),
+        other => {
+            return Err(Error::BadRequest(format!(
+                "direction must be `asc` or `desc`, got {other:?}"
+            )));
+        }
+    }
+    let total = all.len();
+    let items: Vec<Value> = all
+        .iter()
+        .skip((page - 1).saturating_mul(per_page))
+        .take(per_page)
+        .map(json)
+        .collect();
+    let info = json!({
+        "page": page,
+        "per_page": per_page,
+        "count": items.len(),
+        "total_count": total,
+        "total_pages": total.div_ceil(per_page),
+    });
+    Ok(respond::ok_with_info(items, info))
+}
+
+async fn read_title<B>(request: Incoming<'_>, body: B) -> Result<String>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let raw = body::read(request.headers, body, MAX_SMALL_BODY_BYTES).await?;
+    let parsed: TitleBody = serde_json::from_slice(&raw).map_err(|e| {
+        Error::BadRequest(format!(
+            "body must be JSON like {{\"title\": \"...\"}}: {e}"
+        ))
+    })?;
+    Ok(parsed.title)
+}
+
+pub(super) async fn create<B>(
+    request: Incoming<'_>,
+    account: &str,
+    body: B,
+) -> Result<Response<Body>>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    request.authorize(account, None, true)?;
+    let title = read_title(request, body).await?;
+    let namespace = request.edge.create_namespace(account, &title).await?;
+    Ok(respond::ok(json(&namespace)))
+}
+
+pub(super) fn get(request: Incoming<'_>, scope: &Scope<'_>) -> Result<Response<Body>> {
+    request.authorize(&scope.account, Some(&scope.namespace), false)?;
+    let namespace = request.edge.namespace(&scope.account, &scope.namespace)?;
+    Ok(respond::ok(json(&namespace)))
+}
+
+pub(super) async fn rename<B>(
+    request: Incoming<'_>,
+    scope: &Scope<'_>,
+    body: B,
+) -> Result<Response<Body>>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    request.enter(scope, true)?;
+    let title = read_title(request, body).await?;
+    request
+        .edge
+        .rename_namespace(&scope.account, &scope.namespace, &title)
+        .await?;
+    let namespace = request.edge.namespace(&scope.account, &scope.namespace)?;
+    Ok(respond::ok(json(&namespace)))
+}
+
+pub(super) async fn delete(request: Incoming<'_>, scope: &Scope<'_>) -> Result<Response<Body>> {
+    request.enter(scope, true)?;
+    request
+        .edge
+        .delete_namespace(&scope.account, &scope.namespace)
+        .await?;
+    Ok(respond::ok(json!({})))
+}

@@ -1,0 +1,53 @@
+//! The edge role of edgekv: the Workers KV HTTP API, answered from an in-memory hot
+//! tier in front of a local RocksDB store.
+//!
+//! An edge authenticates each request against a local table of token hashes, looks
+//! the key up in the hot tier, then in its store, and answers. It depends on the KV
+//! rules (`edgekv-kv`) and the storage trait (`edgekv-store`); it never parses
+//! flags or config files — the binary does, and hands it an [`EdgeConfig`].
+//!
+//! # Layout
+//! - [`service`]: [`Edge`], the KV operations apart from HTTP.
+//! - [`hot`]: the hot tier, bounded by bytes, correct under concurrent writes.
+//! - [`tokens`]: the token table, looked up by SHA-256.
+//! - [`http`]: routes, handlers and the v4 JSON envelope.
+//! - [`server`]: listeners (HTTP/1.1 and h2c), graceful shutdown, background purge.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/status`.
+//! - [`metrics`]: lock-free counters and histograms.
+//! - [`config`]: the edge's configuration, [`EdgeConfig`].
+
+pub mod admin;
+pub mod config;
+pub mod hot;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod service;
+pub mod tokens;
+
+mod error;
+
+use std::sync::Arc;
+
+pub use config::EdgeConfig;
+pub use error::{Error, Result};
+pub use server::RunningEdge;
+pub use service::Edge;
+
+use edgekv_kv::Clock;
+use edgekv_store_rocksdb::{RocksOptions, RocksStore};
+
+/// Opens the edge's store in its data dir and builds the edge.
+pub fn open(
+    config: EdgeConfig,
+    clock: Arc<dyn Clock>,
+    tokens: tokens::TokenTable,
+) -> Result<Arc<Edge>> {
+    config.validate().map_err(Error::Config)?;
+    let options = RocksOptions {
+        sync_writes: config.sync_writes,
+        ..RocksOptions::default()
+    };
+    let store = RocksStore::open(config.data_dir.join("db"), &options)?;
+    Ok(Arc::new(Edge::new(config, Arc::new(store), clock, tokens)?))
+}

@@ -1,0 +1,893 @@
+//! The Workers KV API of a real edge: hyper on 127.0.0.1:0, RocksDB in a temporary
+//! directory, driven over HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use edgekv_kv::Clock as _;
+use edgekv_test_support::{
+    ACCOUNT, Client, OTHER_ACCOUNT_TOKEN, READ_ONLY_TOKEN, TOKEN, TestEdge, encode,
+};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn json_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Asserts the v4 error envelope and returns its first message.
+fn error_message(body: &Value) -> String {
+    assert_eq!(body["success"], false, "{body}");
+    assert!(body["errors"][0]["code"].as_u64().is_some(), "{body}");
+    body["errors"][0]["message"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn namespaces_lifecycle() {
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    let a = kv.create_namespace("alpha").await;
+    let b = kv.create_namespace("beta").await;
+    assert_eq!(a.len(), 32);
+
+    // A duplicate title in the account is refused.
+    let (status, body) = json_of(
+        kv.request(Method::POST, "/namespaces")
+            .json(&json!({"title": "alpha"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(error_message(&body).contains("already exists"));
+
+    // List, paged and ordered.
+    let (status, body) = json_of(
+        kv.request(
+            Method::GET,
+            "/namespaces?order=title&direction=desc&per_page=1&page=1",
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["success"], true);
+    assert_eq!(body["result"][0]["title"], "beta");
+    assert_eq!(body["result_info"]["total_count"], 2);
+    assert_eq!(body["result_info"]["count"], 1);
+
+    // Get, rename, delete.
+    let (status, body) = json_of(
+        kv.request(Method::GET, &format!("/namespaces/{a}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["result"]["title"].clone()),
+        (200, json!("alpha"))
+    );
+    let (status, body) = json_of(
+        kv.request(Method::PUT, &format!("/namespaces/{a}"))
+            .json(&json!({"title": "gamma"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["result"]["title"].clone()),
+        (200, json!("gamma"))
+    );
+    assert_eq!(kv.put(&b, "k", "v").await, 200);
+    let (status, _) = json_of(
+        kv.request(Method::DELETE, &format!("/namespaces/{b}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = json_of(
+        kv.request(Method::GET, &format!("/namespaces/{b}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    error_message(&body);
+    assert_eq!(kv.get(&b, "k").await.0, 404);
+    assert_eq!(
+        kv.put(&b, "k", "v").await,
+        404,
+        "a write to a deleted namespace"
+    );
+
+    // Bad bodies and parameters are 400s.
+    for (query, body) in [
+        ("/namespaces", json!({"name": "x"})),
+        ("/namespaces", json!({"title": ""})),
+    ] {
+        let response = kv
+            .request(Method::POST, query)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+    }
+    let response = kv
+        .request(Method::GET, "/namespaces?per_page=0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let response = kv
+        .request(Method::GET, "/namespaces?order=size")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn values_round_trip_with_awkward_keys_and_binary_values() {
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    let ns = kv.create_namespace("values").await;
+    let binary: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    let keys = [
+        "plain",
+        "a/b/c",
+        "with space",
+        "100%",
+        "what?",
+        "#hash",
+        "ключ/ü/日本",
+        "/leading",
+        "trailing/",
+    ];
+    for key in keys {
+        assert_eq!(kv.put(&ns, key, binary.clone()).await, 200, "{key}");
+    }
+    for key in keys {
+        let (status, body) = kv.get(&ns, key).await;
+        assert_eq!(status, 200, "{key}");
+        assert_eq!(body, binary, "{key}");
+    }
+    // The listing shows the keys as written.
+    let (_, body) = json_of(
+        kv.request(Method::GET, &format!("/namespaces/{ns}/keys"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let mut listed: Vec<String> = body["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap().to_string())
+        .collect();
+    let mut expected: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    expected.sort();
+    listed.sort();
+    assert_eq!(listed, expected);
+
+    // Overwrite, then delete.
+    assert_eq!(kv.put(&ns, "a/b/c", "second").await, 200);
+    assert_eq!(kv.get(&ns, "a/b/c").await, (200, b"second".to_vec()));
+    assert_eq!(kv.delete(&ns, "a/b/c").await, 200);
+    let response = kv
+        .request(Method::GET, &Client::value_path(&ns, "a/b/c"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(response).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["errors"][0]["code"], 10009);
+    // Deleting a missing key succeeds, as in Workers KV.
+    assert_eq!(kv.delete(&ns, "never-written").await, 200);
+    // An empty value is a value.
+    assert_eq!(kv.put(&ns, "empty", "").await, 200);
+    assert_eq!(kv.get(&ns, "empty").await, (200, Vec::new()));
+}
+
+#[tokio::test]
+async fn metadata_round_trips_through_multipart() {
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    let ns = kv.create_namespace("meta").await;
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "value",
+            reqwest::multipart::Part::bytes(b"\x00\x01value".to_vec()),
+        )
+        .text("metadata", r#"{"owner": "team-a", "n": [1, 2]}"#);
+    let response = kv
+        .request(Method::PUT, &Client::value_path(&ns, "k"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(kv.get(&ns, "k").await, (200, b"\x00\x01value".to_vec()));
+    let (status, body) = json_of(
+        kv.request(Method::GET, &format!("/namespaces/{ns}/metadata/k"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["result"], json!({"owner": "team-a", "n": [1, 2]}));
+    let (_, body) = json_of(
+        kv.request(Method::GET, &format!("/namespaces/{ns}/keys"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(body["result"][0]["metadata"]["owner"], "team-a");
+    // A key without metadata answers null.
+    kv.put(&ns, "plain", "v").await;
+    let (_, body) = json_of(
+        kv.request(Method::GET, &format!("/namespaces/{ns}/metadata/plain"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(body["result"], Value::Null);
+    // Metadata that is not JSON is refused and nothing is written.
+    let form = reqwest::multipart::Form::new()
+        .text("value", "new")
+        .text("metadata", "{oops");
+    let response = kv
+        .request(Method::PUT, &Client::value_path(&ns, "plain"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(kv.get(&ns, "plain").await, (200, b"v".to_vec()));
+    // A multipart body without a value part is refused.
+    let form = reqwest::multipart::Form::new().text("metadata", "{}");
+    let response = kv
+        .request(Method::PUT, &Client::value_path(&ns, "x"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn expiration_follows_the_edge_clock() {
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    let ns = kv.create_namespace("ttl").await;
+    let now = edge.clock.now_s();
+    let put = |key: &str, query: String| {
+        kv.request(
+            Method::PUT,
+            &format!("{}?{query}", Client::value_path(&ns, key)),
+        )
+        .body("v")
+        .send()
+    };
+    assert_eq!(
+        put("ttl", "expiration_ttl=120".into())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        put("abs", format!("expiration={}", now + 300))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Too soon, malformed, or both: refused.
+    assert_eq!(
+        put("bad", "expiration_ttl=59".into())
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        put("bad", format!("expiration={}", now + 10))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        put("bad", "expiration_ttl=soon".into())
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        put(
+            "bad",
+            format!("expiration={}&expiration_ttl=100", now + 300)
+        )
+        .await
+        .unwrap()
+        .status(),
+        400
+    );
+    assert_eq!(kv.get(&ns, "bad").await.0, 404);
+
+    let (_, body) = json_of(
+        kv.request(Method::GET, &format!("/namespaces/{ns}/keys"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(body["result"][0]["name"], "abs");
+    assert_eq!(body["result"][0]["expiration"], now + 300);
+    assert_eq!(body["result"][1]["expiration"], now + 120);
+
+    edge.clock.advance(Duration::from_secs(121));
+    assert_eq!(
+        kv.get(&ns, "ttl").await.0,
+        404,
+        "served after its expiration"
+    );
+    assert_eq!(kv.get(&ns, "abs").await.0, 200);
+    let (_, body) = json_of(
+        kv.request(Method::GET, &format!("/namespaces/{ns}/keys"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(body["result"].as_array().unwrap().len(), 1);
+    edge.clock.advance(Duration::from_secs(200));
+    assert_eq!(kv.get(&ns, "abs").await.0, 404);
+    let metadata = kv
+        .request(Method::GET, &format!("/namespaces/{ns}/metadata/abs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metadata.status(), 404);
+
+    // The purge removes both from the store itself.
+    let purged = edge
+        .running
+        .as_ref()
+        .unwrap()
+        .edge()
+        .purge_expired()
+        .await
+        .unwrap();
+    assert_eq!(purged, 2);
+}
+
+#[tokio::test]
+async fn listing_pages_through_2500_keys_with_cursors() {
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    let ns = kv.create_namespace("many").await;
+    let mut items = Vec::new();
+    for i in 0..2500 {
+        items.push(json!({"key": format!("key-{i:05}"), "value": format!("{i}")}));
+    }
+    items.push(json!({"key": "other-prefix", "value": "x"}));
+    let (status, body) = json_of(
+        kv.request(Method::PUT, &format!("/namespaces/{ns}/bulk"))
+            .json(&items)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["successful_key_count"], 2501);
+
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    let mut pages = 0;
+    loop {
+        let mut path = format!("/namespaces/{ns}/keys?prefix=key-");
+        if !cursor.is_empty() {
+            path.push_str(&format!("&cursor={cursor}"));
+        }
+        let (status, body) = json_of(kv.request(Method::GET, &path).send().await.unwrap()).await;
+        assert_eq!(status, 200);
+        pages += 1;
+        let names = body["result"].as_array().unwrap();
+        assert_eq!(body["result_info"]["count"], names.len());
+        seen.extend(
+            names
+                .iter()
+                .map(|n| n["name"].as_str().unwrap().to_string()),
+        );
+        // A write and a delete between pages do not disturb the cursor.
+        if pages == 1 {
+            assert_eq!(kv.delete(&ns, "key-00500").await, 200, "behind the cursor");
+            assert_eq!(
+                kv.delete(&ns, "key-01200").await,
+                200,
+                "ahead of the cursor"
+            );
+            assert_eq!(kv.put(&ns, "key-00000a", "behind").await, 200);
+            assert_eq!(kv.put(&ns, "key-01500a", "ahead").await, 200);
+        }
+        cursor = body["result_info"]["cursor"].as_str().unwrap().to_string();
+        if cursor.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(pages, 3, "1000 per page by default");
+    let mut expected: Vec<String> = (0..2500)
+        .filter(|i| *i != 1200)
+        .map(|i| format!("key-{i:05}"))
+        .collect();
+    expected.push("key-01500a".into());
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    // Small pages via limit.
+    let (_, body) = json_of(
+        kv.request(Method::GET, &format!("/namespaces/{ns}/keys?limit=10"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(body["result"].as_array().unwrap().len(), 10);
+    assert_ne!(body["result_info"]["cursor"], "");
+    // A foreign cursor is a 400.
+    let response = kv
+        .request(
+            Method::GET,
+            &format!("/namespaces/{ns}/keys?cursor=garbage"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn bulk_write_get_and_delete() {
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    let ns = kv.create_namespace("bulk").await;
+    let now = edge.clock.now_s();
+    let items = json!([
+        {"key": "text", "value": "hello"},
+        {"key": "bin", "value": "AAEC/w==", "base64": true},
+        {"key": "json", "value": "{\"a\":1}", "metadata": {"m": true}},
+        {"key": "ttl", "value": "x", "expiration_ttl": 600},
+        {"key": "abs", "value": "y", "expiration": now + 600},
+    ]);
+    let (status, body) = json_of(
+        kv.request(Method::PUT, &format!("/namespaces/{ns}/bulk"))
+            .json(&items)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["successful_key_count"], 5);
+    assert_eq!(kv.get(&ns, "bin").await, (200, vec![0, 1, 2, 255]));
+
+    let get = |body: Value| {
+        kv.request(Method::POST, &format!("/namespaces/{ns}/bulk/get"))
+            .json(&body)
+            .send()
+    };
+    let (status, body) = json_of(
+        get(json!({"keys": ["text", "json", "missing"]}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["result"]["values"],
+        json!({"text": "hello", "json": "{\"a\":1}", "missing": null})
+    );
+    let (_, body) = json_of(
+        get(json!({"keys": ["json"], "type": "json", "withMetadata": true}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        body["result"]["values"]["json"],
+        json!({"value": {"a": 1}, "metadata": {"m": true}})
+    );
+    let (status, _) = json_of(
+        get(json!({"keys": ["text"], "type": "json"}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "text is not JSON");
+    let (status, body) = json_of(
+        get(json!({"keys": (0..101).map(|i| i.to_string()).collect::<Vec<_>>()}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(error_message(&body).contains("101"));
+
+    let (status, body) = json_of(
+        kv.request(Method::POST, &format!("/namespaces/{ns}/bulk/delete"))
+            .json(&json!(["text", "bin", "never-there"]))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["result"]["successful_key_count"], 3);
+    assert_eq!(kv.get(&ns, "text").await.0, 404);
+    assert_eq!(kv.get(&ns, "json").await.0, 200);
+    // The older DELETE form of bulk delete.
+    let response = kv
+        .request(Method::DELETE, &format!("/namespaces/{ns}/bulk"))
+        .json(&json!(["json"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(kv.get(&ns, "json").await.0, 404);
+
+    // One bad item refuses the whole batch, naming the item; nothing is written.
+    let items = json!([
+        {"key": "good", "value": "v"},
+        {"key": "bad", "value": "not base64!", "base64": true},
+    ]);
+    let (status, body) = json_of(
+        kv.request(Method::PUT, &format!("/namespaces/{ns}/bulk"))
+            .json(&items)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(error_message(&body).contains("item 1"), "{body}");
+    assert_eq!(kv.get(&ns, "good").await.0, 404);
+}
+
+#[tokio::test]
+async fn every_limit_is_a_4xx_that_writes_nothing() {
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    let ns = kv.create_namespace("limits").await;
+    kv.put(&ns, "k", "original").await;
+
+    // Key > 512 bytes.
+    let long_key = "k".repeat(513);
+    assert_eq!(kv.put(&ns, &long_key, "v").await, 414);
+    assert_eq!(kv.put(&ns, &"k".repeat(512), "v").await, 200);
+    assert_eq!(kv.get(&ns, &long_key).await.0, 414);
+
+    // Value > 25 MiB, raw and multipart.
+    let big = vec![b'x'; 25 * 1024 * 1024 + 1];
+    assert_eq!(kv.put(&ns, "k", big.clone()).await, 413);
+    let form = reqwest::multipart::Form::new().part("value", reqwest::multipart::Part::bytes(big));
+    let response = kv
+        .request(Method::PUT, &Client::value_path(&ns, "k"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let exact = vec![b'y'; 25 * 1024 * 1024];
+    assert_eq!(kv.put(&ns, "exact", exact.clone()).await, 200);
+    assert_eq!(kv.get(&ns, "exact").await.1.len(), exact.len());
+    // A declared length far past the limit is refused before the body is read.
+    assert_eq!(
+        declared_length_status(&edge, &ns, 40 * 1024 * 1024).await,
+        413
+    );
+
+    // Metadata > 1024 bytes.
+    let form = reqwest::multipart::Form::new()
+        .text("value", "v")
+        .text("metadata", json!({"pad": "m".repeat(1100)}).to_string());
+    let response = kv
+        .request(Method::PUT, &Client::value_path(&ns, "k"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+
+    // > 10,000 bulk items, and a bulk item with too much metadata.
+    let items: Vec<Value> = (0..10_001)
+        .map(|i| json!({"key": format!("b{i}"), "value": "v"}))
+        .collect();
+    let (status, body) = json_of(
+        kv.request(Method::PUT, &format!("/namespaces/{ns}/bulk"))
+            .json(&items)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(error_message(&body).contains("10001"));
+    let items = json!([{"key": "b0", "value": "v", "metadata": {"pad": "m".repeat(1100)}}]);
+    let response = kv
+        .request(Method::PUT, &format!("/namespaces/{ns}/bulk"))
+        .json(&items)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let keys: Vec<String> = (0..10_001).map(|i| format!("b{i}")).collect();
+    let response = kv
+        .request(Method::POST, &format!("/namespaces/{ns}/bulk/delete"))
+        .json(&keys)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let items = json!([{"key": "x".repeat(513), "value": "v"}]);
+    let response = kv
+        .request(Method::PUT, &format!("/namespaces/{ns}/bulk"))
+        .json(&items)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+
+    // limit > 1000 (and < 1).
+    for limit in ["1001", "0", "-1", "many"] {
+        let response = kv
+            .request(Method::GET, &format!("/namespaces/{ns}/keys?limit={limit}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "limit={limit}");
+    }
+
+    // Nothing of the refused writes is visible.
+    assert_eq!(kv.get(&ns, "k").await, (200, b"original".to_vec()));
+    assert_eq!(kv.get(&ns, "b0").await.0, 404);
+    let (_, body) = json_of(
+        kv.request(Method::GET, &format!("/namespaces/{ns}/keys"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(body["result"].as_array().unwrap().len(), 3, "{body}");
+}
+
+#[tokio::test]
+async fn tokens_are_checked() {
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    let ns = kv.create_namespace("auth").await;
+    kv.put(&ns, "k", "v").await;
+    let path = Client::value_path(&ns, "k");
+    let http = reqwest::Client::new();
+    let url = format!("{}{path}", kv.base);
+
+    // Missing and malformed tokens: 401 with the v4 envelope.
+    for auth in [
+        None,
+        Some("Bearer"),
+        Some("Basic abc"),
+        Some("Bearer wrong-token"),
+    ] {
+        let mut request = http.get(&url);
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let (status, body) = json_of(request.send().await.unwrap()).await;
+        assert_eq!(status, 401, "{auth:?}");
+        assert_eq!(body["errors"][0]["code"], 10000);
+    }
+    // The scheme is case-insensitive.
+    let response = http
+        .get(&url)
+        .header("authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // A token of another account: 403, on its namespaces and on the listing.
+    let other = Client::new(&kv.base, OTHER_ACCOUNT_TOKEN);
+    assert_eq!(other.get(&ns, "k").await.0, 403);
+    let response = other
+        .request(Method::GET, "/namespaces")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    // ...and its own account cannot see this account's namespace.
+    let foreign = kv
+        .base
+        .replace(&format!("/accounts/{ACCOUNT}/"), "/accounts/other-acct/");
+    let other_own = Client::new(&foreign, OTHER_ACCOUNT_TOKEN);
+    assert_eq!(other_own.get(&ns, "k").await.0, 404);
+
+    // Read-only: reads pass, writes are 403 and write nothing.
+    let reader = Client::new(&kv.base, READ_ONLY_TOKEN);
+    assert_eq!(reader.get(&ns, "k").await, (200, b"v".to_vec()));
+    assert_eq!(reader.put(&ns, "k", "new").await, 403);
+    assert_eq!(reader.delete(&ns, "k").await, 403);
+    let response = reader
+        .request(Method::POST, &format!("/namespaces/{ns}/bulk/get"))
+        .json(&json!({"keys": ["k"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "bulk get is a read");
+    assert_eq!(kv.get(&ns, "k").await, (200, b"v".to_vec()));
+}
+
+#[tokio::test]
+async fn writes_survive_a_restart() {
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    let ns = kv.create_namespace("durable").await;
+    for i in 0..50 {
+        assert_eq!(kv.put(&ns, &format!("k{i}"), format!("v{i}")).await, 200);
+    }
+    kv.delete(&ns, "k7").await;
+    let edge = edge.restart().await;
+    let kv = edge.client();
+    assert_eq!(kv.get(&ns, "k49").await, (200, b"v49".to_vec()));
+    assert_eq!(kv.get(&ns, "k7").await.0, 404);
+    let (_, body) = json_of(kv.request(Method::GET, "/namespaces").send().await.unwrap()).await;
+    assert_eq!(body["result"][0]["title"], "durable");
+}
+
+#[tokio::test]
+async fn http2_cleartext_and_keep_alive_are_served() {
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    let ns = kv.create_namespace("h2").await;
+    kv.put(&ns, "k", "v").await;
+    let url = format!("{}{}", kv.base, Client::value_path(&ns, "k"));
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let response = h2.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["edgekv-cache"], "HIT");
+        assert_eq!(response.bytes().await.unwrap(), "v");
+    }
+    let h1 = reqwest::Client::builder().http1_only().build().unwrap();
+    let response = h1.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods() {
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    let ns = kv.create_namespace("routes").await;
+    let response = kv
+        .request(Method::GET, "/nothing-here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let response = kv
+        .request(Method::PATCH, &format!("/namespaces/{ns}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    let response = kv
+        .request(
+            Method::GET,
+            &format!("/namespaces/{}/values/k", "f".repeat(32)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let response = kv
+        .request(Method::GET, "/namespaces/not-an-id/values/k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn admin_endpoints() {
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    let ns = kv.create_namespace("admin").await;
+    kv.put(&ns, "k", "v").await;
+    kv.get(&ns, "k").await;
+    kv.get(&ns, "missing").await;
+    let get = |path: &str| reqwest::get(format!("{}{path}", edge.admin));
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(r#"edgekv_http_requests_total{route="value",status="200"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"edgekv_http_requests_total{route="value",status="404"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("edgekv_http_request_duration_seconds_bucket{route=\"value\",le=\"+Inf\"} 3")
+    );
+    assert!(metrics.contains("edgekv_hot_hits_total 1"), "{metrics}");
+    assert!(metrics.contains("edgekv_hot_bytes "));
+    let status: Value = get("/status").await.unwrap().json().await.unwrap();
+    assert_eq!(status["ready"], true);
+    assert_eq!(get("/nope").await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn percent_encoding_in_keys_round_trips_through_the_listing() {
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    let ns = kv.create_namespace("enc").await;
+    let key = "a%2Fb"; // a literal percent sign followed by 2F
+    assert_eq!(kv.put(&ns, key, "literal").await, 200);
+    assert_eq!(kv.put(&ns, "a/b", "slash").await, 200);
+    assert_eq!(kv.get(&ns, key).await, (200, b"literal".to_vec()));
+    assert_eq!(kv.get(&ns, "a/b").await, (200, b"slash".to_vec()));
+    let (_, body) = json_of(
+        kv.request(
+            Method::GET,
+            &format!("/namespaces/{ns}/keys?prefix={}", encode("a%")),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(body["result"][0]["name"], key);
+}
+
+/// Sends only the head of a PUT that declares `length` bytes, and returns the status
+/// the edge answers without waiting for the body.
+async fn declared_length_status(edge: &TestEdge, ns: &str, length: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = edge.running.as_ref().unwrap().http_addr;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT /client/v4/accounts/{ACCOUNT}/storage/kv/namespaces/{ns}/values/k HTTP/1.1\r\n\
+         host: edge\r\nauthorization: Bearer {TOKEN}\r\ncontent-length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("the edge waited for the body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    text.split(' ').nth(1).unwrap().parse().unwrap()
+}

@@ -1,0 +1,309 @@
+//! The RocksDB engine behind edgekv's [`Store`] trait: real files on disk, the
+//! write-ahead log on, every write durable before it is acknowledged.
+//!
+//! One database holds four column families: `data` (records under
+//! `namespace id ++ key`), `expiry` (an index from expiration time to stored key,
+//! so expired records are purged without a scan), `namespaces` and `meta`. The
+//! store's revision is kept in `meta` and written in the same atomic batch as the
+//! records it numbers.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use edgekv_kv::{Namespace, Record};
+use edgekv_store::keys::{self, NAMESPACE_ID_LEN};
+use edgekv_store::{Error, ListPage, ListQuery, Result, Store, Write};
+use parking_lot::Mutex;
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
+    WriteBatch, WriteOptions,
+};
+
+const CF_DATA: &str = "data";
+const CF_EXPIRY: &str = "expiry";
+const CF_NAMESPACES: &str = "namespaces";
+const CF_META: &str = "meta";
+/// The `meta` entry holding the revision of the last write.
+const REVISION_KEY: &[u8] = b"\x00revision";
+/// Prefix of `meta` entries written through [`Store::set_meta`].
+const USER_META_PREFIX: &[u8] = b"m:";
+
+/// How a [`RocksStore`] is opened.
+#[derive(Debug, Clone)]
+pub struct RocksOptions {
+    /// Whether each write waits for `fsync` of the write-ahead log. On, a write
+    /// survives a machine crash once acknowledged; off, it survives a process crash
+    /// only (the log is still written before the call returns).
+    pub sync_writes: bool,
+    /// The size of RocksDB's block cache, in bytes.
+    pub block_cache_bytes: usize,
+}
+
+impl Default for RocksOptions {
+    fn default() -> Self {
+        RocksOptions {
+            sync_writes: true,
+            block_cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A [`Store`] in a RocksDB database on disk.
+pub struct RocksStore {
+    db: DB,
+    path: PathBuf,
+    write_options: WriteOptions,
+    /// Serialises writes: it holds the last revision, which each batch advances.
+    writer: Mutex<u64>,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn engine(err: rocksdb::Error) -> Error {
+    Error::Engine(err.into_string())
+}
+
+impl RocksStore {
+    /// Opens (creating if needed) the database in `path`.
+    pub fn open(path: impl AsRef<Path>, options: &RocksOptions) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        db_options.set_compression_type(DBCompressionType::Lz4);
+        let mut block = rocksdb::BlockBasedOptions::default();
+        block.set_block_cache(&rocksdb::Cache::new_lru_cache(options.block_cache_bytes));
+        block.set_bloom_filter(10.0, false);
+        let mut data_options = db_options.clone();
+        data_options.set_block_based_table_factory(&block);
+        let families = [
+            ColumnFamilyDescriptor::new(CF_DATA, data_options),
+            ColumnFamilyDescriptor::new(CF_EXPIRY, db_options.clone()),
+            ColumnFamilyDescriptor::new(CF_NAMESPACES, db_options.clone()),
+            ColumnFamilyDescriptor::new(CF_META, db_options.clone()),
+        ];
+        let db = DB::open_cf_descriptors(&db_options, &path, families).map_err(|e| {
+            Error::Engine(format!("opening {}: {}", path.display(), e.into_string()))
+        })?;
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(options.sync_writes);
+        let store = RocksStore {
+            db,
+            path,
+            write_options,
+            writer: Mutex::new(0),
+        };
+        let revision = match store
+            .db
+            .get_cf(store.cf(CF_META), REVISION_KEY)
+            .map_err(engine)?
+        {
+            Some(raw) => u64::from_be_bytes(
+                raw.as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Engine("stored revision is not 8 bytes".into()))?,
+            ),
+            None => 0,
+        };
+        *store.writer.lock() = revision;
+        Ok(store)
+    }
+
+    /// The directory of the database.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        // The four families are created at open; a missing one is a bug here.
+        #[allow(clippy::expect_used)]
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    fn decode_namespace(raw: &[u8]) -> Result<Namespace> {
+        keys::decode_namespace(raw).map_err(Error::CorruptNamespace)
+    }
+}
+
+impl Store for RocksStore {
+    fn create_namespace(&self, namespace: &Namespace) -> Result<()> {
+        let _writer = self.writer.lock();
+        let cf = self.cf(CF_NAMESPACES);
+        if self.db.get_cf(cf, &namespace.id).map_err(engine)?.is_some() {
+            return Err(Error::NamespaceExists(namespace.id.clone()));
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf, &namespace.id, keys::encode_namespace(namespace));
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(engine)
+    }
+
+    fn update_namespace(&self, namespace: &Namespace) -> Result<()> {
+        let _writer = self.writer.lock();
+        let cf = self.cf(CF_NAMESPACES);
+        if self.db.get_cf(cf, &namespace.id).map_err(engine)?.is_none() {
+            return Err(Error::NoSuchNamespace(namespace.id.clone()));
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf, &namespace.id, keys::encode_namespace(namespace));
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(engine)
+    }
+
+    fn namespace(&self, id: &str) -> Result<Option<Namespace>> {
+        self.db
+            .get_cf(self.cf(CF_NAMESPACES), id)
+            .map_err(engine)?
+            .map(|raw| Self::decode_namespace(&raw))
+            .transpose()
+    }
+
+    fn namespaces(&self) -> Result<Vec<Namespace>> {
+        self.db
+            .iterator_cf(self.cf(CF_NAMESPACES), IteratorMode::Start)
+            .map(|item| {
+                let (_, raw) = item.map_err(engine)?;
+                Self::decode_namespace(&raw)
+            })
+            .collect()
+    }
+
+    fn delete_namespace(&self, id: &str) -> Result<bool> {
+        let _writer = self.writer.lock();
+        let cf = self.cf(CF_NAMESPACES);
+        let existed = self.db.get_cf(cf, id).map_err(engine)?.is_some();
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(cf, id);
+        batch.delete_range_cf(self.cf(CF_DATA), id.as_bytes(), &keys::namespace_end(id));
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(engine)?;
+        Ok(existed)
+    }
+
+    fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
+        let stored = keys::data_key(namespace, key);
+        match self.db.get_cf(self.cf(CF_DATA), stored).map_err(engine)? {
+            Some(raw) => Ok(Some(Record::decode(Bytes::from(raw))?)),
+            None => Ok(None),
+        }
+    }
+
+    fn write(&self, batch: Vec<Write>) -> Result<u64> {
+        let mut last = self.writer.lock();
+        let revision = *last + 1;
+        let data = self.cf(CF_DATA);
+        let expiry = self.cf(CF_EXPIRY);
+        let mut out = WriteBatch::default();
+        for write in batch {
+            let stored = keys::data_key(&write.namespace, &write.key);
+            let mut record = write.record;
+            record.revision = revision;
+            if let Some(at) = record.expiration {
+                out.put_cf(expiry, keys::expiry_key(at, &stored), b"");
+            }
+            out.put_cf(data, stored, record.encode());
+        }
+        out.put_cf(self.cf(CF_META), REVISION_KEY, revision.to_be_bytes());
+        self.db
+            .write_opt(out, &self.write_options)
+            .map_err(engine)?;
+        *last = revision;
+        Ok(revision)
+    }
+
+    fn list(&self, namespace: &str, query: &ListQuery, now_s: u64) -> Result<ListPage> {
+        let start = keys::list_start(namespace, &query.prefix, query.start_after.as_deref());
+        let prefix = keys::data_key(namespace, &query.prefix);
+        let mut page = ListPage::default();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_DATA),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in iter {
+            let (stored, raw) = item.map_err(engine)?;
+            if !stored.starts_with(&prefix) {
+                break;
+            }
+            let record = Record::decode(Bytes::from(raw))?;
+            if !record.is_live(now_s) {
+                continue;
+            }
+            if page.entries.len() == query.limit {
+                page.more = true;
+                break;
+            }
+            let key = Bytes::copy_from_slice(&stored[NAMESPACE_ID_LEN..]);
+            page.entries.push((key, record));
+        }
+        Ok(page)
+    }
+
+    fn purge_expired(&self, now_s: u64, max: usize) -> Result<usize> {
+        // Holding the writer lock makes "still carries this expiration, so delete"
+        // atomic with respect to writes.
+        let _writer = self.writer.lock();
+        let data = self.cf(CF_DATA);
+        let expiry = self.cf(CF_EXPIRY);
+        let end = keys::expiry_key(now_s.saturating_add(1), &[]);
+        let mut batch = WriteBatch::default();
+        let mut purged = 0;
+        for item in self.db.iterator_cf(expiry, IteratorMode::Start).take(max) {
+            let (entry, _) = item.map_err(engine)?;
+            if entry.as_ref() >= end.as_slice() {
+                break;
+            }
+            batch.delete_cf(expiry, &entry);
+            let Some((at, stored)) = keys::split_expiry_key(&entry) else {
+                continue;
+            };
+            if let Some(raw) = self.db.get_cf(data, stored).map_err(engine)?
+                && Record::decode(Bytes::from(raw))?.expiration == Some(at)
+            {
+                batch.delete_cf(data, stored);
+                purged += 1;
+            }
+        }
+        if !batch.is_empty() {
+            self.db
+                .write_opt(batch, &self.write_options)
+                .map_err(engine)?;
+        }
+        Ok(purged)
+    }
+
+    fn revision(&self) -> u64 {
+        *self.writer.lock()
+    }
+
+    fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_cf(self.cf(CF_META), user_meta_key(name))
+            .map_err(engine)
+    }
+
+    fn set_meta(&self, name: &str, value: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META), user_meta_key(name), value);
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(engine)
+    }
+}
+
+fn user_meta_key(name: &str) -> Vec<u8> {
+    [USER_META_PREFIX, name.as_bytes()].concat()
+}
+
+#[cfg(test)]
+mod tests;

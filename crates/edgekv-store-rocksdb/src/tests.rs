@@ -1,0 +1,107 @@
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use edgekv_kv::Record;
+use edgekv_store::{Store, Write};
+use proptest::prelude::*;
+
+use super::*;
+
+/// A store in a temporary directory, and the directory.
+fn temp_store() -> (RocksStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    // Syncing each write is covered by the durability test; the suite runs faster
+    // without it and checks the same logic.
+    let options = RocksOptions {
+        sync_writes: false,
+        ..RocksOptions::default()
+    };
+    (
+        RocksStore::open(dir.path().join("db"), &options).unwrap(),
+        dir,
+    )
+}
+
+edgekv_store::store_suite!(temp_store());
+
+const NS: &str = "0123456789abcdef0123456789abcdef";
+
+#[test]
+fn writes_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let options = RocksOptions::default();
+    {
+        let store = RocksStore::open(&path, &options).unwrap();
+        store
+            .create_namespace(&Namespace {
+                id: NS.into(),
+                title: "t".into(),
+                account: "a".into(),
+            })
+            .unwrap();
+        for i in 0..3 {
+            store
+                .write(vec![Write {
+                    namespace: NS.into(),
+                    key: Bytes::from(format!("k{i}")),
+                    record: Record::value(Bytes::from(format!("v{i}")), None, Some(10_000)),
+                }])
+                .unwrap();
+        }
+        store.set_meta("token", b"t").unwrap();
+    }
+    let store = RocksStore::open(&path, &options).unwrap();
+    assert_eq!(store.revision(), 3);
+    assert_eq!(store.get(NS, b"k2").unwrap().unwrap().value, "v2");
+    assert_eq!(store.namespace(NS).unwrap().unwrap().title, "t");
+    assert_eq!(store.meta("token").unwrap().unwrap(), b"t");
+    // The expiry index survived too.
+    assert_eq!(store.purge_expired(10_000, 100).unwrap(), 3);
+    // The next revision follows on.
+    let next = store
+        .write(vec![Write {
+            namespace: NS.into(),
+            key: Bytes::from_static(b"k"),
+            record: Record::value(Bytes::new(), None, None),
+        }])
+        .unwrap();
+    assert_eq!(next, 4);
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let (store, _dir) = temp_store();
+    let err = RocksStore::open(store.path(), &RocksOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("lock"), "{err}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Paging with cursors returns every live key exactly once, in order, whatever
+    /// the key set, the page size and the dead keys among them.
+    #[test]
+    fn paging_returns_every_live_key_once(
+        keys in proptest::collection::btree_map(
+            proptest::collection::vec(any::<u8>(), 1..20), any::<bool>(), 0..200),
+        page_size in 1usize..50,
+    ) {
+        let (store, _dir) = temp_store();
+        let mut live = BTreeSet::new();
+        for (key, alive) in &keys {
+            let record = if *alive {
+                live.insert(key.clone());
+                Record::value(Bytes::from_static(b"v"), None, None)
+            } else {
+                Record::tombstone(None)
+            };
+            store.write(vec![Write { namespace: NS.into(), key: key.clone().into(), record }]).unwrap();
+        }
+        let seen = edgekv_store::suite::page_through(&store, NS, page_size, 0);
+        let seen: Vec<Vec<u8>> = seen.into_iter().map(|k| k.to_vec()).collect();
+        prop_assert_eq!(seen, live.into_iter().collect::<Vec<_>>());
+    }
+}

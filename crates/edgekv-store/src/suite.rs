@@ -1,0 +1,417 @@
+//! The test suite every storage engine passes.
+//!
+//! Each function takes a fresh, empty store and panics on the first broken
+//! expectation. [`store_suite!`](crate::store_suite) turns them into one `#[test]`
+//! each for an engine, given an expression that makes `(store, guard)`, where the
+//! guard keeps what the store needs alive (a temporary directory):
+//!
+//! ```ignore
+//! edgekv_store::store_suite!(open_in_temporary_dir());
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use edgekv_kv::{Namespace, Record, cursor};
+
+use crate::{Error, ListQuery, Store, Write};
+
+/// Generates one `#[test]` per suite function, each on a `(store, guard)` made by `$make`.
+#[macro_export]
+macro_rules! store_suite {
+    ($make:expr) => {
+        $crate::store_suite!(@tests $make;
+            namespaces, namespaces_are_isolated, write_and_read, tombstones,
+            revisions_follow_commit_order, listing, listing_hides_dead_keys,
+            cursor_survives_writes, purge, purge_spares_rewritten_keys,
+            delete_namespace_drops_its_keys, meta, binary_keys_and_values);
+    };
+    (@tests $make:expr; $($name:ident),*) => {
+        $(
+            #[test]
+            fn $name() {
+                let (store, _guard) = $make;
+                $crate::suite::$name(&store);
+            }
+        )*
+    };
+}
+
+const NS_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const NS_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn ns(id: &str, title: &str) -> Namespace {
+    Namespace {
+        id: id.into(),
+        title: title.into(),
+        account: "acct".into(),
+    }
+}
+
+fn put(store: &dyn Store, namespace: &str, key: &str, value: &str) -> u64 {
+    put_record(
+        store,
+        namespace,
+        key.as_bytes(),
+        Record::value(Bytes::copy_from_slice(value.as_bytes()), None, None),
+    )
+}
+
+fn put_record(store: &dyn Store, namespace: &str, key: &[u8], record: Record) -> u64 {
+    store
+        .write(vec![Write {
+            namespace: namespace.into(),
+            key: Bytes::copy_from_slice(key),
+            record,
+        }])
+        .unwrap()
+}
+
+fn value(store: &dyn Store, namespace: &str, key: &str) -> Option<Bytes> {
+    store
+        .get(namespace, key.as_bytes())
+        .unwrap()
+        .filter(|r| !r.tombstone)
+        .map(|r| r.value)
+}
+
+fn list_all(store: &dyn Store, namespace: &str, prefix: &str, now_s: u64) -> Vec<String> {
+    let query = ListQuery {
+        prefix: prefix.as_bytes().to_vec(),
+        start_after: None,
+        limit: usize::MAX,
+    };
+    let page = store.list(namespace, &query, now_s).unwrap();
+    assert!(!page.more);
+    page.entries
+        .into_iter()
+        .map(|(k, _)| String::from_utf8(k.to_vec()).unwrap())
+        .collect()
+}
+
+pub fn namespaces(store: &dyn Store) {
+    assert!(store.namespaces().unwrap().is_empty());
+    store.create_namespace(&ns(NS_B, "b")).unwrap();
+    store.create_namespace(&ns(NS_A, "a")).unwrap();
+    assert!(matches!(
+        store.create_namespace(&ns(NS_A, "again")),
+        Err(Error::NamespaceExists(_))
+    ));
+    let ids: Vec<String> = store
+        .namespaces()
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(ids, [NS_A, NS_B]);
+    store.update_namespace(&ns(NS_A, "renamed")).unwrap();
+    assert_eq!(store.namespace(NS_A).unwrap().unwrap().title, "renamed");
+    assert!(matches!(
+        store.update_namespace(&ns("cccccccccccccccccccccccccccccccc", "c")),
+        Err(Error::NoSuchNamespace(_))
+    ));
+    assert!(store.delete_namespace(NS_B).unwrap());
+    assert!(!store.delete_namespace(NS_B).unwrap());
+    assert!(store.namespace(NS_B).unwrap().is_none());
+}
+
+pub fn namespaces_are_isolated(store: &dyn Store) {
+    put(store, NS_A, "k", "in a");
+    put(store, NS_B, "k", "in b");
+    put(store, NS_B, "only-b", "x");
+    assert_eq!(value(store, NS_A, "k").unwrap(), "in a");
+    assert_eq!(value(store, NS_B, "k").unwrap(), "in b");
+    assert!(value(store, NS_A, "only-b").is_none());
+    assert_eq!(list_all(store, NS_A, "", 0), ["k"]);
+}
+
+pub fn write_and_read(store: &dyn Store) {
+    assert!(store.get(NS_A, b"k").unwrap().is_none());
+    let meta = Bytes::from_static(br#"{"a":1}"#);
+    let record = Record {
+        hlc: 77,
+        ..Record::value(Bytes::from_static(b"v1"), Some(meta.clone()), Some(5000))
+    };
+    let rev = put_record(store, NS_A, b"k", record);
+    let held = store.get(NS_A, b"k").unwrap().unwrap();
+    assert_eq!(held.value, "v1");
+    assert_eq!(held.metadata, Some(meta));
+    assert_eq!(held.expiration, Some(5000));
+    assert_eq!(held.hlc, 77);
+    assert_eq!(held.revision, rev);
+    put(store, NS_A, "k", "v2");
+    let held = store.get(NS_A, b"k").unwrap().unwrap();
+    assert_eq!(held.value, "v2");
+    assert_eq!(held.metadata, None);
+    assert_eq!(held.expiration, None);
+}
+
+pub fn tombstones(store: &dyn Store) {
+    put(store, NS_A, "k", "v");
+    put_record(store, NS_A, b"k", Record::tombstone(Some(10_000)));
+    let held = store.get(NS_A, b"k").unwrap().unwrap();
+    assert!(held.tombstone);
+    assert!(held.value.is_empty());
+    assert!(list_all(store, NS_A, "", 0).is_empty());
+}
+
+pub fn revisions_follow_commit_order(store: &dyn Store) {
+    let base = store.revision();
+    let r1 = put(store, NS_A, "a", "1");
+    let r2 = store
+        .write(vec![
+            Write {
+                namespace: NS_A.into(),
+                key: Bytes::from_static(b"b"),
+                record: Record::value(Bytes::from_static(b"2"), None, None),
+            },
+            Write {
+                namespace: NS_B.into(),
+                key: Bytes::from_static(b"c"),
+                record: Record::value(Bytes::from_static(b"3"), None, None),
+            },
+        ])
+        .unwrap();
+    assert_eq!((r1, r2), (base + 1, base + 2));
+    assert_eq!(store.revision(), r2);
+    assert_eq!(store.get(NS_B, b"c").unwrap().unwrap().revision, r2);
+}
+
+pub fn listing(store: &dyn Store) {
+    for key in ["b", "a", "ab", "c/1", "c/2", "c0", "d"] {
+        put(store, NS_A, key, key);
+    }
+    put(store, NS_B, "a-other", "x");
+    assert_eq!(
+        list_all(store, NS_A, "", 0),
+        ["a", "ab", "b", "c/1", "c/2", "c0", "d"]
+    );
+    assert_eq!(list_all(store, NS_A, "c/", 0), ["c/1", "c/2"]);
+    assert_eq!(list_all(store, NS_A, "a", 0), ["a", "ab"]);
+    assert!(list_all(store, NS_A, "zz", 0).is_empty());
+
+    let first = store
+        .list(
+            NS_A,
+            &ListQuery {
+                limit: 3,
+                ..ListQuery::default()
+            },
+            0,
+        )
+        .unwrap();
+    assert!(first.more);
+    assert_eq!(first.entries.len(), 3);
+    assert_eq!(first.entries[2].1.value, "b");
+    let rest = store
+        .list(
+            NS_A,
+            &ListQuery {
+                start_after: Some(b"b".to_vec()),
+                limit: 4,
+                ..ListQuery::default()
+            },
+            0,
+        )
+        .unwrap();
+    assert!(!rest.more, "exactly four keys remain");
+    assert_eq!(rest.entries.len(), 4);
+}
+
+pub fn listing_hides_dead_keys(store: &dyn Store) {
+    put(store, NS_A, "live", "v");
+    put_record(store, NS_A, b"dead", Record::tombstone(None));
+    put_record(
+        store,
+        NS_A,
+        b"expired",
+        Record::value(Bytes::from_static(b"v"), None, Some(100)),
+    );
+    put_record(
+        store,
+        NS_A,
+        b"later",
+        Record::value(Bytes::from_static(b"v"), None, Some(200)),
+    );
+    assert_eq!(list_all(store, NS_A, "", 150), ["later", "live"]);
+    assert_eq!(list_all(store, NS_A, "", 50), ["expired", "later", "live"]);
+    // A page that ends right before only dead keys says there is no more.
+    let page = store
+        .list(
+            NS_A,
+            &ListQuery {
+                limit: 2,
+                ..ListQuery::default()
+            },
+            150,
+        )
+        .unwrap();
+    assert!(!page.more);
+}
+
+pub fn cursor_survives_writes(store: &dyn Store) {
+    for i in 0..10 {
+        put(store, NS_A, &format!("k{i}"), "v");
+    }
+    let page = store
+        .list(
+            NS_A,
+            &ListQuery {
+                limit: 4,
+                ..ListQuery::default()
+            },
+            0,
+        )
+        .unwrap();
+    let token = cursor::encode(&page.entries.last().unwrap().0);
+    // Writes and deletes on both sides of the cursor.
+    put_record(store, NS_A, b"k5", Record::tombstone(None));
+    put(store, NS_A, "k0a", "behind the cursor");
+    put(store, NS_A, "k7a", "ahead of the cursor");
+    put_record(store, NS_A, b"k3", Record::tombstone(None));
+    let after = cursor::decode(&token).unwrap();
+    let rest = store
+        .list(
+            NS_A,
+            &ListQuery {
+                start_after: Some(after),
+                limit: 100,
+                ..ListQuery::default()
+            },
+            0,
+        )
+        .unwrap();
+    let keys: Vec<&[u8]> = rest.entries.iter().map(|(k, _)| k.as_ref()).collect();
+    assert_eq!(keys, [&b"k4"[..], b"k6", b"k7", b"k7a", b"k8", b"k9"]);
+}
+
+pub fn purge(store: &dyn Store) {
+    put_record(
+        store,
+        NS_A,
+        b"e1",
+        Record::value(Bytes::from_static(b"v"), None, Some(100)),
+    );
+    put_record(
+        store,
+        NS_A,
+        b"e2",
+        Record::value(Bytes::from_static(b"v"), None, Some(300)),
+    );
+    put_record(store, NS_A, b"t", Record::tombstone(Some(100)));
+    put(store, NS_A, "forever", "v");
+    assert_eq!(store.purge_expired(99, 100).unwrap(), 0);
+    assert_eq!(store.purge_expired(100, 100).unwrap(), 2);
+    assert!(store.get(NS_A, b"e1").unwrap().is_none());
+    assert!(store.get(NS_A, b"t").unwrap().is_none());
+    assert!(store.get(NS_A, b"e2").unwrap().is_some());
+    assert_eq!(store.purge_expired(1000, 100).unwrap(), 1);
+    assert!(store.get(NS_A, b"forever").unwrap().is_some());
+}
+
+pub fn purge_spares_rewritten_keys(store: &dyn Store) {
+    put_record(
+        store,
+        NS_A,
+        b"k",
+        Record::value(Bytes::from_static(b"old"), None, Some(100)),
+    );
+    put(store, NS_A, "k", "new, no expiry");
+    put_record(
+        store,
+        NS_A,
+        b"j",
+        Record::value(Bytes::from_static(b"old"), None, Some(100)),
+    );
+    put_record(
+        store,
+        NS_A,
+        b"j",
+        Record::value(Bytes::from_static(b"new"), None, Some(500)),
+    );
+    store.purge_expired(200, 100).unwrap();
+    assert_eq!(value(store, NS_A, "k").unwrap(), "new, no expiry");
+    assert_eq!(value(store, NS_A, "j").unwrap(), "new");
+    assert_eq!(store.purge_expired(500, 100).unwrap(), 1);
+    assert!(store.get(NS_A, b"j").unwrap().is_none());
+}
+
+pub fn delete_namespace_drops_its_keys(store: &dyn Store) {
+    store.create_namespace(&ns(NS_A, "a")).unwrap();
+    put(store, NS_A, "k", "v");
+    put(store, NS_B, "k", "v");
+    assert!(store.delete_namespace(NS_A).unwrap());
+    assert!(store.get(NS_A, b"k").unwrap().is_none());
+    assert!(list_all(store, NS_A, "", 0).is_empty());
+    assert_eq!(value(store, NS_B, "k").unwrap(), "v");
+}
+
+pub fn meta(store: &dyn Store) {
+    assert!(store.meta("token").unwrap().is_none());
+    store.set_meta("token", b"secret").unwrap();
+    store.set_meta("token", b"secret2").unwrap();
+    assert_eq!(store.meta("token").unwrap().unwrap(), b"secret2");
+}
+
+pub fn binary_keys_and_values(store: &dyn Store) {
+    let value: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let keys: BTreeSet<Vec<u8>> = [
+        &b"\x00"[..],
+        b"\x00\x01",
+        b"\xff\xfe",
+        "ключ/with space%?#".as_bytes(),
+    ]
+    .iter()
+    .map(|k| k.to_vec())
+    .collect();
+    for key in &keys {
+        put_record(
+            store,
+            NS_A,
+            key,
+            Record::value(value.clone().into(), None, None),
+        );
+    }
+    for key in &keys {
+        assert_eq!(store.get(NS_A, key).unwrap().unwrap().value, value);
+    }
+    let page = store
+        .list(
+            NS_A,
+            &ListQuery {
+                limit: 100,
+                ..ListQuery::default()
+            },
+            0,
+        )
+        .unwrap();
+    let listed: Vec<Vec<u8>> = page.entries.into_iter().map(|(k, _)| k.to_vec()).collect();
+    assert_eq!(listed, keys.into_iter().collect::<Vec<_>>());
+}
+
+/// Pages through a namespace with cursors and returns the keys in the order seen;
+/// used by the engines' property tests of paging.
+pub fn page_through(
+    store: &dyn Store,
+    namespace: &str,
+    page_size: usize,
+    now_s: u64,
+) -> Vec<Bytes> {
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = ListQuery {
+            prefix: Vec::new(),
+            start_after: cursor.as_deref().map(|c| cursor::decode(c).unwrap()),
+            limit: page_size,
+        };
+        let page = store.list(namespace, &query, now_s).unwrap();
+        assert!(page.entries.len() <= page_size);
+        seen.extend(page.entries.iter().map(|(k, _)| k.clone()));
+        if !page.more {
+            return seen;
+        }
+        cursor = Some(cursor::encode(&page.entries.last().unwrap().0));
+    }
+}

@@ -1,0 +1,185 @@
+//! The command line. Every flag can also be set with an `EDGEKV_*` environment
+//! variable, and the role flags with a key of the `--config` TOML file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// edgekv: an edge key-value store with versioned routing.
+#[derive(Debug, Parser)]
+#[command(name = "edgekv", version, about, long_about = None)]
+pub struct Cli {
+    /// A TOML config file; flags and EDGEKV_* variables override its values.
+    #[arg(long, global = true, env = "EDGEKV_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs every role in one process: a working edge on 127.0.0.1:8787.
+    Dev(DevArgs),
+    /// Runs an edge node.
+    Edge(EdgeArgs),
+    /// Talks to an edge's KV API.
+    Kv(KvArgs),
+}
+
+/// Flags of `edgekv dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where the KV API listens.
+    #[arg(long, env = "EDGEKV_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// Where /healthz, /readyz and /metrics listen.
+    #[arg(long, env = "EDGEKV_ADMIN")]
+    pub admin: Option<SocketAddr>,
+    /// Where all data is kept.
+    #[arg(long, env = "EDGEKV_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The account the printed token acts for.
+    #[arg(long, env = "EDGEKV_ACCOUNT")]
+    pub account: Option<String>,
+    /// The token to accept (default: one generated once and kept in the data dir).
+    #[arg(long, env = "EDGEKV_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Flags of `edgekv edge`.
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// Where the KV API listens.
+    #[arg(long, env = "EDGEKV_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// Where /healthz, /readyz and /metrics listen.
+    #[arg(long, env = "EDGEKV_ADMIN")]
+    pub admin: Option<SocketAddr>,
+    /// The directory of the edge's store.
+    #[arg(long, env = "EDGEKV_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The hot tier's budget, in bytes.
+    #[arg(long, env = "EDGEKV_HOT_TIER_BYTES")]
+    pub hot_tier_bytes: Option<usize>,
+    /// The account of the bootstrap token.
+    #[arg(long, env = "EDGEKV_ACCOUNT", requires = "token")]
+    pub account: Option<String>,
+    /// A bootstrap token with full rights on --account.
+    #[arg(
+        long,
+        env = "EDGEKV_TOKEN",
+        hide_env_values = true,
+        requires = "account"
+    )]
+    pub token: Option<String>,
+}
+
+/// Flags of `edgekv kv`.
+#[derive(Debug, Args)]
+pub struct KvArgs {
+    /// The edge's base URL.
+    #[arg(
+        long,
+        env = "EDGEKV_URL",
+        default_value = "http://127.0.0.1:8787",
+        global = true
+    )]
+    pub url: String,
+    /// The bearer token.
+    #[arg(long, env = "EDGEKV_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// The account id.
+    #[arg(long, env = "EDGEKV_ACCOUNT", default_value = "dev", global = true)]
+    pub account: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: KvCommand,
+}
+
+/// The `edgekv kv` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Manages namespaces.
+    #[command(subcommand)]
+    Namespace(NamespaceCommand),
+    /// Writes a key. The value is the VALUE argument, --file, or standard input.
+    Put {
+        /// The namespace id.
+        namespace: String,
+        /// The key.
+        key: String,
+        /// The value; omit it to use --file or standard input.
+        value: Option<String>,
+        /// Reads the value from a file (`-` for standard input).
+        #[arg(long, conflicts_with = "value")]
+        file: Option<PathBuf>,
+        /// Metadata, as JSON.
+        #[arg(long)]
+        metadata: Option<String>,
+        /// Expires the key this many seconds from now (at least 60).
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Expires the key at this Unix time, in seconds.
+        #[arg(long, conflicts_with = "ttl")]
+        expiration: Option<u64>,
+    },
+    /// Prints a key's value. Exits 1 if the key does not exist.
+    Get {
+        /// The namespace id.
+        namespace: String,
+        /// The key.
+        key: String,
+    },
+    /// Deletes a key.
+    Delete {
+        /// The namespace id.
+        namespace: String,
+        /// The key.
+        key: String,
+    },
+    /// Lists keys, one per line.
+    List {
+        /// The namespace id.
+        namespace: String,
+        /// Only keys with this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// The most keys to print (all when not given).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Prints each key as a JSON object with its expiration and metadata.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The `edgekv kv namespace` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NamespaceCommand {
+    /// Creates a namespace and prints its id.
+    Create {
+        /// The title.
+        title: String,
+    },
+    /// Lists namespaces as `ID<TAB>TITLE`.
+    List {
+        /// Prints JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Renames a namespace.
+    Rename {
+        /// The namespace id.
+        id: String,
+        /// The new title.
+        title: String,
+    },
+    /// Deletes a namespace and every key in it.
+    Delete {
+        /// The namespace id.
+        id: String,
+    },
+}

@@ -1,0 +1,67 @@
+//! The `edgekv` command: one subcommand per role, plus the client commands.
+//!
+//! This crate only reads flags, environment and config files and wires the role
+//! crates together; all behaviour lives in those crates.
+//!
+//! # Layout
+//! - [`cli`]: the command line (clap).
+//! - [`config`]: the TOML config file, layered under environment and flags.
+//! - [`dev`]: `edgekv dev`, every role in one process.
+//! - [`roles`]: `edgekv edge`.
+//! - [`client`]: `edgekv kv ...`, a client of the KV API.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod dev;
+pub mod roles;
+
+use std::process::ExitCode;
+
+use cli::{Cli, Command};
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(client::EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let file = config::File::load(cli.config.as_deref())?;
+        match cli.command {
+            Command::Dev(args) => dev::run(args, &file).await,
+            Command::Edge(args) => roles::edge(args, &file).await,
+            Command::Kv(args) => client::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let code = err
+                .downcast_ref::<client::ClientError>()
+                .map_or(client::EXIT_FAILURE, |e| e.exit_code);
+            eprintln!("error: {err:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let default = match cli.command {
+        Command::Kv(_) => "warn",
+        _ => "info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EDGEKV_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,286 @@
+//! End-to-end: real `edgekv` processes — `edgekv dev` serving, the `kv` client
+//! commands against it, SIGTERM, restart on the same data dir.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_edgekv");
+
+/// A running `edgekv dev` and what it printed.
+struct Dev {
+    child: Child,
+    url: String,
+    token: String,
+}
+
+impl Dev {
+    fn start(dir: &Path, extra: &[&str]) -> Dev {
+        let mut child = clean(Command::new(BIN))
+            .args([
+                "dev",
+                "--http",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut url, mut token) = (None, None);
+        while url.is_none() || token.is_none() {
+            let line = lines
+                .next()
+                .expect("edgekv dev exited before its banner")
+                .unwrap();
+            if let Some(rest) = line.trim().strip_prefix("edge:") {
+                url = Some(rest.trim().to_string());
+            }
+            if let Some(rest) = line.trim().strip_prefix("token:") {
+                token = Some(rest.trim().to_string());
+            }
+        }
+        // Keep draining what it prints, so it never writes to a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Dev {
+            child,
+            url: url.unwrap(),
+            token: token.unwrap(),
+        }
+    }
+
+    fn kv(&self, args: &[&str]) -> Output {
+        self.kv_with_input(args, None)
+    }
+
+    fn kv_with_input(&self, args: &[&str], input: Option<&[u8]>) -> Output {
+        let mut child = clean(Command::new(BIN))
+            .arg("kv")
+            .args(args)
+            .env("EDGEKV_URL", &self.url)
+            .env("EDGEKV_TOKEN", &self.token)
+            .env("EDGEKV_ACCOUNT", "dev")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(input) = input {
+            stdin.write_all(input).unwrap();
+        }
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "edgekv dev exited with {status} on SIGTERM"
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "edgekv dev did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A command without the caller's EDGEKV_* variables.
+fn clean(mut command: Command) -> Command {
+    for (key, _) in std::env::vars() {
+        if key.starts_with("EDGEKV_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+#[test]
+fn dev_serves_the_client_commands_and_keeps_data_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path(), &[]);
+    assert_eq!(dev.token.len(), 32, "a generated 128-bit token");
+
+    let ns = stdout(&dev.kv(&["namespace", "create", "demo"]))
+        .trim()
+        .to_string();
+    assert_eq!(ns.len(), 32);
+    let listed = stdout(&dev.kv(&["namespace", "list"]));
+    assert_eq!(listed, format!("{ns}\tdemo\n"));
+
+    stdout(&dev.kv(&["put", &ns, "greeting", "hello world"]));
+    assert_eq!(stdout(&dev.kv(&["get", &ns, "greeting"])), "hello world");
+    // A value from standard input, binary and with a slash in its key.
+    let binary: Vec<u8> = (0..=255).collect();
+    stdout(&dev.kv_with_input(&["put", &ns, "bin/ary"], Some(&binary)));
+    let output = dev.kv(&["get", &ns, "bin/ary"]);
+    assert!(output.status.success());
+    assert_eq!(output.stdout, binary);
+    // Metadata and TTL.
+    stdout(&dev.kv(&[
+        "put",
+        &ns,
+        "meta",
+        "v",
+        "--metadata",
+        r#"{"a":1}"#,
+        "--ttl",
+        "3600",
+    ]));
+    let listed = stdout(&dev.kv(&["list", &ns, "--json"]));
+    assert!(listed.contains(r#""metadata":{"a":1}"#), "{listed}");
+    assert_eq!(stdout(&dev.kv(&["list", &ns])), "bin/ary\ngreeting\nmeta\n");
+    assert_eq!(
+        stdout(&dev.kv(&["list", &ns, "--prefix", "g"])),
+        "greeting\n"
+    );
+    assert_eq!(stdout(&dev.kv(&["list", &ns, "--limit", "1"])), "bin/ary\n");
+
+    // Exit codes scripts can use.
+    stdout(&dev.kv(&["delete", &ns, "greeting"]));
+    let missing = dev.kv(&["get", &ns, "greeting"]);
+    assert_eq!(missing.status.code(), Some(1), "not found");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+    let denied = clean(Command::new(BIN))
+        .args(["kv", "--url", &dev.url, "--token", "wrong", "get", &ns, "k"])
+        .output()
+        .unwrap();
+    assert_eq!(denied.status.code(), Some(3), "auth refused");
+    let refused = dev.kv(&["put", &ns, &"k".repeat(600), "v"]);
+    assert_eq!(refused.status.code(), Some(4), "invalid request");
+    let unreachable = clean(Command::new(BIN))
+        .args([
+            "kv",
+            "--url",
+            "http://127.0.0.1:1",
+            "--token",
+            "t",
+            "get",
+            &ns,
+            "k",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(5), "edge unreachable");
+
+    let token = dev.token.clone();
+    dev.stop();
+
+    // Restart on the same dir: same token, same data.
+    let dev = Dev::start(dir.path(), &[]);
+    assert_eq!(
+        dev.token, token,
+        "the generated token is kept in the data dir"
+    );
+    let output = dev.kv(&["get", &ns, "bin/ary"]);
+    assert!(output.status.success());
+    assert_eq!(output.stdout, binary);
+    assert_eq!(stdout(&dev.kv(&["get", &ns, "meta"])), "v");
+    assert_eq!(
+        dev.kv(&["get", &ns, "greeting"]).status.code(),
+        Some(1),
+        "the delete survived"
+    );
+    dev.stop();
+}
+
+#[test]
+fn dev_token_can_be_fixed_and_the_config_file_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(
+        dir.path(),
+        &["--token", "my-fixed-token", "--account", "team"],
+    );
+    assert_eq!(dev.token, "my-fixed-token");
+    let output = clean(Command::new(BIN))
+        .args([
+            "kv",
+            "--url",
+            &dev.url,
+            "--token",
+            "my-fixed-token",
+            "--account",
+            "team",
+        ])
+        .args(["namespace", "create", "x"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    dev.stop();
+
+    // A config file with an unknown key is refused with a message naming it.
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[edge]\nhot_tier_byte = 5\n").unwrap();
+    let output = clean(Command::new(BIN))
+        .args(["dev", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("hot_tier_byte"), "{stderr}");
+}
+
+#[test]
+fn a_busy_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let output = clean(Command::new(BIN))
+        .args([
+            "dev",
+            "--http",
+            &addr,
+            "--admin",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&addr), "{stderr}");
+}
