@@ -12,11 +12,13 @@
 //! - [`namespace`]: [`Namespace`], a named, account-scoped set of keys.
 //! - [`cursor`]: opaque list cursors.
 //! - [`clock`]: wall clocks (system and manual, for tests) and the hybrid logical clock.
+//! - [`ordering`]: how the origin orders writes by their stamps.
 
 pub mod clock;
 pub mod cursor;
 pub mod limits;
 pub mod namespace;
+pub mod ordering;
 pub mod record;
 pub mod validate;
 
@@ -24,5 +26,5 @@ mod error;
 
 pub use clock::{Clock, Hlc, ManualClock, SystemClock};
 pub use error::{Error, Result};
-pub use namespace::Namespace;
+pub use namespace::{Mode, Namespace};
 pub use record::Record;

@@ -12,4 +12,39 @@ pub struct Namespace {
     pub title: String,
     /// The account that owns it.
     pub account: String,
+    /// How edges hold it; chosen at creation.
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// How edges hold a namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// An edge holds the keys it has read; the change feed updates or invalidates
+    /// them. Lists go to the origin.
+    #[default]
+    Cache,
+    /// Every edge holds every key and answers gets and lists locally, even with the
+    /// origin down.
+    Full,
+}
+
+impl Mode {
+    /// The name used in the API (`cache` or `full`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Cache => "cache",
+            Mode::Full => "full",
+        }
+    }
+
+    /// Parses the API name.
+    pub fn parse(text: &str) -> Option<Mode> {
+        match text {
+            "cache" => Some(Mode::Cache),
+            "full" => Some(Mode::Full),
+            _ => None,
+        }
+    }
 }

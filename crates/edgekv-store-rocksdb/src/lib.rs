@@ -1,18 +1,22 @@
 //! The RocksDB engine behind edgekv's [`Store`] trait: real files on disk, the
 //! write-ahead log on, every write durable before it is acknowledged.
 //!
-//! One database holds four column families: `data` (records under
+//! One database holds six column families: `data` (records under
 //! `namespace id ++ key`), `expiry` (an index from expiration time to stored key,
-//! so expired records are purged without a scan), `namespaces` and `meta`. The
-//! store's revision is kept in `meta` and written in the same atomic batch as the
-//! records it numbers.
+//! so expired records are purged without a scan), `namespaces`, `meta`, `log` (the
+//! change log, by big-endian revision) and `writes` (write id → revision, for the
+//! commits still in the log). The store's revision is kept in `meta` and written in
+//! the same atomic batch as the commit it numbers.
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use edgekv_kv::{Namespace, Record};
 use edgekv_store::keys::{self, NAMESPACE_ID_LEN};
-use edgekv_store::{Error, ListPage, ListQuery, Result, Store, Write};
+use edgekv_store::{
+    Commit, Error, ListPage, ListQuery, LogEntry, LogRead, NamespaceOp, Result, SnapshotItem,
+    Store, Write, codec,
+};
 use parking_lot::Mutex;
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
@@ -23,6 +27,10 @@ const CF_DATA: &str = "data";
 const CF_EXPIRY: &str = "expiry";
 const CF_NAMESPACES: &str = "namespaces";
 const CF_META: &str = "meta";
+const CF_LOG: &str = "log";
+const CF_WRITES: &str = "writes";
+/// The `meta` entry holding the highest revision dropped from the log.
+const LOG_FLOOR_KEY: &[u8] = b"\x00log_floor";
 /// The `meta` entry holding the revision of the last write.
 const REVISION_KEY: &[u8] = b"\x00revision";
 /// Prefix of `meta` entries written through [`Store::set_meta`].
@@ -37,6 +45,8 @@ pub struct RocksOptions {
     pub sync_writes: bool,
     /// The size of RocksDB's block cache, in bytes.
     pub block_cache_bytes: usize,
+    /// Whether commits are kept in a change log (an origin's store).
+    pub change_log: bool,
 }
 
 impl Default for RocksOptions {
@@ -44,6 +54,7 @@ impl Default for RocksOptions {
         RocksOptions {
             sync_writes: true,
             block_cache_bytes: 64 * 1024 * 1024,
+            change_log: false,
         }
     }
 }
@@ -55,6 +66,7 @@ pub struct RocksStore {
     write_options: WriteOptions,
     /// Serialises writes: it holds the last revision, which each batch advances.
     writer: Mutex<u64>,
+    change_log: bool,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -87,6 +99,8 @@ impl RocksStore {
             ColumnFamilyDescriptor::new(CF_EXPIRY, db_options.clone()),
             ColumnFamilyDescriptor::new(CF_NAMESPACES, db_options.clone()),
             ColumnFamilyDescriptor::new(CF_META, db_options.clone()),
+            ColumnFamilyDescriptor::new(CF_LOG, db_options.clone()),
+            ColumnFamilyDescriptor::new(CF_WRITES, db_options.clone()),
         ];
         let db = DB::open_cf_descriptors(&db_options, &path, families).map_err(|e| {
             Error::Engine(format!("opening {}: {}", path.display(), e.into_string()))
@@ -98,21 +112,26 @@ impl RocksStore {
             path,
             write_options,
             writer: Mutex::new(0),
+            change_log: options.change_log,
         };
-        let revision = match store
-            .db
-            .get_cf(store.cf(CF_META), REVISION_KEY)
-            .map_err(engine)?
-        {
-            Some(raw) => u64::from_be_bytes(
-                raw.as_slice()
-                    .try_into()
-                    .map_err(|_| Error::Engine("stored revision is not 8 bytes".into()))?,
-            ),
-            None => 0,
-        };
-        *store.writer.lock() = revision;
+        *store.writer.lock() = store.meta_u64(REVISION_KEY)?;
         Ok(store)
+    }
+
+    fn meta_u64(&self, key: &[u8]) -> Result<u64> {
+        match self.db.get_cf(self.cf(CF_META), key).map_err(engine)? {
+            Some(raw) => Ok(u64::from_be_bytes(raw.as_slice().try_into().map_err(|_| {
+                Error::Engine(format!("stored {key:?} is not 8 bytes"))
+            })?)),
+            None => Ok(0),
+        }
+    }
+
+    fn put_record(&self, batch: &mut WriteBatch, stored: Vec<u8>, record: &Record) {
+        if let Some(at) = record.expiration {
+            batch.put_cf(self.cf(CF_EXPIRY), keys::expiry_key(at, &stored), b"");
+        }
+        batch.put_cf(self.cf(CF_DATA), stored, record.encode());
     }
 
     /// The directory of the database.
@@ -134,32 +153,6 @@ impl RocksStore {
 }
 
 impl Store for RocksStore {
-    fn create_namespace(&self, namespace: &Namespace) -> Result<()> {
-        let _writer = self.writer.lock();
-        let cf = self.cf(CF_NAMESPACES);
-        if self.db.get_cf(cf, &namespace.id).map_err(engine)?.is_some() {
-            return Err(Error::NamespaceExists(namespace.id.clone()));
-        }
-        let mut batch = WriteBatch::default();
-        batch.put_cf(cf, &namespace.id, keys::encode_namespace(namespace));
-        self.db
-            .write_opt(batch, &self.write_options)
-            .map_err(engine)
-    }
-
-    fn update_namespace(&self, namespace: &Namespace) -> Result<()> {
-        let _writer = self.writer.lock();
-        let cf = self.cf(CF_NAMESPACES);
-        if self.db.get_cf(cf, &namespace.id).map_err(engine)?.is_none() {
-            return Err(Error::NoSuchNamespace(namespace.id.clone()));
-        }
-        let mut batch = WriteBatch::default();
-        batch.put_cf(cf, &namespace.id, keys::encode_namespace(namespace));
-        self.db
-            .write_opt(batch, &self.write_options)
-            .map_err(engine)
-    }
-
     fn namespace(&self, id: &str) -> Result<Option<Namespace>> {
         self.db
             .get_cf(self.cf(CF_NAMESPACES), id)
@@ -178,19 +171,6 @@ impl Store for RocksStore {
             .collect()
     }
 
-    fn delete_namespace(&self, id: &str) -> Result<bool> {
-        let _writer = self.writer.lock();
-        let cf = self.cf(CF_NAMESPACES);
-        let existed = self.db.get_cf(cf, id).map_err(engine)?.is_some();
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(cf, id);
-        batch.delete_range_cf(self.cf(CF_DATA), id.as_bytes(), &keys::namespace_end(id));
-        self.db
-            .write_opt(batch, &self.write_options)
-            .map_err(engine)?;
-        Ok(existed)
-    }
-
     fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
         let stored = keys::data_key(namespace, key);
         match self.db.get_cf(self.cf(CF_DATA), stored).map_err(engine)? {
@@ -199,27 +179,90 @@ impl Store for RocksStore {
         }
     }
 
-    fn write(&self, batch: Vec<Write>) -> Result<u64> {
+    fn commit(&self, commit: Commit) -> Result<u64> {
         let mut last = self.writer.lock();
         let revision = *last + 1;
-        let data = self.cf(CF_DATA);
-        let expiry = self.cf(CF_EXPIRY);
-        let mut out = WriteBatch::default();
-        for write in batch {
-            let stored = keys::data_key(&write.namespace, &write.key);
+        let mut batch = WriteBatch::default();
+        let mut logged = Vec::with_capacity(if self.change_log { commit.writes.len() } else { 0 });
+        for write in commit.writes {
             let mut record = write.record;
             record.revision = revision;
-            if let Some(at) = record.expiration {
-                out.put_cf(expiry, keys::expiry_key(at, &stored), b"");
+            self.put_record(&mut batch, keys::data_key(&write.namespace, &write.key), &record);
+            if self.change_log {
+                logged.push(Write {
+                    namespace: write.namespace,
+                    key: write.key,
+                    record,
+                });
             }
-            out.put_cf(data, stored, record.encode());
         }
-        out.put_cf(self.cf(CF_META), REVISION_KEY, revision.to_be_bytes());
-        self.db
-            .write_opt(out, &self.write_options)
-            .map_err(engine)?;
+        for op in &commit.namespaces {
+            match op {
+                NamespaceOp::Put(ns) => {
+                    batch.put_cf(self.cf(CF_NAMESPACES), &ns.id, keys::encode_namespace(ns))
+                }
+                NamespaceOp::Delete(id) => {
+                    batch.delete_cf(self.cf(CF_NAMESPACES), id);
+                    batch.delete_range_cf(
+                        self.cf(CF_DATA),
+                        id.as_bytes(),
+                        &keys::namespace_end(id),
+                    );
+                }
+            }
+        }
+        for (name, value) in &commit.meta {
+            batch.put_cf(self.cf(CF_META), user_meta_key(name), value);
+        }
+        if self.change_log {
+            if let Some(id) = &commit.write_id {
+                batch.put_cf(self.cf(CF_WRITES), id, revision.to_be_bytes());
+            }
+            let entry = LogEntry {
+                revision,
+                writes: logged,
+                namespaces: commit.namespaces,
+                write_id: commit.write_id,
+            };
+            batch.put_cf(self.cf(CF_LOG), revision.to_be_bytes(), codec::encode_entry(&entry));
+        }
+        batch.put_cf(self.cf(CF_META), REVISION_KEY, revision.to_be_bytes());
+        self.db.write_opt(batch, &self.write_options).map_err(engine)?;
         *last = revision;
         Ok(revision)
+    }
+
+    fn keep_newer(&self, writes: Vec<Write>, meta: Vec<(String, Vec<u8>)>) -> Result<Vec<bool>> {
+        // The writer lock makes "held is older, so replace" atomic.
+        let _writer = self.writer.lock();
+        let mut batch = WriteBatch::default();
+        let mut kept = Vec::with_capacity(writes.len());
+        let mut seen: std::collections::HashMap<Vec<u8>, u64> = std::collections::HashMap::new();
+        for write in writes {
+            let stored = keys::data_key(&write.namespace, &write.key);
+            let held = match seen.get(&stored) {
+                Some(revision) => Some(*revision),
+                None => self
+                    .db
+                    .get_cf(self.cf(CF_DATA), &stored)
+                    .map_err(engine)?
+                    .map(|raw| Record::decode(Bytes::from(raw)).map(|r| r.revision))
+                    .transpose()?,
+            };
+            let newer = held.is_none_or(|held| held < write.record.revision);
+            if newer {
+                seen.insert(stored.clone(), write.record.revision);
+                self.put_record(&mut batch, stored, &write.record);
+            }
+            kept.push(newer);
+        }
+        for (name, value) in &meta {
+            batch.put_cf(self.cf(CF_META), user_meta_key(name), value);
+        }
+        if !batch.is_empty() {
+            self.db.write_opt(batch, &self.write_options).map_err(engine)?;
+        }
+        Ok(kept)
     }
 
     fn list(&self, namespace: &str, query: &ListQuery, now_s: u64) -> Result<ListPage> {
@@ -284,6 +327,108 @@ impl Store for RocksStore {
 
     fn revision(&self) -> u64 {
         *self.writer.lock()
+    }
+
+    fn log(&self, from: u64, max: usize) -> Result<LogRead> {
+        let floor = self.meta_u64(LOG_FLOOR_KEY)?;
+        if from <= floor || !self.change_log {
+            return Ok(LogRead::Trimmed { first: floor + 1 });
+        }
+        let start = from.to_be_bytes();
+        let mut entries = Vec::new();
+        let iter = self
+            .db
+            .iterator_cf(self.cf(CF_LOG), IteratorMode::From(&start, Direction::Forward));
+        for item in iter.take(max) {
+            let (key, raw) = item.map_err(engine)?;
+            let revision = u64::from_be_bytes(
+                key.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Engine("log key is not 8 bytes".into()))?,
+            );
+            entries.push(codec::decode_entry(revision, Bytes::from(raw))?);
+        }
+        // The floor may have moved while reading: never return a gap.
+        if self.meta_u64(LOG_FLOOR_KEY)? >= from {
+            return self.log(from, max);
+        }
+        Ok(LogRead::Entries(entries))
+    }
+
+    fn trim_log(&self, keep: u64) -> Result<usize> {
+        let _writer = self.writer.lock();
+        let revision = self.meta_u64(REVISION_KEY)?;
+        let floor = self.meta_u64(LOG_FLOOR_KEY)?;
+        let new_floor = revision.saturating_sub(keep);
+        if new_floor <= floor {
+            return Ok(0);
+        }
+        let mut batch = WriteBatch::default();
+        let mut dropped = 0;
+        let end = (new_floor + 1).to_be_bytes();
+        for item in self.db.iterator_cf(self.cf(CF_LOG), IteratorMode::Start) {
+            let (key, raw) = item.map_err(engine)?;
+            if key.as_ref() >= &end[..] {
+                break;
+            }
+            let entry = codec::decode_entry(0, Bytes::from(raw))?;
+            if let Some(id) = entry.write_id {
+                batch.delete_cf(self.cf(CF_WRITES), id);
+            }
+            batch.delete_cf(self.cf(CF_LOG), key);
+            dropped += 1;
+        }
+        batch.put_cf(self.cf(CF_META), LOG_FLOOR_KEY, new_floor.to_be_bytes());
+        self.db.write_opt(batch, &self.write_options).map_err(engine)?;
+        Ok(dropped)
+    }
+
+    fn written(&self, write_id: &[u8]) -> Result<Option<u64>> {
+        self.db
+            .get_cf(self.cf(CF_WRITES), write_id)
+            .map_err(engine)?
+            .map(|raw| {
+                raw.as_slice()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| Error::Engine("stored write revision is not 8 bytes".into()))
+            })
+            .transpose()
+    }
+
+    fn snapshot(
+        &self,
+        namespaces: &[String],
+        visit: &mut dyn FnMut(SnapshotItem) -> Result<()>,
+    ) -> Result<u64> {
+        let snapshot = self.db.snapshot();
+        for item in snapshot.iterator_cf(self.cf(CF_NAMESPACES), IteratorMode::Start) {
+            let (_, raw) = item.map_err(engine)?;
+            visit(SnapshotItem::Namespace(Self::decode_namespace(&raw)?))?;
+        }
+        for id in namespaces {
+            let iter = snapshot.iterator_cf(
+                self.cf(CF_DATA),
+                IteratorMode::From(id.as_bytes(), Direction::Forward),
+            );
+            for item in iter {
+                let (stored, raw) = item.map_err(engine)?;
+                if !stored.starts_with(id.as_bytes()) {
+                    break;
+                }
+                visit(SnapshotItem::Key(Write {
+                    namespace: id.clone(),
+                    key: Bytes::copy_from_slice(&stored[NAMESPACE_ID_LEN..]),
+                    record: Record::decode(Bytes::from(raw))?,
+                }))?;
+            }
+        }
+        match snapshot.get_cf(self.cf(CF_META), REVISION_KEY).map_err(engine)? {
+            Some(raw) => Ok(u64::from_be_bytes(raw.as_slice().try_into().map_err(|_| {
+                Error::Engine("stored revision is not 8 bytes".into())
+            })?)),
+            None => Ok(0),
+        }
     }
 
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {

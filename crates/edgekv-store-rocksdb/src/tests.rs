@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use edgekv_kv::Record;
-use edgekv_store::{Store, Write};
+use edgekv_store::{LogRead, Store, Write};
 use proptest::prelude::*;
 
 use super::*;
@@ -16,6 +16,7 @@ fn temp_store() -> (RocksStore, tempfile::TempDir) {
     // without it and checks the same logic.
     let options = RocksOptions {
         sync_writes: false,
+        change_log: true,
         ..RocksOptions::default()
     };
     (
@@ -32,7 +33,7 @@ const NS: &str = "0123456789abcdef0123456789abcdef";
 fn writes_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let options = RocksOptions::default();
+    let options = RocksOptions { change_log: true, ..RocksOptions::default() };
     {
         let store = RocksStore::open(&path, &options).unwrap();
         store
@@ -40,6 +41,7 @@ fn writes_survive_reopen() {
                 id: NS.into(),
                 title: "t".into(),
                 account: "a".into(),
+                mode: edgekv_kv::Mode::Cache,
             })
             .unwrap();
         for i in 0..3 {
@@ -54,7 +56,8 @@ fn writes_survive_reopen() {
         store.set_meta("token", b"t").unwrap();
     }
     let store = RocksStore::open(&path, &options).unwrap();
-    assert_eq!(store.revision(), 3);
+    assert_eq!(store.revision(), 4, "the namespace and three writes");
+    assert!(matches!(store.log(1, 10).unwrap(), LogRead::Entries(e) if e.len() == 4));
     assert_eq!(store.get(NS, b"k2").unwrap().unwrap().value, "v2");
     assert_eq!(store.namespace(NS).unwrap().unwrap().title, "t");
     assert_eq!(store.meta("token").unwrap().unwrap(), b"t");
@@ -68,7 +71,7 @@ fn writes_survive_reopen() {
             record: Record::value(Bytes::new(), None, None),
         }])
         .unwrap();
-    assert_eq!(next, 4);
+    assert_eq!(next, 5);
 }
 
 #[test]

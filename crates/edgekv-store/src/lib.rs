@@ -9,9 +9,11 @@
 //! - [`Store`]: the trait — namespaces, records, ordered listing, expiry purge and a
 //!   small space of node metadata.
 //! - [`keys`]: how `(namespace, key)` pairs map onto one ordered byte space.
+//! - [`codec`]: the stored form of change-log entries.
 //! - [`MemoryStore`]: the in-memory engine.
 //! - [`suite`]: the shared engine test suite and the [`store_suite!`] macro.
 
+pub mod codec;
 pub mod keys;
 pub mod suite;
 
@@ -31,8 +33,66 @@ pub struct Write {
     pub namespace: String,
     /// The key bytes (already validated).
     pub key: Bytes,
-    /// The record; its `revision` is assigned by [`Store::write`].
+    /// The record; [`Store::commit`] gives it the commit's revision,
+    /// [`Store::keep_newer`] keeps the one it has.
     pub record: Record,
+}
+
+/// A change to the set of namespaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceOp {
+    /// Creates or replaces a namespace description.
+    Put(Namespace),
+    /// Removes a namespace and every key in it.
+    Delete(String),
+}
+
+/// One atomic, durable commit: it gets the store's next revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Commit {
+    /// Records to store, each given the commit's revision.
+    pub writes: Vec<Write>,
+    /// Namespace changes.
+    pub namespaces: Vec<NamespaceOp>,
+    /// The id of the client write, remembered (see [`Store::written`]) as long as
+    /// the commit is in the change log.
+    pub write_id: Option<Vec<u8>>,
+    /// Node metadata written in the same batch.
+    pub meta: Vec<(String, Vec<u8>)>,
+}
+
+/// One commit as the change log holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The commit's revision.
+    pub revision: u64,
+    /// Its records, with their revision.
+    pub writes: Vec<Write>,
+    /// Its namespace changes.
+    pub namespaces: Vec<NamespaceOp>,
+    /// The id of the client write, if any.
+    pub write_id: Option<Vec<u8>>,
+}
+
+/// What a read of the change log found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogRead {
+    /// The entries from the asked revision on (possibly none yet).
+    Entries(Vec<LogEntry>),
+    /// The asked revision is no longer retained; the log starts at `first`.
+    Trimmed {
+        /// The oldest revision still in the log.
+        first: u64,
+    },
+}
+
+/// One item of a consistent snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotItem {
+    /// A namespace.
+    Namespace(Namespace),
+    /// A key of one of the asked namespaces (tombstones included).
+    Key(Write),
 }
 
 /// A page request over the keys of one namespace, in key-byte order.
@@ -58,32 +118,87 @@ pub struct ListPage {
 /// The storage engine of a node.
 ///
 /// Calls are synchronous: engines answer point reads from memory or a local disk in
-/// microseconds, and callers move long calls (lists, bulk writes) off the reactor.
+/// microseconds, and callers move long calls (lists, commits) off the reactor.
+///
+/// An origin's store keeps a change log (every commit, by revision, for a window)
+/// and remembers write ids; an edge's store does not, and keeps records with the
+/// revisions the origin gave them ([`Store::keep_newer`]).
 pub trait Store: Send + Sync + 'static {
     /// Adds a namespace; fails with [`Error::NamespaceExists`] if its id is taken.
-    fn create_namespace(&self, namespace: &Namespace) -> Result<()>;
+    fn create_namespace(&self, namespace: &Namespace) -> Result<()> {
+        if self.namespace(&namespace.id)?.is_some() {
+            return Err(Error::NamespaceExists(namespace.id.clone()));
+        }
+        self.commit(Commit {
+            namespaces: vec![NamespaceOp::Put(namespace.clone())],
+            ..Commit::default()
+        })
+        .map(drop)
+    }
     /// Replaces a namespace's description (a rename); fails if it does not exist.
-    fn update_namespace(&self, namespace: &Namespace) -> Result<()>;
+    fn update_namespace(&self, namespace: &Namespace) -> Result<()> {
+        if self.namespace(&namespace.id)?.is_none() {
+            return Err(Error::NoSuchNamespace(namespace.id.clone()));
+        }
+        self.commit(Commit {
+            namespaces: vec![NamespaceOp::Put(namespace.clone())],
+            ..Commit::default()
+        })
+        .map(drop)
+    }
+    /// Removes a namespace and every key in it; returns whether it existed.
+    fn delete_namespace(&self, id: &str) -> Result<bool> {
+        let existed = self.namespace(id)?.is_some();
+        self.commit(Commit {
+            namespaces: vec![NamespaceOp::Delete(id.to_string())],
+            ..Commit::default()
+        })?;
+        Ok(existed)
+    }
     /// Returns a namespace by id.
     fn namespace(&self, id: &str) -> Result<Option<Namespace>>;
     /// Returns every namespace, ordered by id.
     fn namespaces(&self) -> Result<Vec<Namespace>>;
-    /// Removes a namespace and every key in it; returns whether it existed.
-    fn delete_namespace(&self, id: &str) -> Result<bool>;
 
     /// Returns the record held for a key, tombstones and expired records included;
     /// callers decide what is servable.
     fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>>;
-    /// Applies a batch atomically and durably. Every record in it is given the next
-    /// revision of the store, which is returned.
-    fn write(&self, batch: Vec<Write>) -> Result<u64>;
+    /// Applies a batch of records atomically and durably, as one commit; returns
+    /// its revision.
+    fn write(&self, batch: Vec<Write>) -> Result<u64> {
+        self.commit(Commit {
+            writes: batch,
+            ..Commit::default()
+        })
+    }
+    /// Applies a commit atomically and durably; returns its revision.
+    fn commit(&self, commit: Commit) -> Result<u64>;
+    /// Stores each record whose revision is newer than the one held for its key (or
+    /// when none is held), keeping the record's own revision; writes `meta` in the
+    /// same atomic batch. Returns, per write, whether it was kept.
+    fn keep_newer(&self, writes: Vec<Write>, meta: Vec<(String, Vec<u8>)>) -> Result<Vec<bool>>;
     /// Returns one page of live keys of a namespace.
     fn list(&self, namespace: &str, query: &ListQuery, now_s: u64) -> Result<ListPage>;
     /// Removes up to `max` records that expired before `now_s` (tombstones included);
     /// returns how many it removed.
     fn purge_expired(&self, now_s: u64, max: usize) -> Result<usize>;
-    /// The revision of the last write.
+    /// The revision of the last commit.
     fn revision(&self) -> u64;
+
+    /// Reads up to `max` log entries from revision `from` on.
+    fn log(&self, from: u64, max: usize) -> Result<LogRead>;
+    /// Drops log entries (and their write ids) so that at most `keep` remain;
+    /// returns how many it dropped.
+    fn trim_log(&self, keep: u64) -> Result<usize>;
+    /// The revision a write id was committed at, while its commit is in the log.
+    fn written(&self, write_id: &[u8]) -> Result<Option<u64>>;
+    /// Visits every namespace, then every record of the `namespaces` asked for, as
+    /// of one revision, which it returns.
+    fn snapshot(
+        &self,
+        namespaces: &[String],
+        visit: &mut dyn FnMut(SnapshotItem) -> Result<()>,
+    ) -> Result<u64>;
 
     /// Reads a value of the node's own metadata (generated secrets, sync positions).
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>>;

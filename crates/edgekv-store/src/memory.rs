@@ -1,7 +1,7 @@
 //! The in-memory engine: ordered maps behind one lock. For tests, benchmarks and
 //! nodes that keep nothing across restarts.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -9,12 +9,16 @@ use edgekv_kv::{Namespace, Record};
 use parking_lot::RwLock;
 
 use crate::keys::{self, NAMESPACE_ID_LEN};
-use crate::{Error, ListPage, ListQuery, Result, Store, Write};
+use crate::{
+    Commit, ListPage, ListQuery, LogEntry, LogRead, NamespaceOp, Result, SnapshotItem, Store,
+    Write,
+};
 
 /// A [`Store`] held in memory.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: RwLock<Inner>,
+    keeps_log: bool,
 }
 
 #[derive(Debug, Default)]
@@ -24,38 +28,50 @@ struct Inner {
     expiry: BTreeSet<Vec<u8>>,
     meta: HashMap<String, Vec<u8>>,
     revision: u64,
+    log: VecDeque<LogEntry>,
+    /// The highest revision dropped from the log.
+    log_floor: u64,
+    written: HashMap<Vec<u8>, u64>,
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store without a change log (an edge's).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that keeps a change log (an origin's).
+    pub fn with_log() -> Self {
+        MemoryStore {
+            keeps_log: true,
+            ..Self::default()
+        }
+    }
+}
+
+impl Inner {
+    fn put_record(&mut self, stored: Vec<u8>, record: Record) {
+        if let Some(at) = record.expiration {
+            self.expiry.insert(keys::expiry_key(at, &stored));
+        }
+        self.data.insert(stored, record);
+    }
+
+    fn drop_namespace(&mut self, id: &str) {
+        self.namespaces.remove(id);
+        let doomed: Vec<Vec<u8>> = self
+            .data
+            .range(id.as_bytes().to_vec()..)
+            .take_while(|(k, _)| k.starts_with(id.as_bytes()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in doomed {
+            self.data.remove(&key);
+        }
     }
 }
 
 impl Store for MemoryStore {
-    fn create_namespace(&self, namespace: &Namespace) -> Result<()> {
-        let mut inner = self.inner.write();
-        if inner.namespaces.contains_key(&namespace.id) {
-            return Err(Error::NamespaceExists(namespace.id.clone()));
-        }
-        inner
-            .namespaces
-            .insert(namespace.id.clone(), namespace.clone());
-        Ok(())
-    }
-
-    fn update_namespace(&self, namespace: &Namespace) -> Result<()> {
-        let mut inner = self.inner.write();
-        match inner.namespaces.get_mut(&namespace.id) {
-            Some(held) => {
-                *held = namespace.clone();
-                Ok(())
-            }
-            None => Err(Error::NoSuchNamespace(namespace.id.clone())),
-        }
-    }
-
     fn namespace(&self, id: &str) -> Result<Option<Namespace>> {
         Ok(self.inner.read().namespaces.get(id).cloned())
     }
@@ -64,40 +80,72 @@ impl Store for MemoryStore {
         Ok(self.inner.read().namespaces.values().cloned().collect())
     }
 
-    fn delete_namespace(&self, id: &str) -> Result<bool> {
-        let mut inner = self.inner.write();
-        let existed = inner.namespaces.remove(id).is_some();
-        let doomed: Vec<Vec<u8>> = inner
-            .data
-            .range(id.as_bytes().to_vec()..)
-            .take_while(|(k, _)| k.starts_with(id.as_bytes()))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in doomed {
-            inner.data.remove(&key);
-        }
-        Ok(existed)
-    }
-
     fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
         let stored = keys::data_key(namespace, key);
         Ok(self.inner.read().data.get(&stored).cloned())
     }
 
-    fn write(&self, batch: Vec<Write>) -> Result<u64> {
+    fn commit(&self, commit: Commit) -> Result<u64> {
         let mut inner = self.inner.write();
         let revision = inner.revision + 1;
-        for write in batch {
+        let mut logged = Vec::with_capacity(commit.writes.len());
+        for write in commit.writes {
             let stored = keys::data_key(&write.namespace, &write.key);
             let mut record = write.record;
             record.revision = revision;
-            if let Some(at) = record.expiration {
-                inner.expiry.insert(keys::expiry_key(at, &stored));
+            if self.keeps_log {
+                logged.push(Write {
+                    namespace: write.namespace,
+                    key: write.key,
+                    record: record.clone(),
+                });
             }
-            inner.data.insert(stored, record);
+            inner.put_record(stored, record);
+        }
+        for op in &commit.namespaces {
+            match op {
+                NamespaceOp::Put(ns) => {
+                    inner.namespaces.insert(ns.id.clone(), ns.clone());
+                }
+                NamespaceOp::Delete(id) => inner.drop_namespace(id),
+            }
+        }
+        for (name, value) in commit.meta {
+            inner.meta.insert(name, value);
+        }
+        if self.keeps_log {
+            if let Some(id) = &commit.write_id {
+                inner.written.insert(id.clone(), revision);
+            }
+            inner.log.push_back(LogEntry {
+                revision,
+                writes: logged,
+                namespaces: commit.namespaces,
+                write_id: commit.write_id,
+            });
         }
         inner.revision = revision;
         Ok(revision)
+    }
+
+    fn keep_newer(&self, writes: Vec<Write>, meta: Vec<(String, Vec<u8>)>) -> Result<Vec<bool>> {
+        let mut inner = self.inner.write();
+        let mut kept = Vec::with_capacity(writes.len());
+        for write in writes {
+            let stored = keys::data_key(&write.namespace, &write.key);
+            let newer = inner
+                .data
+                .get(&stored)
+                .is_none_or(|held| held.revision < write.record.revision);
+            if newer {
+                inner.put_record(stored, write.record);
+            }
+            kept.push(newer);
+        }
+        for (name, value) in meta {
+            inner.meta.insert(name, value);
+        }
+        Ok(kept)
     }
 
     fn list(&self, namespace: &str, query: &ListQuery, now_s: u64) -> Result<ListPage> {
@@ -151,6 +199,69 @@ impl Store for MemoryStore {
         self.inner.read().revision
     }
 
+    fn log(&self, from: u64, max: usize) -> Result<LogRead> {
+        let inner = self.inner.read();
+        if from <= inner.log_floor || !self.keeps_log {
+            return Ok(LogRead::Trimmed {
+                first: inner.log_floor + 1,
+            });
+        }
+        Ok(LogRead::Entries(
+            inner
+                .log
+                .iter()
+                .filter(|e| e.revision >= from)
+                .take(max)
+                .cloned()
+                .collect(),
+        ))
+    }
+
+    fn trim_log(&self, keep: u64) -> Result<usize> {
+        let mut inner = self.inner.write();
+        let mut dropped = 0;
+        while inner.log.len() as u64 > keep {
+            let Some(entry) = inner.log.pop_front() else {
+                break;
+            };
+            if let Some(id) = &entry.write_id {
+                inner.written.remove(id);
+            }
+            inner.log_floor = entry.revision;
+            dropped += 1;
+        }
+        Ok(dropped)
+    }
+
+    fn written(&self, write_id: &[u8]) -> Result<Option<u64>> {
+        Ok(self.inner.read().written.get(write_id).copied())
+    }
+
+    fn snapshot(
+        &self,
+        namespaces: &[String],
+        visit: &mut dyn FnMut(SnapshotItem) -> Result<()>,
+    ) -> Result<u64> {
+        let inner = self.inner.read();
+        for ns in inner.namespaces.values() {
+            visit(SnapshotItem::Namespace(ns.clone()))?;
+        }
+        for id in namespaces {
+            for (stored, record) in inner
+                .data
+                .range(id.as_bytes().to_vec()..)
+                .take_while(|(k, _)| k.starts_with(id.as_bytes()))
+            {
+                visit(SnapshotItem::Key(Write {
+                    namespace: id.clone(),
+                    key: Bytes::copy_from_slice(&stored[NAMESPACE_ID_LEN..]),
+                    record: record.clone(),
+                }))?;
+            }
+        }
+        Ok(inner.revision)
+    }
+
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.inner.read().meta.get(name).cloned())
     }
@@ -172,7 +283,7 @@ mod tests {
 
     use crate::{MemoryStore, Store, Write};
 
-    crate::store_suite!((MemoryStore::new(), ()));
+    crate::store_suite!((MemoryStore::with_log(), ()));
 
     proptest! {
         /// Paging with cursors returns every live key exactly once, in order.

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use edgekv_kv::{Namespace, Record, cursor};
 
-use crate::{Error, ListQuery, Store, Write};
+use crate::{Commit, Error, ListQuery, LogRead, NamespaceOp, SnapshotItem, Store, Write};
 
 /// Generates one `#[test]` per suite function, each on a `(store, guard)` made by `$make`.
 #[macro_export]
@@ -25,7 +25,9 @@ macro_rules! store_suite {
             namespaces, namespaces_are_isolated, write_and_read, tombstones,
             revisions_follow_commit_order, listing, listing_hides_dead_keys,
             cursor_survives_writes, purge, purge_spares_rewritten_keys,
-            delete_namespace_drops_its_keys, meta, binary_keys_and_values);
+            delete_namespace_drops_its_keys, meta, binary_keys_and_values,
+            keep_newer_keeps_only_newer_revisions, change_log, log_trim_forgets_write_ids,
+            snapshot_is_consistent);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -46,6 +48,7 @@ fn ns(id: &str, title: &str) -> Namespace {
         id: id.into(),
         title: title.into(),
         account: "acct".into(),
+        mode: edgekv_kv::Mode::Cache,
     }
 }
 
@@ -388,6 +391,143 @@ pub fn binary_keys_and_values(store: &dyn Store) {
         .unwrap();
     let listed: Vec<Vec<u8>> = page.entries.into_iter().map(|(k, _)| k.to_vec()).collect();
     assert_eq!(listed, keys.into_iter().collect::<Vec<_>>());
+}
+
+pub fn keep_newer_keeps_only_newer_revisions(store: &dyn Store) {
+    let at = |revision: u64, value: &'static str| Write {
+        namespace: NS_A.into(),
+        key: Bytes::from_static(b"k"),
+        record: Record {
+            revision,
+            ..Record::value(Bytes::from_static(value.as_bytes()), None, None)
+        },
+    };
+    let kept = store
+        .keep_newer(vec![at(5, "five")], vec![("feed".into(), b"5".to_vec())])
+        .unwrap();
+    assert_eq!(kept, [true]);
+    assert_eq!(store.meta("feed").unwrap().unwrap(), b"5");
+    assert_eq!(store.keep_newer(vec![at(4, "four")], vec![]).unwrap(), [false]);
+    assert_eq!(store.keep_newer(vec![at(5, "again")], vec![]).unwrap(), [false]);
+    let held = store.get(NS_A, b"k").unwrap().unwrap();
+    assert_eq!((held.revision, held.value), (5, Bytes::from_static(b"five")));
+    let tombstone = Write {
+        record: Record { revision: 9, ..Record::tombstone(None) },
+        ..at(0, "")
+    };
+    assert_eq!(store.keep_newer(vec![tombstone], vec![]).unwrap(), [true]);
+    assert!(store.get(NS_A, b"k").unwrap().unwrap().tombstone);
+}
+
+pub fn change_log(store: &dyn Store) {
+    let namespace = ns(NS_A, "a");
+    let r1 = store
+        .commit(Commit {
+            namespaces: vec![NamespaceOp::Put(namespace.clone())],
+            ..Commit::default()
+        })
+        .unwrap();
+    let r2 = store
+        .commit(Commit {
+            writes: vec![Write {
+                namespace: NS_A.into(),
+                key: Bytes::from_static(b"k"),
+                record: Record::value(Bytes::from_static(b"v"), None, None),
+            }],
+            write_id: Some(b"node-1:7".to_vec()),
+            ..Commit::default()
+        })
+        .unwrap();
+    let r3 = store
+        .commit(Commit {
+            namespaces: vec![NamespaceOp::Delete(NS_B.into())],
+            ..Commit::default()
+        })
+        .unwrap();
+    assert_eq!((r2, r3), (r1 + 1, r1 + 2));
+    let LogRead::Entries(entries) = store.log(r1, 100).unwrap() else {
+        panic!("the log was trimmed");
+    };
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[0].namespaces, [NamespaceOp::Put(namespace)]);
+    assert_eq!(entries[1].revision, r2);
+    assert_eq!(entries[1].writes[0].record.revision, r2);
+    assert_eq!(entries[1].writes[0].record.value, "v");
+    assert_eq!(entries[1].write_id.as_deref(), Some(&b"node-1:7"[..]));
+    assert_eq!(entries[2].namespaces, [NamespaceOp::Delete(NS_B.into())]);
+    let LogRead::Entries(tail) = store.log(r3, 100).unwrap() else {
+        panic!("the log was trimmed");
+    };
+    assert_eq!(tail.len(), 1);
+    let LogRead::Entries(none) = store.log(r3 + 1, 100).unwrap() else {
+        panic!("reading past the end is not a trim");
+    };
+    assert!(none.is_empty());
+    let LogRead::Entries(limited) = store.log(r1, 2).unwrap() else {
+        panic!("the log was trimmed");
+    };
+    assert_eq!(limited.len(), 2);
+    assert_eq!(store.written(b"node-1:7").unwrap(), Some(r2));
+    assert_eq!(store.written(b"node-1:8").unwrap(), None);
+}
+
+pub fn log_trim_forgets_write_ids(store: &dyn Store) {
+    let mut revisions = Vec::new();
+    for i in 0..5u8 {
+        revisions.push(
+            store
+                .commit(Commit {
+                    writes: vec![Write {
+                        namespace: NS_A.into(),
+                        key: Bytes::from(vec![b'k', i]),
+                        record: Record::value(Bytes::from_static(b"v"), None, None),
+                    }],
+                    write_id: Some(vec![b'w', i]),
+                    ..Commit::default()
+                })
+                .unwrap(),
+        );
+    }
+    assert_eq!(store.trim_log(2).unwrap(), 3);
+    assert_eq!(store.log(revisions[0], 10).unwrap(), LogRead::Trimmed { first: revisions[3] });
+    assert_eq!(store.log(revisions[2], 10).unwrap(), LogRead::Trimmed { first: revisions[3] });
+    let LogRead::Entries(kept) = store.log(revisions[3], 10).unwrap() else {
+        panic!("kept entries were trimmed");
+    };
+    assert_eq!(kept.len(), 2);
+    assert_eq!(store.written(&[b'w', 0]).unwrap(), None);
+    assert_eq!(store.written(&[b'w', 4]).unwrap(), Some(revisions[4]));
+    // Data is untouched by a trim.
+    assert!(store.get(NS_A, &[b'k', 0]).unwrap().is_some());
+    assert_eq!(store.trim_log(2).unwrap(), 0);
+}
+
+pub fn snapshot_is_consistent(store: &dyn Store) {
+    store.create_namespace(&ns(NS_A, "a")).unwrap();
+    store.create_namespace(&ns(NS_B, "b")).unwrap();
+    put(store, NS_A, "a1", "v");
+    put_record(store, NS_A, b"gone", Record::tombstone(None));
+    put(store, NS_B, "b1", "v");
+    let mut namespaces = Vec::new();
+    let mut keys = Vec::new();
+    let revision = store
+        .snapshot(&[NS_A.to_string()], &mut |item| {
+            match item {
+                SnapshotItem::Namespace(ns) => namespaces.push(ns.id),
+                SnapshotItem::Key(write) => keys.push((write.namespace, write.key, write.record.tombstone)),
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(revision, store.revision());
+    assert_eq!(namespaces, [NS_A, NS_B]);
+    assert_eq!(
+        keys,
+        [
+            (NS_A.to_string(), Bytes::from_static(b"a1"), false),
+            (NS_A.to_string(), Bytes::from_static(b"gone"), true),
+        ]
+    );
 }
 
 /// Pages through a namespace with cursors and returns the keys in the order seen;

@@ -1,0 +1,128 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use edgekv_kv::{ManualClock, Mode};
+use edgekv_store::MemoryStore;
+
+use super::*;
+
+const NOW_MS: u64 = 1_700_000_000_000;
+
+fn core() -> (OriginCore, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(NOW_MS));
+    let core = OriginCore::new(Arc::new(MemoryStore::with_log()), clock.clone(), 3600);
+    (core, clock)
+}
+
+fn put(ns: &str, key: &str, value: &str, hlc: u64, write_id: Option<&str>, replay: bool) -> WriteRequest {
+    WriteRequest {
+        namespace: ns.into(),
+        mutations: vec![Mutation {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            put: Some((Bytes::copy_from_slice(value.as_bytes()), None, None)),
+        }],
+        write_id: write_id.map(str::to_string),
+        hlc,
+        replay,
+    }
+}
+
+fn stamp(ms: u64) -> u64 {
+    ms << 16
+}
+
+#[test]
+fn a_retried_write_is_applied_once() {
+    let (core, _) = core();
+    let (ns, _) = core.create_namespace("a", "t", Mode::Cache).unwrap();
+    let first = core.write(put(&ns.id, "k", "v1", stamp(NOW_MS), Some("edge-a:1"), false)).unwrap();
+    assert!(!first.duplicate);
+    let again = core.write(put(&ns.id, "k", "v1", stamp(NOW_MS), Some("edge-a:1"), false)).unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.revision, first.revision);
+    assert_eq!(core.revision(), first.revision, "the retry committed nothing");
+    // A retry after a newer write does not undo it.
+    core.write(put(&ns.id, "k", "v2", stamp(NOW_MS), Some("edge-a:2"), false)).unwrap();
+    let late = core.write(put(&ns.id, "k", "v1", stamp(NOW_MS), Some("edge-a:1"), false)).unwrap();
+    assert!(late.duplicate);
+    assert_eq!(late.records[0].value, "v2");
+}
+
+#[test]
+fn synchronous_writes_win_and_replays_compete() {
+    let (core, _) = core();
+    let (ns, _) = core.create_namespace("a", "t", Mode::Cache).unwrap();
+    let newer = core.write(put(&ns.id, "k", "new", stamp(NOW_MS), None, false)).unwrap();
+    // A synchronous write with an older stamp (a slow clock) still wins.
+    let slow = core.write(put(&ns.id, "k", "slow", stamp(NOW_MS - 1000), None, false)).unwrap();
+    assert!(slow.records[0].hlc > newer.records[0].hlc);
+    assert_eq!(slow.records[0].value, "slow");
+    // A replay with an older stamp is superseded and changes nothing.
+    let replay = core.write(put(&ns.id, "k", "replayed", stamp(NOW_MS - 2000), None, true)).unwrap();
+    assert!(replay.superseded);
+    assert_eq!(replay.records[0].value, "slow");
+    // A replay newer than the key applies.
+    let fresh = core.write(put(&ns.id, "k", "fresh", slow.records[0].hlc + 1, None, true)).unwrap();
+    assert!(!fresh.superseded);
+    assert_eq!(fresh.records[0].value, "fresh");
+}
+
+#[test]
+fn stamps_from_the_future_are_refused() {
+    let (core, clock) = core();
+    let (ns, _) = core.create_namespace("a", "t", Mode::Cache).unwrap();
+    let ahead = stamp(NOW_MS + 6000);
+    assert!(matches!(
+        core.write(put(&ns.id, "k", "v", ahead, None, false)),
+        Err(Error::ClockSkew { .. })
+    ));
+    clock.advance(Duration::from_secs(2));
+    assert!(core.write(put(&ns.id, "k", "v", ahead, None, false)).is_ok());
+}
+
+#[test]
+fn namespaces_and_their_rules() {
+    let (core, _) = core();
+    let (a, r1) = core.create_namespace("acct", "alpha", Mode::Full).unwrap();
+    assert!(matches!(core.create_namespace("acct", "alpha", Mode::Cache), Err(Error::TitleTaken(_))));
+    core.create_namespace("other", "alpha", Mode::Cache).unwrap();
+    let (renamed, r2) = core.rename_namespace("acct", &a.id, "beta").unwrap();
+    assert!(r2 > r1);
+    assert_eq!((renamed.title.as_str(), renamed.mode), ("beta", Mode::Full));
+    assert!(matches!(core.rename_namespace("other", &a.id, "x"), Err(Error::NamespaceNotFound(_))));
+    assert!(matches!(
+        core.write(put("ffffffffffffffffffffffffffffffff", "k", "v", stamp(NOW_MS), None, false)),
+        Err(Error::NamespaceNotFound(_))
+    ));
+    core.delete_namespace("acct", &a.id).unwrap();
+    assert!(matches!(core.get(&a.id, b"k"), Err(Error::NamespaceNotFound(_))));
+    let entries = core.log(1, 100).unwrap();
+    assert_eq!(entries.len(), 4, "create, create, rename, delete");
+}
+
+#[test]
+fn the_log_is_trimmed_to_its_window() {
+    let (core, _) = core();
+    let (ns, _) = core.create_namespace("a", "t", Mode::Cache).unwrap();
+    for i in 0..10 {
+        core.write(put(&ns.id, &format!("k{i}"), "v", stamp(NOW_MS), None, false)).unwrap();
+    }
+    core.maintain(3).unwrap();
+    assert!(matches!(core.log(1, 100), Err(Error::Trimmed { first: 9, .. })));
+    assert_eq!(core.log(9, 100).unwrap().len(), 3);
+    let (record, read_revision) = core.get(&ns.id, b"k0").unwrap();
+    assert!(record.is_some());
+    assert_eq!(read_revision, 11);
+}
+
+#[test]
+fn invalid_writes_are_client_faults() {
+    let (core, _) = core();
+    let (ns, _) = core.create_namespace("a", "t", Mode::Cache).unwrap();
+    let mut request = put(&ns.id, "k", "v", stamp(NOW_MS), None, false);
+    request.mutations[0].key = Bytes::from(vec![b'k'; 600]);
+    assert!(matches!(core.write(request), Err(Error::Kv(_))));
+    let status = tonic::Status::from(core.get(&ns.id, b"").unwrap_err());
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+}

@@ -1,0 +1,150 @@
+//! [`RunningOrigin`]: every build's listener over one core, and the background work
+//! (log trimming, expiry purge, credential reloads).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgekv_kv::Clock;
+use edgekv_proto::MAX_MESSAGE_BYTES;
+use edgekv_proto::v1::{self, origin_server::OriginServer};
+use edgekv_store_rocksdb::{RocksOptions, RocksStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::credentials::Credentials;
+use crate::fault::ArmedFault;
+use crate::service::Build;
+use crate::{Error, OriginConfig, OriginCore, Result};
+
+/// A running origin process: its builds' addresses and the handle that stops it.
+#[derive(Debug)]
+pub struct RunningOrigin {
+    /// Where each build listens, by build id.
+    pub builds: BTreeMap<String, SocketAddr>,
+    core: Arc<OriginCore>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningOrigin {
+    /// Opens the store in the config's data dir and serves every build.
+    pub async fn start(config: OriginConfig, clock: Arc<dyn Clock>) -> Result<Self> {
+        config.validate().map_err(Error::Config)?;
+        let options = RocksOptions {
+            sync_writes: config.sync_writes,
+            change_log: true,
+            ..RocksOptions::default()
+        };
+        let store = RocksStore::open(config.data_dir.join("db"), &options)?;
+        let core = Arc::new(OriginCore::new(Arc::new(store), clock, config.tombstone_ttl_s));
+        Self::serve(config, core).await
+    }
+
+    /// Serves every build of the config over an existing core.
+    pub async fn serve(config: OriginConfig, core: Arc<OriginCore>) -> Result<Self> {
+        let credentials = Credentials::load(&config.credential_file)?;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut builds = BTreeMap::new();
+        for spec in &config.builds {
+            let listener = TcpListener::bind(spec.addr).await.map_err(|e| {
+                Error::Io(format!("build {}: cannot listen on {}: {e}", spec.id, spec.addr))
+            })?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| Error::Io(format!("build {}: {e}", spec.id)))?;
+            let build = Build::new(
+                core.clone(),
+                v1::Stamp {
+                    build_id: spec.id.clone(),
+                    environment: config.environment.clone(),
+                    tenant: config.tenant.clone(),
+                },
+                spec.version.clone(),
+                credentials.clone(),
+                spec.fault.map(ArmedFault::new),
+                Duration::from_millis(config.progress_interval_ms),
+            );
+            if spec.fault.is_some() {
+                tracing::warn!(build = %spec.id, fault = ?spec.fault, "build injects a fault (test only)");
+            }
+            let service = OriginServer::new(build)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            let mut stopped = stopped.clone();
+            let id = spec.id.clone();
+            tasks.spawn(async move {
+                let result = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                        let _ = stopped.changed().await;
+                    })
+                    .await;
+                if let Err(err) = result {
+                    tracing::error!(build = %id, error = %err, "build stopped serving");
+                }
+            });
+            tracing::info!(build = %spec.id, %addr, environment = %config.environment, "build serving");
+            builds.insert(spec.id.clone(), addr);
+        }
+        tasks.spawn(maintain(
+            core.clone(),
+            config.log_retain,
+            Duration::from_millis(config.maintenance_interval_ms),
+            stopped.clone(),
+        ));
+        let reloader = credentials.spawn_reloader(Duration::from_secs(1));
+        let mut stop_reload = stopped;
+        tasks.spawn(async move {
+            let _ = stop_reload.changed().await;
+            reloader.abort();
+        });
+        Ok(RunningOrigin {
+            builds,
+            core,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The core shared by the builds.
+    pub fn core(&self) -> &Arc<OriginCore> {
+        &self.core
+    }
+
+    /// The URL of a build, `http://ADDR`.
+    pub fn url(&self, build_id: &str) -> Option<String> {
+        self.builds.get(build_id).map(|addr| format!("http://{addr}"))
+    }
+
+    /// Stops every build and the background work.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        tracing::info!("origin stopped");
+    }
+}
+
+async fn maintain(core: Arc<OriginCore>, keep: u64, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let work = core.clone();
+        match tokio::task::spawn_blocking(move || work.maintain(keep)).await {
+            Ok(Ok((trimmed, purged))) if trimmed + purged > 0 => {
+                tracing::debug!(trimmed, purged, "origin maintenance");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "origin maintenance failed"),
+            Err(err) => tracing::warn!(error = %err, "origin maintenance task failed"),
+        }
+    }
+}

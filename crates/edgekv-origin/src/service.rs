@@ -1,0 +1,377 @@
+//! One build's gRPC `Origin` service over the shared [`OriginCore`].
+//!
+//! Every call is admitted the same way: the build's injected fault (if any) first,
+//! then the caller's credential, which must be one of the build's environment. Every
+//! answer is stamped with the build's id, environment and tenant.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgekv_proto::convert::{namespace_from_wire, namespace_to_wire, record_to_wire};
+use edgekv_proto::v1::{self, origin_server};
+use edgekv_store::{ListQuery, LogEntry, NamespaceOp, SnapshotItem};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::core::{Mutation, OriginCore, WriteOutcome, WriteRequest};
+use crate::credentials::Credentials;
+use crate::fault::ArmedFault;
+use crate::{Error, Result};
+
+/// Log entries read per step of a watch stream.
+const WATCH_BATCH: usize = 256;
+/// Keys per snapshot chunk.
+const SNAPSHOT_CHUNK: usize = 512;
+
+/// One build: a stamped, authenticated front of the core.
+#[derive(Clone)]
+pub struct Build {
+    core: Arc<OriginCore>,
+    stamp: v1::Stamp,
+    version: String,
+    credentials: Arc<Credentials>,
+    fault: Option<ArmedFault>,
+    progress_interval: Duration,
+}
+
+impl Build {
+    /// A build of `environment`/`tenant` with id `build_id`.
+    pub fn new(
+        core: Arc<OriginCore>,
+        stamp: v1::Stamp,
+        version: String,
+        credentials: Arc<Credentials>,
+        fault: Option<ArmedFault>,
+        progress_interval: Duration,
+    ) -> Self {
+        Build {
+            core,
+            stamp,
+            version,
+            credentials,
+            fault,
+            progress_interval,
+        }
+    }
+
+    /// Applies the injected fault, then checks the caller's credential.
+    async fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if let Some(fault) = &self.fault {
+            fault.apply(&self.stamp.build_id).await?;
+        }
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            Some(credential) if self.credentials.accepts(credential) => Ok(()),
+            _ => Err(Status::unauthenticated(format!(
+                "build {} of environment {} does not accept this credential",
+                self.stamp.build_id, self.stamp.environment
+            ))),
+        }
+    }
+
+    fn stamp(&self) -> Option<v1::Stamp> {
+        Some(self.stamp.clone())
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&OriginCore) -> Result<T> + Send + 'static,
+    ) -> Result<T, Status> {
+        let core = self.core.clone();
+        tokio::task::spawn_blocking(move || work(&core))
+            .await
+            .map_err(|e| Status::internal(format!("origin task failed: {e}")))?
+            .map_err(Status::from)
+    }
+
+    async fn write(&self, header: Option<v1::WriteHeader>, mutations: Vec<Mutation>) -> Result<Response<v1::WriteResponse>, Status> {
+        let header = header.ok_or_else(|| Status::invalid_argument("write has no header"))?;
+        let request = WriteRequest {
+            namespace: header.namespace,
+            mutations,
+            write_id: header
+                .write_id
+                .map(|id| format!("{}:{}", id.node_id, id.sequence)),
+            hlc: header.hlc,
+            replay: header.replay,
+        };
+        let outcome: WriteOutcome = self.blocking(move |core| core.write(request)).await?;
+        Ok(Response::new(v1::WriteResponse {
+            stamp: self.stamp(),
+            revision: outcome.revision,
+            duplicate: outcome.duplicate,
+            superseded: outcome.superseded,
+            records: outcome.records.iter().map(record_to_wire).collect(),
+        }))
+    }
+}
+
+fn mutation(key: bytes::Bytes, value: Option<v1::Value>) -> Mutation {
+    Mutation {
+        key,
+        put: value.map(|v| (v.value, v.metadata, v.expiration)),
+    }
+}
+
+fn namespace_response(stamp: Option<v1::Stamp>, (ns, revision): (edgekv_kv::Namespace, u64)) -> Response<v1::NamespaceResponse> {
+    Response::new(v1::NamespaceResponse {
+        stamp,
+        namespace: Some(namespace_to_wire(&ns)),
+        revision,
+    })
+}
+
+/// The watch event of one log entry.
+pub fn event(stamp: &v1::Stamp, entry: LogEntry) -> v1::WatchEvent {
+    v1::WatchEvent {
+        stamp: Some(stamp.clone()),
+        revision: entry.revision,
+        keys: entry
+            .writes
+            .iter()
+            .map(|w| v1::KeyChange {
+                namespace: w.namespace.clone(),
+                key: w.key.clone(),
+                record: Some(record_to_wire(&w.record)),
+            })
+            .collect(),
+        namespaces: entry
+            .namespaces
+            .iter()
+            .map(|op| match op {
+                NamespaceOp::Put(ns) => v1::NamespaceChange {
+                    namespace: Some(namespace_to_wire(ns)),
+                    deleted: false,
+                },
+                NamespaceOp::Delete(id) => v1::NamespaceChange {
+                    namespace: Some(v1::Namespace {
+                        id: id.clone(),
+                        ..v1::Namespace::default()
+                    }),
+                    deleted: true,
+                },
+            })
+            .collect(),
+        progress: false,
+    }
+}
+
+#[tonic::async_trait]
+impl origin_server::Origin for Build {
+    async fn get(&self, request: Request<v1::GetRequest>) -> Result<Response<v1::GetResponse>, Status> {
+        self.admit(&request).await?;
+        let v1::GetRequest { namespace, key } = request.into_inner();
+        let (record, read_revision) = self.blocking(move |core| core.get(&namespace, &key)).await?;
+        Ok(Response::new(v1::GetResponse {
+            stamp: self.stamp(),
+            record: record.as_ref().map(record_to_wire),
+            read_revision,
+        }))
+    }
+
+    async fn put(&self, request: Request<v1::PutRequest>) -> Result<Response<v1::WriteResponse>, Status> {
+        self.admit(&request).await?;
+        let r = request.into_inner();
+        let value = r.value.ok_or_else(|| Status::invalid_argument("put has no value"))?;
+        self.write(r.header, vec![mutation(r.key, Some(value))]).await
+    }
+
+    async fn delete(&self, request: Request<v1::DeleteRequest>) -> Result<Response<v1::WriteResponse>, Status> {
+        self.admit(&request).await?;
+        let r = request.into_inner();
+        self.write(r.header, vec![mutation(r.key, None)]).await
+    }
+
+    async fn bulk_write(&self, request: Request<v1::BulkWriteRequest>) -> Result<Response<v1::WriteResponse>, Status> {
+        self.admit(&request).await?;
+        let r = request.into_inner();
+        if r.mutations.len() > edgekv_kv::limits::MAX_BULK_ITEMS {
+            return Err(Error::Kv(edgekv_kv::Error::TooManyItems {
+                len: r.mutations.len(),
+                max: edgekv_kv::limits::MAX_BULK_ITEMS,
+            })
+            .into());
+        }
+        let mutations = r.mutations.into_iter().map(|m| mutation(m.key, m.put)).collect();
+        self.write(r.header, mutations).await
+    }
+
+    async fn list(&self, request: Request<v1::ListRequest>) -> Result<Response<v1::ListResponse>, Status> {
+        self.admit(&request).await?;
+        let r = request.into_inner();
+        let limit = (r.limit as usize).clamp(1, edgekv_kv::limits::MAX_LIST_LIMIT);
+        let query = ListQuery {
+            prefix: r.prefix.to_vec(),
+            start_after: r.start_after.map(|s| s.to_vec()),
+            limit,
+        };
+        let namespace = r.namespace;
+        let (page, read_revision) = self.blocking(move |core| core.list(&namespace, &query)).await?;
+        Ok(Response::new(v1::ListResponse {
+            stamp: self.stamp(),
+            entries: page
+                .entries
+                .iter()
+                .map(|(key, record)| v1::ListEntry {
+                    key: key.clone(),
+                    record: Some(record_to_wire(record)),
+                })
+                .collect(),
+            more: page.more,
+            read_revision,
+        }))
+    }
+
+    async fn create_namespace(&self, request: Request<v1::CreateNamespaceRequest>) -> Result<Response<v1::NamespaceResponse>, Status> {
+        self.admit(&request).await?;
+        let r = request.into_inner();
+        let mode = namespace_from_wire(v1::Namespace { mode: r.mode, ..Default::default() }).mode;
+        let created = self
+            .blocking(move |core| core.create_namespace(&r.account, &r.title, mode))
+            .await?;
+        Ok(namespace_response(self.stamp(), created))
+    }
+
+    async fn rename_namespace(&self, request: Request<v1::RenameNamespaceRequest>) -> Result<Response<v1::NamespaceResponse>, Status> {
+        self.admit(&request).await?;
+        let r = request.into_inner();
+        let renamed = self
+            .blocking(move |core| core.rename_namespace(&r.account, &r.id, &r.title))
+            .await?;
+        Ok(namespace_response(self.stamp(), renamed))
+    }
+
+    async fn delete_namespace(&self, request: Request<v1::DeleteNamespaceRequest>) -> Result<Response<v1::NamespaceResponse>, Status> {
+        self.admit(&request).await?;
+        let r = request.into_inner();
+        let deleted = self
+            .blocking(move |core| core.delete_namespace(&r.account, &r.id))
+            .await?;
+        Ok(namespace_response(self.stamp(), deleted))
+    }
+
+    async fn list_namespaces(&self, request: Request<v1::ListNamespacesRequest>) -> Result<Response<v1::ListNamespacesResponse>, Status> {
+        self.admit(&request).await?;
+        let (namespaces, read_revision) = self.blocking(|core| core.namespaces()).await?;
+        Ok(Response::new(v1::ListNamespacesResponse {
+            stamp: self.stamp(),
+            namespaces: namespaces.iter().map(namespace_to_wire).collect(),
+            read_revision,
+        }))
+    }
+
+    type WatchStream = ReceiverStream<Result<v1::WatchEvent, Status>>;
+
+    async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        self.admit(&request).await?;
+        let from = request.into_inner().from_revision.max(1);
+        // Refuse a trimmed start at once, as a status rather than a stream error.
+        self.blocking(move |core| core.log(from, 1)).await?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(follow(self.core.clone(), self.stamp.clone(), from, self.progress_interval, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type SnapshotStream = ReceiverStream<Result<v1::SnapshotChunk, Status>>;
+
+    async fn snapshot(&self, request: Request<v1::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.admit(&request).await?;
+        let namespaces = request.into_inner().namespaces;
+        let (tx, rx) = mpsc::channel(4);
+        let core = self.core.clone();
+        let stamp = self.stamp.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut chunk = v1::SnapshotChunk { stamp: Some(stamp.clone()), ..Default::default() };
+            let result = core.snapshot(&namespaces, &mut |item| {
+                match item {
+                    SnapshotItem::Namespace(ns) => chunk.namespaces.push(namespace_to_wire(&ns)),
+                    SnapshotItem::Key(w) => chunk.keys.push(v1::KeyChange {
+                        namespace: w.namespace,
+                        key: w.key,
+                        record: Some(record_to_wire(&w.record)),
+                    }),
+                }
+                if chunk.keys.len() >= SNAPSHOT_CHUNK {
+                    let full = std::mem::replace(
+                        &mut chunk,
+                        v1::SnapshotChunk { stamp: Some(stamp.clone()), ..Default::default() },
+                    );
+                    tx.blocking_send(Ok(full))
+                        .map_err(|_| edgekv_store::Error::Engine("snapshot reader went away".into()))?;
+                }
+                Ok(())
+            });
+            let last = match result {
+                Ok(revision) => Ok(v1::SnapshotChunk { revision, last: true, ..chunk }),
+                Err(err) => Err(Status::from(err)),
+            };
+            let _ = tx.blocking_send(last);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn health(&self, request: Request<v1::HealthRequest>) -> Result<Response<v1::HealthResponse>, Status> {
+        self.admit(&request).await?;
+        Ok(Response::new(v1::HealthResponse {
+            stamp: self.stamp(),
+            version: self.version.clone(),
+            revision: self.core.revision(),
+        }))
+    }
+}
+
+/// Streams the log from `next` on, with progress events while caught up, until
+/// the receiver goes away or the log is trimmed past the stream.
+async fn follow(
+    core: Arc<OriginCore>,
+    stamp: v1::Stamp,
+    mut next: u64,
+    progress_interval: Duration,
+    tx: mpsc::Sender<Result<v1::WatchEvent, Status>>,
+) {
+    let mut committed = core.subscribe();
+    loop {
+        let reader = core.clone();
+        let read = tokio::task::spawn_blocking(move || reader.log(next, WATCH_BATCH)).await;
+        let entries = match read {
+            Ok(Ok(entries)) => entries,
+            Ok(Err(err)) => {
+                let _ = tx.send(Err(Status::from(err))).await;
+                return;
+            }
+            Err(err) => {
+                let _ = tx.send(Err(Status::internal(format!("watch task failed: {err}")))).await;
+                return;
+            }
+        };
+        if !entries.is_empty() {
+            for entry in entries {
+                next = entry.revision + 1;
+                if tx.send(Ok(event(&stamp, entry))).await.is_err() {
+                    return;
+                }
+            }
+            continue;
+        }
+        // Caught up: everything up to next - 1 was sent.
+        let progress = v1::WatchEvent {
+            stamp: Some(stamp.clone()),
+            revision: next - 1,
+            progress: true,
+            ..Default::default()
+        };
+        if tx.send(Ok(progress)).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            changed = committed.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(progress_interval) => {}
+            _ = tx.closed() => return,
+        }
+    }
+}

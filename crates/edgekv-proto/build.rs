@@ -1,0 +1,18 @@
+//! Compiles `proto/` with protox, a protobuf compiler in pure Rust: building edgekv
+//! needs no system `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = ["edgekv/v1/origin.proto"];
+    for file in files {
+        println!("cargo:rerun-if-changed={}", root.join(file).display());
+    }
+    let descriptors = protox::compile(files, [&root])?;
+    tonic_build::configure()
+        // Values and metadata are `Bytes`: shared with the transport, never copied.
+        .bytes(["."])
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}
