@@ -29,7 +29,15 @@ pub fn handle<B>(edge: &Edge, request: &Request<B>) -> Response<Body> {
             let body = json!({
                 "ready": readiness(edge).is_ok(),
                 "token_table_version": edge.tokens_version(),
-                "store_revision": edge.store().revision(),
+                "node_id": edge.node_id(),
+                "origin": edge.upstream().url(),
+                "build": edge.upstream().build_id(),
+                "feed": {
+                    "connected": edge.feed().connected(),
+                    "synced": edge.feed().synced(),
+                    "applied_revision": edge.feed().applied(),
+                    "fresh": edge.usable(Some(0)),
+                },
                 "hot_tier": { "entries": hot.entries, "bytes": hot.bytes, "capacity": hot.capacity },
             });
             let mut response = text(StatusCode::OK, body.to_string());
@@ -50,6 +58,9 @@ pub fn handle<B>(edge: &Edge, request: &Request<B>) -> Response<Body> {
 fn readiness(edge: &Edge) -> Result<(), &'static str> {
     if edge.tokens_is_empty() {
         return Err("no token table");
+    }
+    if !edge.feed().synced() {
+        return Err("the change feed has not loaded its first snapshot");
     }
     Ok(())
 }

@@ -22,10 +22,27 @@ pub struct EdgeConfig {
     pub tombstone_ttl_s: u64,
     /// How often expired records are purged from the store, in seconds.
     pub purge_interval_s: u64,
-    /// Whether each write waits for `fsync` before it is acknowledged.
+    /// Whether each local write waits for `fsync`. The edge's store is a cache of
+    /// the origin, and the feed position is written atomically with the data it
+    /// numbers, so a crash loses at most a tail that is read again.
     pub sync_writes: bool,
     /// How long shutdown waits for requests in flight, in seconds.
     pub shutdown_grace_s: u64,
+    /// The URL of the origin build this edge reads through to and follows.
+    pub origin: String,
+    /// The edge's environment: every build it calls must belong to it.
+    pub environment: String,
+    /// The edge's tenant.
+    pub tenant: String,
+    /// This node's id, part of every write id (default: generated once and kept).
+    pub node_id: Option<String>,
+    /// The change feed counts as caught up while its lag is under this, in ms.
+    pub lag_bound_ms: u64,
+    /// How long held entries stay usable after the feed fell behind, in seconds
+    /// (per request: `?cache_ttl=`).
+    pub cache_ttl_s: u64,
+    /// The time budget of one upstream call, in milliseconds.
+    pub upstream_timeout_ms: u64,
 }
 
 impl Default for EdgeConfig {
@@ -37,8 +54,15 @@ impl Default for EdgeConfig {
             hot_tier_bytes: 256 * 1024 * 1024,
             tombstone_ttl_s: 24 * 3600,
             purge_interval_s: 30,
-            sync_writes: true,
+            sync_writes: false,
             shutdown_grace_s: 10,
+            origin: String::new(),
+            environment: "dev".into(),
+            tenant: "dev".into(),
+            node_id: None,
+            lag_bound_ms: 2000,
+            cache_ttl_s: 60,
+            upstream_timeout_ms: 2000,
         }
     }
 }
@@ -64,6 +88,18 @@ impl EdgeConfig {
         if self.tombstone_ttl_s < 60 {
             return Err("tombstone_ttl_s must be at least 60".into());
         }
+        if !(self.origin.starts_with("http://") || self.origin.starts_with("https://")) {
+            return Err(format!(
+                "origin must be a URL like http://127.0.0.1:7001, got {:?}",
+                self.origin
+            ));
+        }
+        if self.environment.trim().is_empty() || self.tenant.trim().is_empty() {
+            return Err("environment and tenant must not be empty".into());
+        }
+        if self.upstream_timeout_ms == 0 || self.lag_bound_ms == 0 {
+            return Err("upstream_timeout_ms and lag_bound_ms must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -73,14 +109,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_valid() {
-        assert_eq!(EdgeConfig::default().validate(), Ok(()));
+    fn defaults_are_valid_once_an_origin_is_named() {
+        assert!(EdgeConfig::default().validate().unwrap_err().contains("origin"));
+        let config = EdgeConfig {
+            origin: "http://127.0.0.1:7001".into(),
+            ..EdgeConfig::default()
+        };
+        assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]
     fn bad_values_are_named() {
         let mut config = EdgeConfig {
             admin: EdgeConfig::default().http,
+            origin: "http://127.0.0.1:7001".into(),
             ..EdgeConfig::default()
         };
         assert!(
@@ -91,6 +133,7 @@ mod tests {
         );
         config = EdgeConfig {
             hot_tier_bytes: 10,
+            origin: "http://127.0.0.1:7001".into(),
             ..EdgeConfig::default()
         };
         assert!(config.validate().unwrap_err().contains("hot_tier_bytes"));

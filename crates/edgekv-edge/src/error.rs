@@ -41,6 +41,14 @@ pub enum Error {
     /// The account already has a namespace of this title.
     #[error("a namespace titled {0:?} already exists in this account")]
     TitleTaken(String),
+    /// The origin refused the request as invalid (the client's fault).
+    #[error("{message}")]
+    Refused {
+        /// Whether it was refused for its size.
+        too_large: bool,
+        /// The origin's reason.
+        message: String,
+    },
     /// The node cannot serve this now; the client should retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -64,6 +72,20 @@ impl From<edgekv_store::Error> for Error {
     }
 }
 
+impl From<crate::upstream::UpstreamError> for Error {
+    fn from(err: crate::upstream::UpstreamError) -> Self {
+        use crate::upstream::UpstreamError;
+        match err {
+            UpstreamError::Build(why) => Error::Unavailable(format!("origin unavailable: {why}")),
+            UpstreamError::Client { code: tonic::Code::NotFound, .. } => Error::NamespaceNotFound,
+            UpstreamError::Client { code, message } => Error::Refused {
+                too_large: code == tonic::Code::ResourceExhausted,
+                message,
+            },
+        }
+    }
+}
+
 impl Error {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
@@ -75,6 +97,8 @@ impl Error {
             }
             Error::Kv(Kv::MetadataTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Kv(_) | Error::BadRequest(_) | Error::TitleTaken(_) => StatusCode::BAD_REQUEST,
+            Error::Refused { too_large: true, .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Refused { .. } => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NamespaceNotFound | Error::KeyNotFound | Error::NoRoute(_) => {
@@ -101,7 +125,7 @@ impl Error {
             Error::Kv(Kv::MetadataTooLarge { .. } | Kv::MetadataNotJson(_)) => 10012,
             Error::Kv(Kv::InvalidExpiration(_)) => 10015,
             Error::Kv(Kv::InvalidCursor | Kv::InvalidLimit(_)) => 10017,
-            Error::Kv(_) | Error::BadRequest(_) => 10001,
+            Error::Kv(_) | Error::BadRequest(_) | Error::Refused { .. } => 10001,
             Error::NoRoute(_) | Error::MethodNotAllowed(_) => 7000,
             Error::Unavailable(_) => 10043,
             Error::Internal(_) | Error::Config(_) => 10002,

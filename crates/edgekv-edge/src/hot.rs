@@ -221,6 +221,19 @@ impl HotTier {
         self.account(0, freed);
     }
 
+    /// Drops every entry (the edge resynced from a snapshot).
+    pub fn clear(&self) {
+        for stripe in self.stripes.iter() {
+            stripe.fetch_add(1, Ordering::AcqRel);
+        }
+        let mut freed = 0;
+        self.map.retain(|_, slot| {
+            freed += slot.weight;
+            false
+        });
+        self.account(0, freed);
+    }
+
     /// The tier's counters.
     pub fn stats(&self) -> HotStats {
         HotStats {

@@ -68,10 +68,30 @@ impl Incoming<'_> {
             .map(drop)
     }
 
-    /// Authenticates the request and checks that its namespace exists.
-    fn enter(&self, scope: &Scope<'_>, write: bool) -> Result<()> {
+    /// Authenticates the request, checks that its namespace exists and returns its
+    /// mode.
+    async fn enter(&self, scope: &Scope<'_>, write: bool) -> Result<edgekv_kv::Mode> {
         self.authorize(&scope.account, Some(&scope.namespace), write)?;
-        self.edge.check_namespace(&scope.account, &scope.namespace)
+        self.edge.namespace_mode(&scope.account, &scope.namespace).await
+    }
+
+    /// The read options of the request: `cache-control: no-cache`, `?cache_ttl=`.
+    fn read_options(&self) -> Result<crate::service::ReadOptions> {
+        let no_cache = self
+            .headers
+            .get_all(http::header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-cache")));
+        let cache_ttl_s = query::Query::parse(self.query)
+            .get("cache_ttl")
+            .map(|t| {
+                t.parse::<u64>().map_err(|_| {
+                    Error::BadRequest(format!("cache_ttl must be a whole number of seconds, got {t:?}"))
+                })
+            })
+            .transpose()?;
+        Ok(crate::service::ReadOptions { no_cache, cache_ttl_s })
     }
 }
 
@@ -86,17 +106,17 @@ where
         (Route::Namespaces { account }, Method::POST) => {
             namespaces::create(request, &account, body).await
         }
-        (Route::Namespace(scope), Method::GET) => namespaces::get(request, &scope),
+        (Route::Namespace(scope), Method::GET) => namespaces::get(request, &scope).await,
         (Route::Namespace(scope), Method::PUT) => namespaces::rename(request, &scope, body).await,
         (Route::Namespace(scope), Method::DELETE) => namespaces::delete(request, &scope).await,
-        (Route::Value(scope, key), Method::GET) => values::get(request, &scope, &key),
+        (Route::Value(scope, key), Method::GET) => values::get(request, &scope, &key).await,
         (Route::Value(scope, key), Method::PUT) => {
             values::put(request, &scope, Bytes::copy_from_slice(&key), body).await
         }
         (Route::Value(scope, key), Method::DELETE) => {
             values::delete(request, &scope, Bytes::copy_from_slice(&key)).await
         }
-        (Route::Metadata(scope, key), Method::GET) => values::metadata(request, &scope, &key),
+        (Route::Metadata(scope, key), Method::GET) => values::metadata(request, &scope, &key).await,
         (Route::Keys(scope), Method::GET) => values::list(request, &scope).await,
         (Route::Bulk(scope), Method::PUT) => bulk::write(request, &scope, body).await,
         (Route::Bulk(scope), Method::DELETE) | (Route::BulkDelete(scope), Method::POST) => {

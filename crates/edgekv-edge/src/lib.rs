@@ -1,13 +1,18 @@
 //! The edge role of edgekv: the Workers KV HTTP API, answered from an in-memory hot
-//! tier in front of a local RocksDB store.
+//! tier in front of a local RocksDB store that caches the origin.
 //!
 //! An edge authenticates each request against a local table of token hashes, looks
-//! the key up in the hot tier, then in its store, and answers. It depends on the KV
-//! rules (`edgekv-kv`) and the storage trait (`edgekv-store`); it never parses
-//! flags or config files — the binary does, and hands it an [`EdgeConfig`].
+//! the key up in the hot tier, then in its store, and answers while its change feed
+//! keeps what it holds fresh; otherwise it reads through to an origin build over
+//! gRPC. It depends on the KV rules (`edgekv-kv`), the storage trait
+//! (`edgekv-store`) and the wire types (`edgekv-proto`); it never parses flags or
+//! config files — the binary does, and hands it an [`EdgeConfig`].
 //!
 //! # Layout
-//! - [`service`]: [`Edge`], the KV operations apart from HTTP.
+//! - [`service`]: [`Edge`], the KV operations apart from HTTP: freshness, read-through,
+//!   writes through the origin.
+//! - [`upstream`]: the gRPC client of an origin build; build faults vs client faults.
+//! - [`feed`]: the change feed: watch, apply, resync from a snapshot.
 //! - [`hot`]: the hot tier, bounded by bytes, correct under concurrent writes.
 //! - [`tokens`]: the token table, looked up by SHA-256.
 //! - [`http`]: routes, handlers and the v4 JSON envelope.
@@ -18,12 +23,14 @@
 
 pub mod admin;
 pub mod config;
+pub mod feed;
 pub mod hot;
 pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod tokens;
+pub mod upstream;
 
 mod error;
 
@@ -37,17 +44,29 @@ pub use service::Edge;
 use edgekv_kv::Clock;
 use edgekv_store_rocksdb::{RocksOptions, RocksStore};
 
-/// Opens the edge's store in its data dir and builds the edge.
+/// Opens the edge's store in its data dir and builds the edge, reading through to
+/// the origin named in the config with `credential`.
 pub fn open(
     config: EdgeConfig,
     clock: Arc<dyn Clock>,
     tokens: tokens::TokenTable,
+    credential: &str,
 ) -> Result<Arc<Edge>> {
     config.validate().map_err(Error::Config)?;
+    let upstream = upstream::Upstream::new(
+        &config.origin,
+        credential,
+        upstream::Expected {
+            environment: config.environment.clone(),
+            tenant: config.tenant.clone(),
+        },
+        std::time::Duration::from_millis(config.upstream_timeout_ms),
+    )
+    .map_err(Error::Config)?;
     let options = RocksOptions {
         sync_writes: config.sync_writes,
         ..RocksOptions::default()
     };
     let store = RocksStore::open(config.data_dir.join("db"), &options)?;
-    Ok(Arc::new(Edge::new(config, Arc::new(store), clock, tokens)?))
+    Ok(Arc::new(Edge::new(config, Arc::new(store), clock, tokens, upstream)?))
 }

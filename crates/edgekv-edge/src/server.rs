@@ -72,8 +72,9 @@ impl RunningEdge {
         tasks.spawn(purge_loop(
             edge.clone(),
             Duration::from_secs(config.purge_interval_s),
-            stopped,
+            stopped.clone(),
         ));
+        tasks.spawn(crate::feed::follow(edge.clone(), stopped));
         tracing::info!(%http_addr, %admin_addr, "edge serving");
         Ok(RunningEdge {
             http_addr,

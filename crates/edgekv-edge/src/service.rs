@@ -1,48 +1,47 @@
 //! [`Edge`]: the KV operations of an edge, apart from HTTP.
 //!
-//! The HTTP layer parses and authenticates; everything it then asks for is a call
-//! here. The edge currently owns its data (the local store is authoritative); the
-//! read-through to origin builds slots in behind [`Edge::get`] and [`Edge::commit`].
+//! The edge is a cache of the origin. A read looks in the hot tier, then the local
+//! store; a held entry is served while the change feed keeps it fresh (or for
+//! `cache_ttl` after the feed fell behind); otherwise the read goes to the build,
+//! and the answer is kept if it is newer than what the edge holds. A write goes to
+//! the build, and the records it answers are kept at once (read-your-writes).
+//!
+//! # Never reinstalling a deleted value
+//! Every record carries the origin's revision, and the edge keeps a record only if
+//! it is newer than the one it holds ([`Store::keep_newer`]). A slow read can still
+//! race a change the feed skipped because the key was not held yet; so a read in
+//! flight is registered in `inflight`, the feed marks it with the revision of any
+//! change to its key, and the read keeps its answer only if no mark is newer than
+//! the answer's read revision. Both sides run under the key's apply lock.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use edgekv_kv::{Clock, Hlc, Namespace, Record, validate};
-use edgekv_store::{ListPage, ListQuery, Store, Write};
-use parking_lot::Mutex;
+use dashmap::DashMap;
+use edgekv_kv::{Clock, Hlc, Mode, Namespace, Record};
+use edgekv_proto::v1;
+use edgekv_store::{Commit, ListPage, ListQuery, NamespaceOp, Store, Write, keys};
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::hot::HotTier;
 use crate::metrics::Metrics;
 use crate::tokens::TokenTable;
+use crate::upstream::{Upstream, UpstreamError};
 use crate::{EdgeConfig, Error, Result};
 
-/// One edge node: its store, hot tier, namespaces and tokens.
-pub struct Edge {
-    config: EdgeConfig,
-    store: Arc<dyn Store>,
-    hot: HotTier,
-    clock: Arc<dyn Clock>,
-    hlc: Hlc,
-    /// Every namespace by id; read lock-free on each request.
-    namespaces: ArcSwap<HashMap<String, Namespace>>,
-    tokens: ArcSwap<TokenTable>,
-    /// Orders a write's store commit with its hot-tier install, so two writes to
-    /// one key install in the order they committed.
-    write_order: Mutex<()>,
-    /// Serialises namespace changes, so titles stay unique per account.
-    namespace_changes: tokio::sync::Mutex<()>,
-    metrics: Metrics,
-}
-
-impl std::fmt::Debug for Edge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Edge")
-            .field("config", &self.config)
-            .finish()
-    }
-}
+/// Keys are spread over this many apply locks.
+const APPLY_STRIPES: usize = 256;
+/// Write sequence numbers are reserved on disk this many at a time.
+const SEQUENCE_BLOCK: u64 = 10_000;
+/// The meta entry holding the last applied feed revision.
+pub(crate) const FEED_REVISION: &str = "feed_revision";
+const NODE_ID: &str = "node_id";
+const SEQUENCE_RESERVED: &str = "write_sequence_reserved";
 
 /// What an authorised request may do beyond its scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,19 +66,136 @@ pub enum Change {
     Delete,
 }
 
+/// Where an answer came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Held by the edge and fresh (or within `cache_ttl`).
+    Hit,
+    /// Read from a build just now.
+    Miss {
+        /// The build that answered.
+        build: String,
+    },
+    /// Held by the edge, served because no build could answer.
+    Stale,
+}
+
+/// The answer to a read: the live record, if any, and where it came from.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// The live record; `None` for a missing, deleted or expired key.
+    pub record: Option<Record>,
+    /// Where the answer came from.
+    pub source: Source,
+}
+
+/// Per-request read options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOptions {
+    /// `cache-control: no-cache`: ask a build even for a fresh entry.
+    pub no_cache: bool,
+    /// `?cache_ttl=`: how long held entries stay usable once the feed is behind.
+    pub cache_ttl_s: Option<u64>,
+}
+
+/// The change feed's state, read by every request that decides freshness.
+#[derive(Debug, Default)]
+pub struct FeedState {
+    pub(crate) connected: AtomicBool,
+    /// Clock milliseconds when the feed last reported everything applied.
+    pub(crate) caught_up_ms: AtomicU64,
+    /// The last revision applied.
+    pub(crate) applied: AtomicU64,
+    /// Whether a consistent snapshot has been loaded (every `full` namespace complete).
+    pub(crate) synced: AtomicBool,
+}
+
+impl FeedState {
+    /// The last revision applied.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// Whether the feed is connected.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Whether the edge has loaded its first snapshot.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+}
+
+/// A read in flight to a build, shared by every request for its key.
+#[derive(Default)]
+pub(crate) struct Flight {
+    /// The newest revision of a change to the key the feed saw meanwhile.
+    pub(crate) invalidated: AtomicU64,
+    answer: tokio::sync::OnceCell<std::result::Result<Lookup, UpstreamError>>,
+}
+
+/// One edge node.
+pub struct Edge {
+    pub(crate) config: EdgeConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) hot: HotTier,
+    clock: Arc<dyn Clock>,
+    hlc: Hlc,
+    /// Every namespace by id; read lock-free on each request.
+    pub(crate) namespaces: ArcSwap<HashMap<String, Namespace>>,
+    tokens: ArcSwap<TokenTable>,
+    pub(crate) upstream: Upstream,
+    pub(crate) feed: FeedState,
+    apply_locks: Box<[Mutex<()>]>,
+    stripe_hasher: std::hash::RandomState,
+    pub(crate) inflight: DashMap<Box<[u8]>, Arc<Flight>>,
+    node_id: String,
+    sequence: AtomicU64,
+    sequence_reserved: Mutex<u64>,
+    namespace_refresh: tokio::sync::Mutex<()>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("node_id", &self.node_id)
+            .field("upstream", &self.upstream)
+            .finish()
+    }
+}
+
 impl Edge {
-    /// An edge over `store`, with the namespaces it holds loaded.
+    /// An edge over `store`, reading through to `upstream`, with what the store
+    /// holds (namespaces, feed position, node id) loaded.
     pub fn new(
         config: EdgeConfig,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         tokens: TokenTable,
+        upstream: Upstream,
     ) -> Result<Self> {
         let namespaces = store
             .namespaces()?
             .into_iter()
             .map(|n| (n.id.clone(), n))
             .collect();
+        let applied = read_u64(&*store, FEED_REVISION)?;
+        let node_id = match (&config.node_id, store.meta(NODE_ID)?) {
+            (Some(id), _) => id.clone(),
+            (None, Some(id)) => String::from_utf8_lossy(&id).into_owned(),
+            (None, None) => {
+                let id = format!("edge-{}", &crate::tokens::generate()[..12]);
+                store.set_meta(NODE_ID, id.as_bytes())?;
+                id
+            }
+        };
+        // Sequence numbers restart after the last reserved block, so none repeats.
+        let reserved = read_u64(&*store, SEQUENCE_RESERVED)?;
+        let feed = FeedState::default();
+        feed.applied.store(applied, Ordering::Release);
+        feed.synced.store(applied > 0, Ordering::Release);
         Ok(Edge {
             hot: HotTier::new(config.hot_tier_bytes),
             hlc: Hlc::new(clock.clone()),
@@ -88,8 +204,15 @@ impl Edge {
             clock,
             namespaces: ArcSwap::from_pointee(namespaces),
             tokens: ArcSwap::from_pointee(tokens),
-            write_order: Mutex::new(()),
-            namespace_changes: tokio::sync::Mutex::new(()),
+            upstream,
+            feed,
+            apply_locks: (0..APPLY_STRIPES).map(|_| Mutex::new(())).collect(),
+            stripe_hasher: std::hash::RandomState::new(),
+            inflight: DashMap::new(),
+            node_id,
+            sequence: AtomicU64::new(reserved),
+            sequence_reserved: Mutex::new(reserved),
+            namespace_refresh: tokio::sync::Mutex::new(()),
             metrics: Metrics::default(),
         })
     }
@@ -117,6 +240,21 @@ impl Edge {
     /// The edge's clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// The change feed's state.
+    pub fn feed(&self) -> &FeedState {
+        &self.feed
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The build this edge reads through to.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
     }
 
     /// Replaces the token table.
@@ -177,12 +315,44 @@ impl Edge {
         }
     }
 
-    /// Checks that a namespace of `account` exists, without cloning it.
-    pub fn check_namespace(&self, account: &str, id: &str) -> Result<()> {
-        match self.namespaces.load().get(id) {
-            Some(ns) if ns.account == account => Ok(()),
-            _ => Err(Error::NamespaceNotFound),
+    /// Returns the mode of a namespace of `account`, asking the origin when the edge
+    /// does not know it yet (it may have been created at another edge a moment ago).
+    pub async fn namespace_mode(&self, account: &str, id: &str) -> Result<Mode> {
+        if let Some(mode) = self.known_mode(account, id) {
+            return mode;
         }
+        if edgekv_kv::validate::namespace_id(id).is_err() {
+            return Err(Error::NamespaceNotFound);
+        }
+        // One refresh at a time; whoever waited re-checks first.
+        let _refresh = self.namespace_refresh.lock().await;
+        if let Some(mode) = self.known_mode(account, id) {
+            return mode;
+        }
+        match self.upstream.namespaces().await {
+            Ok(all) => {
+                for ns in all.into_iter().filter(|n| n.id == id) {
+                    self.apply_namespaces(vec![NamespaceOp::Put(ns)], None)?;
+                }
+            }
+            Err(UpstreamError::Build(why)) if !self.feed.synced() => {
+                return Err(Error::Unavailable(format!(
+                    "the edge has not synced its namespaces yet and the origin is unavailable: {why}"
+                )));
+            }
+            Err(_) => {}
+        }
+        self.known_mode(account, id).unwrap_or(Err(Error::NamespaceNotFound))
+    }
+
+    fn known_mode(&self, account: &str, id: &str) -> Option<Result<Mode>> {
+        self.namespaces.load().get(id).map(|ns| {
+            if ns.account == account {
+                Ok(ns.mode)
+            } else {
+                Err(Error::NamespaceNotFound)
+            }
+        })
     }
 
     /// Returns the namespaces of `account`, ordered by id.
@@ -198,153 +368,294 @@ impl Edge {
         list
     }
 
-    /// Creates a namespace with a new random id.
-    pub async fn create_namespace(&self, account: &str, title: &str) -> Result<Namespace> {
-        validate::title(title)?;
-        let _changes = self.namespace_changes.lock().await;
-        self.check_title_free(account, title, None)?;
-        let namespace = Namespace {
-            id: new_namespace_id(),
-            title: title.to_string(),
-            account: account.to_string(),
-        };
-        let store = self.store.clone();
-        let created = namespace.clone();
-        blocking(move || store.create_namespace(&created)).await??;
-        self.namespaces.rcu(|all| {
-            let mut all = HashMap::clone(all);
-            all.insert(namespace.id.clone(), namespace.clone());
-            all
-        });
+    /// Creates a namespace at the origin.
+    pub async fn create_namespace(&self, account: &str, title: &str, mode: Mode) -> Result<Namespace> {
+        edgekv_kv::validate::title(title)?;
+        let (namespace, _) = self.upstream.create_namespace(account, title, mode).await?;
+        self.apply_namespaces(vec![NamespaceOp::Put(namespace.clone())], None)?;
         Ok(namespace)
     }
 
-    /// Renames a namespace.
-    pub async fn rename_namespace(&self, account: &str, id: &str, title: &str) -> Result<()> {
-        validate::title(title)?;
-        let _changes = self.namespace_changes.lock().await;
-        let mut namespace = self.namespace(account, id)?;
-        self.check_title_free(account, title, Some(id))?;
-        namespace.title = title.to_string();
-        let store = self.store.clone();
-        let renamed = namespace.clone();
-        blocking(move || store.update_namespace(&renamed)).await??;
+    /// Renames a namespace at the origin.
+    pub async fn rename_namespace(&self, account: &str, id: &str, title: &str) -> Result<Namespace> {
+        edgekv_kv::validate::title(title)?;
+        let (namespace, _) = self.upstream.rename_namespace(account, id, title).await?;
+        self.apply_namespaces(vec![NamespaceOp::Put(namespace.clone())], None)?;
+        Ok(namespace)
+    }
+
+    /// Deletes a namespace and every key in it, at the origin.
+    pub async fn delete_namespace(&self, account: &str, id: &str) -> Result<()> {
+        self.upstream.delete_namespace(account, id).await?;
+        self.apply_namespaces(vec![NamespaceOp::Delete(id.to_string())], None)
+    }
+
+    /// Applies namespace changes locally (and a feed revision, when given).
+    pub(crate) fn apply_namespaces(&self, ops: Vec<NamespaceOp>, feed_revision: Option<u64>) -> Result<()> {
+        let meta = feed_revision
+            .map(|r| vec![(FEED_REVISION.to_string(), r.to_be_bytes().to_vec())])
+            .unwrap_or_default();
+        self.store.commit(Commit {
+            namespaces: ops.clone(),
+            meta,
+            ..Commit::default()
+        })?;
         self.namespaces.rcu(|all| {
             let mut all = HashMap::clone(all);
-            all.insert(namespace.id.clone(), namespace.clone());
+            for op in &ops {
+                match op {
+                    NamespaceOp::Put(ns) => {
+                        all.insert(ns.id.clone(), ns.clone());
+                    }
+                    NamespaceOp::Delete(id) => {
+                        all.remove(id);
+                    }
+                }
+            }
             all
         });
-        Ok(())
-    }
-
-    /// Deletes a namespace and every key in it.
-    pub async fn delete_namespace(&self, account: &str, id: &str) -> Result<()> {
-        let _changes = self.namespace_changes.lock().await;
-        self.check_namespace(account, id)?;
-        // Drop it from the map first, under the write lock, so no write lands in it
-        // after its keys are gone.
-        {
-            let _order = self.write_order.lock();
-            self.namespaces.rcu(|all| {
-                let mut all = HashMap::clone(all);
-                all.remove(id);
-                all
-            });
-        }
-        let store = self.store.clone();
-        let doomed = id.to_string();
-        blocking(move || store.delete_namespace(&doomed)).await??;
-        self.hot.remove_namespace(id);
-        Ok(())
-    }
-
-    fn check_title_free(&self, account: &str, title: &str, except: Option<&str>) -> Result<()> {
-        let taken = self
-            .namespaces
-            .load()
-            .values()
-            .any(|n| n.account == account && n.title == title && Some(n.id.as_str()) != except);
-        if taken {
-            return Err(Error::TitleTaken(title.to_string()));
+        for op in &ops {
+            if let NamespaceOp::Delete(id) = op {
+                self.hot.remove_namespace(id);
+            }
         }
         Ok(())
     }
 
-    /// Returns the live record of a key, from the hot tier or the store.
-    pub fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
-        let now_s = self.clock.now_s();
+    /// Returns the record held locally for a key (hot tier, then store).
+    fn held(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
         if let Some(record) = self.hot.get(namespace, key) {
-            return Ok(record.is_live(now_s).then_some(record));
+            return Ok(Some(record));
         }
         let token = self.hot.fill_token(namespace, key);
         let Some(record) = self.store.get(namespace, key)? else {
             return Ok(None);
         };
-        let live = record.is_live(now_s).then(|| record.clone());
-        self.hot.fill(namespace, key, record, token);
-        Ok(live)
+        self.hot.fill(namespace, key, record.clone(), token);
+        Ok(Some(record))
     }
 
-    /// Turns a change into the record to store, stamped now.
-    pub fn record(&self, change: Change) -> Record {
-        let mut record = match change {
+    /// Whether held entries may be served without asking a build.
+    pub fn usable(&self, cache_ttl_s: Option<u64>) -> bool {
+        let caught_up = self.feed.caught_up_ms.load(Ordering::Acquire);
+        if caught_up == 0 {
+            return false;
+        }
+        let age = self.clock.now_ms().saturating_sub(caught_up);
+        let lag_bound = self.config.lag_bound_ms;
+        if self.feed.connected() && age < lag_bound {
+            return true;
+        }
+        let ttl_ms = cache_ttl_s.unwrap_or(self.config.cache_ttl_s).saturating_mul(1000);
+        age < lag_bound.saturating_add(ttl_ms)
+    }
+
+    /// Reads a key: held and usable → HIT; else a build → MISS; on a build fault,
+    /// what the edge holds → STALE, or 503.
+    pub async fn get(&self, namespace: &str, mode: Mode, key: &[u8], options: ReadOptions) -> Result<Lookup> {
+        let now_s = self.clock.now_s();
+        if mode == Mode::Full && !self.feed.synced() {
+            return Err(Error::Unavailable(
+                "this full namespace is still loading its first snapshot".into(),
+            ));
+        }
+        let held = self.held(namespace, key)?;
+        if !options.no_cache && self.usable(options.cache_ttl_s) {
+            match held {
+                Some(record) => return Ok(live(record, now_s, Source::Hit)),
+                None if mode == Mode::Full => {
+                    return Ok(Lookup { record: None, source: Source::Hit });
+                }
+                None => {}
+            }
+        }
+        match self.read_through(namespace, key).await {
+            Ok(lookup) => Ok(lookup),
+            Err(UpstreamError::Build(why)) => match held {
+                Some(record) => {
+                    tracing::debug!(%why, "serving a held entry stale");
+                    Ok(live(record, now_s, Source::Stale))
+                }
+                None => Err(Error::Unavailable(format!("origin unavailable: {why}"))),
+            },
+            Err(client) => Err(client.into()),
+        }
+    }
+
+    /// Reads a key from the build, once for all concurrent callers, and keeps the
+    /// answer if it is newer than what is held and no change raced it.
+    async fn read_through(&self, namespace: &str, key: &[u8]) -> std::result::Result<Lookup, UpstreamError> {
+        let composite: Box<[u8]> = keys::data_key(namespace, key).into();
+        let flight = self.inflight.entry(composite.clone()).or_default().clone();
+        let answer = flight
+            .answer
+            .get_or_init(|| async {
+                let answer = self.upstream.get(namespace, key).await?;
+                let now_s = self.clock.now_s();
+                let record = answer.record.clone().unwrap_or_else(|| Record {
+                    revision: answer.read_revision,
+                    ..Record::tombstone(Some(now_s.saturating_add(self.config.tombstone_ttl_s)))
+                });
+                let _lock = self.lock_keys(namespace, std::iter::once(key));
+                let raced = flight.invalidated.load(Ordering::Acquire) > answer.read_revision;
+                if !raced
+                    && let Err(err) = self.keep_locked(namespace, vec![(Bytes::copy_from_slice(key), record.clone())], vec![])
+                {
+                    tracing::warn!(error = %err, "could not keep an upstream answer");
+                }
+                Ok(live(record, now_s, Source::Miss { build: answer.build_id }))
+            })
+            .await
+            .clone();
+        self.inflight.remove_if(&composite, |_, v| Arc::ptr_eq(v, &flight));
+        answer
+    }
+
+    /// Locks the apply locks of some keys, in a fixed order.
+    pub(crate) fn lock_keys<'a>(&self, namespace: &str, keys: impl Iterator<Item = &'a [u8]>) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = keys
+            .map(|k| {
+                let composite = keys::data_key(namespace, k);
+                (self.stripe_hasher.hash_one(&composite) as usize) % APPLY_STRIPES
+            })
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes.into_iter().map(|i| self.apply_locks[i].lock()).collect()
+    }
+
+    /// Keeps records newer than those held, in the store and the hot tier. The
+    /// caller holds the keys' apply locks.
+    pub(crate) fn keep_locked(&self, namespace: &str, items: Vec<(Bytes, Record)>, meta: Vec<(String, Vec<u8>)>) -> Result<()> {
+        let writes: Vec<Write> = items
+            .into_iter()
+            .map(|(key, record)| Write {
+                namespace: namespace.to_string(),
+                key,
+                record,
+            })
+            .collect();
+        let kept = self.store.keep_newer(writes.clone(), meta)?;
+        for (write, kept) in writes.into_iter().zip(kept) {
+            if kept {
+                self.hot.update(namespace, &write.key, write.record);
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns a change into the mutation sent to the origin.
+    fn mutation(key: Bytes, change: Change) -> v1::Mutation {
+        let put = match change {
             Change::Put {
                 value,
                 metadata,
                 expiration,
-            } => Record::value(value, metadata, expiration),
-            Change::Delete => Record::tombstone(Some(
-                self.clock
-                    .now_s()
-                    .saturating_add(self.config.tombstone_ttl_s),
-            )),
+            } => Some(v1::Value {
+                value,
+                metadata,
+                expiration,
+            }),
+            Change::Delete => None,
         };
-        record.hlc = self.hlc.now();
-        record
+        v1::Mutation { key, put }
     }
 
-    /// Stores a batch of writes and installs them in the hot tier; returns its
-    /// revision. Every namespace of the batch must still exist.
-    pub async fn commit(self: &Arc<Self>, batch: Vec<Write>) -> Result<u64> {
-        let edge = self.clone();
-        blocking(move || {
-            let _order = edge.write_order.lock();
-            let namespaces = edge.namespaces.load();
-            if batch.iter().any(|w| !namespaces.contains_key(&w.namespace)) {
-                return Err(Error::NamespaceNotFound);
-            }
-            let installs: Vec<(String, Bytes, Record)> = batch
-                .iter()
-                .map(|w| (w.namespace.clone(), w.key.clone(), w.record.clone()))
-                .collect();
-            let revision = edge.store.write(batch)?;
-            for (namespace, key, mut record) in installs {
-                record.revision = revision;
-                edge.hot.update(&namespace, &key, record);
-            }
-            Ok(revision)
-        })
-        .await?
-    }
-
-    /// Writes one key.
-    pub async fn write(
-        self: &Arc<Self>,
-        namespace: &str,
-        key: Bytes,
-        change: Change,
-    ) -> Result<u64> {
-        let record = self.record(change);
-        self.commit(vec![Write {
+    /// Writes keys of one namespace through the origin and keeps what it answers;
+    /// returns the commit's revision.
+    pub async fn write(&self, namespace: &str, changes: Vec<(Bytes, Change)>) -> Result<u64> {
+        let keys: Vec<Bytes> = changes.iter().map(|(k, _)| k.clone()).collect();
+        let header = v1::WriteHeader {
             namespace: namespace.to_string(),
-            key,
-            record,
-        }])
-        .await
+            write_id: Some(v1::WriteId {
+                node_id: self.node_id.clone(),
+                sequence: self.next_sequence()?,
+            }),
+            hlc: self.hlc.now(),
+            replay: false,
+        };
+        let mutations = changes
+            .into_iter()
+            .map(|(key, change)| Self::mutation(key, change))
+            .collect();
+        let written = self.upstream.write(header, mutations).await?;
+        let _lock = self.lock_keys(namespace, keys.iter().map(|k| k.as_ref()));
+        self.keep_locked(namespace, keys.into_iter().zip(written.records).collect(), vec![])?;
+        Ok(written.revision)
     }
 
-    /// Returns a page of live keys.
-    pub async fn list(&self, namespace: &str, query: ListQuery) -> Result<ListPage> {
+    /// Writes many keys of one namespace, in as many origin writes as the gRPC
+    /// message limit needs (a bulk write is not atomic, as in Workers KV).
+    pub async fn write_many(&self, namespace: &str, changes: Vec<(Bytes, Change)>) -> Result<()> {
+        /// Room under the gRPC message limit for framing and keys.
+        const CHUNK_BYTES: usize = edgekv_proto::MAX_MESSAGE_BYTES / 2;
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for (key, change) in changes {
+            let size = key.len()
+                + match &change {
+                    Change::Put { value, metadata, .. } => {
+                        value.len() + metadata.as_ref().map_or(0, Bytes::len)
+                    }
+                    Change::Delete => 0,
+                };
+            if !chunk.is_empty() && bytes + size > CHUNK_BYTES {
+                self.write(namespace, std::mem::take(&mut chunk)).await?;
+                bytes = 0;
+            }
+            bytes += size;
+            chunk.push((key, change));
+        }
+        if !chunk.is_empty() {
+            self.write(namespace, chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// The next write sequence number, reserving a new block on disk when needed.
+    fn next_sequence(&self) -> Result<u64> {
+        let sequence = self.sequence.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut reserved = self.sequence_reserved.lock();
+        if sequence > *reserved {
+            let next = sequence + SEQUENCE_BLOCK;
+            self.store.set_meta(SEQUENCE_RESERVED, &next.to_be_bytes())?;
+            *reserved = next;
+        }
+        Ok(sequence)
+    }
+
+    /// Lists live keys: locally for a synced `full` namespace while fresh, else
+    /// from the build; a `full` namespace falls back to what it holds.
+    pub async fn list(&self, namespace: &str, mode: Mode, query: ListQuery, options: ReadOptions) -> Result<(ListPage, Source)> {
+        let full = mode == Mode::Full;
+        if full && !self.feed.synced() {
+            return Err(Error::Unavailable(
+                "this full namespace is still loading its first snapshot".into(),
+            ));
+        }
+        if full && !options.no_cache && self.usable(options.cache_ttl_s) {
+            return Ok((self.list_local(namespace, query).await?, Source::Hit));
+        }
+        let request = v1::ListRequest {
+            namespace: namespace.to_string(),
+            prefix: Bytes::from(query.prefix.clone()),
+            start_after: query.start_after.clone().map(Bytes::from),
+            limit: query.limit as u32,
+        };
+        match self.upstream.list(request).await {
+            Ok((entries, more)) => {
+                let build = self.upstream.build_id().unwrap_or_default().to_string();
+                Ok((ListPage { entries, more }, Source::Miss { build }))
+            }
+            Err(UpstreamError::Build(_)) if full => Ok((self.list_local(namespace, query).await?, Source::Stale)),
+            Err(UpstreamError::Build(why)) => Err(Error::Unavailable(format!(
+                "origin unavailable, and a cache namespace cannot be listed from what the edge holds: {why}"
+            ))),
+            Err(client) => Err(client.into()),
+        }
+    }
+
+    async fn list_local(&self, namespace: &str, query: ListQuery) -> Result<ListPage> {
         let store = self.store.clone();
         let namespace = namespace.to_string();
         let now_s = self.clock.now_s();
@@ -367,16 +678,39 @@ impl Edge {
         })
         .await?
     }
+
+    /// Waits until the feed has applied `revision` (for tests and tools).
+    pub async fn wait_for_revision(&self, revision: u64, deadline: Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        while self.feed.applied() < revision {
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+}
+
+/// The lookup of a held or answered record at `now_s`: only live records are served.
+fn live(record: Record, now_s: u64, source: Source) -> Lookup {
+    Lookup {
+        record: record.is_live(now_s).then_some(record),
+        source,
+    }
+}
+
+fn read_u64(store: &dyn Store, name: &str) -> Result<u64> {
+    Ok(store
+        .meta(name)?
+        .and_then(|raw| raw.as_slice().try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0))
 }
 
 /// Runs store work off the reactor.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::Internal(format!("storage task failed: {e}")))
-}
-
-/// A new namespace id: 128 random bits as 32 lowercase hex digits.
-fn new_namespace_id() -> String {
-    crate::tokens::generate()
 }

@@ -1,5 +1,6 @@
-//! Test support for edgekv: a real edge on `127.0.0.1:0` over RocksDB in a temporary
-//! directory, an HTTP client for its API, and an `eventually` helper.
+//! Test support for edgekv: a real origin build and a real edge on `127.0.0.1:0`,
+//! each over RocksDB in a temporary directory, an HTTP client for the edge's API,
+//! and an `eventually` helper.
 //!
 //! Everything here runs the real parts — real hyper listeners, real RocksDB on disk —
 //! so tests built on it exercise what production runs.
@@ -13,6 +14,12 @@ use std::time::Duration;
 use edgekv_edge::tokens::{self, Grant, TokenTable};
 use edgekv_edge::{EdgeConfig, RunningEdge};
 use edgekv_kv::{Clock, ManualClock};
+use edgekv_origin::{OriginConfig, RunningOrigin};
+
+/// The environment and tenant of test clusters.
+pub const ENVIRONMENT: &str = "test";
+/// The credential of the test environment.
+pub const CREDENTIAL: &str = "test-environment-credential";
 
 /// The account every test edge serves.
 pub const ACCOUNT: &str = "acct";
@@ -43,45 +50,125 @@ pub fn token_table() -> TokenTable {
     )
 }
 
+/// A real origin process in-process: one build, `v1`, on loopback.
+pub struct TestOrigin {
+    /// The running origin.
+    pub running: Option<RunningOrigin>,
+    /// The URL of build `v1`.
+    pub url: String,
+    dir: PathBuf,
+    clock: Arc<ManualClock>,
+    log_retain: u64,
+    _temp: tempfile::TempDir,
+}
+
+impl TestOrigin {
+    /// Starts an origin that keeps `log_retain` revisions, reading `clock`.
+    pub async fn start(clock: Arc<ManualClock>, log_retain: u64) -> TestOrigin {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        std::fs::write(dir.join("credentials"), format!("{CREDENTIAL}\n")).unwrap();
+        let running = Self::run(&dir, clock.clone(), log_retain, "127.0.0.1:0").await;
+        TestOrigin {
+            url: running.url("v1").unwrap(),
+            running: Some(running),
+            dir,
+            clock,
+            log_retain,
+            _temp: temp,
+        }
+    }
+
+    async fn run(dir: &Path, clock: Arc<ManualClock>, log_retain: u64, addr: &str) -> RunningOrigin {
+        let config = OriginConfig {
+            data_dir: dir.to_path_buf(),
+            environment: ENVIRONMENT.into(),
+            tenant: ENVIRONMENT.into(),
+            credential_file: dir.join("credentials"),
+            builds: vec![format!("v1={addr}").parse().unwrap()],
+            log_retain,
+            progress_interval_ms: 50,
+            sync_writes: false,
+            maintenance_interval_ms: 50,
+            ..OriginConfig::default()
+        };
+        RunningOrigin::start(config, clock as Arc<dyn Clock>).await.unwrap()
+    }
+
+    /// Stops the origin; its store stays.
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+
+    /// Starts the origin again on the same store and address.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let addr = self.url.trim_start_matches("http://").to_string();
+        self.running = Some(Self::run(&self.dir, self.clock.clone(), self.log_retain, &addr).await);
+    }
+}
+
 /// A real edge serving on loopback, its data dir and its clock.
 pub struct TestEdge {
     /// The running edge.
     pub running: Option<RunningEdge>,
-    /// The manual clock the edge reads; advance it to expire keys.
+    /// The manual clock the edge (and its origin) reads; advance it to expire keys.
     pub clock: Arc<ManualClock>,
     /// `http://ADDR/client/v4/accounts/acct/storage/kv`.
     pub base: String,
     /// The admin listener's base URL.
     pub admin: String,
+    /// The origin this edge reads through to, when the edge started it.
+    pub origin: Option<TestOrigin>,
+    origin_url: String,
     dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
 }
 
 impl TestEdge {
-    /// Starts an edge in a new temporary directory.
+    /// Starts an origin and an edge following it, each in a new temporary directory.
     pub async fn start() -> TestEdge {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let origin = TestOrigin::start(clock.clone(), 1_000_000).await;
+        let mut edge = Self::start_with(&origin.url, clock).await;
+        edge.origin = Some(origin);
+        edge
+    }
+
+    /// Starts an edge of an existing origin, in a new temporary directory.
+    pub async fn start_with(origin_url: &str, clock: Arc<ManualClock>) -> TestEdge {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().to_path_buf();
-        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-        let mut edge = Self::start_in(&dir, clock).await;
+        let mut edge = Self::start_in(&dir, origin_url, clock).await;
         edge._temp = Some(temp);
         edge
     }
 
-    /// Starts an edge over an existing data dir (for restart tests).
-    pub async fn start_in(dir: &Path, clock: Arc<ManualClock>) -> TestEdge {
+    /// Starts an edge over an existing data dir (for restart tests), and waits until
+    /// it has synced with its origin.
+    pub async fn start_in(dir: &Path, origin_url: &str, clock: Arc<ManualClock>) -> TestEdge {
         let config = EdgeConfig {
             http: "127.0.0.1:0".parse().unwrap(),
             admin: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.to_path_buf(),
             hot_tier_bytes: 64 * 1024 * 1024,
-            sync_writes: false,
             shutdown_grace_s: 5,
+            origin: origin_url.to_string(),
+            environment: ENVIRONMENT.into(),
+            tenant: ENVIRONMENT.into(),
             ..EdgeConfig::default()
         };
-        let edge =
-            edgekv_edge::open(config, clock.clone() as Arc<dyn Clock>, token_table()).unwrap();
+        let edge = edgekv_edge::open(config, clock.clone() as Arc<dyn Clock>, token_table(), CREDENTIAL)
+            .unwrap();
         let running = RunningEdge::start(edge).await.unwrap();
+        let synced = running.edge().clone();
+        eventually(Duration::from_secs(10), "the edge syncs with its origin", || {
+            let edge = synced.clone();
+            async move { edge.feed().synced() && edge.feed().connected() }
+        })
+        .await;
         TestEdge {
             base: format!(
                 "http://{}/client/v4/accounts/{ACCOUNT}/storage/kv",
@@ -90,6 +177,8 @@ impl TestEdge {
             admin: format!("http://{}", running.admin_addr),
             running: Some(running),
             clock,
+            origin: None,
+            origin_url: origin_url.to_string(),
             dir: dir.to_path_buf(),
             _temp: None,
         }
@@ -100,6 +189,11 @@ impl TestEdge {
         &self.dir
     }
 
+    /// The running edge's core.
+    pub fn edge(&self) -> &Arc<edgekv_edge::Edge> {
+        self.running.as_ref().unwrap().edge()
+    }
+
     /// Stops the edge gracefully; its data dir stays.
     pub async fn stop(&mut self) {
         if let Some(running) = self.running.take() {
@@ -107,12 +201,14 @@ impl TestEdge {
         }
     }
 
-    /// Stops the edge and starts a new one over the same directory and clock.
+    /// Stops the edge and starts a new one over the same directory, origin and clock.
     pub async fn restart(mut self) -> TestEdge {
         self.stop().await;
         let temp = self._temp.take();
-        let mut next = Self::start_in(&self.dir, self.clock.clone()).await;
+        let origin = self.origin.take();
+        let mut next = Self::start_in(&self.dir, &self.origin_url, self.clock.clone()).await;
         next._temp = temp;
+        next.origin = origin;
         next
     }
 

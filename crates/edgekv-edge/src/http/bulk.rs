@@ -10,7 +10,6 @@ use edgekv_kv::limits::{
     MAX_BULK_BODY_BYTES, MAX_BULK_GET_KEYS, MAX_BULK_ITEMS, MAX_SMALL_BODY_BYTES,
 };
 use edgekv_kv::validate;
-use edgekv_store::Write;
 use http::Response;
 use hyper::body::Body as HttpBody;
 use serde::Deserialize;
@@ -70,7 +69,7 @@ where
     B: HttpBody<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    request.enter(scope, true)?;
+    request.enter(scope, true).await?;
     let raw = body::read(request.headers, body, MAX_BULK_BODY_BYTES).await?;
     let items: Vec<Item> = serde_json::from_slice(&raw).map_err(|e| {
         Error::BadRequest(format!(
@@ -99,21 +98,15 @@ where
             .map_err(|e| fail(&e))?;
         let expiration = validate::expiration(item.expiration, item.expiration_ttl, now_s)
             .map_err(|e| fail(&e))?;
-        let record = request.edge.record(Change::Put {
+        let change = Change::Put {
             value: value.into(),
             metadata: metadata.map(Bytes::from),
             expiration,
-        });
-        batch.push(Write {
-            namespace: scope.namespace.to_string(),
-            key: Bytes::from(item.key),
-            record,
-        });
+        };
+        batch.push((Bytes::from(item.key), change));
     }
     let count = batch.len();
-    if count > 0 {
-        request.edge.commit(batch).await?;
-    }
+    request.edge.write_many(&scope.namespace, batch).await?;
     Ok(bulk_result(count))
 }
 
@@ -126,7 +119,7 @@ where
     B: HttpBody<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    request.enter(scope, true)?;
+    request.enter(scope, true).await?;
     let raw = body::read(request.headers, body, MAX_BULK_BODY_BYTES).await?;
     let keys: Vec<String> = serde_json::from_slice(&raw)
         .map_err(|e| Error::BadRequest(format!("body must be a JSON array of keys: {e}")))?;
@@ -134,16 +127,10 @@ where
     let mut batch = Vec::with_capacity(keys.len());
     for (index, key) in keys.into_iter().enumerate() {
         validate::key(key.as_bytes()).map_err(|e| item_error(index, &key, e))?;
-        batch.push(Write {
-            namespace: scope.namespace.to_string(),
-            key: Bytes::from(key),
-            record: request.edge.record(Change::Delete),
-        });
+        batch.push((Bytes::from(key), Change::Delete));
     }
     let count = batch.len();
-    if count > 0 {
-        request.edge.commit(batch).await?;
-    }
+    request.edge.write_many(&scope.namespace, batch).await?;
     Ok(bulk_result(count))
 }
 
@@ -156,7 +143,8 @@ where
     B: HttpBody<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    request.enter(scope, false)?;
+    let mode = request.enter(scope, false).await?;
+    let options = request.read_options()?;
     let raw = body::read(request.headers, body, MAX_SMALL_BODY_BYTES).await?;
     let asked: GetBody = serde_json::from_slice(&raw).map_err(|e| {
         Error::BadRequest(format!(
@@ -178,8 +166,11 @@ where
     }
     let mut values = Map::with_capacity(asked.keys.len());
     for key in asked.keys {
-        let record = request.edge.get(&scope.namespace, key.as_bytes())?;
-        let entry = match record {
+        let lookup = request
+            .edge
+            .get(&scope.namespace, mode, key.as_bytes(), options)
+            .await?;
+        let entry = match lookup.record {
             None => Value::Null,
             Some(record) => {
                 let value = if as_json {

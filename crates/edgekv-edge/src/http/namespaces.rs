@@ -1,7 +1,7 @@
 //! Namespace routes: list, create, get, rename, delete.
 
 use bytes::Bytes;
-use edgekv_kv::Namespace;
+use edgekv_kv::{Mode, Namespace};
 use edgekv_kv::limits::MAX_SMALL_BODY_BYTES;
 use http::Response;
 use hyper::body::Body as HttpBody;
@@ -20,6 +20,9 @@ const DEFAULT_PER_PAGE: usize = 20;
 #[derive(Deserialize)]
 struct TitleBody {
     title: String,
+    /// `cache` (default) or `full`; only read on create.
+    #[serde(default)]
+    mode: Option<String>,
 }
 
 /// The JSON form of a namespace.
@@ -28,6 +31,7 @@ fn json(namespace: &Namespace) -> Value {
         "id": namespace.id,
         "title": namespace.title,
         "supports_url_encoding": true,
+        "mode": namespace.mode.as_str(),
     })
 }
 
@@ -84,7 +88,7 @@ pub(super) fn list(request: Incoming<'_>, account: &str) -> Result<Response<Body
     Ok(respond::ok_with_info(items, info))
 }
 
-async fn read_title<B>(request: Incoming<'_>, body: B) -> Result<String>
+async fn read_title<B>(request: Incoming<'_>, body: B) -> Result<TitleBody>
 where
     B: HttpBody<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -95,7 +99,7 @@ where
             "body must be JSON like {{\"title\": \"...\"}}: {e}"
         ))
     })?;
-    Ok(parsed.title)
+    Ok(parsed)
 }
 
 pub(super) async fn create<B>(
@@ -108,13 +112,22 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     request.authorize(account, None, true)?;
-    let title = read_title(request, body).await?;
-    let namespace = request.edge.create_namespace(account, &title).await?;
+    let asked = read_title(request, body).await?;
+    let mode = match asked.mode.as_deref() {
+        None => Mode::Cache,
+        Some(text) => Mode::parse(text).ok_or_else(|| {
+            Error::BadRequest(format!("mode must be `cache` or `full`, got {text:?}"))
+        })?,
+    };
+    let namespace = request
+        .edge
+        .create_namespace(account, &asked.title, mode)
+        .await?;
     Ok(respond::ok(json(&namespace)))
 }
 
-pub(super) fn get(request: Incoming<'_>, scope: &Scope<'_>) -> Result<Response<Body>> {
-    request.authorize(&scope.account, Some(&scope.namespace), false)?;
+pub(super) async fn get(request: Incoming<'_>, scope: &Scope<'_>) -> Result<Response<Body>> {
+    request.enter(scope, false).await?;
     let namespace = request.edge.namespace(&scope.account, &scope.namespace)?;
     Ok(respond::ok(json(&namespace)))
 }
@@ -128,18 +141,17 @@ where
     B: HttpBody<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    request.enter(scope, true)?;
-    let title = read_title(request, body).await?;
-    request
+    request.enter(scope, true).await?;
+    let asked = read_title(request, body).await?;
+    let namespace = request
         .edge
-        .rename_namespace(&scope.account, &scope.namespace, &title)
+        .rename_namespace(&scope.account, &scope.namespace, &asked.title)
         .await?;
-    let namespace = request.edge.namespace(&scope.account, &scope.namespace)?;
     Ok(respond::ok(json(&namespace)))
 }
 
 pub(super) async fn delete(request: Incoming<'_>, scope: &Scope<'_>) -> Result<Response<Body>> {
-    request.enter(scope, true)?;
+    request.enter(scope, true).await?;
     request
         .edge
         .delete_namespace(&scope.account, &scope.namespace)

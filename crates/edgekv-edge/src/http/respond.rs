@@ -1,23 +1,27 @@
 //! Building responses: the v4 JSON envelope, raw values and errors.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::Error;
+use crate::service::Source;
 
 /// The body type of every response.
 pub type Body = Full<Bytes>;
 
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
 static OCTETS: HeaderValue = HeaderValue::from_static("application/octet-stream");
-/// Where an answer came from.
-pub static CACHE_HIT: HeaderValue = HeaderValue::from_static("HIT");
-/// The name of the header saying where an answer came from.
-pub const CACHE_HEADER: &str = "edgekv-cache";
+static HIT: HeaderValue = HeaderValue::from_static("HIT");
+static MISS: HeaderValue = HeaderValue::from_static("MISS");
+static STALE: HeaderValue = HeaderValue::from_static("STALE");
+/// Says where an answer came from: HIT, MISS or STALE.
+pub static CACHE_HEADER: HeaderName = HeaderName::from_static("edgekv-cache");
+/// Names the build that answered.
+pub static BUILD_HEADER: HeaderName = HeaderName::from_static("edgekv-build");
 
 /// A successful v4 envelope around `result`.
 pub fn ok(result: impl Serialize) -> Response<Body> {
@@ -47,13 +51,30 @@ pub fn ok_with_info(result: impl Serialize, info: Value) -> Response<Body> {
 }
 
 /// A raw value.
-pub fn raw(value: Bytes) -> Response<Body> {
+pub fn raw(value: Bytes, source: &Source) -> Response<Body> {
     let mut response = Response::new(Full::new(value));
     response.headers_mut().insert(CONTENT_TYPE, OCTETS.clone());
+    mark(&mut response, source);
     response
-        .headers_mut()
-        .insert(CACHE_HEADER, CACHE_HIT.clone());
-    response
+}
+
+/// Adds the headers that say where an answer came from.
+pub fn mark(response: &mut Response<Body>, source: &Source) {
+    let headers = response.headers_mut();
+    match source {
+        Source::Hit => {
+            headers.insert(CACHE_HEADER.clone(), HIT.clone());
+        }
+        Source::Stale => {
+            headers.insert(CACHE_HEADER.clone(), STALE.clone());
+        }
+        Source::Miss { build } => {
+            headers.insert(CACHE_HEADER.clone(), MISS.clone());
+            if let Ok(value) = HeaderValue::from_str(build) {
+                headers.insert(BUILD_HEADER.clone(), value);
+            }
+        }
+    }
 }
 
 /// The v4 error envelope of an error.

@@ -16,27 +16,30 @@ use crate::{Error, Result};
 /// Room for multipart framing and metadata around the largest value.
 const UPLOAD_SLACK: usize = 64 * 1024;
 
-pub(super) fn get(request: Incoming<'_>, scope: &Scope<'_>, key: &[u8]) -> Result<Response<Body>> {
-    request.enter(scope, false)?;
+pub(super) async fn get(request: Incoming<'_>, scope: &Scope<'_>, key: &[u8]) -> Result<Response<Body>> {
+    let mode = request.enter(scope, false).await?;
     validate::key(key)?;
-    match request.edge.get(&scope.namespace, key)? {
-        Some(record) => Ok(respond::raw(record.value)),
-        None => Err(Error::KeyNotFound),
+    let options = request.read_options()?;
+    let lookup = request.edge.get(&scope.namespace, mode, key, options).await?;
+    match lookup.record {
+        Some(record) => Ok(respond::raw(record.value, &lookup.source)),
+        None => {
+            let mut response = respond::error(&Error::KeyNotFound);
+            respond::mark(&mut response, &lookup.source);
+            Ok(response)
+        }
     }
 }
 
-pub(super) fn metadata(
-    request: Incoming<'_>,
-    scope: &Scope<'_>,
-    key: &[u8],
-) -> Result<Response<Body>> {
-    request.enter(scope, false)?;
+pub(super) async fn metadata(request: Incoming<'_>, scope: &Scope<'_>, key: &[u8]) -> Result<Response<Body>> {
+    let mode = request.enter(scope, false).await?;
     validate::key(key)?;
-    let record = request
-        .edge
-        .get(&scope.namespace, key)?
-        .ok_or(Error::KeyNotFound)?;
-    Ok(respond::ok(parse_metadata(record.metadata.as_ref())))
+    let options = request.read_options()?;
+    let lookup = request.edge.get(&scope.namespace, mode, key, options).await?;
+    let record = lookup.record.ok_or(Error::KeyNotFound)?;
+    let mut response = respond::ok(parse_metadata(record.metadata.as_ref()));
+    respond::mark(&mut response, &lookup.source);
+    Ok(response)
 }
 
 /// Stored metadata as JSON (it was validated when written).
@@ -56,7 +59,7 @@ where
     B: HttpBody<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    request.enter(scope, true)?;
+    request.enter(scope, true).await?;
     validate::key(&key)?;
     let query = Query::parse(request.query);
     let expiration = expiration(&query, request.edge.clock().now_s())?;
@@ -78,7 +81,7 @@ where
         metadata,
         expiration,
     };
-    request.edge.write(&scope.namespace, key, change).await?;
+    request.edge.write(&scope.namespace, vec![(key, change)]).await?;
     Ok(respond::ok(json!({})))
 }
 
@@ -100,30 +103,33 @@ pub(super) async fn delete(
     scope: &Scope<'_>,
     key: Bytes,
 ) -> Result<Response<Body>> {
-    request.enter(scope, true)?;
+    request.enter(scope, true).await?;
     validate::key(&key)?;
     request
         .edge
-        .write(&scope.namespace, key, Change::Delete)
+        .write(&scope.namespace, vec![(key, Change::Delete)])
         .await?;
     Ok(respond::ok(json!({})))
 }
 
 pub(super) async fn list(request: Incoming<'_>, scope: &Scope<'_>) -> Result<Response<Body>> {
-    request.enter(scope, false)?;
+    let mode = request.enter(scope, false).await?;
+    let options = request.read_options()?;
     let query = Query::parse(request.query);
     let limit = validate::list_limit(query.get("limit"))?;
     let start_after = query.get("cursor").map(cursor::decode).transpose()?;
     let prefix = query.get("prefix").unwrap_or("").as_bytes().to_vec();
-    let page = request
+    let (page, source) = request
         .edge
         .list(
             &scope.namespace,
+            mode,
             ListQuery {
                 prefix,
                 start_after,
                 limit,
             },
+            options,
         )
         .await?;
     let next = match (page.more, page.entries.last()) {
@@ -146,5 +152,7 @@ pub(super) async fn list(request: Incoming<'_>, scope: &Scope<'_>) -> Result<Res
         })
         .collect();
     let info = json!({ "count": keys.len(), "cursor": next });
-    Ok(respond::ok_with_info(keys, info))
+    let mut response = respond::ok_with_info(keys, info);
+    respond::mark(&mut response, &source);
+    Ok(response)
 }

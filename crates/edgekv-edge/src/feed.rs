@@ -1,0 +1,289 @@
+//! The change feed at the edge: follows the origin's `Watch` from the last applied
+//! revision (persisted with the data it numbers), applies changes to held keys, to
+//! every key of `full` namespaces and to namespaces, and resyncs from a snapshot
+//! when the edge has fallen behind the retained log (or has never synced).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use edgekv_kv::{Mode, Record};
+use edgekv_proto::convert::{namespace_from_wire, record_from_wire};
+use edgekv_proto::v1;
+use edgekv_store::{Commit, ListQuery, NamespaceOp};
+use tokio::sync::watch;
+use tokio_stream::StreamExt as _;
+
+use crate::service::FEED_REVISION;
+use crate::upstream::{UpstreamError, WatchError};
+use crate::{Edge, Error, Result};
+
+/// The longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Follows the feed until told to stop.
+pub async fn follow(edge: Arc<Edge>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let round = async {
+            if !edge.feed.synced() {
+                resync(&edge).await?;
+            }
+            stream(&edge).await
+        };
+        let outcome = tokio::select! {
+            outcome = round => outcome,
+            _ = stop.changed() => return,
+        };
+        edge.feed.connected.store(false, Ordering::Release);
+        match outcome {
+            Ok(()) => backoff = Duration::from_millis(50),
+            Err(FeedError::Trimmed(why)) => {
+                tracing::warn!(%why, "the edge is behind the origin's retained log; resyncing from a snapshot");
+                edge.feed.synced.store(false, Ordering::Release);
+                continue;
+            }
+            Err(FeedError::Failed(why)) => {
+                tracing::warn!(%why, ?backoff, "change feed interrupted; reconnecting");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+enum FeedError {
+    Trimmed(String),
+    Failed(String),
+}
+
+impl From<Error> for FeedError {
+    fn from(err: Error) -> Self {
+        FeedError::Failed(err.to_string())
+    }
+}
+
+impl From<UpstreamError> for FeedError {
+    fn from(err: UpstreamError) -> Self {
+        FeedError::Failed(err.to_string())
+    }
+}
+
+/// Streams changes until the stream ends or fails.
+async fn stream(edge: &Arc<Edge>) -> Result<(), FeedError> {
+    let from = edge.feed.applied() + 1;
+    let mut events = match edge.upstream.watch(from).await {
+        Ok(events) => events,
+        Err(WatchError::Trimmed(why)) => return Err(FeedError::Trimmed(why)),
+        Err(WatchError::Failed(err)) => return Err(err.into()),
+    };
+    edge.feed.connected.store(true, Ordering::Release);
+    tracing::info!(from, "change feed connected");
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(status) if status.code() == tonic::Code::OutOfRange => {
+                return Err(FeedError::Trimmed(status.message().to_string()));
+            }
+            Err(status) => return Err(FeedError::Failed(status.to_string())),
+        };
+        edge.upstream.check_stamp(event.stamp.as_ref())?;
+        if event.progress {
+            if edge.feed.applied() >= event.revision {
+                edge.feed
+                    .caught_up_ms
+                    .store(edge.clock().now_ms().max(1), Ordering::Release);
+            }
+            continue;
+        }
+        apply(edge, event)?;
+    }
+    Err(FeedError::Failed("the origin ended the change feed".into()))
+}
+
+/// Applies one committed revision.
+fn apply(edge: &Edge, event: v1::WatchEvent) -> Result<()> {
+    let revision = event.revision;
+    if revision <= edge.feed.applied() {
+        return Ok(());
+    }
+    let revision_meta = vec![(FEED_REVISION.to_string(), revision.to_be_bytes().to_vec())];
+    if !event.namespaces.is_empty() {
+        let ops = event
+            .namespaces
+            .into_iter()
+            .filter_map(|change| {
+                let ns = change.namespace?;
+                Some(if change.deleted {
+                    NamespaceOp::Delete(ns.id)
+                } else {
+                    NamespaceOp::Put(namespace_from_wire(ns))
+                })
+            })
+            .collect();
+        edge.apply_namespaces(ops, Some(revision))?;
+    }
+    // Group the keys by namespace; a commit touches one namespace in practice.
+    let mut by_namespace: HashMap<String, Vec<(Bytes, Record)>> = HashMap::new();
+    for change in event.keys {
+        let Some(record) = change.record else { continue };
+        by_namespace
+            .entry(change.namespace)
+            .or_default()
+            .push((change.key, record_from_wire(record)));
+    }
+    let mut meta = Some(revision_meta);
+    for (namespace, items) in by_namespace {
+        let mode = edge.namespaces.load().get(&namespace).map(|ns| ns.mode);
+        let Some(mode) = mode else { continue };
+        let _lock = edge.lock_keys(&namespace, items.iter().map(|(k, _)| k.as_ref()));
+        let mut keep = Vec::with_capacity(items.len());
+        for (key, record) in items {
+            let composite = edgekv_store::keys::data_key(&namespace, &key);
+            if let Some(flight) = edge.inflight.get(composite.as_slice()) {
+                flight.invalidated.fetch_max(revision, Ordering::AcqRel);
+            }
+            if mode == Mode::Full || edge.store.get(&namespace, &key)?.is_some() {
+                keep.push((key, record));
+            }
+        }
+        edge.keep_locked(&namespace, keep, meta.take().unwrap_or_default())?;
+    }
+    if let Some(meta) = meta {
+        // Nothing kept: still record how far the feed has come.
+        edge.store.keep_newer(Vec::new(), meta)?;
+    }
+    edge.feed.applied.store(revision, Ordering::Release);
+    Ok(())
+}
+
+/// Loads a consistent snapshot: every namespace, every key of `full` namespaces;
+/// drops what is held of `cache` namespaces (it is read through again).
+async fn resync(edge: &Arc<Edge>) -> Result<(), FeedError> {
+    let mut full: Vec<String> = edge
+        .namespaces
+        .load()
+        .values()
+        .filter(|n| n.mode == Mode::Full)
+        .map(|n| n.id.clone())
+        .collect();
+    loop {
+        let snapshot = load_snapshot(edge, full.clone()).await?;
+        let now_full: Vec<String> = snapshot
+            .namespaces
+            .iter()
+            .filter(|n| n.mode == Mode::Full)
+            .map(|n| n.id.clone())
+            .collect();
+        let asked: HashSet<&String> = full.iter().collect();
+        if now_full.iter().all(|id| asked.contains(id)) {
+            install(edge, snapshot)?;
+            return Ok(());
+        }
+        // A full namespace appeared since we asked: ask again, including it.
+        full = now_full;
+    }
+}
+
+struct Snapshot {
+    revision: u64,
+    namespaces: Vec<edgekv_kv::Namespace>,
+    keys: HashMap<String, Vec<(Bytes, Record)>>,
+}
+
+async fn load_snapshot(edge: &Edge, full: Vec<String>) -> Result<Snapshot, FeedError> {
+    let mut chunks = edge.upstream.snapshot(full).await?;
+    let mut snapshot = Snapshot {
+        revision: 0,
+        namespaces: Vec::new(),
+        keys: HashMap::new(),
+    };
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|s| FeedError::Failed(format!("snapshot: {s}")))?;
+        edge.upstream.check_stamp(chunk.stamp.as_ref())?;
+        snapshot
+            .namespaces
+            .extend(chunk.namespaces.into_iter().map(namespace_from_wire));
+        for change in chunk.keys {
+            if let Some(record) = change.record {
+                snapshot
+                    .keys
+                    .entry(change.namespace)
+                    .or_default()
+                    .push((change.key, record_from_wire(record)));
+            }
+        }
+        if chunk.last {
+            snapshot.revision = chunk.revision;
+            return Ok(snapshot);
+        }
+    }
+    Err(FeedError::Failed("the snapshot ended early".into()))
+}
+
+fn install(edge: &Edge, snapshot: Snapshot) -> Result<()> {
+    let revision = snapshot.revision;
+    let now_s = edge.clock().now_s();
+    let tombstone_until = now_s.saturating_add(edge.config.tombstone_ttl_s);
+    // Namespaces: drop those gone, empty the cache ones, keep the full ones.
+    let listed: HashSet<&str> = snapshot.namespaces.iter().map(|n| n.id.as_str()).collect();
+    let mut ops: Vec<NamespaceOp> = edge
+        .namespaces
+        .load()
+        .keys()
+        .filter(|id| !listed.contains(id.as_str()))
+        .map(|id| NamespaceOp::Delete(id.clone()))
+        .collect();
+    for ns in &snapshot.namespaces {
+        if ns.mode == Mode::Cache {
+            ops.push(NamespaceOp::Delete(ns.id.clone()));
+        }
+        ops.push(NamespaceOp::Put(ns.clone()));
+    }
+    edge.apply_namespaces(ops, None)?;
+    edge.hot.clear();
+    for (namespace, items) in snapshot.keys {
+        let present: HashSet<Bytes> = items.iter().map(|(k, _)| k.clone()).collect();
+        // Keys held but absent from the snapshot were purged at the origin: drop them.
+        let mut stale = Vec::new();
+        let mut start_after: Option<Vec<u8>> = None;
+        loop {
+            let query = ListQuery {
+                prefix: Vec::new(),
+                start_after: start_after.clone(),
+                limit: 1000,
+            };
+            let page = edge.store.list(&namespace, &query, 0)?;
+            for (key, _) in &page.entries {
+                if !present.contains(key) {
+                    let gone = Record {
+                        revision,
+                        ..Record::tombstone(Some(tombstone_until))
+                    };
+                    stale.push((key.clone(), gone));
+                }
+            }
+            match (page.more, page.entries.last()) {
+                (true, Some((last, _))) => start_after = Some(last.to_vec()),
+                _ => break,
+            }
+        }
+        for batch in items.chunks(1000).map(<[_]>::to_vec).chain(std::iter::once(stale)) {
+            let _lock = edge.lock_keys(&namespace, batch.iter().map(|(k, _)| k.as_ref()));
+            edge.keep_locked(&namespace, batch, Vec::new())?;
+        }
+    }
+    edge.store.commit(Commit {
+        meta: vec![(FEED_REVISION.to_string(), revision.to_be_bytes().to_vec())],
+        ..Commit::default()
+    })?;
+    edge.feed.applied.store(revision, Ordering::Release);
+    edge.feed.synced.store(true, Ordering::Release);
+    tracing::info!(revision, "loaded a snapshot");
+    Ok(())
+}
