@@ -21,7 +21,12 @@ fn hot_tier(c: &mut Criterion) {
     for i in 0..10_000 {
         let key = format!("key-{i}");
         let token = hot.fill_token(NS, key.as_bytes());
-        hot.fill(NS, key.as_bytes(), Record::value(Bytes::from(vec![1u8; 100]), None, None), token);
+        hot.fill(
+            NS,
+            key.as_bytes(),
+            Record::value(Bytes::from(vec![1u8; 100]), None, None),
+            token,
+        );
     }
     c.bench_function("hot_tier_hit_100B", |b| {
         b.iter(|| black_box(hot.get(NS, black_box(b"key-4242"))))
@@ -33,18 +38,36 @@ fn token_lookup(c: &mut Criterion) {
         2,
         [(tokens::hash(TOKEN), Grant::full("t", "acct"))]
             .into_iter()
-            .chain((0..1000).map(|i| (tokens::hash(&format!("token-{i}")), Grant::full("t", "acct")))),
+            .chain((0..1000).map(|i| {
+                (
+                    tokens::hash(&format!("token-{i}")),
+                    Grant::full("t", "acct"),
+                )
+            })),
     );
-    c.bench_function("token_lookup", |b| b.iter(|| black_box(table.lookup(black_box(TOKEN)))));
+    c.bench_function("token_lookup", |b| {
+        b.iter(|| black_box(table.lookup(black_box(TOKEN))))
+    });
 }
 
 fn hot_get_through_http(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let (test, ns) = rt.block_on(async {
         let test = TestEdge::start().await;
         let ns = test.client().create_namespace("bench").await;
-        let change = Change::Put { value: Bytes::from(vec![1u8; 100]), metadata: None, expiration: None };
-        test.edge().write(&ns, vec![(Bytes::from_static(b"hot-key"), change)]).await.unwrap();
+        let change = Change::Put {
+            value: Bytes::from(vec![1u8; 100]),
+            metadata: None,
+            expiration: None,
+        };
+        test.edge()
+            .write(&ns, vec![(Bytes::from_static(b"hot-key"), change)])
+            .await
+            .unwrap();
         (test, ns)
     });
     let edge = test.edge().clone();

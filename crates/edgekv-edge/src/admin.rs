@@ -36,6 +36,7 @@ pub fn handle<B>(edge: &Edge, request: &Request<B>) -> Response<Body> {
                     "connected": edge.feed().connected(),
                     "synced": edge.feed().synced(),
                     "applied_revision": edge.feed().applied(),
+                    "snapshots_loaded": edge.feed().snapshots(),
                     "fresh": edge.usable(Some(0)),
                 },
                 "hot_tier": { "entries": hot.entries, "bytes": hot.bytes, "capacity": hot.capacity },

@@ -70,6 +70,18 @@ impl Default for EdgeConfig {
 impl EdgeConfig {
     /// Checks the values against each other; says which one is wrong.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_local()?;
+        if !(self.origin.starts_with("http://") || self.origin.starts_with("https://")) {
+            return Err(format!(
+                "origin must be a URL like http://127.0.0.1:7001, got {:?}",
+                self.origin
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks every value but the origin, which `edgekv dev` fills in itself.
+    pub fn validate_local(&self) -> Result<(), String> {
         if self.http == self.admin && self.http.port() != 0 {
             return Err(format!(
                 "http and admin must listen on different addresses; both are {}",
@@ -88,12 +100,6 @@ impl EdgeConfig {
         if self.tombstone_ttl_s < 60 {
             return Err("tombstone_ttl_s must be at least 60".into());
         }
-        if !(self.origin.starts_with("http://") || self.origin.starts_with("https://")) {
-            return Err(format!(
-                "origin must be a URL like http://127.0.0.1:7001, got {:?}",
-                self.origin
-            ));
-        }
         if self.environment.trim().is_empty() || self.tenant.trim().is_empty() {
             return Err("environment and tenant must not be empty".into());
         }
@@ -110,7 +116,12 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_once_an_origin_is_named() {
-        assert!(EdgeConfig::default().validate().unwrap_err().contains("origin"));
+        assert!(
+            EdgeConfig::default()
+                .validate()
+                .unwrap_err()
+                .contains("origin")
+        );
         let config = EdgeConfig {
             origin: "http://127.0.0.1:7001".into(),
             ..EdgeConfig::default()

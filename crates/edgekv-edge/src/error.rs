@@ -77,7 +77,10 @@ impl From<crate::upstream::UpstreamError> for Error {
         use crate::upstream::UpstreamError;
         match err {
             UpstreamError::Build(why) => Error::Unavailable(format!("origin unavailable: {why}")),
-            UpstreamError::Client { code: tonic::Code::NotFound, .. } => Error::NamespaceNotFound,
+            UpstreamError::Client {
+                code: tonic::Code::NotFound,
+                ..
+            } => Error::NamespaceNotFound,
             UpstreamError::Client { code, message } => Error::Refused {
                 too_large: code == tonic::Code::ResourceExhausted,
                 message,
@@ -97,7 +100,9 @@ impl Error {
             }
             Error::Kv(Kv::MetadataTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Kv(_) | Error::BadRequest(_) | Error::TitleTaken(_) => StatusCode::BAD_REQUEST,
-            Error::Refused { too_large: true, .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Refused {
+                too_large: true, ..
+            } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Refused { .. } => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,

@@ -16,7 +16,7 @@ use edgekv_store::{Commit, ListQuery, NamespaceOp};
 use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 
-use crate::service::FEED_REVISION;
+use crate::service::{FEED_REVISION, SYNCED};
 use crate::upstream::{UpstreamError, WatchError};
 use crate::{Edge, Error, Result};
 
@@ -26,23 +26,30 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Follows the feed until told to stop.
 pub async fn follow(edge: Arc<Edge>, mut stop: watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(50);
+    let mut needs_snapshot = !edge.feed.synced();
     loop {
-        let round = async {
-            if !edge.feed.synced() {
-                resync(&edge).await?;
+        let step = async {
+            if needs_snapshot {
+                resync(&edge).await
+            } else {
+                stream(&edge).await
             }
-            stream(&edge).await
         };
         let outcome = tokio::select! {
-            outcome = round => outcome,
+            outcome = step => outcome,
             _ = stop.changed() => return,
         };
         edge.feed.connected.store(false, Ordering::Release);
         match outcome {
+            Ok(()) if needs_snapshot => {
+                needs_snapshot = false;
+                backoff = Duration::from_millis(50);
+                continue;
+            }
             Ok(()) => backoff = Duration::from_millis(50),
             Err(FeedError::Trimmed(why)) => {
                 tracing::warn!(%why, "the edge is behind the origin's retained log; resyncing from a snapshot");
-                edge.feed.synced.store(false, Ordering::Release);
+                needs_snapshot = true;
                 continue;
             }
             Err(FeedError::Failed(why)) => {
@@ -74,7 +81,8 @@ impl From<UpstreamError> for FeedError {
     }
 }
 
-/// Streams changes until the stream ends or fails.
+/// Streams changes until the stream ends or fails. Once it is open, no snapshot is
+/// needed to resume.
 async fn stream(edge: &Arc<Edge>) -> Result<(), FeedError> {
     let from = edge.feed.applied() + 1;
     let mut events = match edge.upstream.watch(from).await {
@@ -131,7 +139,9 @@ fn apply(edge: &Edge, event: v1::WatchEvent) -> Result<()> {
     // Group the keys by namespace; a commit touches one namespace in practice.
     let mut by_namespace: HashMap<String, Vec<(Bytes, Record)>> = HashMap::new();
     for change in event.keys {
-        let Some(record) = change.record else { continue };
+        let Some(record) = change.record else {
+            continue;
+        };
         by_namespace
             .entry(change.namespace)
             .or_default()
@@ -273,17 +283,25 @@ fn install(edge: &Edge, snapshot: Snapshot) -> Result<()> {
                 _ => break,
             }
         }
-        for batch in items.chunks(1000).map(<[_]>::to_vec).chain(std::iter::once(stale)) {
+        for batch in items
+            .chunks(1000)
+            .map(<[_]>::to_vec)
+            .chain(std::iter::once(stale))
+        {
             let _lock = edge.lock_keys(&namespace, batch.iter().map(|(k, _)| k.as_ref()));
             edge.keep_locked(&namespace, batch, Vec::new())?;
         }
     }
     edge.store.commit(Commit {
-        meta: vec![(FEED_REVISION.to_string(), revision.to_be_bytes().to_vec())],
+        meta: vec![
+            (FEED_REVISION.to_string(), revision.to_be_bytes().to_vec()),
+            (SYNCED.to_string(), vec![1]),
+        ],
         ..Commit::default()
     })?;
     edge.feed.applied.store(revision, Ordering::Release);
     edge.feed.synced.store(true, Ordering::Release);
+    edge.feed.snapshots.fetch_add(1, Ordering::AcqRel);
     tracing::info!(revision, "loaded a snapshot");
     Ok(())
 }

@@ -72,7 +72,9 @@ impl Incoming<'_> {
     /// mode.
     async fn enter(&self, scope: &Scope<'_>, write: bool) -> Result<edgekv_kv::Mode> {
         self.authorize(&scope.account, Some(&scope.namespace), write)?;
-        self.edge.namespace_mode(&scope.account, &scope.namespace).await
+        self.edge
+            .namespace_mode(&scope.account, &scope.namespace)
+            .await
     }
 
     /// The read options of the request: `cache-control: no-cache`, `?cache_ttl=`.
@@ -82,16 +84,24 @@ impl Incoming<'_> {
             .get_all(http::header::CACHE_CONTROL)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-cache")));
+            .any(|v| {
+                v.split(',')
+                    .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+            });
         let cache_ttl_s = query::Query::parse(self.query)
             .get("cache_ttl")
             .map(|t| {
                 t.parse::<u64>().map_err(|_| {
-                    Error::BadRequest(format!("cache_ttl must be a whole number of seconds, got {t:?}"))
+                    Error::BadRequest(format!(
+                        "cache_ttl must be a whole number of seconds, got {t:?}"
+                    ))
                 })
             })
             .transpose()?;
-        Ok(crate::service::ReadOptions { no_cache, cache_ttl_s })
+        Ok(crate::service::ReadOptions {
+            no_cache,
+            cache_ttl_s,
+        })
     }
 }
 

@@ -68,5 +68,11 @@ pub fn open(
         ..RocksOptions::default()
     };
     let store = RocksStore::open(config.data_dir.join("db"), &options)?;
-    Ok(Arc::new(Edge::new(config, Arc::new(store), clock, tokens, upstream)?))
+    Ok(Arc::new(Edge::new(
+        config,
+        Arc::new(store),
+        clock,
+        tokens,
+        upstream,
+    )?))
 }

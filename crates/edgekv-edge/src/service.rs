@@ -40,6 +40,8 @@ const APPLY_STRIPES: usize = 256;
 const SEQUENCE_BLOCK: u64 = 10_000;
 /// The meta entry holding the last applied feed revision.
 pub(crate) const FEED_REVISION: &str = "feed_revision";
+/// The meta entry present once a first snapshot is loaded.
+pub(crate) const SYNCED: &str = "synced";
 const NODE_ID: &str = "node_id";
 const SEQUENCE_RESERVED: &str = "write_sequence_reserved";
 
@@ -106,8 +108,11 @@ pub struct FeedState {
     pub(crate) caught_up_ms: AtomicU64,
     /// The last revision applied.
     pub(crate) applied: AtomicU64,
-    /// Whether a consistent snapshot has been loaded (every `full` namespace complete).
+    /// Whether a consistent snapshot has ever been loaded (every `full` namespace
+    /// complete); persisted, and kept through later resyncs.
     pub(crate) synced: AtomicBool,
+    /// Snapshots loaded since the process started.
+    pub(crate) snapshots: AtomicU64,
 }
 
 impl FeedState {
@@ -124,6 +129,11 @@ impl FeedState {
     /// Whether the edge has loaded its first snapshot.
     pub fn synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
+    }
+
+    /// Snapshots loaded since the process started.
+    pub fn snapshots(&self) -> u64 {
+        self.snapshots.load(Ordering::Acquire)
     }
 }
 
@@ -195,7 +205,8 @@ impl Edge {
         let reserved = read_u64(&*store, SEQUENCE_RESERVED)?;
         let feed = FeedState::default();
         feed.applied.store(applied, Ordering::Release);
-        feed.synced.store(applied > 0, Ordering::Release);
+        feed.synced
+            .store(store.meta(SYNCED)?.is_some(), Ordering::Release);
         Ok(Edge {
             hot: HotTier::new(config.hot_tier_bytes),
             hlc: Hlc::new(clock.clone()),
@@ -342,7 +353,8 @@ impl Edge {
             }
             Err(_) => {}
         }
-        self.known_mode(account, id).unwrap_or(Err(Error::NamespaceNotFound))
+        self.known_mode(account, id)
+            .unwrap_or(Err(Error::NamespaceNotFound))
     }
 
     fn known_mode(&self, account: &str, id: &str) -> Option<Result<Mode>> {
@@ -369,7 +381,12 @@ impl Edge {
     }
 
     /// Creates a namespace at the origin.
-    pub async fn create_namespace(&self, account: &str, title: &str, mode: Mode) -> Result<Namespace> {
+    pub async fn create_namespace(
+        &self,
+        account: &str,
+        title: &str,
+        mode: Mode,
+    ) -> Result<Namespace> {
         edgekv_kv::validate::title(title)?;
         let (namespace, _) = self.upstream.create_namespace(account, title, mode).await?;
         self.apply_namespaces(vec![NamespaceOp::Put(namespace.clone())], None)?;
@@ -377,7 +394,12 @@ impl Edge {
     }
 
     /// Renames a namespace at the origin.
-    pub async fn rename_namespace(&self, account: &str, id: &str, title: &str) -> Result<Namespace> {
+    pub async fn rename_namespace(
+        &self,
+        account: &str,
+        id: &str,
+        title: &str,
+    ) -> Result<Namespace> {
         edgekv_kv::validate::title(title)?;
         let (namespace, _) = self.upstream.rename_namespace(account, id, title).await?;
         self.apply_namespaces(vec![NamespaceOp::Put(namespace.clone())], None)?;
@@ -391,7 +413,11 @@ impl Edge {
     }
 
     /// Applies namespace changes locally (and a feed revision, when given).
-    pub(crate) fn apply_namespaces(&self, ops: Vec<NamespaceOp>, feed_revision: Option<u64>) -> Result<()> {
+    pub(crate) fn apply_namespaces(
+        &self,
+        ops: Vec<NamespaceOp>,
+        feed_revision: Option<u64>,
+    ) -> Result<()> {
         let meta = feed_revision
             .map(|r| vec![(FEED_REVISION.to_string(), r.to_be_bytes().to_vec())])
             .unwrap_or_default();
@@ -446,13 +472,21 @@ impl Edge {
         if self.feed.connected() && age < lag_bound {
             return true;
         }
-        let ttl_ms = cache_ttl_s.unwrap_or(self.config.cache_ttl_s).saturating_mul(1000);
+        let ttl_ms = cache_ttl_s
+            .unwrap_or(self.config.cache_ttl_s)
+            .saturating_mul(1000);
         age < lag_bound.saturating_add(ttl_ms)
     }
 
     /// Reads a key: held and usable → HIT; else a build → MISS; on a build fault,
     /// what the edge holds → STALE, or 503.
-    pub async fn get(&self, namespace: &str, mode: Mode, key: &[u8], options: ReadOptions) -> Result<Lookup> {
+    pub async fn get(
+        &self,
+        namespace: &str,
+        mode: Mode,
+        key: &[u8],
+        options: ReadOptions,
+    ) -> Result<Lookup> {
         let now_s = self.clock.now_s();
         if mode == Mode::Full && !self.feed.synced() {
             return Err(Error::Unavailable(
@@ -464,7 +498,10 @@ impl Edge {
             match held {
                 Some(record) => return Ok(live(record, now_s, Source::Hit)),
                 None if mode == Mode::Full => {
-                    return Ok(Lookup { record: None, source: Source::Hit });
+                    return Ok(Lookup {
+                        record: None,
+                        source: Source::Hit,
+                    });
                 }
                 None => {}
             }
@@ -484,7 +521,11 @@ impl Edge {
 
     /// Reads a key from the build, once for all concurrent callers, and keeps the
     /// answer if it is newer than what is held and no change raced it.
-    async fn read_through(&self, namespace: &str, key: &[u8]) -> std::result::Result<Lookup, UpstreamError> {
+    async fn read_through(
+        &self,
+        namespace: &str,
+        key: &[u8],
+    ) -> std::result::Result<Lookup, UpstreamError> {
         let composite: Box<[u8]> = keys::data_key(namespace, key).into();
         let flight = self.inflight.entry(composite.clone()).or_default().clone();
         let answer = flight
@@ -499,20 +540,35 @@ impl Edge {
                 let _lock = self.lock_keys(namespace, std::iter::once(key));
                 let raced = flight.invalidated.load(Ordering::Acquire) > answer.read_revision;
                 if !raced
-                    && let Err(err) = self.keep_locked(namespace, vec![(Bytes::copy_from_slice(key), record.clone())], vec![])
+                    && let Err(err) = self.keep_locked(
+                        namespace,
+                        vec![(Bytes::copy_from_slice(key), record.clone())],
+                        vec![],
+                    )
                 {
                     tracing::warn!(error = %err, "could not keep an upstream answer");
                 }
-                Ok(live(record, now_s, Source::Miss { build: answer.build_id }))
+                Ok(live(
+                    record,
+                    now_s,
+                    Source::Miss {
+                        build: answer.build_id,
+                    },
+                ))
             })
             .await
             .clone();
-        self.inflight.remove_if(&composite, |_, v| Arc::ptr_eq(v, &flight));
+        self.inflight
+            .remove_if(&composite, |_, v| Arc::ptr_eq(v, &flight));
         answer
     }
 
     /// Locks the apply locks of some keys, in a fixed order.
-    pub(crate) fn lock_keys<'a>(&self, namespace: &str, keys: impl Iterator<Item = &'a [u8]>) -> Vec<MutexGuard<'_, ()>> {
+    pub(crate) fn lock_keys<'a>(
+        &self,
+        namespace: &str,
+        keys: impl Iterator<Item = &'a [u8]>,
+    ) -> Vec<MutexGuard<'_, ()>> {
         let mut stripes: Vec<usize> = keys
             .map(|k| {
                 let composite = keys::data_key(namespace, k);
@@ -521,12 +577,20 @@ impl Edge {
             .collect();
         stripes.sort_unstable();
         stripes.dedup();
-        stripes.into_iter().map(|i| self.apply_locks[i].lock()).collect()
+        stripes
+            .into_iter()
+            .map(|i| self.apply_locks[i].lock())
+            .collect()
     }
 
     /// Keeps records newer than those held, in the store and the hot tier. The
     /// caller holds the keys' apply locks.
-    pub(crate) fn keep_locked(&self, namespace: &str, items: Vec<(Bytes, Record)>, meta: Vec<(String, Vec<u8>)>) -> Result<()> {
+    pub(crate) fn keep_locked(
+        &self,
+        namespace: &str,
+        items: Vec<(Bytes, Record)>,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<()> {
         let writes: Vec<Write> = items
             .into_iter()
             .map(|(key, record)| Write {
@@ -580,7 +644,11 @@ impl Edge {
             .collect();
         let written = self.upstream.write(header, mutations).await?;
         let _lock = self.lock_keys(namespace, keys.iter().map(|k| k.as_ref()));
-        self.keep_locked(namespace, keys.into_iter().zip(written.records).collect(), vec![])?;
+        self.keep_locked(
+            namespace,
+            keys.into_iter().zip(written.records).collect(),
+            vec![],
+        )?;
         Ok(written.revision)
     }
 
@@ -594,9 +662,9 @@ impl Edge {
         for (key, change) in changes {
             let size = key.len()
                 + match &change {
-                    Change::Put { value, metadata, .. } => {
-                        value.len() + metadata.as_ref().map_or(0, Bytes::len)
-                    }
+                    Change::Put {
+                        value, metadata, ..
+                    } => value.len() + metadata.as_ref().map_or(0, Bytes::len),
                     Change::Delete => 0,
                 };
             if !chunk.is_empty() && bytes + size > CHUNK_BYTES {
@@ -618,7 +686,8 @@ impl Edge {
         let mut reserved = self.sequence_reserved.lock();
         if sequence > *reserved {
             let next = sequence + SEQUENCE_BLOCK;
-            self.store.set_meta(SEQUENCE_RESERVED, &next.to_be_bytes())?;
+            self.store
+                .set_meta(SEQUENCE_RESERVED, &next.to_be_bytes())?;
             *reserved = next;
         }
         Ok(sequence)
@@ -626,7 +695,13 @@ impl Edge {
 
     /// Lists live keys: locally for a synced `full` namespace while fresh, else
     /// from the build; a `full` namespace falls back to what it holds.
-    pub async fn list(&self, namespace: &str, mode: Mode, query: ListQuery, options: ReadOptions) -> Result<(ListPage, Source)> {
+    pub async fn list(
+        &self,
+        namespace: &str,
+        mode: Mode,
+        query: ListQuery,
+        options: ReadOptions,
+    ) -> Result<(ListPage, Source)> {
         let full = mode == Mode::Full;
         if full && !self.feed.synced() {
             return Err(Error::Unavailable(
@@ -647,7 +722,9 @@ impl Edge {
                 let build = self.upstream.build_id().unwrap_or_default().to_string();
                 Ok((ListPage { entries, more }, Source::Miss { build }))
             }
-            Err(UpstreamError::Build(_)) if full => Ok((self.list_local(namespace, query).await?, Source::Stale)),
+            Err(UpstreamError::Build(_)) if full => {
+                Ok((self.list_local(namespace, query).await?, Source::Stale))
+            }
             Err(UpstreamError::Build(why)) => Err(Error::Unavailable(format!(
                 "origin unavailable, and a cache namespace cannot be listed from what the edge holds: {why}"
             ))),
@@ -709,7 +786,9 @@ fn read_u64(store: &dyn Store, name: &str) -> Result<u64> {
 }
 
 /// Runs store work off the reactor.
-pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::Internal(format!("storage task failed: {e}")))

@@ -37,12 +37,13 @@ pub enum UpstreamError {
 /// Sorts a status into build or client fault.
 pub fn classify(status: &Status) -> UpstreamError {
     match status.code() {
-        Code::InvalidArgument | Code::FailedPrecondition | Code::NotFound | Code::ResourceExhausted => {
-            UpstreamError::Client {
-                code: status.code(),
-                message: status.message().to_string(),
-            }
-        }
+        Code::InvalidArgument
+        | Code::FailedPrecondition
+        | Code::NotFound
+        | Code::ResourceExhausted => UpstreamError::Client {
+            code: status.code(),
+            message: status.message().to_string(),
+        },
         code => UpstreamError::Build(format!("{code:?}: {}", status.message())),
     }
 }
@@ -53,7 +54,9 @@ pub struct Credential(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
 impl Interceptor for Credential {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
         Ok(request)
     }
 }
@@ -111,7 +114,12 @@ pub struct Written {
 impl Upstream {
     /// A client of the build at `url`; it connects on first use, so an edge starts
     /// while its origin is down.
-    pub fn new(url: &str, credential: &str, expected: Expected, timeout: Duration) -> Result<Self, String> {
+    pub fn new(
+        url: &str,
+        credential: &str,
+        expected: Expected,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| format!("invalid origin URL {url:?}: {e}"))?
             .connect_timeout(timeout)
@@ -202,7 +210,11 @@ impl Upstream {
     }
 
     /// Writes and deletes keys of one namespace.
-    pub async fn write(&self, header: v1::WriteHeader, mutations: Vec<v1::Mutation>) -> Result<Written, UpstreamError> {
+    pub async fn write(
+        &self,
+        header: v1::WriteHeader,
+        mutations: Vec<v1::Mutation>,
+    ) -> Result<Written, UpstreamError> {
         let mut client = self.client.clone();
         let answer = if mutations.len() == 1 {
             let Some(m) = mutations.into_iter().next() else {
@@ -210,16 +222,26 @@ impl Upstream {
             };
             match m.put {
                 Some(value) => {
-                    let request = v1::PutRequest { header: Some(header), key: m.key, value: Some(value) };
+                    let request = v1::PutRequest {
+                        header: Some(header),
+                        key: m.key,
+                        value: Some(value),
+                    };
                     self.unary(client.put(request)).await?
                 }
                 None => {
-                    let request = v1::DeleteRequest { header: Some(header), key: m.key };
+                    let request = v1::DeleteRequest {
+                        header: Some(header),
+                        key: m.key,
+                    };
                     self.unary(client.delete(request)).await?
                 }
             }
         } else {
-            let request = v1::BulkWriteRequest { header: Some(header), mutations };
+            let request = v1::BulkWriteRequest {
+                header: Some(header),
+                mutations,
+            };
             self.unary(client.bulk_write(request)).await?
         };
         self.check(answer.stamp.as_ref())?;
@@ -232,7 +254,10 @@ impl Upstream {
     }
 
     /// Lists live keys.
-    pub async fn list(&self, request: v1::ListRequest) -> Result<(Vec<(Bytes, Record)>, bool), UpstreamError> {
+    pub async fn list(
+        &self,
+        request: v1::ListRequest,
+    ) -> Result<(Vec<(Bytes, Record)>, bool), UpstreamError> {
         let mut client = self.client.clone();
         let answer = self.unary(client.list(request)).await?;
         self.check(answer.stamp.as_ref())?;
@@ -245,7 +270,12 @@ impl Upstream {
     }
 
     /// Creates a namespace.
-    pub async fn create_namespace(&self, account: &str, title: &str, mode: Mode) -> Result<(Namespace, u64), UpstreamError> {
+    pub async fn create_namespace(
+        &self,
+        account: &str,
+        title: &str,
+        mode: Mode,
+    ) -> Result<(Namespace, u64), UpstreamError> {
         let mut client = self.client.clone();
         let request = v1::CreateNamespaceRequest {
             account: account.to_string(),
@@ -257,7 +287,12 @@ impl Upstream {
     }
 
     /// Renames a namespace.
-    pub async fn rename_namespace(&self, account: &str, id: &str, title: &str) -> Result<(Namespace, u64), UpstreamError> {
+    pub async fn rename_namespace(
+        &self,
+        account: &str,
+        id: &str,
+        title: &str,
+    ) -> Result<(Namespace, u64), UpstreamError> {
         let mut client = self.client.clone();
         let request = v1::RenameNamespaceRequest {
             account: account.to_string(),
@@ -269,7 +304,11 @@ impl Upstream {
     }
 
     /// Deletes a namespace.
-    pub async fn delete_namespace(&self, account: &str, id: &str) -> Result<(Namespace, u64), UpstreamError> {
+    pub async fn delete_namespace(
+        &self,
+        account: &str,
+        id: &str,
+    ) -> Result<(Namespace, u64), UpstreamError> {
         let mut client = self.client.clone();
         let request = v1::DeleteNamespaceRequest {
             account: account.to_string(),
@@ -279,7 +318,10 @@ impl Upstream {
         self.namespace_answer(answer)
     }
 
-    fn namespace_answer(&self, answer: v1::NamespaceResponse) -> Result<(Namespace, u64), UpstreamError> {
+    fn namespace_answer(
+        &self,
+        answer: v1::NamespaceResponse,
+    ) -> Result<(Namespace, u64), UpstreamError> {
         self.check(answer.stamp.as_ref())?;
         let namespace = answer
             .namespace
@@ -290,27 +332,53 @@ impl Upstream {
     /// Every namespace.
     pub async fn namespaces(&self) -> Result<Vec<Namespace>, UpstreamError> {
         let mut client = self.client.clone();
-        let answer = self.unary(client.list_namespaces(v1::ListNamespacesRequest {})).await?;
+        let answer = self
+            .unary(client.list_namespaces(v1::ListNamespacesRequest {}))
+            .await?;
         self.check(answer.stamp.as_ref())?;
-        Ok(answer.namespaces.into_iter().map(namespace_from_wire).collect())
+        Ok(answer
+            .namespaces
+            .into_iter()
+            .map(namespace_from_wire)
+            .collect())
     }
 
     /// Opens the change feed from a revision. `Err(Client { code: OutOfRange })` is
     /// not possible: OUT_OF_RANGE is returned as [`WatchError::Trimmed`].
-    pub async fn watch(&self, from_revision: u64) -> Result<tonic::Streaming<v1::WatchEvent>, WatchError> {
+    pub async fn watch(
+        &self,
+        from_revision: u64,
+    ) -> Result<tonic::Streaming<v1::WatchEvent>, WatchError> {
         let mut client = self.client.clone();
-        match tokio::time::timeout(self.timeout, client.watch(v1::WatchRequest { from_revision })).await {
+        match tokio::time::timeout(
+            self.timeout,
+            client.watch(v1::WatchRequest { from_revision }),
+        )
+        .await
+        {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) if status.code() == Code::OutOfRange => Err(WatchError::Trimmed(status.message().to_string())),
+            Ok(Err(status)) if status.code() == Code::OutOfRange => {
+                Err(WatchError::Trimmed(status.message().to_string()))
+            }
             Ok(Err(status)) => Err(WatchError::Failed(classify(&status))),
-            Err(_) => Err(WatchError::Failed(UpstreamError::Build("watch did not open in time".into()))),
+            Err(_) => Err(WatchError::Failed(UpstreamError::Build(
+                "watch did not open in time".into(),
+            ))),
         }
     }
 
     /// Opens a snapshot of every namespace and of the keys of `namespaces`.
-    pub async fn snapshot(&self, namespaces: Vec<String>) -> Result<tonic::Streaming<v1::SnapshotChunk>, UpstreamError> {
+    pub async fn snapshot(
+        &self,
+        namespaces: Vec<String>,
+    ) -> Result<tonic::Streaming<v1::SnapshotChunk>, UpstreamError> {
         let mut client = self.client.clone();
-        match tokio::time::timeout(self.timeout, client.snapshot(v1::SnapshotRequest { namespaces })).await {
+        match tokio::time::timeout(
+            self.timeout,
+            client.snapshot(v1::SnapshotRequest { namespaces }),
+        )
+        .await
+        {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => Err(classify(&status)),
             Err(_) => Err(UpstreamError::Build("snapshot did not open in time".into())),

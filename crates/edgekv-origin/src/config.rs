@@ -99,8 +99,14 @@ impl FromStr for BuildSpec {
         let (id, addr) = head
             .split_once('=')
             .ok_or_else(|| format!("{text:?} is not ID=ADDR[,version=V][,fault=F]"))?;
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-            return Err(format!("build id {id:?} must be letters, digits, '-', '_' or '.'"));
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(format!(
+                "build id {id:?} must be letters, digits, '-', '_' or '.'"
+            ));
         }
         let addr = addr
             .parse()
@@ -114,7 +120,9 @@ impl FromStr for BuildSpec {
         for part in parts {
             match part.split_once('=') {
                 Some(("version", v)) => spec.version = v.to_string(),
-                Some(("fault", f)) => spec.fault = Some(f.parse().map_err(|e| format!("build {id}: {e}"))?),
+                Some(("fault", f)) => {
+                    spec.fault = Some(f.parse().map_err(|e| format!("build {id}: {e}"))?)
+                }
                 _ => return Err(format!("build {id}: unknown option {part:?}")),
             }
         }
@@ -144,7 +152,10 @@ mod tests {
     fn validation() {
         let mut config = OriginConfig::default();
         assert!(config.validate().unwrap_err().contains("no build"));
-        config.builds = vec!["a=127.0.0.1:1".parse().unwrap(), "a=127.0.0.1:2".parse().unwrap()];
+        config.builds = vec![
+            "a=127.0.0.1:1".parse().unwrap(),
+            "a=127.0.0.1:2".parse().unwrap(),
+        ];
         assert!(config.validate().unwrap_err().contains("twice"));
     }
 }

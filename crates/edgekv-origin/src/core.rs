@@ -61,6 +61,8 @@ pub struct OriginCore {
     /// Orders read-decide-commit of writes and namespace changes.
     writer: Mutex<()>,
     committed: watch::Sender<u64>,
+    /// Set when the process stops: open watch streams end.
+    closing: watch::Sender<bool>,
     tombstone_ttl_s: u64,
 }
 
@@ -76,13 +78,25 @@ impl OriginCore {
     /// A core over a store that keeps a change log.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, tombstone_ttl_s: u64) -> Self {
         let (committed, _) = watch::channel(store.revision());
+        let (closing, _) = watch::channel(false);
         OriginCore {
             store,
             clock,
             writer: Mutex::new(()),
             committed,
+            closing,
             tombstone_ttl_s,
         }
+    }
+
+    /// Ends every open watch stream (the process is stopping).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// A receiver that turns true when the process stops.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// The store.
@@ -207,7 +221,12 @@ impl OriginCore {
     }
 
     /// Creates a namespace with a new random id.
-    pub fn create_namespace(&self, account: &str, title: &str, mode: Mode) -> Result<(Namespace, u64)> {
+    pub fn create_namespace(
+        &self,
+        account: &str,
+        title: &str,
+        mode: Mode,
+    ) -> Result<(Namespace, u64)> {
         validate::title(title)?;
         let _writer = self.writer.lock();
         self.check_title_free(account, title, None)?;
@@ -222,7 +241,12 @@ impl OriginCore {
     }
 
     /// Renames a namespace of `account`.
-    pub fn rename_namespace(&self, account: &str, id: &str, title: &str) -> Result<(Namespace, u64)> {
+    pub fn rename_namespace(
+        &self,
+        account: &str,
+        id: &str,
+        title: &str,
+    ) -> Result<(Namespace, u64)> {
         validate::title(title)?;
         let _writer = self.writer.lock();
         let mut namespace = self.owned(account, id)?;

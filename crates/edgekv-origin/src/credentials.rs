@@ -17,7 +17,10 @@ use crate::{Error, Result};
 /// with `#` are ignored.
 pub fn read_file(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::Config(format!("cannot read credential file {}: {e}", path.display()))
+        Error::Config(format!(
+            "cannot read credential file {}: {e}",
+            path.display()
+        ))
     })?;
     let list: Vec<String> = text
         .lines()
@@ -65,7 +68,9 @@ impl Credentials {
 
     /// Reads the file again if it changed; keeps the old set if it cannot be read.
     pub fn reload(&self) -> Result<bool> {
-        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
         let mut last = self.modified.lock();
         if modified.is_some() && *last == modified {
             return Ok(false);
@@ -85,7 +90,9 @@ impl Credentials {
             loop {
                 ticker.tick().await;
                 match credentials.reload() {
-                    Ok(true) => tracing::info!(path = %credentials.path.display(), "credentials reloaded"),
+                    Ok(true) => {
+                        tracing::info!(path = %credentials.path.display(), "credentials reloaded")
+                    }
                     Ok(false) => {}
                     Err(err) => tracing::warn!(error = %err, "keeping the previous credentials"),
                 }

@@ -49,9 +49,9 @@ impl From<Error> for Status {
     fn from(err: Error) -> Status {
         use edgekv_kv::Error as Kv;
         let code = match &err {
-            Error::Kv(Kv::ValueTooLarge { .. } | Kv::MetadataTooLarge { .. } | Kv::TooManyItems { .. }) => {
-                Code::ResourceExhausted
-            }
+            Error::Kv(
+                Kv::ValueTooLarge { .. } | Kv::MetadataTooLarge { .. } | Kv::TooManyItems { .. },
+            ) => Code::ResourceExhausted,
             Error::Kv(_) | Error::BadRequest(_) => Code::InvalidArgument,
             Error::NamespaceNotFound(_) => Code::NotFound,
             Error::TitleTaken(_) | Error::ClockSkew { .. } => Code::FailedPrecondition,

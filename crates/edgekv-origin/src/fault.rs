@@ -2,7 +2,7 @@
 //! production traffic.
 //!
 //! `unauthenticated` answers every call UNAUTHENTICATED (what the 2023 staging build
-//! did), `unavailable` answers UNAVAILABLE, `latency=DUR` delays every call, and
+//! did), `unavailable` answers UNAVAILABLE, `latency=DUR` delays every answer, and
 //! `error-rate=P` answers UNAVAILABLE to a share P of calls. `after=DUR` arms the
 //! fault only after the build has run that long.
 
@@ -50,9 +50,25 @@ impl ArmedFault {
         }
     }
 
-    /// Applies the fault to one call: an error to answer, or a delay, or nothing.
+    /// Whether the fault is armed now.
+    fn armed(&self) -> bool {
+        Instant::now() >= self.armed_at
+    }
+
+    /// Delays an answer that is ready, for a `latency` fault: the build did its work
+    /// at once and answers late, as a slow build does.
+    pub async fn delay(&self) {
+        if let FaultKind::Latency(delay) = self.fault.kind
+            && self.armed()
+        {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Applies the fault to one call before it is served: an error to answer, or
+    /// nothing (a `latency` fault delays the answer instead, see [`Self::delay`]).
     pub async fn apply(&self, build_id: &str) -> Result<(), Status> {
-        if Instant::now() < self.armed_at {
+        if !self.armed() {
             return Ok(());
         }
         match self.fault.kind {
@@ -62,10 +78,7 @@ impl ArmedFault {
             FaultKind::Unavailable => Err(Status::unavailable(format!(
                 "build {build_id}: injected fault: unavailable"
             ))),
-            FaultKind::Latency(delay) => {
-                tokio::time::sleep(delay).await;
-                Ok(())
-            }
+            FaultKind::Latency(_) => Ok(()),
             FaultKind::ErrorRate(share) => {
                 if rand::thread_rng().gen_bool(share) {
                     Err(Status::unavailable(format!(
@@ -142,11 +155,17 @@ mod tests {
     fn parses() {
         assert_eq!(
             "unauthenticated".parse::<Fault>(),
-            Ok(Fault { kind: FaultKind::Unauthenticated, after: Duration::ZERO })
+            Ok(Fault {
+                kind: FaultKind::Unauthenticated,
+                after: Duration::ZERO
+            })
         );
         assert_eq!(
             "latency=250ms;after=2s".parse::<Fault>(),
-            Ok(Fault { kind: FaultKind::Latency(Duration::from_millis(250)), after: Duration::from_secs(2) })
+            Ok(Fault {
+                kind: FaultKind::Latency(Duration::from_millis(250)),
+                after: Duration::from_secs(2)
+            })
         );
         assert!("error-rate=1.5".parse::<Fault>().is_err());
         assert!("explode".parse::<Fault>().is_err());

@@ -40,7 +40,11 @@ impl RunningOrigin {
             ..RocksOptions::default()
         };
         let store = RocksStore::open(config.data_dir.join("db"), &options)?;
-        let core = Arc::new(OriginCore::new(Arc::new(store), clock, config.tombstone_ttl_s));
+        let core = Arc::new(OriginCore::new(
+            Arc::new(store),
+            clock,
+            config.tombstone_ttl_s,
+        ));
         Self::serve(config, core).await
     }
 
@@ -52,7 +56,10 @@ impl RunningOrigin {
         let mut builds = BTreeMap::new();
         for spec in &config.builds {
             let listener = TcpListener::bind(spec.addr).await.map_err(|e| {
-                Error::Io(format!("build {}: cannot listen on {}: {e}", spec.id, spec.addr))
+                Error::Io(format!(
+                    "build {}: cannot listen on {}: {e}",
+                    spec.id, spec.addr
+                ))
             })?;
             let addr = listener
                 .local_addr()
@@ -118,18 +125,34 @@ impl RunningOrigin {
 
     /// The URL of a build, `http://ADDR`.
     pub fn url(&self, build_id: &str) -> Option<String> {
-        self.builds.get(build_id).map(|addr| format!("http://{addr}"))
+        self.builds
+            .get(build_id)
+            .map(|addr| format!("http://{addr}"))
     }
 
-    /// Stops every build and the background work.
+    /// Stops every build and the background work: open watch streams end, calls
+    /// in flight get a few seconds to finish.
     pub async fn shutdown(mut self) {
+        self.core.close();
         let _ = self.stop.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(Duration::from_secs(5), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("calls still in flight after 5 s; closing");
+            self.tasks.abort_all();
+        }
         tracing::info!("origin stopped");
     }
 }
 
-async fn maintain(core: Arc<OriginCore>, keep: u64, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn maintain(
+    core: Arc<OriginCore>,
+    keep: u64,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

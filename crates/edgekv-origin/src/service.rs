@@ -74,6 +74,14 @@ impl Build {
         }
     }
 
+    /// Holds a ready answer back when the build injects latency.
+    async fn answer<T>(&self, answer: T) -> Result<Response<T>, Status> {
+        if let Some(fault) = &self.fault {
+            fault.delay().await;
+        }
+        Ok(Response::new(answer))
+    }
+
     fn stamp(&self) -> Option<v1::Stamp> {
         Some(self.stamp.clone())
     }
@@ -89,7 +97,11 @@ impl Build {
             .map_err(Status::from)
     }
 
-    async fn write(&self, header: Option<v1::WriteHeader>, mutations: Vec<Mutation>) -> Result<Response<v1::WriteResponse>, Status> {
+    async fn write(
+        &self,
+        header: Option<v1::WriteHeader>,
+        mutations: Vec<Mutation>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
         let header = header.ok_or_else(|| Status::invalid_argument("write has no header"))?;
         let request = WriteRequest {
             namespace: header.namespace,
@@ -101,13 +113,14 @@ impl Build {
             replay: header.replay,
         };
         let outcome: WriteOutcome = self.blocking(move |core| core.write(request)).await?;
-        Ok(Response::new(v1::WriteResponse {
+        self.answer(v1::WriteResponse {
             stamp: self.stamp(),
             revision: outcome.revision,
             duplicate: outcome.duplicate,
             superseded: outcome.superseded,
             records: outcome.records.iter().map(record_to_wire).collect(),
-        }))
+        })
+        .await
     }
 }
 
@@ -118,7 +131,10 @@ fn mutation(key: bytes::Bytes, value: Option<v1::Value>) -> Mutation {
     }
 }
 
-fn namespace_response(stamp: Option<v1::Stamp>, (ns, revision): (edgekv_kv::Namespace, u64)) -> Response<v1::NamespaceResponse> {
+fn namespace_response(
+    stamp: Option<v1::Stamp>,
+    (ns, revision): (edgekv_kv::Namespace, u64),
+) -> Response<v1::NamespaceResponse> {
     Response::new(v1::NamespaceResponse {
         stamp,
         namespace: Some(namespace_to_wire(&ns)),
@@ -163,31 +179,49 @@ pub fn event(stamp: &v1::Stamp, entry: LogEntry) -> v1::WatchEvent {
 
 #[tonic::async_trait]
 impl origin_server::Origin for Build {
-    async fn get(&self, request: Request<v1::GetRequest>) -> Result<Response<v1::GetResponse>, Status> {
+    async fn get(
+        &self,
+        request: Request<v1::GetRequest>,
+    ) -> Result<Response<v1::GetResponse>, Status> {
         self.admit(&request).await?;
         let v1::GetRequest { namespace, key } = request.into_inner();
-        let (record, read_revision) = self.blocking(move |core| core.get(&namespace, &key)).await?;
-        Ok(Response::new(v1::GetResponse {
+        let (record, read_revision) = self
+            .blocking(move |core| core.get(&namespace, &key))
+            .await?;
+        self.answer(v1::GetResponse {
             stamp: self.stamp(),
             record: record.as_ref().map(record_to_wire),
             read_revision,
-        }))
+        })
+        .await
     }
 
-    async fn put(&self, request: Request<v1::PutRequest>) -> Result<Response<v1::WriteResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<v1::PutRequest>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
         self.admit(&request).await?;
         let r = request.into_inner();
-        let value = r.value.ok_or_else(|| Status::invalid_argument("put has no value"))?;
-        self.write(r.header, vec![mutation(r.key, Some(value))]).await
+        let value = r
+            .value
+            .ok_or_else(|| Status::invalid_argument("put has no value"))?;
+        self.write(r.header, vec![mutation(r.key, Some(value))])
+            .await
     }
 
-    async fn delete(&self, request: Request<v1::DeleteRequest>) -> Result<Response<v1::WriteResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<v1::DeleteRequest>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
         self.admit(&request).await?;
         let r = request.into_inner();
         self.write(r.header, vec![mutation(r.key, None)]).await
     }
 
-    async fn bulk_write(&self, request: Request<v1::BulkWriteRequest>) -> Result<Response<v1::WriteResponse>, Status> {
+    async fn bulk_write(
+        &self,
+        request: Request<v1::BulkWriteRequest>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
         self.admit(&request).await?;
         let r = request.into_inner();
         if r.mutations.len() > edgekv_kv::limits::MAX_BULK_ITEMS {
@@ -197,11 +231,18 @@ impl origin_server::Origin for Build {
             })
             .into());
         }
-        let mutations = r.mutations.into_iter().map(|m| mutation(m.key, m.put)).collect();
+        let mutations = r
+            .mutations
+            .into_iter()
+            .map(|m| mutation(m.key, m.put))
+            .collect();
         self.write(r.header, mutations).await
     }
 
-    async fn list(&self, request: Request<v1::ListRequest>) -> Result<Response<v1::ListResponse>, Status> {
+    async fn list(
+        &self,
+        request: Request<v1::ListRequest>,
+    ) -> Result<Response<v1::ListResponse>, Status> {
         self.admit(&request).await?;
         let r = request.into_inner();
         let limit = (r.limit as usize).clamp(1, edgekv_kv::limits::MAX_LIST_LIMIT);
@@ -211,8 +252,10 @@ impl origin_server::Origin for Build {
             limit,
         };
         let namespace = r.namespace;
-        let (page, read_revision) = self.blocking(move |core| core.list(&namespace, &query)).await?;
-        Ok(Response::new(v1::ListResponse {
+        let (page, read_revision) = self
+            .blocking(move |core| core.list(&namespace, &query))
+            .await?;
+        self.answer(v1::ListResponse {
             stamp: self.stamp(),
             entries: page
                 .entries
@@ -224,20 +267,31 @@ impl origin_server::Origin for Build {
                 .collect(),
             more: page.more,
             read_revision,
-        }))
+        })
+        .await
     }
 
-    async fn create_namespace(&self, request: Request<v1::CreateNamespaceRequest>) -> Result<Response<v1::NamespaceResponse>, Status> {
+    async fn create_namespace(
+        &self,
+        request: Request<v1::CreateNamespaceRequest>,
+    ) -> Result<Response<v1::NamespaceResponse>, Status> {
         self.admit(&request).await?;
         let r = request.into_inner();
-        let mode = namespace_from_wire(v1::Namespace { mode: r.mode, ..Default::default() }).mode;
+        let mode = namespace_from_wire(v1::Namespace {
+            mode: r.mode,
+            ..Default::default()
+        })
+        .mode;
         let created = self
             .blocking(move |core| core.create_namespace(&r.account, &r.title, mode))
             .await?;
         Ok(namespace_response(self.stamp(), created))
     }
 
-    async fn rename_namespace(&self, request: Request<v1::RenameNamespaceRequest>) -> Result<Response<v1::NamespaceResponse>, Status> {
+    async fn rename_namespace(
+        &self,
+        request: Request<v1::RenameNamespaceRequest>,
+    ) -> Result<Response<v1::NamespaceResponse>, Status> {
         self.admit(&request).await?;
         let r = request.into_inner();
         let renamed = self
@@ -246,7 +300,10 @@ impl origin_server::Origin for Build {
         Ok(namespace_response(self.stamp(), renamed))
     }
 
-    async fn delete_namespace(&self, request: Request<v1::DeleteNamespaceRequest>) -> Result<Response<v1::NamespaceResponse>, Status> {
+    async fn delete_namespace(
+        &self,
+        request: Request<v1::DeleteNamespaceRequest>,
+    ) -> Result<Response<v1::NamespaceResponse>, Status> {
         self.admit(&request).await?;
         let r = request.into_inner();
         let deleted = self
@@ -255,7 +312,10 @@ impl origin_server::Origin for Build {
         Ok(namespace_response(self.stamp(), deleted))
     }
 
-    async fn list_namespaces(&self, request: Request<v1::ListNamespacesRequest>) -> Result<Response<v1::ListNamespacesResponse>, Status> {
+    async fn list_namespaces(
+        &self,
+        request: Request<v1::ListNamespacesRequest>,
+    ) -> Result<Response<v1::ListNamespacesResponse>, Status> {
         self.admit(&request).await?;
         let (namespaces, read_revision) = self.blocking(|core| core.namespaces()).await?;
         Ok(Response::new(v1::ListNamespacesResponse {
@@ -267,26 +327,41 @@ impl origin_server::Origin for Build {
 
     type WatchStream = ReceiverStream<Result<v1::WatchEvent, Status>>;
 
-    async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         self.admit(&request).await?;
         let from = request.into_inner().from_revision.max(1);
         // Refuse a trimmed start at once, as a status rather than a stream error.
         self.blocking(move |core| core.log(from, 1)).await?;
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(follow(self.core.clone(), self.stamp.clone(), from, self.progress_interval, tx));
+        tokio::spawn(follow(
+            self.core.clone(),
+            self.stamp.clone(),
+            from,
+            self.progress_interval,
+            tx,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     type SnapshotStream = ReceiverStream<Result<v1::SnapshotChunk, Status>>;
 
-    async fn snapshot(&self, request: Request<v1::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        request: Request<v1::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
         self.admit(&request).await?;
         let namespaces = request.into_inner().namespaces;
         let (tx, rx) = mpsc::channel(4);
         let core = self.core.clone();
         let stamp = self.stamp.clone();
         tokio::task::spawn_blocking(move || {
-            let mut chunk = v1::SnapshotChunk { stamp: Some(stamp.clone()), ..Default::default() };
+            let mut chunk = v1::SnapshotChunk {
+                stamp: Some(stamp.clone()),
+                ..Default::default()
+            };
             let result = core.snapshot(&namespaces, &mut |item| {
                 match item {
                     SnapshotItem::Namespace(ns) => chunk.namespaces.push(namespace_to_wire(&ns)),
@@ -299,15 +374,23 @@ impl origin_server::Origin for Build {
                 if chunk.keys.len() >= SNAPSHOT_CHUNK {
                     let full = std::mem::replace(
                         &mut chunk,
-                        v1::SnapshotChunk { stamp: Some(stamp.clone()), ..Default::default() },
+                        v1::SnapshotChunk {
+                            stamp: Some(stamp.clone()),
+                            ..Default::default()
+                        },
                     );
-                    tx.blocking_send(Ok(full))
-                        .map_err(|_| edgekv_store::Error::Engine("snapshot reader went away".into()))?;
+                    tx.blocking_send(Ok(full)).map_err(|_| {
+                        edgekv_store::Error::Engine("snapshot reader went away".into())
+                    })?;
                 }
                 Ok(())
             });
             let last = match result {
-                Ok(revision) => Ok(v1::SnapshotChunk { revision, last: true, ..chunk }),
+                Ok(revision) => Ok(v1::SnapshotChunk {
+                    revision,
+                    last: true,
+                    ..chunk
+                }),
                 Err(err) => Err(Status::from(err)),
             };
             let _ = tx.blocking_send(last);
@@ -315,7 +398,10 @@ impl origin_server::Origin for Build {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn health(&self, request: Request<v1::HealthRequest>) -> Result<Response<v1::HealthResponse>, Status> {
+    async fn health(
+        &self,
+        request: Request<v1::HealthRequest>,
+    ) -> Result<Response<v1::HealthResponse>, Status> {
         self.admit(&request).await?;
         Ok(Response::new(v1::HealthResponse {
             stamp: self.stamp(),
@@ -335,7 +421,11 @@ async fn follow(
     tx: mpsc::Sender<Result<v1::WatchEvent, Status>>,
 ) {
     let mut committed = core.subscribe();
+    let mut closing = core.closing();
     loop {
+        if *closing.borrow() {
+            return;
+        }
         let reader = core.clone();
         let read = tokio::task::spawn_blocking(move || reader.log(next, WATCH_BATCH)).await;
         let entries = match read {
@@ -345,7 +435,9 @@ async fn follow(
                 return;
             }
             Err(err) => {
-                let _ = tx.send(Err(Status::internal(format!("watch task failed: {err}")))).await;
+                let _ = tx
+                    .send(Err(Status::internal(format!("watch task failed: {err}"))))
+                    .await;
                 return;
             }
         };
@@ -372,6 +464,7 @@ async fn follow(
             changed = committed.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(progress_interval) => {}
             _ = tx.closed() => return,
+            _ = closing.changed() => return,
         }
     }
 }

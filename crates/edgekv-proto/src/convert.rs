@@ -73,10 +73,19 @@ mod tests {
         let record = Record {
             revision: 4,
             hlc: 9,
-            ..Record::value(Bytes::from_static(b"v"), Some(Bytes::from_static(b"{}")), Some(7))
+            ..Record::value(
+                Bytes::from_static(b"v"),
+                Some(Bytes::from_static(b"{}")),
+                Some(7),
+            )
         };
         assert_eq!(record_from_wire(record_to_wire(&record)), record);
-        let ns = Namespace { id: "i".into(), title: "t".into(), account: "a".into(), mode: Mode::Full };
+        let ns = Namespace {
+            id: "i".into(),
+            title: "t".into(),
+            account: "a".into(),
+            mode: Mode::Full,
+        };
         assert_eq!(namespace_from_wire(namespace_to_wire(&ns)), ns);
     }
 }

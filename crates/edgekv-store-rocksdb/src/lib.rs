@@ -120,9 +120,11 @@ impl RocksStore {
 
     fn meta_u64(&self, key: &[u8]) -> Result<u64> {
         match self.db.get_cf(self.cf(CF_META), key).map_err(engine)? {
-            Some(raw) => Ok(u64::from_be_bytes(raw.as_slice().try_into().map_err(|_| {
-                Error::Engine(format!("stored {key:?} is not 8 bytes"))
-            })?)),
+            Some(raw) => {
+                Ok(u64::from_be_bytes(raw.as_slice().try_into().map_err(
+                    |_| Error::Engine(format!("stored {key:?} is not 8 bytes")),
+                )?))
+            }
             None => Ok(0),
         }
     }
@@ -183,11 +185,19 @@ impl Store for RocksStore {
         let mut last = self.writer.lock();
         let revision = *last + 1;
         let mut batch = WriteBatch::default();
-        let mut logged = Vec::with_capacity(if self.change_log { commit.writes.len() } else { 0 });
+        let mut logged = Vec::with_capacity(if self.change_log {
+            commit.writes.len()
+        } else {
+            0
+        });
         for write in commit.writes {
             let mut record = write.record;
             record.revision = revision;
-            self.put_record(&mut batch, keys::data_key(&write.namespace, &write.key), &record);
+            self.put_record(
+                &mut batch,
+                keys::data_key(&write.namespace, &write.key),
+                &record,
+            );
             if self.change_log {
                 logged.push(Write {
                     namespace: write.namespace,
@@ -224,10 +234,16 @@ impl Store for RocksStore {
                 namespaces: commit.namespaces,
                 write_id: commit.write_id,
             };
-            batch.put_cf(self.cf(CF_LOG), revision.to_be_bytes(), codec::encode_entry(&entry));
+            batch.put_cf(
+                self.cf(CF_LOG),
+                revision.to_be_bytes(),
+                codec::encode_entry(&entry),
+            );
         }
         batch.put_cf(self.cf(CF_META), REVISION_KEY, revision.to_be_bytes());
-        self.db.write_opt(batch, &self.write_options).map_err(engine)?;
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(engine)?;
         *last = revision;
         Ok(revision)
     }
@@ -260,7 +276,9 @@ impl Store for RocksStore {
             batch.put_cf(self.cf(CF_META), user_meta_key(name), value);
         }
         if !batch.is_empty() {
-            self.db.write_opt(batch, &self.write_options).map_err(engine)?;
+            self.db
+                .write_opt(batch, &self.write_options)
+                .map_err(engine)?;
         }
         Ok(kept)
     }
@@ -336,9 +354,10 @@ impl Store for RocksStore {
         }
         let start = from.to_be_bytes();
         let mut entries = Vec::new();
-        let iter = self
-            .db
-            .iterator_cf(self.cf(CF_LOG), IteratorMode::From(&start, Direction::Forward));
+        let iter = self.db.iterator_cf(
+            self.cf(CF_LOG),
+            IteratorMode::From(&start, Direction::Forward),
+        );
         for item in iter.take(max) {
             let (key, raw) = item.map_err(engine)?;
             let revision = u64::from_be_bytes(
@@ -379,7 +398,9 @@ impl Store for RocksStore {
             dropped += 1;
         }
         batch.put_cf(self.cf(CF_META), LOG_FLOOR_KEY, new_floor.to_be_bytes());
-        self.db.write_opt(batch, &self.write_options).map_err(engine)?;
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(engine)?;
         Ok(dropped)
     }
 
@@ -423,10 +444,15 @@ impl Store for RocksStore {
                 }))?;
             }
         }
-        match snapshot.get_cf(self.cf(CF_META), REVISION_KEY).map_err(engine)? {
-            Some(raw) => Ok(u64::from_be_bytes(raw.as_slice().try_into().map_err(|_| {
-                Error::Engine("stored revision is not 8 bytes".into())
-            })?)),
+        match snapshot
+            .get_cf(self.cf(CF_META), REVISION_KEY)
+            .map_err(engine)?
+        {
+            Some(raw) => {
+                Ok(u64::from_be_bytes(raw.as_slice().try_into().map_err(
+                    |_| Error::Engine("stored revision is not 8 bytes".into()),
+                )?))
+            }
             None => Ok(0),
         }
     }

@@ -33,7 +33,10 @@ const NS: &str = "0123456789abcdef0123456789abcdef";
 fn writes_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let options = RocksOptions { change_log: true, ..RocksOptions::default() };
+    let options = RocksOptions {
+        change_log: true,
+        ..RocksOptions::default()
+    };
     {
         let store = RocksStore::open(&path, &options).unwrap();
         store

@@ -112,7 +112,11 @@ mod tests {
                 record: Record {
                     revision: 9,
                     hlc: 3,
-                    ..Record::value(Bytes::from_static(b"v"), Some(Bytes::from_static(b"{}")), Some(5))
+                    ..Record::value(
+                        Bytes::from_static(b"v"),
+                        Some(Bytes::from_static(b"{}")),
+                        Some(5),
+                    )
                 },
             }],
             namespaces: vec![

@@ -10,8 +10,7 @@ use parking_lot::RwLock;
 
 use crate::keys::{self, NAMESPACE_ID_LEN};
 use crate::{
-    Commit, ListPage, ListQuery, LogEntry, LogRead, NamespaceOp, Result, SnapshotItem, Store,
-    Write,
+    Commit, ListPage, ListQuery, LogEntry, LogRead, NamespaceOp, Result, SnapshotItem, Store, Write,
 };
 
 /// A [`Store`] held in memory.

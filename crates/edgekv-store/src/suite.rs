@@ -407,12 +407,24 @@ pub fn keep_newer_keeps_only_newer_revisions(store: &dyn Store) {
         .unwrap();
     assert_eq!(kept, [true]);
     assert_eq!(store.meta("feed").unwrap().unwrap(), b"5");
-    assert_eq!(store.keep_newer(vec![at(4, "four")], vec![]).unwrap(), [false]);
-    assert_eq!(store.keep_newer(vec![at(5, "again")], vec![]).unwrap(), [false]);
+    assert_eq!(
+        store.keep_newer(vec![at(4, "four")], vec![]).unwrap(),
+        [false]
+    );
+    assert_eq!(
+        store.keep_newer(vec![at(5, "again")], vec![]).unwrap(),
+        [false]
+    );
     let held = store.get(NS_A, b"k").unwrap().unwrap();
-    assert_eq!((held.revision, held.value), (5, Bytes::from_static(b"five")));
+    assert_eq!(
+        (held.revision, held.value),
+        (5, Bytes::from_static(b"five"))
+    );
     let tombstone = Write {
-        record: Record { revision: 9, ..Record::tombstone(None) },
+        record: Record {
+            revision: 9,
+            ..Record::tombstone(None)
+        },
         ..at(0, "")
     };
     assert_eq!(store.keep_newer(vec![tombstone], vec![]).unwrap(), [true]);
@@ -489,8 +501,18 @@ pub fn log_trim_forgets_write_ids(store: &dyn Store) {
         );
     }
     assert_eq!(store.trim_log(2).unwrap(), 3);
-    assert_eq!(store.log(revisions[0], 10).unwrap(), LogRead::Trimmed { first: revisions[3] });
-    assert_eq!(store.log(revisions[2], 10).unwrap(), LogRead::Trimmed { first: revisions[3] });
+    assert_eq!(
+        store.log(revisions[0], 10).unwrap(),
+        LogRead::Trimmed {
+            first: revisions[3]
+        }
+    );
+    assert_eq!(
+        store.log(revisions[2], 10).unwrap(),
+        LogRead::Trimmed {
+            first: revisions[3]
+        }
+    );
     let LogRead::Entries(kept) = store.log(revisions[3], 10).unwrap() else {
         panic!("kept entries were trimmed");
     };
@@ -514,7 +536,9 @@ pub fn snapshot_is_consistent(store: &dyn Store) {
         .snapshot(&[NS_A.to_string()], &mut |item| {
             match item {
                 SnapshotItem::Namespace(ns) => namespaces.push(ns.id),
-                SnapshotItem::Key(write) => keys.push((write.namespace, write.key, write.record.tombstone)),
+                SnapshotItem::Key(write) => {
+                    keys.push((write.namespace, write.key, write.record.tombstone))
+                }
             }
             Ok(())
         })

@@ -79,7 +79,12 @@ impl TestOrigin {
         }
     }
 
-    async fn run(dir: &Path, clock: Arc<ManualClock>, log_retain: u64, addr: &str) -> RunningOrigin {
+    async fn run(
+        dir: &Path,
+        clock: Arc<ManualClock>,
+        log_retain: u64,
+        addr: &str,
+    ) -> RunningOrigin {
         let config = OriginConfig {
             data_dir: dir.to_path_buf(),
             environment: ENVIRONMENT.into(),
@@ -92,7 +97,9 @@ impl TestOrigin {
             maintenance_interval_ms: 50,
             ..OriginConfig::default()
         };
-        RunningOrigin::start(config, clock as Arc<dyn Clock>).await.unwrap()
+        RunningOrigin::start(config, clock as Arc<dyn Clock>)
+            .await
+            .unwrap()
     }
 
     /// Stops the origin; its store stays.
@@ -160,14 +167,23 @@ impl TestEdge {
             tenant: ENVIRONMENT.into(),
             ..EdgeConfig::default()
         };
-        let edge = edgekv_edge::open(config, clock.clone() as Arc<dyn Clock>, token_table(), CREDENTIAL)
-            .unwrap();
+        let edge = edgekv_edge::open(
+            config,
+            clock.clone() as Arc<dyn Clock>,
+            token_table(),
+            CREDENTIAL,
+        )
+        .unwrap();
         let running = RunningEdge::start(edge).await.unwrap();
         let synced = running.edge().clone();
-        eventually(Duration::from_secs(10), "the edge syncs with its origin", || {
-            let edge = synced.clone();
-            async move { edge.feed().synced() && edge.feed().connected() }
-        })
+        eventually(
+            Duration::from_secs(10),
+            "the edge syncs with its origin",
+            || {
+                let edge = synced.clone();
+                async move { edge.feed().synced() && edge.feed().connected() }
+            },
+        )
         .await;
         TestEdge {
             base: format!(

@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Runs every role in one process: a working edge on 127.0.0.1:8787.
     Dev(DevArgs),
+    /// Runs an origin process: one or more builds over one store.
+    Origin(OriginArgs),
     /// Runs an edge node.
     Edge(EdgeArgs),
     /// Talks to an edge's KV API.
@@ -49,6 +51,46 @@ pub struct DevArgs {
     pub token: Option<String>,
 }
 
+/// Flags of `edgekv origin`.
+#[derive(Debug, Args)]
+pub struct OriginArgs {
+    /// The directory of the authoritative store.
+    #[arg(long, env = "EDGEKV_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The environment of every build of this process.
+    #[arg(long, env = "EDGEKV_ENVIRONMENT")]
+    pub environment: Option<String>,
+    /// The tenant of that environment.
+    #[arg(long, env = "EDGEKV_TENANT")]
+    pub tenant: Option<String>,
+    /// The environment's credentials, one per line; reloaded when the file changes.
+    #[arg(long, env = "EDGEKV_CREDENTIAL_FILE")]
+    pub credential_file: Option<PathBuf>,
+    /// Where the single build listens (with --build-id).
+    #[arg(
+        long,
+        env = "EDGEKV_GRPC",
+        requires = "build_id",
+        conflicts_with = "build"
+    )]
+    pub grpc: Option<SocketAddr>,
+    /// The id of the single build (with --grpc).
+    #[arg(long, env = "EDGEKV_BUILD_ID", requires = "grpc")]
+    pub build_id: Option<String>,
+    /// A build to serve: ID=ADDR[,version=V][,fault=F]; repeat for several builds
+    /// over one store.
+    #[arg(long = "build", value_name = "ID=ADDR")]
+    pub build: Vec<String>,
+    /// TEST ONLY: a fault for the single build (--grpc/--build-id):
+    /// unauthenticated | unavailable | latency=DUR | error-rate=P, optionally
+    /// followed by ;after=DUR.
+    #[arg(long, requires = "grpc")]
+    pub fault: Option<String>,
+    /// How many revisions the change log keeps.
+    #[arg(long, env = "EDGEKV_LOG_RETAIN")]
+    pub log_retain: Option<u64>,
+}
+
 /// Flags of `edgekv edge`.
 #[derive(Debug, Args)]
 pub struct EdgeArgs {
@@ -64,6 +106,24 @@ pub struct EdgeArgs {
     /// The hot tier's budget, in bytes.
     #[arg(long, env = "EDGEKV_HOT_TIER_BYTES")]
     pub hot_tier_bytes: Option<usize>,
+    /// The origin build to read through to and follow, e.g. http://127.0.0.1:7001.
+    #[arg(long, env = "EDGEKV_ORIGIN")]
+    pub origin: Option<String>,
+    /// The file holding this edge's environment credential (its first line).
+    #[arg(long, env = "EDGEKV_CREDENTIAL_FILE")]
+    pub credential_file: Option<PathBuf>,
+    /// The edge's environment; every build it calls must belong to it.
+    #[arg(long, env = "EDGEKV_ENVIRONMENT")]
+    pub environment: Option<String>,
+    /// The edge's tenant.
+    #[arg(long, env = "EDGEKV_TENANT")]
+    pub tenant: Option<String>,
+    /// This node's id (default: generated once and kept in the data dir).
+    #[arg(long, env = "EDGEKV_NODE_ID")]
+    pub node_id: Option<String>,
+    /// How long held entries stay usable after the feed fell behind, in seconds.
+    #[arg(long, env = "EDGEKV_CACHE_TTL_S")]
+    pub cache_ttl_s: Option<u64>,
     /// The account of the bootstrap token.
     #[arg(long, env = "EDGEKV_ACCOUNT", requires = "token")]
     pub account: Option<String>,

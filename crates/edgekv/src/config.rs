@@ -15,6 +15,9 @@ pub struct File {
     /// `[edge]`: the edge role (also the edge inside `edgekv dev`).
     #[serde(default)]
     pub edge: Option<EdgeConfig>,
+    /// `[origin]`: the origin role (builds come from flags).
+    #[serde(default)]
+    pub origin: Option<edgekv_origin::OriginConfig>,
     /// `[dev]`: the embedded default.
     #[serde(default)]
     pub dev: DevConfig,
@@ -60,7 +63,7 @@ impl File {
     pub fn parse(text: &str) -> anyhow::Result<File> {
         let file: File = toml::from_str(text)?;
         if let Some(edge) = &file.edge {
-            edge.validate()
+            edge.validate_local()
                 .map_err(|e| anyhow::anyhow!("[edge]: {e}"))?;
         }
         Ok(file)

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use edgekv_edge::tokens::{self, Grant, TokenTable};
 use edgekv_edge::{EdgeConfig, RunningEdge};
 use edgekv_kv::SystemClock;
+use edgekv_origin::{OriginConfig, RunningOrigin};
 
 use crate::cli::DevArgs;
 use crate::config::File;
@@ -16,6 +17,12 @@ use crate::roles::shutdown_signal;
 
 /// The file in the data dir that keeps the generated dev token.
 const TOKEN_FILE: &str = "dev-token";
+/// The file in the data dir that keeps the dev environment's credential.
+const CREDENTIAL_FILE: &str = "credentials";
+/// The environment (and tenant) of everything `edgekv dev` runs.
+const ENVIRONMENT: &str = "dev";
+/// The build `edgekv dev` serves.
+const BUILD: &str = "dev-1";
 
 /// Runs `edgekv dev` until SIGINT or SIGTERM.
 pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
@@ -36,25 +43,57 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data dir {}", dev.data_dir.display()))?;
     let token = match args.token {
         Some(token) if !token.trim().is_empty() => token,
-        _ => stored_token(&dev.data_dir)?,
+        _ => stored_secret(&dev.data_dir.join(TOKEN_FILE))?,
     };
+    let credential = stored_secret(&dev.data_dir.join(CREDENTIAL_FILE))?;
+
+    // The origin: one build over the store in <data dir>/origin, on loopback.
+    let build: edgekv_origin::BuildSpec = format!("{BUILD}=127.0.0.1:0")
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let origin_config = OriginConfig {
+        data_dir: dev.data_dir.join("origin"),
+        environment: ENVIRONMENT.into(),
+        tenant: ENVIRONMENT.into(),
+        credential_file: dev.data_dir.join(CREDENTIAL_FILE),
+        builds: vec![build],
+        ..file.origin.clone().unwrap_or_default()
+    };
+    let origin = RunningOrigin::start(origin_config, Arc::new(SystemClock))
+        .await
+        .context("cannot start the origin")?;
+    let origin_url = origin
+        .url(BUILD)
+        .context("the dev build is not listening")?;
+
+    // The edge, reading through to that build.
     let config = EdgeConfig {
         http: dev.http,
         admin: dev.admin,
         data_dir: dev.data_dir.join("edge"),
+        origin: origin_url.clone(),
+        environment: ENVIRONMENT.into(),
+        tenant: ENVIRONMENT.into(),
         ..file.edge.clone().unwrap_or_default()
     };
     let table = TokenTable::new(
         1,
         [(tokens::hash(&token), Grant::full("dev", &dev.account))],
     );
-    let edge =
-        edgekv_edge::open(config, Arc::new(SystemClock), table).context("cannot open the edge")?;
-    let running = RunningEdge::start(edge).await?;
+    let edge = edgekv_edge::open(config, Arc::new(SystemClock), table, &credential)
+        .context("cannot open the edge")?;
+    let running = match RunningEdge::start(edge).await {
+        Ok(running) => running,
+        Err(err) => {
+            origin.shutdown().await;
+            return Err(err.into());
+        }
+    };
 
     // The banner is best effort: a closed stdout must not stop the node.
     let banner = format!(
         "edgekv dev is running\n  edge:     http://{http}\n  admin:    http://{admin}\n  \
+         origin:   build {BUILD} at {origin_url}\n  \
          account:  {account}\n  token:    {token}\n  data dir: {dir}\n\
          try:\n  export EDGEKV_URL=http://{http} EDGEKV_TOKEN={token} EDGEKV_ACCOUNT={account}\n  \
          edgekv kv namespace create my-first-namespace\n",
@@ -70,21 +109,23 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
+    origin.shutdown().await;
     Ok(())
 }
 
-/// Returns the token kept in the data dir, generating it on first use.
-fn stored_token(dir: &Path) -> anyhow::Result<String> {
-    let path = dir.join(TOKEN_FILE);
-    match std::fs::read_to_string(&path) {
+/// Returns the secret kept in a file, generating it on first use.
+fn stored_secret(path: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
         Ok(_) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+        Err(err) => {
+            return Err(err).with_context(|| format!("cannot read {}", path.display()));
+        }
     }
-    let token = tokens::generate();
-    write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(token)
+    let secret = tokens::generate();
+    write_private(path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(secret)
 }
 
 /// Writes a secret readable by its owner only, atomically.

@@ -7,7 +7,7 @@
 //! - [`cli`]: the command line (clap).
 //! - [`config`]: the TOML config file, layered under environment and flags.
 //! - [`dev`]: `edgekv dev`, every role in one process.
-//! - [`roles`]: `edgekv edge`.
+//! - [`roles`]: `edgekv origin` and `edgekv edge`.
 //! - [`client`]: `edgekv kv ...`, a client of the KV API.
 
 pub mod cli;
@@ -37,6 +37,7 @@ pub fn run(cli: Cli) -> ExitCode {
         let file = config::File::load(cli.config.as_deref())?;
         match cli.command {
             Command::Dev(args) => dev::run(args, &file).await,
+            Command::Origin(args) => roles::origin(args, &file).await,
             Command::Edge(args) => roles::edge(args, &file).await,
             Command::Kv(args) => client::run(args).await,
         }

@@ -1,14 +1,68 @@
-//! The long-running roles: `edgekv edge`.
+//! The long-running roles: `edgekv origin` and `edgekv edge`.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use edgekv_edge::RunningEdge;
 use edgekv_edge::tokens::{self, Grant, TokenTable};
 use edgekv_kv::SystemClock;
+use edgekv_origin::{BuildSpec, RunningOrigin};
 
-use crate::cli::EdgeArgs;
+use crate::cli::{EdgeArgs, OriginArgs};
 use crate::config::File;
+
+/// Runs an origin until SIGINT or SIGTERM.
+pub async fn origin(args: OriginArgs, file: &File) -> anyhow::Result<()> {
+    let mut config = file.origin.clone().unwrap_or_default();
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(environment) = args.environment {
+        config.environment = environment;
+    }
+    config.tenant = tenant(
+        args.tenant,
+        file.origin.as_ref().map(|o| &o.tenant),
+        &config.environment,
+    );
+    if let Some(path) = args.credential_file {
+        config.credential_file = path;
+    }
+    if let Some(keep) = args.log_retain {
+        config.log_retain = keep;
+    }
+    if let (Some(addr), Some(id)) = (args.grpc, args.build_id) {
+        let mut spec: BuildSpec = format!("{id}={addr}")
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))?;
+        if let Some(fault) = args.fault {
+            spec.fault = Some(
+                fault
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("--fault: {e}"))?,
+            );
+        }
+        config.builds.push(spec);
+    }
+    for text in args.build {
+        config.builds.push(
+            text.parse()
+                .map_err(|e: String| anyhow::anyhow!("--build: {e}"))?,
+        );
+    }
+    let environment = config.environment.clone();
+    let running = RunningOrigin::start(config, Arc::new(SystemClock))
+        .await
+        .context("cannot start the origin")?;
+    for (id, addr) in &running.builds {
+        println!("build {id} of environment {environment} listening on http://{addr}");
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
 
 /// Runs an edge until SIGINT or SIGTERM.
 pub async fn edge(args: EdgeArgs, file: &File) -> anyhow::Result<()> {
@@ -25,6 +79,27 @@ pub async fn edge(args: EdgeArgs, file: &File) -> anyhow::Result<()> {
     if let Some(bytes) = args.hot_tier_bytes {
         config.hot_tier_bytes = bytes;
     }
+    if let Some(origin) = args.origin {
+        config.origin = origin;
+    }
+    if let Some(environment) = args.environment {
+        config.environment = environment;
+    }
+    config.tenant = tenant(
+        args.tenant,
+        file.edge.as_ref().map(|e| &e.tenant),
+        &config.environment,
+    );
+    if args.node_id.is_some() {
+        config.node_id = args.node_id;
+    }
+    if let Some(ttl) = args.cache_ttl_s {
+        config.cache_ttl_s = ttl;
+    }
+    let credential_file = args
+        .credential_file
+        .context("--credential-file is required: the edge's environment credential")?;
+    let credential = first_credential(&credential_file)?;
     let table = match (args.account, args.token) {
         (Some(account), Some(token)) => TokenTable::new(
             1,
@@ -35,17 +110,32 @@ pub async fn edge(args: EdgeArgs, file: &File) -> anyhow::Result<()> {
             TokenTable::default()
         }
     };
-    let edge =
-        edgekv_edge::open(config, Arc::new(SystemClock), table).context("cannot open the edge")?;
+    let edge = edgekv_edge::open(config, Arc::new(SystemClock), table, &credential)
+        .context("cannot open the edge")?;
     let running = RunningEdge::start(edge).await?;
     println!(
-        "edge listening on http://{} (admin http://{})",
-        running.http_addr, running.admin_addr
+        "edge {} listening on http://{} (admin http://{})",
+        running.edge().node_id(),
+        running.http_addr,
+        running.admin_addr
     );
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
+}
+
+/// The tenant: the flag, else the config file's, else the environment's name (one
+/// tenant per environment).
+fn tenant(flag: Option<String>, from_file: Option<&String>, environment: &str) -> String {
+    flag.or_else(|| from_file.cloned())
+        .unwrap_or_else(|| environment.to_string())
+}
+
+/// The first credential of a credential file.
+pub fn first_credential(path: &Path) -> anyhow::Result<String> {
+    let list = edgekv_origin::credentials::read_file(path)?;
+    Ok(list.into_iter().next().unwrap_or_default())
 }
 
 /// Completes on SIGINT or SIGTERM.

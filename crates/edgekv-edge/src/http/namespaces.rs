@@ -1,8 +1,8 @@
 //! Namespace routes: list, create, get, rename, delete.
 
 use bytes::Bytes;
-use edgekv_kv::{Mode, Namespace};
 use edgekv_kv::limits::MAX_SMALL_BODY_BYTES;
+use edgekv_kv::{Mode, Namespace};
 use http::Response;
 use hyper::body::Body as HttpBody;
 use serde::Deserialize;

@@ -16,11 +16,18 @@ use crate::{Error, Result};
 /// Room for multipart framing and metadata around the largest value.
 const UPLOAD_SLACK: usize = 64 * 1024;
 
-pub(super) async fn get(request: Incoming<'_>, scope: &Scope<'_>, key: &[u8]) -> Result<Response<Body>> {
+pub(super) async fn get(
+    request: Incoming<'_>,
+    scope: &Scope<'_>,
+    key: &[u8],
+) -> Result<Response<Body>> {
     let mode = request.enter(scope, false).await?;
     validate::key(key)?;
     let options = request.read_options()?;
-    let lookup = request.edge.get(&scope.namespace, mode, key, options).await?;
+    let lookup = request
+        .edge
+        .get(&scope.namespace, mode, key, options)
+        .await?;
     match lookup.record {
         Some(record) => Ok(respond::raw(record.value, &lookup.source)),
         None => {
@@ -31,11 +38,18 @@ pub(super) async fn get(request: Incoming<'_>, scope: &Scope<'_>, key: &[u8]) ->
     }
 }
 
-pub(super) async fn metadata(request: Incoming<'_>, scope: &Scope<'_>, key: &[u8]) -> Result<Response<Body>> {
+pub(super) async fn metadata(
+    request: Incoming<'_>,
+    scope: &Scope<'_>,
+    key: &[u8],
+) -> Result<Response<Body>> {
     let mode = request.enter(scope, false).await?;
     validate::key(key)?;
     let options = request.read_options()?;
-    let lookup = request.edge.get(&scope.namespace, mode, key, options).await?;
+    let lookup = request
+        .edge
+        .get(&scope.namespace, mode, key, options)
+        .await?;
     let record = lookup.record.ok_or(Error::KeyNotFound)?;
     let mut response = respond::ok(parse_metadata(record.metadata.as_ref()));
     respond::mark(&mut response, &lookup.source);
@@ -81,7 +95,10 @@ where
         metadata,
         expiration,
     };
-    request.edge.write(&scope.namespace, vec![(key, change)]).await?;
+    request
+        .edge
+        .write(&scope.namespace, vec![(key, change)])
+        .await?;
     Ok(respond::ok(json!({})))
 }
 

@@ -15,7 +15,14 @@ fn core() -> (OriginCore, Arc<ManualClock>) {
     (core, clock)
 }
 
-fn put(ns: &str, key: &str, value: &str, hlc: u64, write_id: Option<&str>, replay: bool) -> WriteRequest {
+fn put(
+    ns: &str,
+    key: &str,
+    value: &str,
+    hlc: u64,
+    write_id: Option<&str>,
+    replay: bool,
+) -> WriteRequest {
     WriteRequest {
         namespace: ns.into(),
         mutations: vec![Mutation {
@@ -36,15 +43,54 @@ fn stamp(ms: u64) -> u64 {
 fn a_retried_write_is_applied_once() {
     let (core, _) = core();
     let (ns, _) = core.create_namespace("a", "t", Mode::Cache).unwrap();
-    let first = core.write(put(&ns.id, "k", "v1", stamp(NOW_MS), Some("edge-a:1"), false)).unwrap();
+    let first = core
+        .write(put(
+            &ns.id,
+            "k",
+            "v1",
+            stamp(NOW_MS),
+            Some("edge-a:1"),
+            false,
+        ))
+        .unwrap();
     assert!(!first.duplicate);
-    let again = core.write(put(&ns.id, "k", "v1", stamp(NOW_MS), Some("edge-a:1"), false)).unwrap();
+    let again = core
+        .write(put(
+            &ns.id,
+            "k",
+            "v1",
+            stamp(NOW_MS),
+            Some("edge-a:1"),
+            false,
+        ))
+        .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.revision, first.revision);
-    assert_eq!(core.revision(), first.revision, "the retry committed nothing");
+    assert_eq!(
+        core.revision(),
+        first.revision,
+        "the retry committed nothing"
+    );
     // A retry after a newer write does not undo it.
-    core.write(put(&ns.id, "k", "v2", stamp(NOW_MS), Some("edge-a:2"), false)).unwrap();
-    let late = core.write(put(&ns.id, "k", "v1", stamp(NOW_MS), Some("edge-a:1"), false)).unwrap();
+    core.write(put(
+        &ns.id,
+        "k",
+        "v2",
+        stamp(NOW_MS),
+        Some("edge-a:2"),
+        false,
+    ))
+    .unwrap();
+    let late = core
+        .write(put(
+            &ns.id,
+            "k",
+            "v1",
+            stamp(NOW_MS),
+            Some("edge-a:1"),
+            false,
+        ))
+        .unwrap();
     assert!(late.duplicate);
     assert_eq!(late.records[0].value, "v2");
 }
@@ -53,17 +99,39 @@ fn a_retried_write_is_applied_once() {
 fn synchronous_writes_win_and_replays_compete() {
     let (core, _) = core();
     let (ns, _) = core.create_namespace("a", "t", Mode::Cache).unwrap();
-    let newer = core.write(put(&ns.id, "k", "new", stamp(NOW_MS), None, false)).unwrap();
+    let newer = core
+        .write(put(&ns.id, "k", "new", stamp(NOW_MS), None, false))
+        .unwrap();
     // A synchronous write with an older stamp (a slow clock) still wins.
-    let slow = core.write(put(&ns.id, "k", "slow", stamp(NOW_MS - 1000), None, false)).unwrap();
+    let slow = core
+        .write(put(&ns.id, "k", "slow", stamp(NOW_MS - 1000), None, false))
+        .unwrap();
     assert!(slow.records[0].hlc > newer.records[0].hlc);
     assert_eq!(slow.records[0].value, "slow");
     // A replay with an older stamp is superseded and changes nothing.
-    let replay = core.write(put(&ns.id, "k", "replayed", stamp(NOW_MS - 2000), None, true)).unwrap();
+    let replay = core
+        .write(put(
+            &ns.id,
+            "k",
+            "replayed",
+            stamp(NOW_MS - 2000),
+            None,
+            true,
+        ))
+        .unwrap();
     assert!(replay.superseded);
     assert_eq!(replay.records[0].value, "slow");
     // A replay newer than the key applies.
-    let fresh = core.write(put(&ns.id, "k", "fresh", slow.records[0].hlc + 1, None, true)).unwrap();
+    let fresh = core
+        .write(put(
+            &ns.id,
+            "k",
+            "fresh",
+            slow.records[0].hlc + 1,
+            None,
+            true,
+        ))
+        .unwrap();
     assert!(!fresh.superseded);
     assert_eq!(fresh.records[0].value, "fresh");
 }
@@ -78,25 +146,45 @@ fn stamps_from_the_future_are_refused() {
         Err(Error::ClockSkew { .. })
     ));
     clock.advance(Duration::from_secs(2));
-    assert!(core.write(put(&ns.id, "k", "v", ahead, None, false)).is_ok());
+    assert!(
+        core.write(put(&ns.id, "k", "v", ahead, None, false))
+            .is_ok()
+    );
 }
 
 #[test]
 fn namespaces_and_their_rules() {
     let (core, _) = core();
     let (a, r1) = core.create_namespace("acct", "alpha", Mode::Full).unwrap();
-    assert!(matches!(core.create_namespace("acct", "alpha", Mode::Cache), Err(Error::TitleTaken(_))));
-    core.create_namespace("other", "alpha", Mode::Cache).unwrap();
+    assert!(matches!(
+        core.create_namespace("acct", "alpha", Mode::Cache),
+        Err(Error::TitleTaken(_))
+    ));
+    core.create_namespace("other", "alpha", Mode::Cache)
+        .unwrap();
     let (renamed, r2) = core.rename_namespace("acct", &a.id, "beta").unwrap();
     assert!(r2 > r1);
     assert_eq!((renamed.title.as_str(), renamed.mode), ("beta", Mode::Full));
-    assert!(matches!(core.rename_namespace("other", &a.id, "x"), Err(Error::NamespaceNotFound(_))));
     assert!(matches!(
-        core.write(put("ffffffffffffffffffffffffffffffff", "k", "v", stamp(NOW_MS), None, false)),
+        core.rename_namespace("other", &a.id, "x"),
+        Err(Error::NamespaceNotFound(_))
+    ));
+    assert!(matches!(
+        core.write(put(
+            "ffffffffffffffffffffffffffffffff",
+            "k",
+            "v",
+            stamp(NOW_MS),
+            None,
+            false
+        )),
         Err(Error::NamespaceNotFound(_))
     ));
     core.delete_namespace("acct", &a.id).unwrap();
-    assert!(matches!(core.get(&a.id, b"k"), Err(Error::NamespaceNotFound(_))));
+    assert!(matches!(
+        core.get(&a.id, b"k"),
+        Err(Error::NamespaceNotFound(_))
+    ));
     let entries = core.log(1, 100).unwrap();
     assert_eq!(entries.len(), 4, "create, create, rename, delete");
 }
@@ -106,10 +194,21 @@ fn the_log_is_trimmed_to_its_window() {
     let (core, _) = core();
     let (ns, _) = core.create_namespace("a", "t", Mode::Cache).unwrap();
     for i in 0..10 {
-        core.write(put(&ns.id, &format!("k{i}"), "v", stamp(NOW_MS), None, false)).unwrap();
+        core.write(put(
+            &ns.id,
+            &format!("k{i}"),
+            "v",
+            stamp(NOW_MS),
+            None,
+            false,
+        ))
+        .unwrap();
     }
     core.maintain(3).unwrap();
-    assert!(matches!(core.log(1, 100), Err(Error::Trimmed { first: 9, .. })));
+    assert!(matches!(
+        core.log(1, 100),
+        Err(Error::Trimmed { first: 9, .. })
+    ));
     assert_eq!(core.log(9, 100).unwrap().len(), 3);
     let (record, read_revision) = core.get(&ns.id, b"k0").unwrap();
     assert!(record.is_some());

@@ -1,0 +1,270 @@
+//! The Origin service over real gRPC: builds on 127.0.0.1:0 over RocksDB in a
+//! temporary directory, called with tonic clients.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use edgekv_kv::SystemClock;
+use edgekv_origin::{OriginConfig, RunningOrigin};
+use edgekv_proto::v1::{self, origin_client::OriginClient};
+use tokio_stream::StreamExt as _;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+struct Origin {
+    running: RunningOrigin,
+    _dir: tempfile::TempDir,
+}
+
+async fn origin(environment: &str, credentials: &str, builds: &[&str], log_retain: u64) -> Origin {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("credentials"), credentials).unwrap();
+    let config = OriginConfig {
+        data_dir: dir.path().to_path_buf(),
+        environment: environment.into(),
+        tenant: environment.into(),
+        credential_file: dir.path().join("credentials"),
+        builds: builds
+            .iter()
+            .map(|b| format!("{b}=127.0.0.1:0").parse().unwrap())
+            .collect(),
+        log_retain,
+        progress_interval_ms: 50,
+        maintenance_interval_ms: 20,
+        sync_writes: false,
+        ..OriginConfig::default()
+    };
+    Origin {
+        running: RunningOrigin::start(config, Arc::new(SystemClock))
+            .await
+            .unwrap(),
+        _dir: dir,
+    }
+}
+
+async fn client(origin: &Origin, build: &str) -> OriginClient<Channel> {
+    OriginClient::connect(origin.running.url(build).unwrap())
+        .await
+        .unwrap()
+}
+
+fn authed<T>(message: T, credential: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {credential}").parse().unwrap(),
+    );
+    request
+}
+
+fn now_stamp() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    ms << 16
+}
+
+async fn namespace(client: &mut OriginClient<Channel>, credential: &str, mode: i32) -> String {
+    let request = v1::CreateNamespaceRequest {
+        account: "acct".into(),
+        title: "t".into(),
+        mode,
+    };
+    let answer = client
+        .create_namespace(authed(request, credential))
+        .await
+        .unwrap()
+        .into_inner();
+    answer.namespace.unwrap().id
+}
+
+fn put(ns: &str, key: &str, value: &str, sequence: u64) -> v1::PutRequest {
+    v1::PutRequest {
+        header: Some(v1::WriteHeader {
+            namespace: ns.into(),
+            write_id: Some(v1::WriteId {
+                node_id: "edge-a".into(),
+                sequence,
+            }),
+            hlc: now_stamp(),
+            replay: false,
+        }),
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Some(v1::Value {
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            metadata: None,
+            expiration: None,
+        }),
+    }
+}
+
+/// The 2023 failure on the wire: a production caller reaching a staging build.
+#[tokio::test]
+async fn a_production_caller_gets_unauthenticated_from_a_staging_build() {
+    let staging = origin("staging", "staging-secret\n", &["kv-v2"], 1000).await;
+    let mut client = client(&staging, "kv-v2").await;
+    let status = client
+        .health(authed(v1::HealthRequest {}, "production-secret"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(status.message().contains("staging"), "{}", status.message());
+    let status = client
+        .get(authed(
+            v1::GetRequest {
+                namespace: "n".into(),
+                key: Bytes::from_static(b"k"),
+            },
+            "production-secret",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    // No credential at all is refused the same way.
+    let status = client
+        .health(Request::new(v1::HealthRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    // Its own environment's credential is accepted, and the answer says who it is.
+    let health = client
+        .health(authed(v1::HealthRequest {}, "staging-secret"))
+        .await
+        .unwrap()
+        .into_inner();
+    let stamp = health.stamp.unwrap();
+    assert_eq!(
+        (stamp.build_id.as_str(), stamp.environment.as_str()),
+        ("kv-v2", "staging")
+    );
+}
+
+#[tokio::test]
+async fn a_retried_write_is_applied_once() {
+    let origin = origin("production", "p\n", &["v1"], 1000).await;
+    let mut client = client(&origin, "v1").await;
+    let ns = namespace(&mut client, "p", 0).await;
+    let first = client
+        .put(authed(put(&ns, "k", "v", 7), "p"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!first.duplicate);
+    let retry = client
+        .put(authed(put(&ns, "k", "v", 7), "p"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(retry.duplicate);
+    assert_eq!(retry.revision, first.revision);
+    let mut events = client
+        .watch(authed(v1::WatchRequest { from_revision: 1 }, "p"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut writes = 0;
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+    {
+        let event = event.unwrap();
+        if event.progress {
+            break;
+        }
+        writes += event.keys.len();
+    }
+    assert_eq!(writes, 1, "the retry reached the log");
+}
+
+#[tokio::test]
+async fn several_builds_share_one_store_and_stamp_their_answers() {
+    let origin = origin("production", "p\n", &["v1", "v2"], 1000).await;
+    let mut v1c = client(&origin, "v1").await;
+    let mut v2c = client(&origin, "v2").await;
+    let ns = namespace(&mut v1c, "p", 0).await;
+    v1c.put(authed(put(&ns, "k", "from v1", 1), "p"))
+        .await
+        .unwrap();
+    let answer = v2c
+        .get(authed(
+            v1::GetRequest {
+                namespace: ns.clone(),
+                key: Bytes::from_static(b"k"),
+            },
+            "p",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.record.unwrap().value, "from v1");
+    assert_eq!(answer.stamp.unwrap().build_id, "v2");
+}
+
+#[tokio::test]
+async fn watch_and_snapshot() {
+    let origin = origin("production", "p\n", &["v1"], 5).await;
+    let mut client = client(&origin, "v1").await;
+    let ns = namespace(&mut client, "p", 1).await;
+    for i in 0..20 {
+        client
+            .put(authed(put(&ns, &format!("k{i:02}"), "v", 100 + i), "p"))
+            .await
+            .unwrap();
+    }
+    // The log keeps five revisions: a watch from the start is out of range.
+    let mut trimmed = false;
+    for _ in 0..100 {
+        match client
+            .watch(authed(v1::WatchRequest { from_revision: 1 }, "p"))
+            .await
+        {
+            Err(status) if status.code() == Code::OutOfRange => {
+                trimmed = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(trimmed, "a watch from a trimmed revision was not refused");
+    // A snapshot holds every key, at one revision, and a watch after it follows on.
+    let mut chunks = client
+        .snapshot(authed(
+            v1::SnapshotRequest {
+                namespaces: vec![ns.clone()],
+            },
+            "p",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut keys, mut revision) = (0, 0);
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.unwrap();
+        keys += chunk.keys.len();
+        if chunk.last {
+            revision = chunk.revision;
+        }
+    }
+    assert_eq!(keys, 20);
+    assert_eq!(revision, 21, "one namespace and twenty writes");
+    client
+        .put(authed(put(&ns, "after", "v", 999), "p"))
+        .await
+        .unwrap();
+    let mut events = client
+        .watch(authed(
+            v1::WatchRequest {
+                from_revision: revision + 1,
+            },
+            "p",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let event = events.next().await.unwrap().unwrap();
+    assert_eq!(event.revision, revision + 1);
+    assert_eq!(event.keys[0].key, "after");
+}

@@ -1,0 +1,435 @@
+//! Processes of the real `edgekv` binary for end-to-end tests: origins and edges
+//! on loopback, each in its own temporary directory.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_edgekv");
+pub const ACCOUNT: &str = "acct";
+pub const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+/// A command without the caller's EDGEKV_* variables.
+pub fn clean(mut command: Command) -> Command {
+    for (key, _) in std::env::vars() {
+        if key.starts_with("EDGEKV_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// A running process and the lines it printed before it was ready.
+pub struct Proc {
+    pub child: Child,
+    pub lines: Vec<String>,
+}
+
+impl Proc {
+    /// Spawns `command` and waits for `count` stdout lines containing `ready`.
+    fn spawn(mut command: Command, ready: &str, count: usize) -> Proc {
+        // EDGEKV_TEST_LOGS=1 shows the processes' logs.
+        let logs = if std::env::var_os("EDGEKV_TEST_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        let mut child = command.stdout(Stdio::piped()).stderr(logs).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    // Keep draining so the process never writes to a closed pipe.
+                    continue;
+                }
+            }
+        });
+        let mut lines = Vec::new();
+        let mut seen = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    seen += usize::from(line.contains(ready));
+                    lines.push(line);
+                    if seen == count {
+                        return Proc { child, lines };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("process did not print {ready:?} in time; printed {lines:?}");
+                }
+            }
+        }
+    }
+
+    /// Sends SIGKILL: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exited with {status} on SIGTERM");
+                return;
+            }
+            assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An origin process serving builds of one environment.
+pub struct Origin {
+    pub proc: Proc,
+    pub dir: PathBuf,
+    pub environment: String,
+    /// `build id → http://ADDR`.
+    pub builds: Vec<(String, String)>,
+    specs: Vec<String>,
+    extra: Vec<String>,
+}
+
+impl Origin {
+    /// Starts an origin with `specs` like `v1` or `v2,fault=latency=1s` (ports are
+    /// chosen by the system).
+    pub fn start(
+        dir: &Path,
+        environment: &str,
+        credential: &str,
+        specs: &[&str],
+        extra: &[&str],
+    ) -> Origin {
+        std::fs::write(dir.join("credentials"), format!("{credential}\n")).unwrap();
+        let specs: Vec<String> = specs
+            .iter()
+            .map(|s| match s.split_once(',') {
+                Some((id, rest)) => format!("{id}=127.0.0.1:0,{rest}"),
+                None => format!("{s}=127.0.0.1:0"),
+            })
+            .collect();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Self::run(dir, environment, specs, extra)
+    }
+
+    fn run(dir: &Path, environment: &str, specs: Vec<String>, extra: Vec<String>) -> Origin {
+        let mut command = clean(Command::new(BIN));
+        command
+            .args(["origin", "--environment", environment, "--data-dir"])
+            .arg(dir.join("data"))
+            .arg("--credential-file")
+            .arg(dir.join("credentials"))
+            .args(&extra);
+        for spec in &specs {
+            command.args(["--build", spec]);
+        }
+        let proc = Proc::spawn(command, "listening", specs.len());
+        let builds = proc
+            .lines
+            .iter()
+            .filter_map(|l| {
+                let id = l.strip_prefix("build ")?.split(' ').next()?.to_string();
+                let url = l.rsplit(' ').next()?.to_string();
+                Some((id, url))
+            })
+            .collect();
+        Origin {
+            proc,
+            dir: dir.to_path_buf(),
+            environment: environment.to_string(),
+            builds,
+            specs,
+            extra,
+        }
+    }
+
+    /// The URL of a build.
+    pub fn url(&self, build: &str) -> String {
+        self.builds
+            .iter()
+            .find(|(id, _)| id == build)
+            .map(|(_, url)| url.clone())
+            .unwrap_or_else(|| panic!("no build {build} in {:?}", self.builds))
+    }
+
+    /// Stops the origin (SIGTERM) and starts it again on the same addresses and store.
+    pub fn restart(&mut self) {
+        self.proc.terminate();
+        let specs = self
+            .specs
+            .iter()
+            .map(|spec| {
+                let (id, rest) = spec.split_once('=').unwrap();
+                let url = self.url(id);
+                let addr = url.trim_start_matches("http://");
+                match rest.split_once(',') {
+                    Some((_, options)) => format!("{id}={addr},{options}"),
+                    None => format!("{id}={addr}"),
+                }
+            })
+            .collect();
+        let next = Self::run(
+            &self.dir,
+            &self.environment.clone(),
+            specs,
+            self.extra.clone(),
+        );
+        *self = next;
+    }
+}
+
+/// An edge process.
+pub struct Edge {
+    pub proc: Proc,
+    pub dir: PathBuf,
+    /// `http://ADDR/client/v4/accounts/acct/storage/kv`.
+    pub base: String,
+    pub admin: String,
+    args: Vec<String>,
+}
+
+impl Edge {
+    /// Starts an edge of `origin_url` in `environment`, with `credential`.
+    pub fn start(
+        dir: &Path,
+        origin_url: &str,
+        environment: &str,
+        credential: &str,
+        extra: &[&str],
+    ) -> Edge {
+        std::fs::write(dir.join("credential"), format!("{credential}\n")).unwrap();
+        let mut args: Vec<String> = vec![
+            "edge".into(),
+            "--http".into(),
+            "127.0.0.1:0".into(),
+            "--admin".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            dir.join("data").display().to_string(),
+            "--origin".into(),
+            origin_url.into(),
+            "--environment".into(),
+            environment.into(),
+            "--credential-file".into(),
+            dir.join("credential").display().to_string(),
+            "--account".into(),
+            ACCOUNT.into(),
+            "--token".into(),
+            TOKEN.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::run(dir, args)
+    }
+
+    fn run(dir: &Path, args: Vec<String>) -> Edge {
+        let mut command = clean(Command::new(BIN));
+        command.args(&args);
+        let proc = Proc::spawn(command, "listening on", 1);
+        let line = proc.lines.last().unwrap().clone();
+        // "edge NODE listening on http://A (admin http://B)"
+        let http = line
+            .split(" on ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string();
+        let admin = line
+            .rsplit("admin ")
+            .next()
+            .unwrap()
+            .trim_end_matches(')')
+            .to_string();
+        Edge {
+            proc,
+            dir: dir.to_path_buf(),
+            base: format!("{http}/client/v4/accounts/{ACCOUNT}/storage/kv"),
+            admin,
+            args,
+        }
+    }
+
+    /// Starts the edge again over the same data dir (new ports).
+    pub fn start_again(&self) -> Edge {
+        Self::run(&self.dir, self.args.clone())
+    }
+
+    /// The edge's `/status` document.
+    pub async fn status(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/status", self.admin))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the edge is ready (synced with its origin).
+    pub async fn ready(&self) {
+        eventually(Duration::from_secs(20), "the edge is ready", || async {
+            reqwest::get(format!("{}/readyz", self.admin))
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false)
+        })
+        .await;
+    }
+}
+
+/// A KV client of an edge.
+pub struct Kv {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl Kv {
+    pub fn of(edge: &Edge) -> Kv {
+        Kv {
+            base: edge.base.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+    }
+
+    pub async fn create_namespace(&self, title: &str, mode: &str) -> String {
+        let response = self
+            .request(reqwest::Method::POST, "/namespaces")
+            .json(&serde_json::json!({ "title": title, "mode": mode }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["result"]["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn put(&self, ns: &str, key: &str, value: &str) -> u16 {
+        match self
+            .request(
+                reqwest::Method::PUT,
+                &format!("/namespaces/{ns}/values/{key}"),
+            )
+            .body(value.to_string())
+            .send()
+            .await
+        {
+            Ok(response) => response.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    pub async fn delete(&self, ns: &str, key: &str) -> u16 {
+        self.request(
+            reqwest::Method::DELETE,
+            &format!("/namespaces/{ns}/values/{key}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+    }
+
+    /// `(status, body, edgekv-cache header)`.
+    pub async fn get_with(&self, ns: &str, key: &str, no_cache: bool) -> (u16, String, String) {
+        let mut request = self.request(
+            reqwest::Method::GET,
+            &format!("/namespaces/{ns}/values/{key}"),
+        );
+        if no_cache {
+            request = request.header("cache-control", "no-cache");
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let cache = response
+            .headers()
+            .get("edgekv-cache")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (status, response.text().await.unwrap(), cache)
+    }
+
+    pub async fn get(&self, ns: &str, key: &str) -> (u16, String) {
+        let (status, body, _) = self.get_with(ns, key, false).await;
+        (status, body)
+    }
+
+    /// Every key of a namespace, following cursors.
+    pub async fn list(&self, ns: &str) -> (u16, Vec<String>) {
+        let mut keys = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let mut path = format!("/namespaces/{ns}/keys");
+            if !cursor.is_empty() {
+                path.push_str(&format!("?cursor={cursor}"));
+            }
+            let response = self
+                .request(reqwest::Method::GET, &path)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            if status != 200 {
+                return (status, keys);
+            }
+            let body: serde_json::Value = response.json().await.unwrap();
+            keys.extend(
+                body["result"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|k| k["name"].as_str().unwrap().to_string()),
+            );
+            cursor = body["result_info"]["cursor"].as_str().unwrap().to_string();
+            if cursor.is_empty() {
+                return (status, keys);
+            }
+        }
+    }
+}
+
+/// Polls `check` until true or the deadline passes.
+pub async fn eventually<F, Fut>(deadline: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "not true within {deadline:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
