@@ -23,9 +23,11 @@ lint: deps
 build: deps
 	cargo build --locked -p edgekv
 
-## Criterion micro-benchmarks of the hot path.
+## Benchmarks: hot path micro-costs (criterion), then sync propagation and origin
+## write throughput. Figures go in benches/RESULTS.md by hand, with the machine.
 bench: deps
 	cargo bench --locked -p edgekv-edge --bench hot_path
+	cargo run --locked --profile bench -p edgekv-benches --bin sync
 
 deps:
 	@./scripts/install-deps.sh

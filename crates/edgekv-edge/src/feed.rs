@@ -169,6 +169,7 @@ fn apply(edge: &Edge, event: v1::WatchEvent) -> Result<()> {
         edge.store.keep_newer(Vec::new(), meta)?;
     }
     edge.feed.applied.store(revision, Ordering::Release);
+    edge.feed.progressed.notify_waiters();
     Ok(())
 }
 
@@ -302,6 +303,7 @@ fn install(edge: &Edge, snapshot: Snapshot) -> Result<()> {
     edge.feed.applied.store(revision, Ordering::Release);
     edge.feed.synced.store(true, Ordering::Release);
     edge.feed.snapshots.fetch_add(1, Ordering::AcqRel);
+    edge.feed.progressed.notify_waiters();
     tracing::info!(revision, "loaded a snapshot");
     Ok(())
 }

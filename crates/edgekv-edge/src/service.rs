@@ -113,6 +113,8 @@ pub struct FeedState {
     pub(crate) synced: AtomicBool,
     /// Snapshots loaded since the process started.
     pub(crate) snapshots: AtomicU64,
+    /// Woken whenever `applied` moves.
+    pub(crate) progressed: tokio::sync::Notify,
 }
 
 impl FeedState {
@@ -137,12 +139,15 @@ impl FeedState {
     }
 }
 
-/// A read in flight to a build, shared by every request for its key.
-#[derive(Default)]
+/// What a read in flight answers, once it has.
+type FlightAnswer = Option<std::result::Result<Lookup, UpstreamError>>;
+
+/// A read in flight to a build, shared by every request for its key. It runs as
+/// its own task, so a client that goes away cannot abandon it half-way.
 pub(crate) struct Flight {
     /// The newest revision of a change to the key the feed saw meanwhile.
     pub(crate) invalidated: AtomicU64,
-    answer: tokio::sync::OnceCell<std::result::Result<Lookup, UpstreamError>>,
+    answer: tokio::sync::watch::Receiver<FlightAnswer>,
 }
 
 /// One edge node.
@@ -481,7 +486,7 @@ impl Edge {
     /// Reads a key: held and usable → HIT; else a build → MISS; on a build fault,
     /// what the edge holds → STALE, or 503.
     pub async fn get(
-        &self,
+        self: &Arc<Self>,
         namespace: &str,
         mode: Mode,
         key: &[u8],
@@ -522,45 +527,73 @@ impl Edge {
     /// Reads a key from the build, once for all concurrent callers, and keeps the
     /// answer if it is newer than what is held and no change raced it.
     async fn read_through(
-        &self,
+        self: &Arc<Self>,
         namespace: &str,
         key: &[u8],
     ) -> std::result::Result<Lookup, UpstreamError> {
         let composite: Box<[u8]> = keys::data_key(namespace, key).into();
-        let flight = self.inflight.entry(composite.clone()).or_default().clone();
-        let answer = flight
-            .answer
-            .get_or_init(|| async {
-                let answer = self.upstream.get(namespace, key).await?;
-                let now_s = self.clock.now_s();
-                let record = answer.record.clone().unwrap_or_else(|| Record {
-                    revision: answer.read_revision,
-                    ..Record::tombstone(Some(now_s.saturating_add(self.config.tombstone_ttl_s)))
+        let mut answer = match self.inflight.entry(composite.clone()) {
+            dashmap::mapref::entry::Entry::Occupied(flight) => flight.get().answer.clone(),
+            dashmap::mapref::entry::Entry::Vacant(slot) => {
+                let (tx, rx) = tokio::sync::watch::channel(None);
+                let flight = Arc::new(Flight {
+                    invalidated: AtomicU64::new(0),
+                    answer: rx.clone(),
                 });
-                let _lock = self.lock_keys(namespace, std::iter::once(key));
-                let raced = flight.invalidated.load(Ordering::Acquire) > answer.read_revision;
-                if !raced
-                    && let Err(err) = self.keep_locked(
-                        namespace,
-                        vec![(Bytes::copy_from_slice(key), record.clone())],
-                        vec![],
-                    )
-                {
-                    tracing::warn!(error = %err, "could not keep an upstream answer");
-                }
-                Ok(live(
-                    record,
-                    now_s,
-                    Source::Miss {
-                        build: answer.build_id,
-                    },
-                ))
-            })
+                slot.insert(flight.clone());
+                let edge = self.clone();
+                let (namespace, key) = (namespace.to_string(), Bytes::copy_from_slice(key));
+                tokio::spawn(async move {
+                    let result = edge.fetch_and_keep(&namespace, &key, &flight).await;
+                    edge.inflight
+                        .remove_if(&composite, |_, v| Arc::ptr_eq(v, &flight));
+                    let _ = tx.send(Some(result));
+                });
+                rx
+            }
+        };
+        let done = answer
+            .wait_for(Option::is_some)
             .await
-            .clone();
-        self.inflight
-            .remove_if(&composite, |_, v| Arc::ptr_eq(v, &flight));
-        answer
+            .map_err(|_| UpstreamError::Build("the read task ended without an answer".into()))?;
+        done.clone().unwrap_or_else(|| {
+            Err(UpstreamError::Build(
+                "the read task ended without an answer".into(),
+            ))
+        })
+    }
+
+    /// The body of a read in flight: ask the build, keep the answer unless the feed
+    /// saw a newer change of the key meanwhile.
+    async fn fetch_and_keep(
+        &self,
+        namespace: &str,
+        key: &Bytes,
+        flight: &Flight,
+    ) -> std::result::Result<Lookup, UpstreamError> {
+        let answer = self.upstream.get(namespace, key).await?;
+        let now_s = self.clock.now_s();
+        let record = answer.record.clone().unwrap_or_else(|| Record {
+            revision: answer.read_revision,
+            ..Record::tombstone(Some(now_s.saturating_add(self.config.tombstone_ttl_s)))
+        });
+        {
+            let _lock = self.lock_keys(namespace, std::iter::once(key.as_ref()));
+            let raced = flight.invalidated.load(Ordering::Acquire) > answer.read_revision;
+            if !raced
+                && let Err(err) =
+                    self.keep_locked(namespace, vec![(key.clone(), record.clone())], vec![])
+            {
+                tracing::warn!(error = %err, "could not keep an upstream answer");
+            }
+        }
+        Ok(live(
+            record,
+            now_s,
+            Source::Miss {
+                build: answer.build_id,
+            },
+        ))
     }
 
     /// Locks the apply locks of some keys, in a fixed order.
@@ -756,16 +789,19 @@ impl Edge {
         .await?
     }
 
-    /// Waits until the feed has applied `revision` (for tests and tools).
+    /// Waits until the feed has applied `revision` (for tests and tools); false if
+    /// the deadline passed first.
     pub async fn wait_for_revision(&self, revision: u64, deadline: Duration) -> bool {
-        let until = tokio::time::Instant::now() + deadline;
-        while self.feed.applied() < revision {
-            if tokio::time::Instant::now() >= until {
-                return false;
+        let wait = async {
+            loop {
+                let progressed = self.feed.progressed.notified();
+                if self.feed.applied() >= revision {
+                    return;
+                }
+                progressed.await;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        true
+        };
+        tokio::time::timeout(deadline, wait).await.is_ok()
     }
 }
 
