@@ -13,7 +13,7 @@ use edgekv_store_rocksdb::{RocksOptions, RocksStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::credentials::Credentials;
 use crate::fault::ArmedFault;
@@ -82,12 +82,16 @@ impl RunningOrigin {
             let service = OriginServer::new(build)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            // No Nagle on answers: a small answer must not wait for the caller's ACK.
+            let incoming =
+                TcpIncoming::from_listener(listener, true, Some(Duration::from_secs(30)))
+                    .map_err(|e| Error::Io(format!("build {}: {e}", spec.id)))?;
             let mut stopped = stopped.clone();
             let id = spec.id.clone();
             tasks.spawn(async move {
                 let result = tonic::transport::Server::builder()
                     .add_service(service)
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    .serve_with_incoming_shutdown(incoming, async move {
                         let _ = stopped.changed().await;
                     })
                     .await;

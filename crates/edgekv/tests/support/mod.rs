@@ -415,21 +415,4 @@ impl Kv {
     }
 }
 
-/// Polls `check` until true or the deadline passes.
-pub async fn eventually<F, Fut>(deadline: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + deadline;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "not true within {deadline:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+pub use edgekv_test_support::eventually;
