@@ -1,0 +1,19 @@
+//! The control plane of edgekv: which builds exist, how a deployment moves a new
+//! build from a few percent of traffic to all of it, and the route tables that
+//! result.
+//!
+//! This crate is the control plane's logic and its persistent state; it does no
+//! network IO (the gRPC service and the edges' streams build on it). It never
+//! depends on the KV data plane: control keeps working while the data plane is
+//! down, which is exactly when it is needed.
+//!
+//! # Layout
+//! - [`model`]: builds, deployments, steps and phases.
+//! - [`precheck`]: why a deployment is refused before it starts.
+//! - [`rollout`]: how a deployment advances, and the route table it implies.
+//! - [`state`]: the control plane's state, persisted atomically to one file.
+
+pub mod model;
+pub mod precheck;
+pub mod rollout;
+pub mod state;

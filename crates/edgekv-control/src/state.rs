@@ -1,0 +1,252 @@
+//! The control plane's state, kept in one JSON file written atomically: a new
+//! version goes to a temporary file, is fsynced, and renamed over the old one, so
+//! a crash leaves either the old state or the new, never half of one.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Build, Deployment};
+
+/// Why the state could not be read, written or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The file could not be read or written.
+    #[error("control state {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The file is not a control state.
+    #[error("control state {path} is corrupt: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A build id is taken by a different build.
+    #[error(
+        "build id {0:?} is already registered with other content (environment, tenant, digest or endpoints)"
+    )]
+    BuildConflict(String),
+    /// A listing did not name its environment and tenant.
+    #[error("environment and tenant are both required")]
+    ScopeRequired,
+}
+
+/// What control knows of one environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Environment {
+    /// The build traffic falls back to.
+    pub known_good: Option<String>,
+    /// Earlier known-good builds, newest last: `Rollback` defaults to the last.
+    pub known_good_history: Vec<String>,
+    /// The last route table version issued.
+    pub route_version: u64,
+}
+
+/// Everything control persists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlState {
+    /// Every build, by id.
+    pub builds: BTreeMap<String, Build>,
+    /// Every deployment, oldest first.
+    pub deployments: Vec<Deployment>,
+    /// Per environment.
+    pub environments: BTreeMap<String, Environment>,
+}
+
+impl ControlState {
+    /// Registers a build. Registering the same build again changes nothing; a
+    /// different build under a taken id is refused.
+    pub fn register_build(&mut self, build: Build) -> Result<bool, StateError> {
+        match self.builds.get(&build.build_id) {
+            Some(held) if *held == build => Ok(false),
+            Some(_) => Err(StateError::BuildConflict(build.build_id)),
+            None => {
+                self.builds.insert(build.build_id.clone(), build);
+                Ok(true)
+            }
+        }
+    }
+
+    /// The builds of one environment and tenant — never another's.
+    pub fn list_builds(&self, environment: &str, tenant: &str) -> Result<Vec<&Build>, StateError> {
+        if environment.trim().is_empty() || tenant.trim().is_empty() {
+            return Err(StateError::ScopeRequired);
+        }
+        Ok(self
+            .builds
+            .values()
+            .filter(|b| b.environment == environment && b.tenant == tenant)
+            .collect())
+    }
+}
+
+/// The file that holds a [`ControlState`].
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    /// The state file `control.json` in `dir`.
+    pub fn in_dir(dir: &Path) -> Self {
+        StateFile {
+            path: dir.join("control.json"),
+        }
+    }
+
+    /// Reads the state; an absent file is an empty state.
+    pub fn load(&self) -> Result<ControlState, StateError> {
+        let text = match std::fs::read(&self.path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ControlState::default());
+            }
+            Err(source) => {
+                return Err(StateError::Io {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        serde_json::from_slice(&text).map_err(|e| StateError::Corrupt {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes the state atomically and durably.
+    pub fn save(&self, state: &ControlState) -> Result<(), StateError> {
+        let io = |source| StateError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let text = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        let temp = self.path.with_extension("json.tmp");
+        {
+            let mut file = std::fs::File::create(&temp).map_err(io)?;
+            file.write_all(&text).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&temp, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Phase, Step};
+
+    fn build(id: &str, environment: &str) -> Build {
+        Build {
+            build_id: id.into(),
+            version: "1".into(),
+            environment: environment.into(),
+            tenant: environment.into(),
+            artifact_digest: "sha256:x".into(),
+            endpoints: vec!["http://x:1".into()],
+        }
+    }
+
+    /// The 2023 bug: look-alike ids in two environments; a listing of one never
+    /// shows the other's.
+    #[test]
+    fn listings_never_mix_environments() {
+        let mut state = ControlState::default();
+        state
+            .register_build(build("kv-1030", "production"))
+            .unwrap();
+        state
+            .register_build(build("kv-1030-staging", "staging"))
+            .unwrap();
+        let production = state.list_builds("production", "production").unwrap();
+        assert_eq!(
+            production
+                .iter()
+                .map(|b| b.build_id.as_str())
+                .collect::<Vec<_>>(),
+            ["kv-1030"]
+        );
+        assert!(
+            state
+                .list_builds("production", "staging")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(matches!(
+            state.list_builds("", "production"),
+            Err(StateError::ScopeRequired)
+        ));
+        assert!(matches!(
+            state.list_builds("production", " "),
+            Err(StateError::ScopeRequired)
+        ));
+    }
+
+    #[test]
+    fn a_taken_build_id_is_refused() {
+        let mut state = ControlState::default();
+        assert!(state.register_build(build("v1", "production")).unwrap());
+        assert!(
+            !state.register_build(build("v1", "production")).unwrap(),
+            "idempotent"
+        );
+        assert!(matches!(
+            state.register_build(build("v1", "staging")),
+            Err(StateError::BuildConflict(_))
+        ));
+    }
+
+    #[test]
+    fn state_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        assert_eq!(file.load().unwrap(), ControlState::default());
+        let mut state = ControlState::default();
+        state.register_build(build("v1", "production")).unwrap();
+        state.deployments.push(Deployment {
+            id: "d1".into(),
+            environment: "production".into(),
+            tenant: "production".into(),
+            build_id: "v1".into(),
+            known_good: None,
+            steps: vec![Step {
+                weight_bp: 10_000,
+                bake_ms: 0,
+            }],
+            phase: Phase::RolledBack {
+                reason: "breach: 401s".into(),
+            },
+            created_ms: 5,
+            history: vec!["5: created".into()],
+        });
+        state.environments.insert(
+            "production".into(),
+            Environment {
+                known_good: Some("v1".into()),
+                known_good_history: vec![],
+                route_version: 12,
+            },
+        );
+        file.save(&state).unwrap();
+        assert_eq!(StateFile::in_dir(dir.path()).load().unwrap(), state);
+        std::fs::write(dir.path().join("control.json"), b"{ half a state").unwrap();
+        assert!(matches!(file.load(), Err(StateError::Corrupt { .. })));
+    }
+}
