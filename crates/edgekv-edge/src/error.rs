@@ -38,8 +38,8 @@ pub enum Error {
     /// The route exists but not with this method.
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
-    /// The account already has a namespace of this title.
-    #[error("a namespace titled {0:?} already exists in this account")]
+    /// The account already has a namespace of this title (the origin's message).
+    #[error("{0}")]
     TitleTaken(String),
     /// The origin refused the request as invalid (the client's fault).
     #[error("{message}")]
@@ -81,6 +81,7 @@ impl From<crate::upstream::UpstreamError> for Error {
                 code: tonic::Code::NotFound,
                 ..
             } => Error::NamespaceNotFound,
+            UpstreamError::TitleTaken(message) => Error::TitleTaken(message),
             UpstreamError::Client { code, message } => Error::Refused {
                 too_large: code == tonic::Code::ResourceExhausted,
                 message,

@@ -95,7 +95,7 @@ async fn stream(edge: &Arc<Edge>) -> Result<(), FeedError> {
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(event) => event,
-            Err(status) if status.code() == tonic::Code::OutOfRange => {
+            Err(status) if crate::upstream::needs_resync(&status) => {
                 return Err(FeedError::Trimmed(status.message().to_string()));
             }
             Err(status) => return Err(FeedError::Failed(status.to_string())),
@@ -155,10 +155,11 @@ fn apply(edge: &Edge, event: v1::WatchEvent) -> Result<()> {
         let mut keep = Vec::with_capacity(items.len());
         for (key, record) in items {
             let composite = edgekv_store::keys::data_key(&namespace, &key);
-            if let Some(flight) = edge.inflight.get(composite.as_slice()) {
-                flight.invalidated.fetch_max(revision, Ordering::AcqRel);
-            }
-            if mode == Mode::Full || edge.store.get(&namespace, &key)?.is_some() {
+            edge.mark_in_flight(&composite, revision);
+            // Held in the store, or still in the hot tier after the store purged it.
+            let held =
+                edge.store.get(&namespace, &key)?.is_some() || edge.hot.contains(&namespace, &key);
+            if mode == Mode::Full || held {
                 keep.push((key, record));
             }
         }
@@ -237,8 +238,11 @@ async fn load_snapshot(edge: &Edge, full: Vec<String>) -> Result<Snapshot, FeedE
     Err(FeedError::Failed("the snapshot ended early".into()))
 }
 
-fn install(edge: &Edge, snapshot: Snapshot) -> Result<()> {
+fn install(edge: &Edge, mut snapshot: Snapshot) -> Result<()> {
     let revision = snapshot.revision;
+    // Reads and writes in flight were answered before or at the snapshot; the
+    // changes after their answer that the edge skipped are in it, not in the feed.
+    edge.mark_all_in_flight(revision);
     let now_s = edge.clock().now_s();
     let tombstone_until = now_s.saturating_add(edge.config.tombstone_ttl_s);
     // Namespaces: drop those gone, empty the cache ones, keep the full ones.
@@ -258,7 +262,15 @@ fn install(edge: &Edge, snapshot: Snapshot) -> Result<()> {
     }
     edge.apply_namespaces(ops, None)?;
     edge.hot.clear();
-    for (namespace, items) in snapshot.keys {
+    // Every full namespace, including those whose keys are all gone.
+    let full: Vec<String> = snapshot
+        .namespaces
+        .iter()
+        .filter(|n| n.mode == Mode::Full)
+        .map(|n| n.id.clone())
+        .collect();
+    for namespace in full {
+        let items = snapshot.keys.remove(&namespace).unwrap_or_default();
         let present: HashSet<Bytes> = items.iter().map(|(k, _)| k.clone()).collect();
         // Keys held but absent from the snapshot were purged at the origin: drop them.
         let mut stale = Vec::new();

@@ -136,6 +136,11 @@ impl HotTier {
         found
     }
 
+    /// Whether a key is held, without counting a hit or a miss.
+    pub fn contains(&self, namespace: &str, key: &[u8]) -> bool {
+        KeyBuf::new(namespace, key).is_some_and(|k| self.map.contains_key(k.as_slice()))
+    }
+
     /// Takes the token a fill after a store read must present.
     pub fn fill_token(&self, namespace: &str, key: &[u8]) -> FillToken {
         let stripe = KeyBuf::new(namespace, key).map_or(0, |k| self.stripe(k.as_slice()));

@@ -169,7 +169,55 @@ pub struct Edge {
     sequence: AtomicU64,
     sequence_reserved: Mutex<u64>,
     namespace_refresh: tokio::sync::Mutex<()>,
+    /// Orders namespace changes from the feed with those learned from answers.
+    namespace_lock: Mutex<()>,
+    /// Writes in flight, by key: the feed marks them like reads in flight.
+    pub(crate) writes_in_flight: DashMap<Box<[u8]>, Arc<WriteMark>>,
     metrics: Metrics,
+}
+
+/// The write marks of one write, released when it is done (or abandoned).
+struct WriteMarks<'a> {
+    edge: &'a Edge,
+    entries: Vec<(Box<[u8]>, Arc<WriteMark>)>,
+}
+
+impl<'a> WriteMarks<'a> {
+    fn register(edge: &'a Edge, namespace: &str, keys: &[Bytes]) -> Self {
+        let entries = keys
+            .iter()
+            .map(|key| {
+                let composite: Box<[u8]> = keys::data_key(namespace, key).into();
+                let mark = edge
+                    .writes_in_flight
+                    .entry(composite.clone())
+                    .or_default()
+                    .clone();
+                mark.writers.fetch_add(1, Ordering::AcqRel);
+                (composite, mark)
+            })
+            .collect();
+        WriteMarks { edge, entries }
+    }
+}
+
+impl Drop for WriteMarks<'_> {
+    fn drop(&mut self) {
+        for (composite, mark) in &self.entries {
+            mark.writers.fetch_sub(1, Ordering::AcqRel);
+            self.edge.writes_in_flight.remove_if(composite, |_, held| {
+                Arc::ptr_eq(held, mark) && held.writers.load(Ordering::Acquire) == 0
+            });
+        }
+    }
+}
+
+/// A key being written through the origin; the feed records the newest change of
+/// the key it saw meanwhile, so the write's answer is not kept over it.
+#[derive(Default)]
+pub(crate) struct WriteMark {
+    pub(crate) invalidated: AtomicU64,
+    writers: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Edge {
@@ -229,6 +277,8 @@ impl Edge {
             sequence: AtomicU64::new(reserved),
             sequence_reserved: Mutex::new(reserved),
             namespace_refresh: tokio::sync::Mutex::new(()),
+            namespace_lock: Mutex::new(()),
+            writes_in_flight: DashMap::new(),
             metrics: Metrics::default(),
         })
     }
@@ -346,14 +396,23 @@ impl Edge {
             return mode;
         }
         match self.upstream.namespaces().await {
-            Ok(all) => {
-                for ns in all.into_iter().filter(|n| n.id == id) {
-                    self.apply_namespaces(vec![NamespaceOp::Put(ns)], None)?;
+            Ok((all, read_revision)) => {
+                for ns in all
+                    .into_iter()
+                    .filter(|n| n.id == id && n.account == account)
+                {
+                    if ns.mode == Mode::Full {
+                        // Its keys arrive through the feed; until then it is loading.
+                        return Err(Error::Unavailable(
+                            "this full namespace is still loading at this edge".into(),
+                        ));
+                    }
+                    self.apply_namespaces_at(vec![NamespaceOp::Put(ns)], read_revision)?;
                 }
             }
-            Err(UpstreamError::Build(why)) if !self.feed.synced() => {
+            Err(UpstreamError::Build(why)) if !self.feed.synced() || !self.usable(None) => {
                 return Err(Error::Unavailable(format!(
-                    "the edge has not synced its namespaces yet and the origin is unavailable: {why}"
+                    "the edge cannot tell whether this namespace exists: the origin is unavailable ({why}) and the edge's view is not fresh"
                 )));
             }
             Err(_) => {}
@@ -393,8 +452,8 @@ impl Edge {
         mode: Mode,
     ) -> Result<Namespace> {
         edgekv_kv::validate::title(title)?;
-        let (namespace, _) = self.upstream.create_namespace(account, title, mode).await?;
-        self.apply_namespaces(vec![NamespaceOp::Put(namespace.clone())], None)?;
+        let (namespace, revision) = self.upstream.create_namespace(account, title, mode).await?;
+        self.apply_namespaces_at(vec![NamespaceOp::Put(namespace.clone())], revision)?;
         Ok(namespace)
     }
 
@@ -406,19 +465,39 @@ impl Edge {
         title: &str,
     ) -> Result<Namespace> {
         edgekv_kv::validate::title(title)?;
-        let (namespace, _) = self.upstream.rename_namespace(account, id, title).await?;
-        self.apply_namespaces(vec![NamespaceOp::Put(namespace.clone())], None)?;
+        let (namespace, revision) = self.upstream.rename_namespace(account, id, title).await?;
+        self.apply_namespaces_at(vec![NamespaceOp::Put(namespace.clone())], revision)?;
         Ok(namespace)
     }
 
     /// Deletes a namespace and every key in it, at the origin.
     pub async fn delete_namespace(&self, account: &str, id: &str) -> Result<()> {
-        self.upstream.delete_namespace(account, id).await?;
-        self.apply_namespaces(vec![NamespaceOp::Delete(id.to_string())], None)
+        let (_, revision) = self.upstream.delete_namespace(account, id).await?;
+        self.apply_namespaces_at(vec![NamespaceOp::Delete(id.to_string())], revision)
     }
 
     /// Applies namespace changes locally (and a feed revision, when given).
     pub(crate) fn apply_namespaces(
+        &self,
+        ops: Vec<NamespaceOp>,
+        feed_revision: Option<u64>,
+    ) -> Result<()> {
+        let _order = self.namespace_lock.lock();
+        self.apply_namespaces_locked(ops, feed_revision)
+    }
+
+    /// Applies namespace changes learned outside the feed (an answer at `revision`),
+    /// unless the feed has already applied that revision: then what the feed applied
+    /// (perhaps a later rename or delete) stands.
+    fn apply_namespaces_at(&self, ops: Vec<NamespaceOp>, revision: u64) -> Result<()> {
+        let _order = self.namespace_lock.lock();
+        if self.feed.applied() >= revision {
+            return Ok(());
+        }
+        self.apply_namespaces_locked(ops, None)
+    }
+
+    fn apply_namespaces_locked(
         &self,
         ops: Vec<NamespaceOp>,
         feed_revision: Option<u64>,
@@ -577,7 +656,7 @@ impl Edge {
             revision: answer.read_revision,
             ..Record::tombstone(Some(now_s.saturating_add(self.config.tombstone_ttl_s)))
         });
-        {
+        let record = {
             let _lock = self.lock_keys(namespace, std::iter::once(key.as_ref()));
             let raced = flight.invalidated.load(Ordering::Acquire) > answer.read_revision;
             if !raced
@@ -586,7 +665,13 @@ impl Edge {
             {
                 tracing::warn!(error = %err, "could not keep an upstream answer");
             }
-        }
+            // A write answered at this edge meanwhile is newer: callers that joined
+            // this read late must see it (read-your-writes).
+            match self.store.get(namespace, key) {
+                Ok(Some(held)) if held.revision > record.revision => held,
+                _ => record,
+            }
+        };
         Ok(live(
             record,
             now_s,
@@ -594,6 +679,27 @@ impl Edge {
                 build: answer.build_id,
             },
         ))
+    }
+
+    /// Records that the feed saw a change of a key at `revision`, for every read and
+    /// write of that key in flight. The caller holds the key's apply lock.
+    pub(crate) fn mark_in_flight(&self, composite: &[u8], revision: u64) {
+        if let Some(flight) = self.inflight.get(composite) {
+            flight.invalidated.fetch_max(revision, Ordering::AcqRel);
+        }
+        if let Some(mark) = self.writes_in_flight.get(composite) {
+            mark.invalidated.fetch_max(revision, Ordering::AcqRel);
+        }
+    }
+
+    /// Marks every read and write in flight as overtaken by a snapshot at `revision`.
+    pub(crate) fn mark_all_in_flight(&self, revision: u64) {
+        for flight in self.inflight.iter() {
+            flight.invalidated.fetch_max(revision, Ordering::AcqRel);
+        }
+        for mark in self.writes_in_flight.iter() {
+            mark.invalidated.fetch_max(revision, Ordering::AcqRel);
+        }
     }
 
     /// Locks the apply locks of some keys, in a fixed order.
@@ -675,13 +781,20 @@ impl Edge {
             .into_iter()
             .map(|(key, change)| Self::mutation(key, change))
             .collect();
+        // Registered before the call, so the feed marks any change it sees meanwhile.
+        let marks = WriteMarks::register(self, namespace, &keys);
         let written = self.upstream.write(header, mutations).await?;
         let _lock = self.lock_keys(namespace, keys.iter().map(|k| k.as_ref()));
-        self.keep_locked(
-            namespace,
-            keys.into_iter().zip(written.records).collect(),
-            vec![],
-        )?;
+        let keep = keys
+            .into_iter()
+            .zip(written.records)
+            .zip(&marks.entries)
+            .filter(|((_, record), (_, mark))| {
+                mark.invalidated.load(Ordering::Acquire) <= record.revision
+            })
+            .map(|(item, _)| item)
+            .collect();
+        self.keep_locked(namespace, keep, vec![])?;
         Ok(written.revision)
     }
 

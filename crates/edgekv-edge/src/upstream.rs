@@ -23,6 +23,9 @@ pub enum UpstreamError {
     /// or build. Never the client's fault.
     #[error("build fault: {0}")]
     Build(String),
+    /// The namespace title is taken in the account (a client fault).
+    #[error("{0}")]
+    TitleTaken(String),
     /// The request was refused as invalid: INVALID_ARGUMENT, FAILED_PRECONDITION,
     /// NOT_FOUND, RESOURCE_EXHAUSTED.
     #[error("{message}")]
@@ -36,6 +39,9 @@ pub enum UpstreamError {
 
 /// Sorts a status into build or client fault.
 pub fn classify(status: &Status) -> UpstreamError {
+    if title_taken(status) {
+        return UpstreamError::TitleTaken(status.message().to_string());
+    }
     match status.code() {
         Code::InvalidArgument
         | Code::FailedPrecondition
@@ -46,6 +52,24 @@ pub fn classify(status: &Status) -> UpstreamError {
         },
         code => UpstreamError::Build(format!("{code:?}: {}", status.message())),
     }
+}
+
+/// Whether a status tells the edge to resync from a snapshot (its position is
+/// older than the retained log, or beyond the origin's head).
+pub fn needs_resync(status: &Status) -> bool {
+    status.code() == Code::OutOfRange
+        && status
+            .metadata()
+            .get("edgekv-reason")
+            .is_some_and(|v| v == "resync")
+}
+
+/// Whether a status says a namespace title is taken.
+fn title_taken(status: &Status) -> bool {
+    status
+        .metadata()
+        .get("edgekv-reason")
+        .is_some_and(|v| v == "title-taken")
 }
 
 /// Adds the edge's credential to every call.
@@ -329,22 +353,23 @@ impl Upstream {
         Ok((namespace_from_wire(namespace), answer.revision))
     }
 
-    /// Every namespace.
-    pub async fn namespaces(&self) -> Result<Vec<Namespace>, UpstreamError> {
+    /// Every namespace, current as of the returned revision.
+    pub async fn namespaces(&self) -> Result<(Vec<Namespace>, u64), UpstreamError> {
         let mut client = self.client.clone();
         let answer = self
             .unary(client.list_namespaces(v1::ListNamespacesRequest {}))
             .await?;
         self.check(answer.stamp.as_ref())?;
-        Ok(answer
+        let list = answer
             .namespaces
             .into_iter()
             .map(namespace_from_wire)
-            .collect())
+            .collect();
+        Ok((list, answer.read_revision))
     }
 
-    /// Opens the change feed from a revision. `Err(Client { code: OutOfRange })` is
-    /// not possible: OUT_OF_RANGE is returned as [`WatchError::Trimmed`].
+    /// Opens the change feed from a revision. An OUT_OF_RANGE that asks for a resync
+    /// is returned as [`WatchError::Trimmed`].
     pub async fn watch(
         &self,
         from_revision: u64,
@@ -357,7 +382,7 @@ impl Upstream {
         .await
         {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) if status.code() == Code::OutOfRange => {
+            Ok(Err(status)) if needs_resync(&status) => {
                 Err(WatchError::Trimmed(status.message().to_string()))
             }
             Ok(Err(status)) => Err(WatchError::Failed(classify(&status))),

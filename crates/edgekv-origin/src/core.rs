@@ -128,8 +128,9 @@ impl OriginCore {
         Ok((self.store.get(namespace, key)?, read_revision))
     }
 
-    /// Applies a client write.
-    pub fn write(&self, request: WriteRequest) -> Result<WriteOutcome> {
+    /// Applies a client write. A key given twice counts once, with its last change.
+    pub fn write(&self, mut request: WriteRequest) -> Result<WriteOutcome> {
+        dedupe_last_wins(&mut request.mutations);
         let now_ms = self.clock.now_ms();
         if !ordering::within_skew(request.hlc, now_ms) {
             return Err(Error::ClockSkew {
@@ -298,8 +299,14 @@ impl OriginCore {
         Ok(revision)
     }
 
-    /// Reads log entries from `from` on.
+    /// Reads log entries from `from` on. A start beyond the next revision means the
+    /// caller saw revisions this store never had (it was restored or wiped): it must
+    /// resync, exactly as if the log had been trimmed.
     pub fn log(&self, from: u64, max: usize) -> Result<Vec<edgekv_store::LogEntry>> {
+        let head = self.store.revision();
+        if from > head + 1 {
+            return Err(Error::Ahead { asked: from, head });
+        }
         match self.store.log(from.max(1), max)? {
             LogRead::Entries(entries) => Ok(entries),
             LogRead::Trimmed { first } => Err(Error::Trimmed { asked: from, first }),
@@ -321,6 +328,18 @@ impl OriginCore {
         let purged = self.store.purge_expired(self.clock.now_s(), 10_000)?;
         Ok((trimmed, purged))
     }
+}
+
+/// Keeps only the last change of each key, in the order of those last changes.
+fn dedupe_last_wins(mutations: &mut Vec<Mutation>) {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<Mutation> = mutations
+        .drain(..)
+        .rev()
+        .filter(|m| seen.insert(m.key.clone()))
+        .collect();
+    kept.reverse();
+    *mutations = kept;
 }
 
 /// A new namespace id: 128 random bits as 32 lowercase hex digits.

@@ -31,6 +31,14 @@ pub enum Error {
         /// The oldest retained revision.
         first: u64,
     },
+    /// The asked revision is beyond this origin's head (it was restored or wiped).
+    #[error("revision {asked} is beyond this origin's head {head}; resync from a snapshot")]
+    Ahead {
+        /// The revision asked for.
+        asked: u64,
+        /// The origin's last revision.
+        head: u64,
+    },
     /// The store failed: the origin's fault.
     #[error(transparent)]
     Store(#[from] edgekv_store::Error),
@@ -41,6 +49,13 @@ pub enum Error {
     #[error("{0}")]
     Io(String),
 }
+
+/// The status metadata key carrying a machine-readable reason.
+pub const REASON_KEY: &str = "edgekv-reason";
+/// Reason: the caller must resync from a snapshot.
+pub const RESYNC: &str = "resync";
+/// Reason: the namespace title is taken in the account.
+pub const TITLE_TAKEN: &str = "title-taken";
 
 /// The result of an origin call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -54,13 +69,28 @@ impl From<Error> for Status {
             ) => Code::ResourceExhausted,
             Error::Kv(_) | Error::BadRequest(_) => Code::InvalidArgument,
             Error::NamespaceNotFound(_) => Code::NotFound,
-            Error::TitleTaken(_) | Error::ClockSkew { .. } => Code::FailedPrecondition,
-            Error::Trimmed { .. } => Code::OutOfRange,
+            Error::TitleTaken(_) => Code::FailedPrecondition,
+            // A skewed stamp is the calling node's clock, not its client's request.
+            Error::ClockSkew { .. } => Code::Unavailable,
+            Error::Trimmed { .. } | Error::Ahead { .. } => Code::OutOfRange,
             Error::Store(_) | Error::Config(_) | Error::Io(_) => {
                 tracing::error!(error = %err, "origin call failed");
                 Code::Internal
             }
         };
-        Status::new(code, err.to_string())
+        let mut status = Status::new(code, err.to_string());
+        // Machine-readable reasons the edge acts on, beside the human message.
+        let reason = match &err {
+            Error::Trimmed { .. } | Error::Ahead { .. } => Some(RESYNC),
+            Error::TitleTaken(_) => Some(TITLE_TAKEN),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            status.metadata_mut().insert(
+                REASON_KEY,
+                tonic::metadata::MetadataValue::from_static(reason),
+            );
+        }
+        status
     }
 }

@@ -21,8 +21,10 @@ use crate::{Error, Result};
 
 /// Log entries read per step of a watch stream.
 const WATCH_BATCH: usize = 256;
-/// Keys per snapshot chunk.
+/// Keys per snapshot chunk, at most.
 const SNAPSHOT_CHUNK: usize = 512;
+/// Bytes of values per snapshot chunk, at most: well under the gRPC message limit.
+const SNAPSHOT_CHUNK_BYTES: usize = edgekv_proto::MAX_MESSAGE_BYTES / 4;
 
 /// One build: a stamped, authenticated front of the core.
 #[derive(Clone)]
@@ -262,7 +264,12 @@ impl origin_server::Origin for Build {
                 .iter()
                 .map(|(key, record)| v1::ListEntry {
                     key: key.clone(),
-                    record: Some(record_to_wire(record)),
+                    // A listing shows names, expirations and metadata; values stay
+                    // home, so a page of large values fits in one message.
+                    record: Some(v1::Record {
+                        value: bytes::Bytes::new(),
+                        ..record_to_wire(record)
+                    }),
                 })
                 .collect(),
             more: page.more,
@@ -362,16 +369,21 @@ impl origin_server::Origin for Build {
                 stamp: Some(stamp.clone()),
                 ..Default::default()
             };
+            let mut bytes = 0;
             let result = core.snapshot(&namespaces, &mut |item| {
                 match item {
                     SnapshotItem::Namespace(ns) => chunk.namespaces.push(namespace_to_wire(&ns)),
-                    SnapshotItem::Key(w) => chunk.keys.push(v1::KeyChange {
-                        namespace: w.namespace,
-                        key: w.key,
-                        record: Some(record_to_wire(&w.record)),
-                    }),
+                    SnapshotItem::Key(w) => {
+                        bytes += w.key.len() + w.record.weight();
+                        chunk.keys.push(v1::KeyChange {
+                            namespace: w.namespace,
+                            key: w.key,
+                            record: Some(record_to_wire(&w.record)),
+                        });
+                    }
                 }
-                if chunk.keys.len() >= SNAPSHOT_CHUNK {
+                if chunk.keys.len() >= SNAPSHOT_CHUNK || bytes >= SNAPSHOT_CHUNK_BYTES {
+                    bytes = 0;
                     let full = std::mem::replace(
                         &mut chunk,
                         v1::SnapshotChunk {

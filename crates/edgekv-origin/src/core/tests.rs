@@ -225,3 +225,42 @@ fn invalid_writes_are_client_faults() {
     let status = tonic::Status::from(core.get(&ns.id, b"").unwrap_err());
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
 }
+
+#[test]
+fn a_key_given_twice_in_one_write_counts_once_with_its_last_change() {
+    let (core, _) = core();
+    let (ns, _) = core.create_namespace("a", "t", Mode::Cache).unwrap();
+    let mut request = put(&ns.id, "k", "first", stamp(NOW_MS), None, false);
+    request.mutations.push(Mutation {
+        key: Bytes::from_static(b"k"),
+        put: Some((Bytes::from_static(b"last"), None, None)),
+    });
+    let outcome = core.write(request).unwrap();
+    assert_eq!(outcome.records.len(), 1);
+    assert_eq!(outcome.records[0].value, "last");
+    let entries = core.log(outcome.revision, 10).unwrap();
+    assert_eq!(
+        entries[0].writes.len(),
+        1,
+        "the log carries one change of the key"
+    );
+    assert_eq!(entries[0].writes[0].record.value, "last");
+}
+
+#[test]
+fn a_watch_from_beyond_the_head_must_resync() {
+    let (core, _) = core();
+    core.create_namespace("a", "t", Mode::Cache).unwrap();
+    assert!(
+        core.log(2, 10).unwrap().is_empty(),
+        "the next revision is not ahead"
+    );
+    let err = core.log(50, 10).unwrap_err();
+    assert!(matches!(err, Error::Ahead { asked: 50, head: 1 }));
+    let status = tonic::Status::from(err);
+    assert_eq!(status.code(), tonic::Code::OutOfRange);
+    assert_eq!(
+        status.metadata().get(crate::REASON_KEY).unwrap(),
+        crate::RESYNC
+    );
+}
