@@ -132,6 +132,31 @@ async fn a_read_racing_a_delete_never_reinstalls_the_deleted_value() {
     drop(c.origin);
 }
 
+/// The same race for a write: B's write answers late, after A deleted the key and
+/// B's feed skipped both changes (B did not hold the key). B must not keep its
+/// write's answer over the delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_answered_after_a_newer_delete_is_not_kept() {
+    let c = cluster(&["v1", "v2,fault=latency=1500ms"], &[]).await;
+    let (a, b) = (Kv::of(&c.a), Kv::of(&c.b));
+    let ns = a.create_namespace("write-race", "cache").await;
+    let slow_write = {
+        let b = Kv::of(&c.b);
+        let ns = ns.clone();
+        tokio::spawn(async move { b.put(&ns, "k", "overtaken").await })
+    };
+    // The write commits at once and answers 1.5 s later; delete it meanwhile.
+    eventually(Duration::from_secs(5), "B's write reaches the origin", || async {
+        a.get_with(&ns, "k", true).await.0 == 200
+    })
+    .await;
+    assert_eq!(a.delete(&ns, "k").await, 200);
+    assert_eq!(slow_write.await.unwrap(), 200);
+    let (status, _, _) = b.get_with(&ns, "k", false).await;
+    assert_eq!(status, 404, "B kept its write's answer over a newer delete");
+    drop(c.origin);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_killed_during_writes_resumes_and_converges() {
     let mut c = cluster(&["v1"], &[]).await;
