@@ -12,8 +12,15 @@
 //! - [`precheck`]: why a deployment is refused before it starts.
 //! - [`rollout`]: how a deployment advances, and the route table it implies.
 //! - [`state`]: the control plane's state, persisted atomically to one file.
+//! - [`probe`]: `Health` probes of builds, made with an environment's credential.
+//! - [`controller`]: [`Controller`], the operations on that state, each persisted
+//!   before it is answered.
 
+pub mod controller;
 pub mod model;
 pub mod precheck;
+pub mod probe;
 pub mod rollout;
 pub mod state;
+
+pub use controller::{ControlError, Controller};

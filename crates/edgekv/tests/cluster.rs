@@ -146,9 +146,11 @@ async fn a_write_answered_after_a_newer_delete_is_not_kept() {
         tokio::spawn(async move { b.put(&ns, "k", "overtaken").await })
     };
     // The write commits at once and answers 1.5 s later; delete it meanwhile.
-    eventually(Duration::from_secs(5), "B's write reaches the origin", || async {
-        a.get_with(&ns, "k", true).await.0 == 200
-    })
+    eventually(
+        Duration::from_secs(5),
+        "B's write reaches the origin",
+        || async { a.get_with(&ns, "k", true).await.0 == 200 },
+    )
     .await;
     assert_eq!(a.delete(&ns, "k").await, 200);
     assert_eq!(slow_write.await.unwrap(), 200);

@@ -1,0 +1,85 @@
+//! `Health` probes of builds, made with the target environment's credential — the
+//! check that would have refused the 2023 deploy: a staging build does not accept a
+//! production credential.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use edgekv_proto::v1::{self, origin_client::OriginClient};
+
+/// Probes one endpoint of a build for an environment.
+pub trait Probe: Send + Sync {
+    /// Calls `Health` on `endpoint` with `environment`'s credential; checks that the
+    /// answer is stamped with `build_id`, `environment` and `tenant`.
+    fn health<'a>(
+        &'a self,
+        endpoint: &'a str,
+        build_id: &'a str,
+        environment: &'a str,
+        tenant: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+}
+
+/// Probes over gRPC, with one credential per environment (`--probe-credential ENV=FILE`).
+#[derive(Debug, Clone, Default)]
+pub struct GrpcProbe {
+    credentials: BTreeMap<String, String>,
+    timeout: Duration,
+}
+
+impl GrpcProbe {
+    /// A probe with these environment credentials.
+    pub fn new(credentials: BTreeMap<String, String>, timeout: Duration) -> Self {
+        GrpcProbe {
+            credentials,
+            timeout,
+        }
+    }
+}
+
+impl Probe for GrpcProbe {
+    fn health<'a>(
+        &'a self,
+        endpoint: &'a str,
+        build_id: &'a str,
+        environment: &'a str,
+        tenant: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            let credential = self.credentials.get(environment).ok_or_else(|| {
+                format!("control has no probe credential for environment {environment:?}")
+            })?;
+            let call = async {
+                let mut client = OriginClient::connect(endpoint.to_string())
+                    .await
+                    .map_err(|e| format!("cannot connect: {e}"))?;
+                let mut request = tonic::Request::new(v1::HealthRequest {});
+                let value = format!("Bearer {credential}")
+                    .parse()
+                    .map_err(|_| "the probe credential is not valid header text".to_string())?;
+                request.metadata_mut().insert("authorization", value);
+                let answer = client
+                    .health(request)
+                    .await
+                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+                    .into_inner();
+                let stamp = answer.stamp.ok_or("the answer carries no stamp")?;
+                if stamp.build_id != build_id
+                    || stamp.environment != environment
+                    || stamp.tenant != tenant
+                {
+                    return Err(format!(
+                        "answer stamped {}/{}/{}, expected {build_id}/{environment}/{tenant}",
+                        stamp.build_id, stamp.environment, stamp.tenant
+                    ));
+                }
+                Ok(())
+            };
+            tokio::time::timeout(self.timeout, call)
+                .await
+                .map_err(|_| format!("no answer within {:?}", self.timeout))?
+        })
+    }
+}
