@@ -39,6 +39,8 @@ pub struct Controller {
     file: StateFile,
     probe: Arc<dyn Probe>,
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Bumped on every change, so route streams send new tables at once.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -63,7 +65,13 @@ impl Controller {
             file,
             probe,
             clock,
+            changed: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// A receiver that changes whenever the state does.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// Applies a change to the state and persists it; nothing changes if either fails.
@@ -73,6 +81,7 @@ impl Controller {
         let out = apply(&mut next)?;
         self.file.save(&next)?;
         *state = next;
+        self.changed.send_modify(|n| *n += 1);
         Ok(out)
     }
 

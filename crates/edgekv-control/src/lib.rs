@@ -15,12 +15,17 @@
 //! - [`probe`]: `Health` probes of builds, made with an environment's credential.
 //! - [`controller`]: [`Controller`], the operations on that state, each persisted
 //!   before it is answered.
+//! - [`service`]: the `Control` gRPC service over it.
+//! - [`server`]: the listener and the driver that advances deployments.
 
 pub mod controller;
 pub mod model;
 pub mod precheck;
 pub mod probe;
 pub mod rollout;
+pub mod server;
+pub mod service;
 pub mod state;
 
 pub use controller::{ControlError, Controller};
+pub use server::{ControlConfig, RunningControl};

@@ -27,8 +27,173 @@ pub enum Command {
     Origin(OriginArgs),
     /// Runs an edge node.
     Edge(EdgeArgs),
+    /// Runs the control plane.
+    Control(ControlArgs),
     /// Talks to an edge's KV API.
     Kv(KvArgs),
+    /// Registers and lists builds on the control plane.
+    Build(BuildArgs),
+    /// Starts and steers progressive deployments.
+    Deploy(DeployArgs),
+}
+
+/// Flags of `edgekv control`.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// Where the Control service listens.
+    #[arg(long, env = "EDGEKV_GRPC", default_value = "127.0.0.1:7000")]
+    pub grpc: SocketAddr,
+    /// Where control keeps its state (never the KV data plane).
+    #[arg(long, env = "EDGEKV_DATA_DIR", default_value = "./edgekv-data/control")]
+    pub data_dir: PathBuf,
+    /// Operators' admin tokens, one per line.
+    #[arg(long, env = "EDGEKV_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: PathBuf,
+    /// ENV=FILE: the credential used to probe ENV's builds and accepted from its
+    /// edges. Repeat for each environment.
+    #[arg(long = "probe-credential", value_name = "ENV=FILE")]
+    pub probe_credential: Vec<String>,
+    /// How often deployments advance, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub tick_ms: u64,
+}
+
+/// Where the control plane is, and the operator's token.
+#[derive(Debug, Args)]
+pub struct ControlClientArgs {
+    /// The control plane's URL.
+    #[arg(
+        long,
+        env = "EDGEKV_CONTROL",
+        default_value = "http://127.0.0.1:7000",
+        global = true
+    )]
+    pub control: String,
+    /// An admin token.
+    #[arg(
+        long,
+        env = "EDGEKV_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub admin_token: Option<String>,
+    /// Prints JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `edgekv build ...`
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Control and auth.
+    #[command(flatten)]
+    pub client: ControlClientArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: BuildCommand,
+}
+
+/// The `edgekv build` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BuildCommand {
+    /// Registers a build.
+    Register {
+        /// The build id (unique across environments).
+        build_id: String,
+        /// Its environment.
+        #[arg(long)]
+        environment: String,
+        /// Its tenant (default: the environment).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Its version string.
+        #[arg(long, default_value = "")]
+        version: String,
+        /// The digest of its artifact.
+        #[arg(long, default_value = "")]
+        artifact_digest: String,
+        /// Where it listens; repeat for several.
+        #[arg(long = "endpoint", required = true)]
+        endpoints: Vec<String>,
+    },
+    /// Lists the builds of one environment (and tenant): never another's.
+    List {
+        /// The environment.
+        #[arg(long)]
+        environment: String,
+        /// The tenant (default: the environment).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+/// `edgekv deploy ...`
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Control and auth.
+    #[command(flatten)]
+    pub client: ControlClientArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DeployCommand,
+}
+
+/// The `edgekv deploy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Starts a deployment after control's pre-checks.
+    Start {
+        /// The build to deploy.
+        build_id: String,
+        /// The environment.
+        #[arg(long)]
+        environment: String,
+        /// The tenant (default: the environment).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The steps as PERCENT[:BAKE], e.g. `10:30s,50:30s,100:60s`.
+        #[arg(long, default_value = "1:60s,10:60s,50:60s,100:300s")]
+        steps: String,
+    },
+    /// Shows deployments: steps, weights, known-good, each edge's ACKed version,
+    /// why it stopped.
+    Status {
+        /// One deployment (default: every deployment of --environment, or all).
+        id: Option<String>,
+        /// Only this environment.
+        #[arg(long)]
+        environment: Option<String>,
+    },
+    /// Holds a deployment at its step.
+    Pause {
+        /// The deployment.
+        id: String,
+    },
+    /// Resumes a paused deployment.
+    Resume {
+        /// The deployment.
+        id: String,
+    },
+    /// Stops a deployment; traffic goes back to known-good.
+    Abort {
+        /// The deployment.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Rolls an environment back to known-good (or to --to).
+    Rollback {
+        /// The environment.
+        #[arg(long)]
+        environment: String,
+        /// The build to go back to (default: the previous known-good).
+        #[arg(long)]
+        to: Option<String>,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 /// Flags of `edgekv dev`.

@@ -7,13 +7,15 @@
 //! - [`cli`]: the command line (clap).
 //! - [`config`]: the TOML config file, layered under environment and flags.
 //! - [`dev`]: `edgekv dev`, every role in one process.
-//! - [`roles`]: `edgekv origin` and `edgekv edge`.
+//! - [`roles`]: `edgekv origin`, `edgekv edge` and `edgekv control`.
 //! - [`client`]: `edgekv kv ...`, a client of the KV API.
+//! - [`ops`]: `edgekv build ...` and `edgekv deploy ...`, clients of the control plane.
 
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dev;
+pub mod ops;
 pub mod roles;
 
 use std::process::ExitCode;
@@ -40,6 +42,9 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Origin(args) => roles::origin(args, &file).await,
             Command::Edge(args) => roles::edge(args, &file).await,
             Command::Kv(args) => client::run(args).await,
+            Command::Control(args) => roles::control(args).await,
+            Command::Build(args) => ops::build(args).await,
+            Command::Deploy(args) => ops::deploy(args).await,
         }
     });
     match result {
@@ -56,7 +61,7 @@ pub fn run(cli: Cli) -> ExitCode {
 
 fn init_logging(cli: &Cli) {
     let default = match cli.command {
-        Command::Kv(_) => "warn",
+        Command::Kv(_) | Command::Build(_) | Command::Deploy(_) => "warn",
         _ => "info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDGEKV_LOG")

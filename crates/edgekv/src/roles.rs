@@ -125,6 +125,32 @@ pub async fn edge(args: EdgeArgs, file: &File) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the control plane until SIGINT or SIGTERM.
+pub async fn control(args: crate::cli::ControlArgs) -> anyhow::Result<()> {
+    let mut credentials = Vec::new();
+    for text in &args.probe_credential {
+        let (environment, file) = text
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--probe-credential {text:?} is not ENV=FILE"))?;
+        credentials.push((environment.to_string(), file.into()));
+    }
+    let config = edgekv_control::ControlConfig {
+        grpc: args.grpc,
+        data_dir: args.data_dir,
+        admin_token_file: args.admin_token_file,
+        credentials,
+        tick_ms: args.tick_ms,
+    };
+    let running = edgekv_control::RunningControl::start(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start control: {e}"))?;
+    println!("control listening on http://{}", running.addr);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
 /// The tenant: the flag, else the config file's, else the environment's name (one
 /// tenant per environment).
 fn tenant(flag: Option<String>, from_file: Option<&String>, environment: &str) -> String {

@@ -30,7 +30,7 @@ pub struct Proc {
 
 impl Proc {
     /// Spawns `command` and waits for `count` stdout lines containing `ready`.
-    fn spawn(mut command: Command, ready: &str, count: usize) -> Proc {
+    pub fn spawn(mut command: Command, ready: &str, count: usize) -> Proc {
         // EDGEKV_TEST_LOGS=1 shows the processes' logs.
         let logs = if std::env::var_os("EDGEKV_TEST_LOGS").is_some() {
             Stdio::inherit()

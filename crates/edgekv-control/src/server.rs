@@ -1,0 +1,163 @@
+//! [`RunningControl`]: the `Control` listener and the driver that advances
+//! deployments.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgekv_proto::v1::control_server::ControlServer;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tonic::transport::server::TcpIncoming;
+
+use crate::controller::Controller;
+use crate::probe::GrpcProbe;
+use crate::rollout::Health;
+use crate::service::ControlService;
+
+/// How control runs.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Where the `Control` service listens.
+    pub grpc: SocketAddr,
+    /// Where control keeps its state (never the KV data plane).
+    pub data_dir: PathBuf,
+    /// Operators' admin tokens, one per line.
+    pub admin_token_file: PathBuf,
+    /// Per environment, the file of the credential used to probe its builds and
+    /// accepted from its edges (`--probe-credential ENV=FILE`).
+    pub credentials: Vec<(String, PathBuf)>,
+    /// How often deployments are advanced, in ms.
+    pub tick_ms: u64,
+}
+
+/// A running control plane.
+#[derive(Debug)]
+pub struct RunningControl {
+    /// Where the service listens.
+    pub addr: SocketAddr,
+    controller: Arc<Controller>,
+    acks: crate::service::Acks,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+fn first_line(path: &PathBuf) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .ok_or_else(|| format!("{} holds no credential", path.display()))
+}
+
+impl RunningControl {
+    /// Opens the state, binds the listener and starts the driver.
+    pub async fn start(config: ControlConfig) -> Result<Self, String> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+        let admin_tokens: HashSet<String> = std::fs::read_to_string(&config.admin_token_file)
+            .map_err(|e| format!("cannot read {}: {e}", config.admin_token_file.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        if admin_tokens.is_empty() {
+            return Err(format!(
+                "{} holds no admin token",
+                config.admin_token_file.display()
+            ));
+        }
+        let mut credentials = BTreeMap::new();
+        for (environment, path) in &config.credentials {
+            credentials.insert(environment.clone(), first_line(path)?);
+        }
+        let probe = Arc::new(GrpcProbe::new(credentials.clone(), Duration::from_secs(2)));
+        let clock = Arc::new(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        });
+        let controller =
+            Arc::new(Controller::open(&config.data_dir, probe, clock).map_err(|e| e.to_string())?);
+        let service = ControlService::new(controller.clone(), admin_tokens, credentials);
+        let acks = service.acks();
+        let listener = tokio::net::TcpListener::bind(config.grpc)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.grpc))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let incoming = TcpIncoming::from_listener(listener, true, Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut serve_stop = stopped.clone();
+        tasks.spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .add_service(ControlServer::new(service))
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = serve_stop.changed().await;
+                })
+                .await;
+            if let Err(err) = result {
+                tracing::error!(error = %err, "control stopped serving");
+            }
+        });
+        let driver = controller.clone();
+        let mut driver_stop = stopped;
+        let every = Duration::from_millis(config.tick_ms.max(1));
+        tasks.spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = driver_stop.changed() => return,
+                }
+                // Health analysis from the edges' reports plugs in here; until
+                // then a step is promoted once it has baked.
+                match driver.tick(|_| Health::Healthy) {
+                    Ok(moved) => {
+                        for (id, transition) in moved {
+                            tracing::info!(deployment = %id, ?transition, "deployment moved");
+                        }
+                    }
+                    Err(err) => tracing::error!(error = %err, "cannot advance deployments"),
+                }
+            }
+        });
+        tracing::info!(%addr, "control serving");
+        Ok(RunningControl {
+            addr,
+            controller,
+            acks,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The controller.
+    pub fn controller(&self) -> &Arc<Controller> {
+        &self.controller
+    }
+
+    /// What each edge last said about its route table, per environment.
+    pub fn acks(&self) -> &crate::service::Acks {
+        &self.acks
+    }
+
+    /// Stops the listener and the driver. Open route streams end with it.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(Duration::from_secs(5), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            self.tasks.abort_all();
+        }
+    }
+}

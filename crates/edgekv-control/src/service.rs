@@ -1,0 +1,443 @@
+//! The `Control` gRPC service over a [`Controller`].
+//!
+//! Operators authenticate with an admin token; edges with their environment's
+//! credential. Errors map to statuses here and only here.
+
+// `tonic::Status` is the error of every RPC; boxing it here would only be unboxed again.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use edgekv_proto::v1::{self, control_server};
+use edgekv_routing::RouteTable;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::controller::{ControlError, Controller};
+use crate::model::{Build, Deployment, Phase, Step};
+
+/// What every edge last told control, per environment and node.
+pub type Acks = Arc<Mutex<BTreeMap<String, BTreeMap<String, EdgeAck>>>>;
+
+/// One edge's last word on the route table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EdgeAck {
+    /// The version it holds.
+    pub version: u64,
+    /// The reason of its last NACK, if the last message was one.
+    pub nack: Option<String>,
+}
+
+/// The service.
+#[derive(Clone)]
+pub struct ControlService {
+    controller: Arc<Controller>,
+    admin_tokens: Arc<HashSet<String>>,
+    edge_credentials: Arc<BTreeMap<String, String>>,
+    acks: Acks,
+}
+
+impl ControlService {
+    /// A service over `controller`, accepting `admin_tokens` from operators and
+    /// `edge_credentials` (environment → credential) from edges.
+    pub fn new(
+        controller: Arc<Controller>,
+        admin_tokens: HashSet<String>,
+        edge_credentials: BTreeMap<String, String>,
+    ) -> Self {
+        ControlService {
+            controller,
+            admin_tokens: Arc::new(admin_tokens),
+            edge_credentials: Arc::new(edge_credentials),
+            acks: Arc::default(),
+        }
+    }
+
+    /// What the edges last said.
+    pub fn acks(&self) -> Acks {
+        self.acks.clone()
+    }
+
+    fn presented<T>(request: &Request<T>) -> Option<&str> {
+        request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+    }
+
+    fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        match Self::presented(request) {
+            Some(token) if self.admin_tokens.contains(token) => Ok(()),
+            _ => Err(Status::unauthenticated("control needs an admin token")),
+        }
+    }
+
+    fn deployment(&self, d: Deployment) -> v1::Deployment {
+        let (phase, step, reason) = match &d.phase {
+            Phase::Running { step, .. } => ("running", *step, String::new()),
+            Phase::Paused { step } => ("paused", *step, String::new()),
+            Phase::Completed => ("completed", d.steps.len().saturating_sub(1), String::new()),
+            Phase::Aborted { reason } => ("aborted", 0, reason.clone()),
+            Phase::RolledBack { reason } => ("rolled_back", 0, reason.clone()),
+        };
+        let acked = self
+            .acks
+            .lock()
+            .get(&d.environment)
+            .map(|nodes| nodes.iter().map(|(n, a)| (n.clone(), a.version)).collect())
+            .unwrap_or_default();
+        v1::Deployment {
+            id: d.id,
+            environment: d.environment,
+            tenant: d.tenant,
+            build_id: d.build_id,
+            known_good: d.known_good.unwrap_or_default(),
+            steps: d
+                .steps
+                .iter()
+                .map(|s| v1::Step {
+                    weight_bp: s.weight_bp,
+                    bake_ms: s.bake_ms,
+                })
+                .collect(),
+            phase: phase.into(),
+            step: step as u32,
+            reason,
+            history: d.history,
+            acked,
+        }
+    }
+}
+
+fn status(err: ControlError) -> Status {
+    match err {
+        ControlError::Refused(r) => Status::failed_precondition(format!("deployment refused: {r}")),
+        ControlError::NotFound(m) => Status::not_found(m),
+        ControlError::Invalid(m) => Status::invalid_argument(m),
+        ControlError::State(crate::state::StateError::BuildConflict(id)) => {
+            Status::already_exists(format!("build id {id:?} is registered with other content"))
+        }
+        ControlError::State(crate::state::StateError::ScopeRequired) => {
+            Status::invalid_argument("environment and tenant are both required")
+        }
+        ControlError::State(other) => Status::internal(other.to_string()),
+    }
+}
+
+/// A route table for the wire.
+pub fn table_to_wire(table: &RouteTable) -> v1::RouteTable {
+    v1::RouteTable {
+        version: table.version,
+        environment: table.environment.clone(),
+        tenant: table.tenant.clone(),
+        issued_at: table.issued_at,
+        known_good_build: table.known_good_build.clone(),
+        entries: table
+            .entries
+            .iter()
+            .map(|e| v1::RouteEntry {
+                build_id: e.build_id.clone(),
+                environment: e.environment.clone(),
+                tenant: e.tenant.clone(),
+                artifact_digest: e.artifact_digest.clone(),
+                weight_bp: e.weight_bp,
+                endpoints: e.endpoints.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn build_from_wire(b: v1::Build) -> Build {
+    Build {
+        build_id: b.build_id,
+        version: b.version,
+        environment: b.environment,
+        tenant: b.tenant,
+        artifact_digest: b.artifact_digest,
+        endpoints: b.endpoints,
+    }
+}
+
+fn build_to_wire(b: Build) -> v1::Build {
+    v1::Build {
+        build_id: b.build_id,
+        version: b.version,
+        environment: b.environment,
+        tenant: b.tenant,
+        artifact_digest: b.artifact_digest,
+        endpoints: b.endpoints,
+    }
+}
+
+#[tonic::async_trait]
+impl control_server::Control for ControlService {
+    async fn register_build(
+        &self,
+        request: Request<v1::RegisterBuildRequest>,
+    ) -> Result<Response<v1::BuildResponse>, Status> {
+        self.admin(&request)?;
+        let build = request
+            .into_inner()
+            .build
+            .ok_or_else(|| Status::invalid_argument("no build given"))?;
+        let created = self
+            .controller
+            .register_build(build_from_wire(build.clone()))
+            .map_err(status)?;
+        Ok(Response::new(v1::BuildResponse {
+            build: Some(build),
+            created,
+        }))
+    }
+
+    async fn list_builds(
+        &self,
+        request: Request<v1::ListBuildsRequest>,
+    ) -> Result<Response<v1::ListBuildsResponse>, Status> {
+        self.admin(&request)?;
+        let r = request.into_inner();
+        let builds = self
+            .controller
+            .list_builds(&r.environment, &r.tenant)
+            .map_err(status)?;
+        Ok(Response::new(v1::ListBuildsResponse {
+            builds: builds.into_iter().map(build_to_wire).collect(),
+        }))
+    }
+
+    async fn create_deployment(
+        &self,
+        request: Request<v1::CreateDeploymentRequest>,
+    ) -> Result<Response<v1::DeploymentResponse>, Status> {
+        self.admin(&request)?;
+        let r = request.into_inner();
+        let steps = r
+            .steps
+            .iter()
+            .map(|s| Step {
+                weight_bp: s.weight_bp,
+                bake_ms: s.bake_ms,
+            })
+            .collect();
+        let d = self
+            .controller
+            .create_deployment(&r.environment, &r.tenant, &r.build_id, steps)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::DeploymentResponse {
+            deployment: Some(self.deployment(d)),
+        }))
+    }
+
+    async fn get_deployment(
+        &self,
+        request: Request<v1::GetDeploymentRequest>,
+    ) -> Result<Response<v1::DeploymentResponse>, Status> {
+        self.admin(&request)?;
+        let d = self
+            .controller
+            .deployment(&request.into_inner().id)
+            .map_err(status)?;
+        Ok(Response::new(v1::DeploymentResponse {
+            deployment: Some(self.deployment(d)),
+        }))
+    }
+
+    async fn list_deployments(
+        &self,
+        request: Request<v1::ListDeploymentsRequest>,
+    ) -> Result<Response<v1::ListDeploymentsResponse>, Status> {
+        self.admin(&request)?;
+        let environment = request.into_inner().environment;
+        let filter = (!environment.is_empty()).then_some(environment.as_str());
+        let deployments = self
+            .controller
+            .deployments(filter)
+            .into_iter()
+            .map(|d| self.deployment(d))
+            .collect();
+        Ok(Response::new(v1::ListDeploymentsResponse { deployments }))
+    }
+
+    async fn pause_deployment(
+        &self,
+        request: Request<v1::DeploymentActionRequest>,
+    ) -> Result<Response<v1::DeploymentResponse>, Status> {
+        self.admin(&request)?;
+        let d = self
+            .controller
+            .pause(&request.into_inner().id)
+            .map_err(status)?;
+        Ok(Response::new(v1::DeploymentResponse {
+            deployment: Some(self.deployment(d)),
+        }))
+    }
+
+    async fn resume_deployment(
+        &self,
+        request: Request<v1::DeploymentActionRequest>,
+    ) -> Result<Response<v1::DeploymentResponse>, Status> {
+        self.admin(&request)?;
+        let d = self
+            .controller
+            .resume(&request.into_inner().id)
+            .map_err(status)?;
+        Ok(Response::new(v1::DeploymentResponse {
+            deployment: Some(self.deployment(d)),
+        }))
+    }
+
+    async fn abort_deployment(
+        &self,
+        request: Request<v1::DeploymentActionRequest>,
+    ) -> Result<Response<v1::DeploymentResponse>, Status> {
+        self.admin(&request)?;
+        let r = request.into_inner();
+        let reason = if r.reason.is_empty() {
+            "aborted by an operator".to_string()
+        } else {
+            r.reason
+        };
+        let d = self.controller.abort(&r.id, &reason).map_err(status)?;
+        Ok(Response::new(v1::DeploymentResponse {
+            deployment: Some(self.deployment(d)),
+        }))
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<v1::RollbackRequest>,
+    ) -> Result<Response<v1::RollbackResponse>, Status> {
+        self.admin(&request)?;
+        let r = request.into_inner();
+        let to = (!r.to_build.is_empty()).then_some(r.to_build.as_str());
+        let reason = if r.reason.is_empty() {
+            "rolled back by an operator".to_string()
+        } else {
+            r.reason
+        };
+        let known_good = self
+            .controller
+            .rollback(&r.environment, to, &reason)
+            .map_err(status)?;
+        let route_version = self
+            .controller
+            .route_table(&r.environment)
+            .map_or(0, |t| t.version);
+        Ok(Response::new(v1::RollbackResponse {
+            known_good,
+            route_version,
+        }))
+    }
+
+    async fn create_token(
+        &self,
+        _request: Request<v1::CreateTokenRequest>,
+    ) -> Result<Response<v1::CreateTokenResponse>, Status> {
+        Err(Status::unimplemented(
+            "token tables are not served by control yet",
+        ))
+    }
+
+    async fn revoke_token(
+        &self,
+        _request: Request<v1::RevokeTokenRequest>,
+    ) -> Result<Response<v1::RevokeTokenResponse>, Status> {
+        Err(Status::unimplemented(
+            "token tables are not served by control yet",
+        ))
+    }
+
+    type StreamRoutesStream = ReceiverStream<Result<v1::RouteTable, Status>>;
+
+    async fn stream_routes(
+        &self,
+        request: Request<Streaming<v1::RouteAck>>,
+    ) -> Result<Response<Self::StreamRoutesStream>, Status> {
+        let presented = Self::presented(&request).map(str::to_string);
+        let mut acks = request.into_inner();
+        let hello = acks.next().await.ok_or_else(|| {
+            Status::invalid_argument("the stream must open with the edge's RouteAck")
+        })??;
+        let accepted = self.edge_credentials.get(&hello.environment);
+        if accepted.is_none() || accepted.map(String::as_str) != presented.as_deref() {
+            return Err(Status::unauthenticated(format!(
+                "not a credential of environment {:?}",
+                hello.environment
+            )));
+        }
+        let environment = hello.environment.clone();
+        self.controller
+            .observe_edge_version(&environment, hello.version)
+            .map_err(status)?;
+        self.acks
+            .lock()
+            .entry(environment.clone())
+            .or_default()
+            .insert(
+                hello.node_id.clone(),
+                EdgeAck {
+                    version: hello.version,
+                    nack: None,
+                },
+            );
+        let (tx, rx) = mpsc::channel(8);
+        let controller = self.controller.clone();
+        let mut changed = controller.subscribe();
+        let sender_env = environment.clone();
+        tokio::spawn(async move {
+            let mut sent = 0;
+            loop {
+                if let Some(table) = controller.route_table(&sender_env)
+                    && table.version != sent
+                {
+                    sent = table.version;
+                    if tx.send(Ok(table_to_wire(&table))).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    c = changed.changed() => if c.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        let acks_map = self.acks.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(ack)) = acks.next().await {
+                let nack = (!ack.nack_reason.is_empty()).then_some(ack.nack_reason.clone());
+                if let Some(reason) = &nack {
+                    tracing::warn!(node = %ack.node_id, version = ack.nacked_version, %reason, "edge NACKed a route table");
+                }
+                acks_map
+                    .lock()
+                    .entry(environment.clone())
+                    .or_default()
+                    .insert(
+                        ack.node_id,
+                        EdgeAck {
+                            version: ack.version,
+                            nack,
+                        },
+                    );
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type StreamTokensStream = ReceiverStream<Result<v1::TokenTable, Status>>;
+
+    async fn stream_tokens(
+        &self,
+        _request: Request<Streaming<v1::TokenAck>>,
+    ) -> Result<Response<Self::StreamTokensStream>, Status> {
+        Err(Status::unimplemented(
+            "token tables are not served by control yet",
+        ))
+    }
+}

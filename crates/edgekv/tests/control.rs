@@ -1,0 +1,239 @@
+//! The control plane end to end with real processes: `edgekv control`, origin
+//! builds of two environments, and the operator commands.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use support::{BIN, Origin, Proc, clean, eventually};
+
+const ADMIN: &str = "operator-admin-token";
+
+struct Control {
+    proc: Proc,
+    url: String,
+    args: Vec<String>,
+}
+
+impl Control {
+    fn start(dir: &Path, production: &Path, staging: &Path) -> Control {
+        std::fs::write(dir.join("admin"), format!("{ADMIN}\n")).unwrap();
+        let args = vec![
+            "control".to_string(),
+            "--grpc".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            dir.join("state").display().to_string(),
+            "--admin-token-file".into(),
+            dir.join("admin").display().to_string(),
+            "--probe-credential".into(),
+            format!("production={}", production.display()),
+            "--probe-credential".into(),
+            format!("staging={}", staging.display()),
+            "--tick-ms".into(),
+            "100".into(),
+        ];
+        Self::run(args)
+    }
+
+    fn run(args: Vec<String>) -> Control {
+        let mut command = clean(Command::new(BIN));
+        command.args(&args);
+        let proc = Proc::spawn(command, "control listening on", 1);
+        let url = proc
+            .lines
+            .last()
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_string();
+        Control { proc, url, args }
+    }
+
+    /// Runs an operator command against this control plane.
+    fn cli(&self, args: &[&str]) -> Output {
+        clean(Command::new(BIN))
+            .args(args)
+            .args(["--control", &self.url, "--admin-token", ADMIN])
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn refused(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{args:?} was not refused: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn status(&self, id: &str) -> serde_json::Value {
+        let text = self.ok(&["deploy", "status", id, "--json"]);
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()[0].clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_pre_checks_and_a_progressive_rollout() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let production = Origin::start(
+        dirs[0].path(),
+        "production",
+        "prod-cred",
+        &["kv-v1", "kv-v2"],
+        &[],
+    );
+    let staging = Origin::start(dirs[1].path(), "staging", "stg-cred", &["kv-v2-stg"], &[]);
+    let mut control = Control::start(
+        dirs[2].path(),
+        &dirs[0].path().join("credentials"),
+        &dirs[1].path().join("credentials"),
+    );
+
+    // Look-alike ids in two environments.
+    for (id, environment, url) in [
+        ("kv-v1", "production", production.url("kv-v1")),
+        ("kv-v2", "production", production.url("kv-v2")),
+        ("kv-v2-stg", "staging", staging.url("kv-v2-stg")),
+    ] {
+        control.ok(&[
+            "build",
+            "register",
+            id,
+            "--environment",
+            environment,
+            "--endpoint",
+            &url,
+        ]);
+    }
+    let listed = control.ok(&["build", "list", "--environment", "production", "--json"]);
+    let ids: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&listed)
+        .unwrap()
+        .iter()
+        .map(|b| b["build_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        ["kv-v1", "kv-v2"],
+        "a production listing shows no staging build"
+    );
+
+    // The 2023 failure, refused before any traffic moves.
+    let why = control.refused(&[
+        "deploy",
+        "start",
+        "kv-v2-stg",
+        "--environment",
+        "production",
+        "--steps",
+        "100",
+    ]);
+    assert!(
+        why.contains("staging") && why.contains("production"),
+        "{why}"
+    );
+    let why = control.refused(&[
+        "deploy",
+        "start",
+        "kv-v9",
+        "--environment",
+        "production",
+        "--steps",
+        "100",
+    ]);
+    assert!(why.contains("not registered"), "{why}");
+    let why = control.refused(&[
+        "deploy",
+        "start",
+        "kv-v1",
+        "--environment",
+        "production",
+        "--steps",
+        "10,50",
+    ]);
+    assert!(why.contains("last step"), "{why}");
+
+    // Bootstrap, then a rollout 10% → 50% → 100%.
+    control.ok(&[
+        "deploy",
+        "start",
+        "kv-v1",
+        "--environment",
+        "production",
+        "--steps",
+        "100:0s",
+    ]);
+    eventually(
+        Duration::from_secs(10),
+        "the bootstrap completes",
+        || async { control.status("production-1")["phase"] == "completed" },
+    )
+    .await;
+    let started = control.ok(&[
+        "deploy",
+        "start",
+        "kv-v2",
+        "--environment",
+        "production",
+        "--steps",
+        "10:1s,50:1s,100:1s",
+    ]);
+    assert!(
+        started.contains("step 1 of 3 (10% of traffic)"),
+        "{started}"
+    );
+    assert!(started.contains("known-good: kv-v1"), "{started}");
+    let why = control.refused(&[
+        "deploy",
+        "start",
+        "kv-v1",
+        "--environment",
+        "production",
+        "--steps",
+        "100",
+    ]);
+    assert!(why.contains("still active"), "{why}");
+
+    // Control restarted mid-rollout resumes it from its state.
+    eventually(
+        Duration::from_secs(10),
+        "the rollout reaches 50%",
+        || async { control.status("production-2")["step"] == 1 },
+    )
+    .await;
+    control.proc.terminate();
+    control = Control::run(control.args.clone());
+    let status = control.status("production-2");
+    assert!(status["step"].as_u64().unwrap() >= 1, "{status}");
+    eventually(
+        Duration::from_secs(15),
+        "the rollout completes after the restart",
+        || async { control.status("production-2")["phase"] == "completed" },
+    )
+    .await;
+    let history = control.ok(&["deploy", "status", "production-2"]);
+    assert!(history.contains("Completed"), "{history}");
+
+    // An operator rollback returns to the previous known-good.
+    let back = control.ok(&["deploy", "rollback", "--environment", "production"]);
+    assert!(back.contains("known-good is kv-v1"), "{back}");
+    drop(staging);
+    drop(production);
+}
