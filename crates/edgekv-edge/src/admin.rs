@@ -30,8 +30,9 @@ pub fn handle<B>(edge: &Edge, request: &Request<B>) -> Response<Body> {
                 "ready": readiness(edge).is_ok(),
                 "token_table_version": edge.tokens_version(),
                 "node_id": edge.node_id(),
-                "origin": edge.upstream().url(),
-                "build": edge.upstream().build_id(),
+                "known_good": edge.routes().known_good.as_ref().map(|k| k.url().to_string()),
+                "build": edge.routes().known_good.as_ref().and_then(|k| k.build_id().map(str::to_string)),
+                "route_version": edge.routes().version(),
                 "feed": {
                     "connected": edge.feed().connected(),
                     "synced": edge.feed().synced(),

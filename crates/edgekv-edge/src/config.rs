@@ -28,8 +28,12 @@ pub struct EdgeConfig {
     pub sync_writes: bool,
     /// How long shutdown waits for requests in flight, in seconds.
     pub shutdown_grace_s: u64,
-    /// The URL of the origin build this edge reads through to and follows.
+    /// The URL of the one origin build this edge reads through to and follows
+    /// (empty when it follows control's route tables instead).
     pub origin: String,
+    /// The URL of the control plane whose route tables this edge follows (empty
+    /// when it names one `origin` build).
+    pub control: String,
     /// The edge's environment: every build it calls must belong to it.
     pub environment: String,
     /// The edge's tenant.
@@ -57,6 +61,7 @@ impl Default for EdgeConfig {
             sync_writes: false,
             shutdown_grace_s: 10,
             origin: String::new(),
+            control: String::new(),
             environment: "dev".into(),
             tenant: "dev".into(),
             node_id: None,
@@ -71,13 +76,24 @@ impl EdgeConfig {
     /// Checks the values against each other; says which one is wrong.
     pub fn validate(&self) -> Result<(), String> {
         self.validate_local()?;
-        if !(self.origin.starts_with("http://") || self.origin.starts_with("https://")) {
-            return Err(format!(
+        let url = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        match (self.origin.is_empty(), self.control.is_empty()) {
+            (false, false) => {
+                Err("give either an origin build or a control plane, not both".into())
+            }
+            (true, true) => Err(
+                "origin must be a URL like http://127.0.0.1:7001 (or give a control URL)".into(),
+            ),
+            (false, true) if !url(&self.origin) => Err(format!(
                 "origin must be a URL like http://127.0.0.1:7001, got {:?}",
                 self.origin
-            ));
+            )),
+            (true, false) if !url(&self.control) => Err(format!(
+                "control must be a URL like http://127.0.0.1:7000, got {:?}",
+                self.control
+            )),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Checks every value but the origin, which `edgekv dev` fills in itself.

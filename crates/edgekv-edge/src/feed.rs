@@ -85,7 +85,8 @@ impl From<UpstreamError> for FeedError {
 /// needed to resume.
 async fn stream(edge: &Arc<Edge>) -> Result<(), FeedError> {
     let from = edge.feed.applied() + 1;
-    let mut events = match edge.upstream.watch(from).await {
+    let upstream = edge.known_good()?;
+    let mut events = match upstream.watch(from).await {
         Ok(events) => events,
         Err(WatchError::Trimmed(why)) => return Err(FeedError::Trimmed(why)),
         Err(WatchError::Failed(err)) => return Err(err.into()),
@@ -100,7 +101,18 @@ async fn stream(edge: &Arc<Edge>) -> Result<(), FeedError> {
             }
             Err(status) => return Err(FeedError::Failed(status.to_string())),
         };
-        edge.upstream.check_stamp(event.stamp.as_ref())?;
+        upstream.check_stamp(event.stamp.as_ref())?;
+        // A new known-good build: follow it instead, from where this one stopped.
+        if edge
+            .routes
+            .load()
+            .known_good
+            .as_ref()
+            .and_then(|k| k.build_id())
+            != upstream.build_id()
+        {
+            return Err(FeedError::Failed("the known-good build changed".into()));
+        }
         if event.progress {
             if edge.feed.applied() >= event.revision {
                 edge.feed
@@ -209,7 +221,8 @@ struct Snapshot {
 }
 
 async fn load_snapshot(edge: &Edge, full: Vec<String>) -> Result<Snapshot, FeedError> {
-    let mut chunks = edge.upstream.snapshot(full).await?;
+    let upstream = edge.known_good()?;
+    let mut chunks = upstream.snapshot(full).await?;
     let mut snapshot = Snapshot {
         revision: 0,
         namespaces: Vec::new(),
@@ -217,7 +230,7 @@ async fn load_snapshot(edge: &Edge, full: Vec<String>) -> Result<Snapshot, FeedE
     };
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|s| FeedError::Failed(format!("snapshot: {s}")))?;
-        edge.upstream.check_stamp(chunk.stamp.as_ref())?;
+        upstream.check_stamp(chunk.stamp.as_ref())?;
         snapshot
             .namespaces
             .extend(chunk.namespaces.into_iter().map(namespace_from_wire));

@@ -46,6 +46,12 @@ where
         None => Err(Error::NoRoute(parts.uri.path().chars().take(200).collect())),
     }
     .unwrap_or_else(|err| respond::error(&err));
+    let mut response = response;
+    if let Some(version) = &edge.routes().version_header {
+        response
+            .headers_mut()
+            .insert(respond::ROUTE_VERSION_HEADER.clone(), version.clone());
+    }
     edge.metrics()
         .record(label, response.status().as_u16(), start.elapsed());
     response

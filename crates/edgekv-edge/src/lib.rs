@@ -13,6 +13,8 @@
 //!   writes through the origin.
 //! - [`upstream`]: the gRPC client of an origin build; build faults vs client faults.
 //! - [`feed`]: the change feed: watch, apply, resync from a snapshot.
+//! - [`routes`]: the builds an edge calls and the weighted choice among them.
+//! - [`control`]: following control's route tables (validate, ACK/NACK, keep on disk).
 //! - [`hot`]: the hot tier, bounded by bytes, correct under concurrent writes.
 //! - [`tokens`]: the token table, looked up by SHA-256.
 //! - [`http`]: routes, handlers and the v4 JSON envelope.
@@ -23,10 +25,12 @@
 
 pub mod admin;
 pub mod config;
+pub mod control;
 pub mod feed;
 pub mod hot;
 pub mod http;
 pub mod metrics;
+pub mod routes;
 pub mod server;
 pub mod service;
 pub mod tokens;
@@ -53,16 +57,29 @@ pub fn open(
     credential: &str,
 ) -> Result<Arc<Edge>> {
     config.validate().map_err(Error::Config)?;
-    let upstream = upstream::Upstream::new(
-        &config.origin,
-        credential,
-        upstream::Expected {
-            environment: config.environment.clone(),
-            tenant: config.tenant.clone(),
-        },
-        std::time::Duration::from_millis(config.upstream_timeout_ms),
-    )
-    .map_err(Error::Config)?;
+    let expected = upstream::Expected {
+        environment: config.environment.clone(),
+        tenant: config.tenant.clone(),
+    };
+    let timeout = std::time::Duration::from_millis(config.upstream_timeout_ms);
+    let routes = if config.origin.is_empty() {
+        // An edge of control: start from the last good table kept on disk, if any.
+        match routes::load_table(&config.data_dir) {
+            Some(table)
+                if edgekv_routing::validate(&table, &config.environment, &config.tenant, None)
+                    .is_ok() =>
+            {
+                routes::Routes::from_table(table, credential, &expected, timeout)
+                    .map_err(Error::Config)?
+            }
+            _ => routes::Routes::empty(),
+        }
+    } else {
+        routes::Routes::single(
+            upstream::Upstream::new(&config.origin, credential, expected, timeout)
+                .map_err(Error::Config)?,
+        )
+    };
     let options = RocksOptions {
         sync_writes: config.sync_writes,
         ..RocksOptions::default()
@@ -73,6 +90,7 @@ pub fn open(
         Arc::new(store),
         clock,
         tokens,
-        upstream,
+        routes,
+        credential.to_string(),
     )?))
 }

@@ -74,6 +74,14 @@ impl RunningEdge {
             Duration::from_secs(config.purge_interval_s),
             stopped.clone(),
         ));
+        if !config.control.is_empty() {
+            tasks.spawn(crate::control::follow(
+                edge.clone(),
+                config.control.clone(),
+                edge.credential.clone(),
+                stopped.clone(),
+            ));
+        }
         tasks.spawn(crate::feed::follow(edge.clone(), stopped));
         tracing::info!(%http_addr, %admin_addr, "edge serving");
         Ok(RunningEdge {

@@ -30,6 +30,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::hot::HotTier;
 use crate::metrics::Metrics;
+use crate::routes::Routes;
 use crate::tokens::TokenTable;
 use crate::upstream::{Upstream, UpstreamError};
 use crate::{EdgeConfig, Error, Result};
@@ -160,7 +161,10 @@ pub struct Edge {
     /// Every namespace by id; read lock-free on each request.
     pub(crate) namespaces: ArcSwap<HashMap<String, Namespace>>,
     tokens: ArcSwap<TokenTable>,
-    pub(crate) upstream: Upstream,
+    /// The builds this edge calls; swapped whole when a new route table arrives.
+    pub(crate) routes: ArcSwap<Routes>,
+    /// The edge's environment credential, for builds and control.
+    pub(crate) credential: String,
     pub(crate) feed: FeedState,
     apply_locks: Box<[Mutex<()>]>,
     stripe_hasher: std::hash::RandomState,
@@ -224,7 +228,7 @@ impl std::fmt::Debug for Edge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Edge")
             .field("node_id", &self.node_id)
-            .field("upstream", &self.upstream)
+            .field("route_version", &self.routes.load().version())
             .finish()
     }
 }
@@ -237,7 +241,8 @@ impl Edge {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         tokens: TokenTable,
-        upstream: Upstream,
+        routes: Routes,
+        credential: String,
     ) -> Result<Self> {
         let namespaces = store
             .namespaces()?
@@ -268,7 +273,8 @@ impl Edge {
             clock,
             namespaces: ArcSwap::from_pointee(namespaces),
             tokens: ArcSwap::from_pointee(tokens),
-            upstream,
+            routes: ArcSwap::from_pointee(routes),
+            credential,
             feed,
             apply_locks: (0..APPLY_STRIPES).map(|_| Mutex::new(())).collect(),
             stripe_hasher: std::hash::RandomState::new(),
@@ -318,9 +324,32 @@ impl Edge {
         &self.node_id
     }
 
-    /// The build this edge reads through to.
-    pub fn upstream(&self) -> &Upstream {
-        &self.upstream
+    /// The builds this edge calls now.
+    pub fn routes(&self) -> arc_swap::Guard<Arc<Routes>> {
+        self.routes.load()
+    }
+
+    /// Installs the builds of a new route table.
+    pub fn set_routes(&self, routes: Routes) {
+        self.routes.store(Arc::new(routes));
+    }
+
+    /// The known-good build: the feed follows it, namespace changes go to it.
+    pub(crate) fn known_good(&self) -> std::result::Result<Upstream, UpstreamError> {
+        self.routes
+            .load()
+            .known_good
+            .clone()
+            .ok_or_else(|| UpstreamError::Build("no route table yet: no build to call".into()))
+    }
+
+    /// The build that serves an affinity key.
+    pub(crate) fn pick(&self, affinity: &[u8]) -> std::result::Result<Upstream, UpstreamError> {
+        self.routes
+            .load()
+            .pick(affinity)
+            .cloned()
+            .ok_or_else(|| UpstreamError::Build("no route table yet: no build to call".into()))
     }
 
     /// Replaces the token table.
@@ -395,7 +424,11 @@ impl Edge {
         if let Some(mode) = self.known_mode(account, id) {
             return mode;
         }
-        match self.upstream.namespaces().await {
+        let listed = match self.known_good() {
+            Ok(build) => build.namespaces().await,
+            Err(err) => Err(err),
+        };
+        match listed {
             Ok((all, read_revision)) => {
                 for ns in all
                     .into_iter()
@@ -452,7 +485,10 @@ impl Edge {
         mode: Mode,
     ) -> Result<Namespace> {
         edgekv_kv::validate::title(title)?;
-        let (namespace, revision) = self.upstream.create_namespace(account, title, mode).await?;
+        let (namespace, revision) = self
+            .pick(account.as_bytes())?
+            .create_namespace(account, title, mode)
+            .await?;
         self.apply_namespaces_at(vec![NamespaceOp::Put(namespace.clone())], revision)?;
         Ok(namespace)
     }
@@ -465,14 +501,20 @@ impl Edge {
         title: &str,
     ) -> Result<Namespace> {
         edgekv_kv::validate::title(title)?;
-        let (namespace, revision) = self.upstream.rename_namespace(account, id, title).await?;
+        let (namespace, revision) = self
+            .pick(id.as_bytes())?
+            .rename_namespace(account, id, title)
+            .await?;
         self.apply_namespaces_at(vec![NamespaceOp::Put(namespace.clone())], revision)?;
         Ok(namespace)
     }
 
     /// Deletes a namespace and every key in it, at the origin.
     pub async fn delete_namespace(&self, account: &str, id: &str) -> Result<()> {
-        let (_, revision) = self.upstream.delete_namespace(account, id).await?;
+        let (_, revision) = self
+            .pick(id.as_bytes())?
+            .delete_namespace(account, id)
+            .await?;
         self.apply_namespaces_at(vec![NamespaceOp::Delete(id.to_string())], revision)
     }
 
@@ -650,7 +692,7 @@ impl Edge {
         key: &Bytes,
         flight: &Flight,
     ) -> std::result::Result<Lookup, UpstreamError> {
-        let answer = self.upstream.get(namespace, key).await?;
+        let answer = self.pick(key)?.get(namespace, key).await?;
         let now_s = self.clock.now_s();
         let record = answer.record.clone().unwrap_or_else(|| Record {
             revision: answer.read_revision,
@@ -783,7 +825,12 @@ impl Edge {
             .collect();
         // Registered before the call, so the feed marks any change it sees meanwhile.
         let marks = WriteMarks::register(self, namespace, &keys);
-        let written = self.upstream.write(header, mutations).await?;
+        let affinity = if keys.len() == 1 {
+            keys[0].as_ref()
+        } else {
+            namespace.as_bytes()
+        };
+        let written = self.pick(affinity)?.write(header, mutations).await?;
         let _lock = self.lock_keys(namespace, keys.iter().map(|k| k.as_ref()));
         let keep = keys
             .into_iter()
@@ -863,9 +910,17 @@ impl Edge {
             start_after: query.start_after.clone().map(Bytes::from),
             limit: query.limit as u32,
         };
-        match self.upstream.list(request).await {
+        let build = self.pick(namespace.as_bytes());
+        let listed = match &build {
+            Ok(build) => build.list(request).await,
+            Err(err) => Err(err.clone()),
+        };
+        match listed {
             Ok((entries, more)) => {
-                let build = self.upstream.build_id().unwrap_or_default().to_string();
+                let build = build
+                    .ok()
+                    .and_then(|b| b.build_id().map(str::to_string))
+                    .unwrap_or_default();
                 Ok((ListPage { entries, more }, Source::Miss { build }))
             }
             Err(UpstreamError::Build(_)) if full => {

@@ -165,6 +165,20 @@ impl Upstream {
         })
     }
 
+    /// A client of a build whose id is known (from a route table): answers stamped
+    /// by any other build are refused.
+    pub fn for_build(
+        url: &str,
+        credential: &str,
+        expected: Expected,
+        timeout: Duration,
+        build_id: &str,
+    ) -> Result<Self, String> {
+        let upstream = Self::new(url, credential, expected, timeout)?;
+        let _ = upstream.build_id.set(build_id.to_string());
+        Ok(upstream)
+    }
+
     /// The build's URL.
     pub fn url(&self) -> &str {
         &self.url

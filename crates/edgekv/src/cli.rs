@@ -271,9 +271,12 @@ pub struct EdgeArgs {
     /// The hot tier's budget, in bytes.
     #[arg(long, env = "EDGEKV_HOT_TIER_BYTES")]
     pub hot_tier_bytes: Option<usize>,
-    /// The origin build to read through to and follow, e.g. http://127.0.0.1:7001.
-    #[arg(long, env = "EDGEKV_ORIGIN")]
+    /// The one origin build to read through to and follow, e.g. http://127.0.0.1:7001.
+    #[arg(long, env = "EDGEKV_ORIGIN", conflicts_with = "control")]
     pub origin: Option<String>,
+    /// The control plane whose route tables pick the builds, e.g. http://127.0.0.1:7000.
+    #[arg(long, env = "EDGEKV_CONTROL")]
+    pub control: Option<String>,
     /// The file holding this edge's environment credential (its first line).
     #[arg(long, env = "EDGEKV_CREDENTIAL_FILE")]
     pub credential_file: Option<PathBuf>,

@@ -82,6 +82,10 @@ pub async fn edge(args: EdgeArgs, file: &File) -> anyhow::Result<()> {
     if let Some(origin) = args.origin {
         config.origin = origin;
     }
+    if let Some(control) = args.control {
+        config.control = control;
+        config.origin.clear();
+    }
     if let Some(environment) = args.environment {
         config.environment = environment;
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::{BIN, Origin, Proc, clean, eventually};
+use support::{BIN, Edge, Kv, Origin, Proc, clean, eventually};
 
 const ADMIN: &str = "operator-admin-token";
 
@@ -236,4 +236,163 @@ async fn builds_pre_checks_and_a_progressive_rollout() {
     assert!(back.contains("known-good is kv-v1"), "{back}");
     drop(staging);
     drop(production);
+}
+
+/// The share of reads that went to each build, on one edge, over `keys`; `None`
+/// when the route version changed during the measurement.
+async fn shares(kv: &Kv, ns: &str, keys: &[String]) -> Option<(f64, String)> {
+    let mut v2 = 0;
+    let mut versions = std::collections::BTreeSet::new();
+    for key in keys {
+        let response = kv
+            .request(
+                reqwest::Method::GET,
+                &format!("/namespaces/{ns}/values/{key}"),
+            )
+            .header("cache-control", "no-cache")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{key}");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default()
+        };
+        versions.insert(header("edgekv-route-version"));
+        v2 += usize::from(header("edgekv-build") == "kv-v2");
+    }
+    (versions.len() == 1).then(|| {
+        (
+            v2 as f64 / keys.len() as f64,
+            versions.into_iter().next().unwrap(),
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_follow_a_rollout_in_the_shares_of_its_steps() {
+    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let production = Origin::start(
+        dirs[0].path(),
+        "production",
+        "prod-cred",
+        &["kv-v1", "kv-v2"],
+        &[],
+    );
+    let staging = Origin::start(dirs[1].path(), "staging", "stg-cred", &["kv-stg"], &[]);
+    let control = Control::start(
+        dirs[2].path(),
+        &dirs[0].path().join("credentials"),
+        &dirs[1].path().join("credentials"),
+    );
+    for id in ["kv-v1", "kv-v2"] {
+        control.ok(&[
+            "build",
+            "register",
+            id,
+            "--environment",
+            "production",
+            "--endpoint",
+            &production.url(id),
+        ]);
+    }
+    control.ok(&[
+        "deploy",
+        "start",
+        "kv-v1",
+        "--environment",
+        "production",
+        "--steps",
+        "100:0s",
+    ]);
+    let edges = [
+        Edge::start_with_control(
+            dirs[3].path(),
+            &control.url,
+            "production",
+            "prod-cred",
+            &["--node-id", "edge-a"],
+        ),
+        Edge::start_with_control(
+            dirs[4].path(),
+            &control.url,
+            "production",
+            "prod-cred",
+            &["--node-id", "edge-b"],
+        ),
+    ];
+    for edge in &edges {
+        edge.ready().await;
+    }
+    let kvs: Vec<Kv> = edges.iter().map(Kv::of).collect();
+    let ns = kvs[0].create_namespace("rollout", "cache").await;
+    let keys: Vec<String> = (0..400).map(|i| format!("k{i:03}")).collect();
+    let items: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|k| serde_json::json!({"key": k, "value": "v"}))
+        .collect();
+    let response = kvs[0]
+        .request(reqwest::Method::PUT, &format!("/namespaces/{ns}/bulk"))
+        .json(&items)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    control.ok(&[
+        "deploy",
+        "start",
+        "kv-v2",
+        "--environment",
+        "production",
+        "--steps",
+        "10:5s,50:5s,100:5s",
+    ]);
+    let mut measured = Vec::new();
+    for (step, weight) in [(0u64, 0.10), (1, 0.50), (2, 1.00)] {
+        eventually(
+            Duration::from_secs(20),
+            "the rollout reaches the step",
+            || async { control.status("production-2")["step"] == step },
+        )
+        .await;
+        for kv in &kvs {
+            let mut share = None;
+            for _ in 0..5 {
+                // Give the edges a moment to install the step's table.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if let Some(s) = shares(kv, &ns, &keys).await {
+                    share = Some(s);
+                    break;
+                }
+            }
+            let (share, version) = share.expect("a measurement within one route version");
+            assert!(
+                (share - weight).abs() < 0.08,
+                "step {step}: kv-v2 got {share:.3}, weight {weight}"
+            );
+            measured.push((step, share, version));
+        }
+    }
+    eventually(Duration::from_secs(20), "the rollout completes", || async {
+        control.status("production-2")["phase"] == "completed"
+    })
+    .await;
+    // Both edges ACK the final version.
+    eventually(
+        Duration::from_secs(10),
+        "both edges ACK the final table",
+        || async {
+            let status = control.status("production-2");
+            let acked = &status["acked"];
+            let a = acked["edge-a"].as_u64();
+            a.is_some() && a == acked["edge-b"].as_u64() && a.unwrap() >= 4
+        },
+    )
+    .await;
+    eprintln!("measured shares of kv-v2 (step, share, route version): {measured:?}");
+    drop(staging);
 }

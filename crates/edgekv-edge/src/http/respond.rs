@@ -20,6 +20,8 @@ static MISS: HeaderValue = HeaderValue::from_static("MISS");
 static STALE: HeaderValue = HeaderValue::from_static("STALE");
 /// Says where an answer came from: HIT, MISS or STALE.
 pub static CACHE_HEADER: HeaderName = HeaderName::from_static("edgekv-cache");
+/// The version of the route table the edge used.
+pub static ROUTE_VERSION_HEADER: HeaderName = HeaderName::from_static("edgekv-route-version");
 /// Names the build that answered.
 pub static BUILD_HEADER: HeaderName = HeaderName::from_static("edgekv-build");
 

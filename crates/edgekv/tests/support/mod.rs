@@ -210,10 +210,33 @@ pub struct Edge {
 }
 
 impl Edge {
+    /// Starts an edge that follows control's route tables.
+    pub fn start_with_control(
+        dir: &Path,
+        control_url: &str,
+        environment: &str,
+        credential: &str,
+        extra: &[&str],
+    ) -> Edge {
+        let mut args = vec!["--control", control_url];
+        args.extend_from_slice(extra);
+        Self::start_with(dir, None, environment, credential, &args)
+    }
+
     /// Starts an edge of `origin_url` in `environment`, with `credential`.
     pub fn start(
         dir: &Path,
         origin_url: &str,
+        environment: &str,
+        credential: &str,
+        extra: &[&str],
+    ) -> Edge {
+        Self::start_with(dir, Some(origin_url), environment, credential, extra)
+    }
+
+    fn start_with(
+        dir: &Path,
+        origin_url: Option<&str>,
         environment: &str,
         credential: &str,
         extra: &[&str],
@@ -227,8 +250,6 @@ impl Edge {
             "127.0.0.1:0".into(),
             "--data-dir".into(),
             dir.join("data").display().to_string(),
-            "--origin".into(),
-            origin_url.into(),
             "--environment".into(),
             environment.into(),
             "--credential-file".into(),
@@ -238,6 +259,9 @@ impl Edge {
             "--token".into(),
             TOKEN.into(),
         ];
+        if let Some(url) = origin_url {
+            args.extend(["--origin".to_string(), url.to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         Self::run(dir, args)
     }

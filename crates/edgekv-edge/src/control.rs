@@ -1,0 +1,141 @@
+//! Following control's route tables: each table is validated exactly as
+//! `edgekv_routing::validate` says (this edge does not trust control blindly),
+//! ACKed or NACKed with the reason, kept on disk when good, and installed without
+//! a lock on the hot path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgekv_proto::v1::{self, control_client::ControlClient};
+use edgekv_routing::{RouteEntry, RouteTable, Verdict, validate};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt as _;
+
+use crate::Edge;
+use crate::routes::{self, Routes};
+use crate::upstream::Expected;
+
+/// A route table from the wire.
+pub fn table_from_wire(table: v1::RouteTable) -> RouteTable {
+    RouteTable {
+        version: table.version,
+        environment: table.environment,
+        tenant: table.tenant,
+        issued_at: table.issued_at,
+        known_good_build: table.known_good_build,
+        entries: table
+            .entries
+            .into_iter()
+            .map(|e| RouteEntry {
+                build_id: e.build_id,
+                environment: e.environment,
+                tenant: e.tenant,
+                artifact_digest: e.artifact_digest,
+                weight_bp: e.weight_bp,
+                endpoints: e.endpoints,
+            })
+            .collect(),
+    }
+}
+
+/// Follows control's route stream until told to stop, reconnecting after failures.
+pub async fn follow(
+    edge: Arc<Edge>,
+    url: String,
+    credential: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let round = stream(&edge, &url, &credential);
+        let outcome = tokio::select! {
+            outcome = round => outcome,
+            _ = stop.changed() => return,
+        };
+        if let Err(why) = outcome {
+            tracing::warn!(%why, ?backoff, "route stream from control interrupted; serving with the last good table");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn stream(edge: &Arc<Edge>, url: &str, credential: &str) -> Result<(), String> {
+    let config = edge.config();
+    let mut client = ControlClient::connect(url.to_string())
+        .await
+        .map_err(|e| format!("cannot reach control at {url}: {e}"))?;
+    let ack = |version: u64, nack: Option<(u64, String)>| v1::RouteAck {
+        node_id: edge.node_id().to_string(),
+        environment: config.environment.clone(),
+        tenant: config.tenant.clone(),
+        version,
+        nack_reason: nack.as_ref().map(|(_, r)| r.clone()).unwrap_or_default(),
+        nacked_version: nack.map_or(0, |(v, _)| v),
+        pinned: String::new(),
+    };
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(ack(edge.routes().version(), None))
+        .await
+        .map_err(|_| "ack channel closed".to_string())?;
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let value = format!("Bearer {credential}")
+        .parse()
+        .map_err(|_| "the credential is not valid header text".to_string())?;
+    request.metadata_mut().insert("authorization", value);
+    let mut tables = client
+        .stream_routes(request)
+        .await
+        .map_err(|s| format!("control refused the route stream: {s}"))?
+        .into_inner();
+    while let Some(table) = tables.next().await {
+        let table = table_from_wire(table.map_err(|s| s.to_string())?);
+        let held = edge
+            .routes()
+            .table
+            .as_ref()
+            .map(|t| (t.version, t.content_hash()));
+        let verdict = validate(
+            &table,
+            &config.environment,
+            &config.tenant,
+            held.as_ref().map(|(v, h)| (*v, h.as_str())),
+        );
+        let reply = match verdict {
+            Ok(Verdict::AckAgain) => ack(table.version, None),
+            Ok(Verdict::Install) => match install(edge, table.clone(), credential) {
+                Ok(()) => ack(table.version, None),
+                Err(why) => ack(edge.routes().version(), Some((table.version, why))),
+            },
+            Err(nack) => {
+                tracing::warn!(version = table.version, reason = %nack, "NACKed a route table; keeping the last good one");
+                ack(
+                    edge.routes().version(),
+                    Some((table.version, nack.to_string())),
+                )
+            }
+        };
+        tx.send(reply)
+            .await
+            .map_err(|_| "control closed the ack stream".to_string())?;
+    }
+    Err("control ended the route stream".into())
+}
+
+fn install(edge: &Edge, table: RouteTable, credential: &str) -> Result<(), String> {
+    let config = edge.config();
+    let expected = Expected {
+        environment: config.environment.clone(),
+        tenant: config.tenant.clone(),
+    };
+    let timeout = Duration::from_millis(config.upstream_timeout_ms);
+    let version = table.version;
+    routes::save_table(&config.data_dir, &table)
+        .map_err(|e| format!("cannot keep the table on disk: {e}"))?;
+    edge.set_routes(Routes::from_table(table, credential, &expected, timeout)?);
+    tracing::info!(version, "installed a route table");
+    Ok(())
+}

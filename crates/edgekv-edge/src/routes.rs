@@ -1,0 +1,123 @@
+//! The builds an edge calls: one named by `--origin`, or those of the route table
+//! control streams, each with its own client. The hot path reads the current
+//! [`Routes`] through an `ArcSwap`, without a lock.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use edgekv_routing::{RouteTable, pick};
+
+use crate::upstream::{Expected, Upstream};
+
+/// The builds of the current route table.
+#[derive(Debug)]
+pub struct Routes {
+    /// The table, when control sent one; `None` for a single `--origin`.
+    pub table: Option<RouteTable>,
+    /// The build traffic falls back to and the change feed follows.
+    pub known_good: Option<Upstream>,
+    /// Every build of the table with its client, in table order.
+    pub builds: Vec<(String, u32, Upstream)>,
+    /// `edgekv-route-version`, formatted once per table.
+    pub version_header: Option<http::HeaderValue>,
+}
+
+impl Routes {
+    /// No build yet: an edge of control that has not received a table.
+    pub fn empty() -> Self {
+        Routes {
+            table: None,
+            known_good: None,
+            builds: Vec::new(),
+            version_header: None,
+        }
+    }
+
+    /// One build, named by `--origin`.
+    pub fn single(upstream: Upstream) -> Self {
+        Routes {
+            table: None,
+            known_good: Some(upstream),
+            builds: Vec::new(),
+            version_header: None,
+        }
+    }
+
+    /// The clients of a validated table's builds.
+    pub fn from_table(
+        table: RouteTable,
+        credential: &str,
+        expected: &Expected,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let mut builds = Vec::with_capacity(table.entries.len());
+        let mut known_good = None;
+        for entry in &table.entries {
+            let endpoint = entry
+                .endpoints
+                .first()
+                .ok_or_else(|| format!("entry {} has no endpoint", entry.build_id))?;
+            let upstream = Upstream::for_build(
+                endpoint,
+                credential,
+                expected.clone(),
+                timeout,
+                &entry.build_id,
+            )?;
+            if entry.build_id == table.known_good_build {
+                known_good = Some(upstream.clone());
+            }
+            builds.push((entry.build_id.clone(), entry.weight_bp, upstream));
+        }
+        Ok(Routes {
+            version_header: Some(http::HeaderValue::from(table.version)),
+            table: Some(table),
+            known_good,
+            builds,
+        })
+    }
+
+    /// The route table version in use (0 without a table).
+    pub fn version(&self) -> u64 {
+        self.table.as_ref().map_or(0, |t| t.version)
+    }
+
+    /// The build that serves an affinity key: the weighted, sticky choice of the
+    /// table, or the single build.
+    pub fn pick(&self, affinity: &[u8]) -> Option<&Upstream> {
+        let Some(table) = &self.table else {
+            return self.known_good.as_ref();
+        };
+        let chosen = pick(table, affinity)?;
+        self.builds
+            .iter()
+            .find(|(id, _, _)| *id == chosen.build_id)
+            .map(|(_, _, upstream)| upstream)
+            .or(self.known_good.as_ref())
+    }
+}
+
+/// Where an edge keeps its last good route table.
+pub fn table_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("routes.json")
+}
+
+/// Reads the last good route table, if one was kept.
+pub fn load_table(data_dir: &Path) -> Option<RouteTable> {
+    let text = std::fs::read(table_file(data_dir)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Keeps a route table on disk, atomically.
+pub fn save_table(data_dir: &Path, table: &RouteTable) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let path = table_file(data_dir);
+    let temp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(table).map_err(std::io::Error::other)?;
+    {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(&text)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(temp, path)
+}
