@@ -83,8 +83,29 @@ impl Incoming<'_> {
             .await
     }
 
-    /// The read options of the request: `cache-control: no-cache`, `?cache_ttl=`.
-    fn read_options(&self) -> Result<crate::service::ReadOptions> {
+    /// The read options of the request: `cache-control: no-cache`, `?cache_ttl=`,
+    /// and `edgekv-version-override` for admin tokens.
+    fn read_options(&self, scope: &Scope<'_>) -> Result<crate::service::ReadOptions> {
+        let build = match self.headers.get("edgekv-version-override") {
+            None => None,
+            Some(value) => {
+                let access = self.edge.authorize(
+                    bearer(self.headers),
+                    &scope.account,
+                    Some(&scope.namespace),
+                    false,
+                )?;
+                if !access.admin {
+                    return Err(Error::Forbidden(
+                        "edgekv-version-override needs an admin token".into(),
+                    ));
+                }
+                let name = value.to_str().map_err(|_| {
+                    Error::BadRequest("edgekv-version-override is not a build id".into())
+                })?;
+                Some(std::sync::Arc::from(name.trim()))
+            }
+        };
         let no_cache = self
             .headers
             .get_all(http::header::CACHE_CONTROL)
@@ -105,6 +126,7 @@ impl Incoming<'_> {
             })
             .transpose()?;
         Ok(crate::service::ReadOptions {
+            build,
             no_cache,
             cache_ttl_s,
         })

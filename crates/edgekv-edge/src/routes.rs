@@ -82,6 +82,20 @@ impl Routes {
         self.table.as_ref().map_or(0, |t| t.version)
     }
 
+    /// The client of a build of the current table (or of the single build).
+    pub fn build(&self, build_id: &str) -> Option<&Upstream> {
+        if self.table.is_none() {
+            return self
+                .known_good
+                .as_ref()
+                .filter(|k| k.build_id() == Some(build_id));
+        }
+        self.builds
+            .iter()
+            .find(|(id, _, _)| id == build_id)
+            .map(|(_, _, upstream)| upstream)
+    }
+
     /// The build that serves an affinity key: the weighted, sticky choice of the
     /// table, or the single build.
     pub fn pick(&self, affinity: &[u8]) -> Option<&Upstream> {

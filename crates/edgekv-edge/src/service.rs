@@ -93,8 +93,11 @@ pub struct Lookup {
 }
 
 /// Per-request read options.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ReadOptions {
+    /// `edgekv-version-override` (admin tokens only): read from this build of the
+    /// current table, nothing held, nothing kept.
+    pub build: Option<Arc<str>>,
     /// `cache-control: no-cache`: ask a build even for a fresh entry.
     pub no_cache: bool,
     /// `?cache_ttl=`: how long held entries stay usable once the feed is behind.
@@ -617,6 +620,21 @@ impl Edge {
         if mode == Mode::Full && !self.feed.synced() {
             return Err(Error::Unavailable(
                 "this full namespace is still loading its first snapshot".into(),
+            ));
+        }
+        if let Some(build) = &options.build {
+            let upstream = self.routes.load().build(build).cloned().ok_or_else(|| {
+                Error::BadRequest(format!("build {build:?} is not in the current route table"))
+            })?;
+            let answer = upstream.get(namespace, key).await?;
+            // An absent key reads as a tombstone: 404.
+            let record = answer.record.unwrap_or_else(|| Record::tombstone(None));
+            return Ok(live(
+                record,
+                now_s,
+                Source::Miss {
+                    build: answer.build_id,
+                },
             ));
         }
         let held = self.held(namespace, key)?;

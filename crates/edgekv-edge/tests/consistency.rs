@@ -48,7 +48,7 @@ async fn answered_writes_are_never_undone() {
                 // through the origin.
                 let options = ReadOptions {
                     no_cache: reads.is_multiple_of(2),
-                    cache_ttl_s: None,
+                    ..ReadOptions::default()
                 };
                 let seen = edge
                     .get(&ns, Mode::Cache, b"contended", options)

@@ -272,6 +272,36 @@ async fn the_edge_checks_every_table_control_sends() {
     // ...and it keeps serving with the last good table.
     assert_eq!(route_version(&running).await, "5");
 
+    // An admin may target a build of the table directly; nobody else, nothing else.
+    let base = format!(
+        "http://{}/client/v4/accounts/acct/storage/kv",
+        running.http_addr
+    );
+    let kv = edgekv_test_support::Client::new(&base, TOKEN);
+    let ns = kv.create_namespace("override").await;
+    assert_eq!(kv.put(&ns, "k", "v").await, 200);
+    let get = |token: &'static str, build: &'static str| {
+        reqwest::Client::new()
+            .get(format!("{base}/namespaces/{ns}/values/k"))
+            .bearer_auth(token)
+            .header("edgekv-version-override", build)
+            .send()
+    };
+    let response = get(TOKEN, "v1").await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["edgekv-build"], "v1");
+    assert_eq!(
+        get(TOKEN, "v9").await.unwrap().status(),
+        400,
+        "not in the table"
+    );
+    let reader = edgekv_test_support::READ_ONLY_TOKEN;
+    assert_eq!(
+        get(reader, "v1").await.unwrap().status(),
+        403,
+        "not an admin token"
+    );
+
     // Restarted while control is down, it serves with the table it kept on disk.
     drop(edge);
     running.shutdown().await;

@@ -144,7 +144,7 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let mode = request.enter(scope, false).await?;
-    let options = request.read_options()?;
+    let options = request.read_options(scope)?;
     let raw = body::read(request.headers, body, MAX_SMALL_BODY_BYTES).await?;
     let asked: GetBody = serde_json::from_slice(&raw).map_err(|e| {
         Error::BadRequest(format!(
@@ -168,7 +168,7 @@ where
     for key in asked.keys {
         let lookup = request
             .edge
-            .get(&scope.namespace, mode, key.as_bytes(), options)
+            .get(&scope.namespace, mode, key.as_bytes(), options.clone())
             .await?;
         let entry = match lookup.record {
             None => Value::Null,

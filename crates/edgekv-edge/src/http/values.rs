@@ -23,7 +23,7 @@ pub(super) async fn get(
 ) -> Result<Response<Body>> {
     let mode = request.enter(scope, false).await?;
     validate::key(key)?;
-    let options = request.read_options()?;
+    let options = request.read_options(scope)?;
     let lookup = request
         .edge
         .get(&scope.namespace, mode, key, options)
@@ -45,7 +45,7 @@ pub(super) async fn metadata(
 ) -> Result<Response<Body>> {
     let mode = request.enter(scope, false).await?;
     validate::key(key)?;
-    let options = request.read_options()?;
+    let options = request.read_options(scope)?;
     let lookup = request
         .edge
         .get(&scope.namespace, mode, key, options)
@@ -131,7 +131,7 @@ pub(super) async fn delete(
 
 pub(super) async fn list(request: Incoming<'_>, scope: &Scope<'_>) -> Result<Response<Body>> {
     let mode = request.enter(scope, false).await?;
-    let options = request.read_options()?;
+    let options = request.read_options(scope)?;
     let query = Query::parse(request.query);
     let limit = validate::list_limit(query.get("limit"))?;
     let start_after = query.get("cursor").map(cursor::decode).transpose()?;
