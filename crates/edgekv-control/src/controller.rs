@@ -11,7 +11,22 @@ use crate::model::{Build, Deployment, Phase, Step};
 use crate::precheck::{self, Refusal};
 use crate::probe::Probe;
 use crate::rollout::{self, Health, Transition};
-use crate::state::{ControlState, StateError, StateFile};
+use crate::state::{ControlState, StateError, StateFile, TokenRecord};
+
+/// A new token: 128 random bits as 32 hex digits.
+fn new_secret() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 of a token, hex.
+pub fn sha256_hex(token: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// Why a control operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -386,6 +401,58 @@ impl Controller {
             }
             Ok(transitions)
         })
+    }
+
+    /// Issues a token; returns the secret (shown once; only its hash is kept) and
+    /// the new token table version.
+    pub fn create_token(
+        &self,
+        name: &str,
+        record: impl FnOnce(String) -> TokenRecord,
+    ) -> Result<(String, u64)> {
+        if name.trim().is_empty() {
+            return Err(ControlError::Invalid("a token needs a name".into()));
+        }
+        let secret = new_secret();
+        let hash = sha256_hex(&secret);
+        let record = record(hash);
+        if record.account.trim().is_empty() {
+            return Err(ControlError::Invalid("a token needs an account".into()));
+        }
+        let version = self.change(|state| {
+            if state.tokens.contains_key(name) {
+                return Err(ControlError::Invalid(format!(
+                    "a token named {name:?} exists; revoke it first"
+                )));
+            }
+            state.tokens.insert(name.to_string(), record);
+            state.token_version += 1;
+            Ok(state.token_version)
+        })?;
+        Ok((secret, version))
+    }
+
+    /// Revokes a token by name; returns the new token table version.
+    pub fn revoke_token(&self, name: &str) -> Result<u64> {
+        self.change(|state| {
+            state
+                .tokens
+                .remove(name)
+                .ok_or_else(|| ControlError::NotFound(format!("no token named {name:?}")))?;
+            state.token_version += 1;
+            Ok(state.token_version)
+        })
+    }
+
+    /// The token table: its version and every token by name.
+    pub fn tokens(&self) -> (u64, Vec<(String, TokenRecord)>) {
+        let state = self.state.lock();
+        let list = state
+            .tokens
+            .iter()
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect();
+        (state.token_version, list)
     }
 
     /// Raises an environment's route version past what an edge reports holding, so

@@ -19,6 +19,21 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::controller::{ControlError, Controller};
 use crate::model::{Build, Deployment, Phase, Step};
+use crate::state::TokenRecord;
+
+fn token_grants(tokens: Vec<(String, TokenRecord)>) -> Vec<v1::TokenGrant> {
+    tokens
+        .into_iter()
+        .map(|(name, t)| v1::TokenGrant {
+            hash: t.hash,
+            name,
+            account: t.account,
+            namespaces: t.namespaces,
+            read_only: t.read_only,
+            admin: t.admin,
+        })
+        .collect()
+}
 
 /// What every edge last told control, per environment and node.
 pub type Acks = Arc<Mutex<BTreeMap<String, BTreeMap<String, EdgeAck>>>>;
@@ -337,20 +352,60 @@ impl control_server::Control for ControlService {
 
     async fn create_token(
         &self,
-        _request: Request<v1::CreateTokenRequest>,
+        request: Request<v1::CreateTokenRequest>,
     ) -> Result<Response<v1::CreateTokenResponse>, Status> {
-        Err(Status::unimplemented(
-            "token tables are not served by control yet",
-        ))
+        self.admin(&request)?;
+        let r = request.into_inner();
+        let (token, version) = self
+            .controller
+            .create_token(&r.name, |hash| TokenRecord {
+                hash,
+                account: r.account.clone(),
+                namespaces: r.namespaces.clone(),
+                read_only: r.read_only,
+                admin: r.admin,
+            })
+            .map_err(status)?;
+        let grant = v1::TokenGrant {
+            hash: crate::controller::sha256_hex(&token),
+            name: r.name,
+            account: r.account,
+            namespaces: r.namespaces,
+            read_only: r.read_only,
+            admin: r.admin,
+        };
+        Ok(Response::new(v1::CreateTokenResponse {
+            token,
+            grant: Some(grant),
+            version,
+        }))
     }
 
     async fn revoke_token(
         &self,
-        _request: Request<v1::RevokeTokenRequest>,
+        request: Request<v1::RevokeTokenRequest>,
     ) -> Result<Response<v1::RevokeTokenResponse>, Status> {
-        Err(Status::unimplemented(
-            "token tables are not served by control yet",
-        ))
+        self.admin(&request)?;
+        let version = self
+            .controller
+            .revoke_token(&request.into_inner().name)
+            .map_err(status)?;
+        Ok(Response::new(v1::RevokeTokenResponse {
+            revoked: true,
+            version,
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<v1::ListTokensRequest>,
+    ) -> Result<Response<v1::ListTokensResponse>, Status> {
+        self.admin(&request)?;
+        let (version, tokens) = self.controller.tokens();
+        Ok(Response::new(v1::ListTokensResponse {
+            grants: token_grants(tokens),
+            version,
+        }))
     }
 
     type StreamRoutesStream = ReceiverStream<Result<v1::RouteTable, Status>>;
@@ -434,10 +489,47 @@ impl control_server::Control for ControlService {
 
     async fn stream_tokens(
         &self,
-        _request: Request<Streaming<v1::TokenAck>>,
+        request: Request<Streaming<v1::TokenAck>>,
     ) -> Result<Response<Self::StreamTokensStream>, Status> {
-        Err(Status::unimplemented(
-            "token tables are not served by control yet",
-        ))
+        let presented = Self::presented(&request).map(str::to_string);
+        if !self
+            .edge_credentials
+            .values()
+            .any(|c| Some(c) == presented.as_ref())
+        {
+            return Err(Status::unauthenticated("not an environment credential"));
+        }
+        let mut acks = request.into_inner();
+        let (tx, rx) = mpsc::channel(8);
+        let controller = self.controller.clone();
+        let mut changed = controller.subscribe();
+        tokio::spawn(async move {
+            let mut sent = None;
+            loop {
+                let (version, tokens) = controller.tokens();
+                if sent != Some(version) {
+                    sent = Some(version);
+                    let table = v1::TokenTable {
+                        version,
+                        grants: token_grants(tokens),
+                    };
+                    if tx.send(Ok(table)).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    c = changed.changed() => if c.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(Ok(ack)) = acks.next().await {
+                if !ack.nack_reason.is_empty() {
+                    tracing::warn!(node = %ack.node_id, reason = %ack.nack_reason, "edge NACKed a token table");
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

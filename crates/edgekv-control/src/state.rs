@@ -50,6 +50,21 @@ pub struct Environment {
     pub route_version: u64,
 }
 
+/// A token control issued: only its hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The SHA-256 of the token, hex.
+    pub hash: String,
+    /// The account it acts for.
+    pub account: String,
+    /// The namespaces it may touch; empty for all of the account's.
+    pub namespaces: Vec<String>,
+    /// Whether it may only read.
+    pub read_only: bool,
+    /// Whether it may use operator features.
+    pub admin: bool,
+}
+
 /// Everything control persists.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlState {
@@ -59,6 +74,12 @@ pub struct ControlState {
     pub deployments: Vec<Deployment>,
     /// Per environment.
     pub environments: BTreeMap<String, Environment>,
+    /// Issued tokens by name.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenRecord>,
+    /// The token table's version: it goes up with every create and revoke.
+    #[serde(default)]
+    pub token_version: u64,
 }
 
 impl ControlState {

@@ -139,3 +139,116 @@ fn install(edge: &Edge, table: RouteTable, credential: &str) -> Result<(), Strin
     tracing::info!(version, "installed a route table");
     Ok(())
 }
+
+/// A token table from the wire, or why it is refused.
+pub fn tokens_from_wire(
+    table: &v1::TokenTable,
+) -> Result<Vec<(crate::tokens::TokenHash, crate::tokens::Grant)>, String> {
+    table
+        .grants
+        .iter()
+        .map(|g| {
+            let raw =
+                hex::decode(&g.hash).map_err(|_| format!("token {:?}: hash is not hex", g.name))?;
+            let hash: crate::tokens::TokenHash = raw
+                .try_into()
+                .map_err(|_| format!("token {:?}: hash is not 32 bytes", g.name))?;
+            if g.account.is_empty() {
+                return Err(format!("token {:?} has no account", g.name));
+            }
+            let grant = crate::tokens::Grant {
+                name: g.name.clone(),
+                account: g.account.clone(),
+                namespaces: (!g.namespaces.is_empty()).then(|| g.namespaces.clone()),
+                read_only: g.read_only,
+                admin: g.admin,
+            };
+            Ok((hash, grant))
+        })
+        .collect()
+}
+
+/// Follows control's token tables until told to stop: a revocation reaches the
+/// edge within one round trip, whatever happens to route tables.
+pub async fn follow_tokens(
+    edge: Arc<Edge>,
+    url: String,
+    credential: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let round = stream_tokens(&edge, &url, &credential);
+        let outcome = tokio::select! {
+            outcome = round => outcome,
+            _ = stop.changed() => return,
+        };
+        if let Err(why) = outcome {
+            tracing::warn!(%why, ?backoff, "token stream from control interrupted; keeping the last good table");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn stream_tokens(edge: &Arc<Edge>, url: &str, credential: &str) -> Result<(), String> {
+    let mut client = ControlClient::connect(url.to_string())
+        .await
+        .map_err(|e| format!("cannot reach control at {url}: {e}"))?;
+    let ack = |version: u64, nack: String| v1::TokenAck {
+        node_id: edge.node_id().to_string(),
+        version,
+        nack_reason: nack,
+    };
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(ack(edge.tokens_version(), String::new()))
+        .await
+        .map_err(|_| "ack channel closed".to_string())?;
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let value = format!("Bearer {credential}")
+        .parse()
+        .map_err(|_| "the credential is not valid header text".to_string())?;
+    request.metadata_mut().insert("authorization", value);
+    let mut tables = client
+        .stream_tokens(request)
+        .await
+        .map_err(|s| format!("control refused the token stream: {s}"))?
+        .into_inner();
+    while let Some(table) = tables.next().await {
+        let table = table.map_err(|s| s.to_string())?;
+        let reply = match tokens_from_wire(&table) {
+            Ok(grants) => {
+                edge.set_control_tokens(table.version, grants);
+                if let Err(err) = save_tokens(&edge.config().data_dir, &table) {
+                    tracing::warn!(error = %err, "cannot keep the token table on disk");
+                }
+                ack(table.version, String::new())
+            }
+            Err(why) => ack(edge.tokens_version(), why),
+        };
+        tx.send(reply)
+            .await
+            .map_err(|_| "control closed the ack stream".to_string())?;
+    }
+    Err("control ended the token stream".into())
+}
+
+/// Keeps a token table (hashes only) on disk, atomically.
+fn save_tokens(data_dir: &std::path::Path, table: &v1::TokenTable) -> std::io::Result<()> {
+    use prost::Message as _;
+    let path = data_dir.join("tokens.pb");
+    let temp = path.with_extension("pb.tmp");
+    std::fs::write(&temp, table.encode_to_vec())?;
+    std::fs::File::open(&temp)?.sync_all()?;
+    std::fs::rename(temp, path)
+}
+
+/// Reads the last good token table kept on disk.
+pub fn load_tokens(data_dir: &std::path::Path) -> Option<v1::TokenTable> {
+    use prost::Message as _;
+    let raw = std::fs::read(data_dir.join("tokens.pb")).ok()?;
+    v1::TokenTable::decode(raw.as_slice()).ok()
+}

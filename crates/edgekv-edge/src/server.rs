@@ -75,7 +75,18 @@ impl RunningEdge {
             stopped.clone(),
         ));
         if !config.control.is_empty() {
+            if let Some(table) = crate::control::load_tokens(&config.data_dir)
+                && let Ok(grants) = crate::control::tokens_from_wire(&table)
+            {
+                edge.set_control_tokens(table.version, grants);
+            }
             tasks.spawn(crate::control::follow(
+                edge.clone(),
+                config.control.clone(),
+                edge.credential.clone(),
+                stopped.clone(),
+            ));
+            tasks.spawn(crate::control::follow_tokens(
                 edge.clone(),
                 config.control.clone(),
                 edge.credential.clone(),

@@ -164,6 +164,8 @@ pub struct Edge {
     /// Every namespace by id; read lock-free on each request.
     pub(crate) namespaces: ArcSwap<HashMap<String, Namespace>>,
     tokens: ArcSwap<TokenTable>,
+    /// The tokens given at start (`--account/--token`), kept beside control's.
+    bootstrap_tokens: TokenTable,
     /// The builds this edge calls; swapped whole when a new route table arrives.
     pub(crate) routes: ArcSwap<Routes>,
     /// The edge's environment credential, for builds and control.
@@ -275,6 +277,7 @@ impl Edge {
             store,
             clock,
             namespaces: ArcSwap::from_pointee(namespaces),
+            bootstrap_tokens: tokens.clone(),
             tokens: ArcSwap::from_pointee(tokens),
             routes: ArcSwap::from_pointee(routes),
             credential,
@@ -358,6 +361,22 @@ impl Edge {
     /// Replaces the token table.
     pub fn set_tokens(&self, table: TokenTable) {
         self.tokens.store(Arc::new(table));
+    }
+
+    /// Installs control's token table, beside the bootstrap tokens.
+    pub fn set_control_tokens(
+        &self,
+        version: u64,
+        grants: Vec<(crate::tokens::TokenHash, crate::tokens::Grant)>,
+    ) {
+        let bootstrap = self
+            .bootstrap_tokens
+            .entries()
+            .map(|(h, g)| (*h, g.clone()));
+        self.tokens.store(Arc::new(TokenTable::new(
+            version,
+            grants.into_iter().chain(bootstrap),
+        )));
     }
 
     /// Whether the token table is empty (no client can be served).

@@ -82,6 +82,11 @@ impl TokenTable {
         self.grants.is_empty()
     }
 
+    /// Every `(hash, grant)` entry.
+    pub fn entries(&self) -> impl Iterator<Item = (&TokenHash, &Grant)> {
+        self.grants.iter()
+    }
+
     /// Returns the grant of a presented token.
     pub fn lookup(&self, token: &str) -> Option<&Grant> {
         self.grants.get(&hash(token))

@@ -95,6 +95,12 @@ impl control_server::Control for Scripted {
     ) -> Result<Response<v1::RevokeTokenResponse>, Status> {
         none()
     }
+    async fn list_tokens(
+        &self,
+        _: Request<v1::ListTokensRequest>,
+    ) -> Result<Response<v1::ListTokensResponse>, Status> {
+        none()
+    }
 
     type StreamRoutesStream = ReceiverStream<Result<v1::RouteTable, Status>>;
 

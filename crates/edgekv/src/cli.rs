@@ -35,6 +35,48 @@ pub enum Command {
     Build(BuildArgs),
     /// Starts and steers progressive deployments.
     Deploy(DeployArgs),
+    /// Creates, revokes and lists API tokens on the control plane.
+    Token(TokenArgs),
+}
+
+/// `edgekv token ...`
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Control and auth.
+    #[command(flatten)]
+    pub client: ControlClientArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+/// The `edgekv token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Creates a token and prints it (once: control keeps only its hash).
+    Create {
+        /// A name for listings and revocation.
+        name: String,
+        /// The account it acts for.
+        #[arg(long)]
+        account: String,
+        /// Limits it to a namespace; repeat for several.
+        #[arg(long = "namespace")]
+        namespaces: Vec<String>,
+        /// Read-only.
+        #[arg(long)]
+        read_only: bool,
+        /// An operator token (may use edgekv-version-override).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Revokes a token: every edge refuses it within a second.
+    Revoke {
+        /// Its name.
+        name: String,
+    },
+    /// Lists tokens (names and scopes, never secrets).
+    List,
 }
 
 /// Flags of `edgekv control`.

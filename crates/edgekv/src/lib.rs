@@ -45,6 +45,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Control(args) => roles::control(args).await,
             Command::Build(args) => ops::build(args).await,
             Command::Deploy(args) => ops::deploy(args).await,
+            Command::Token(args) => ops::token(args).await,
         }
     });
     match result {
@@ -61,7 +62,7 @@ pub fn run(cli: Cli) -> ExitCode {
 
 fn init_logging(cli: &Cli) {
     let default = match cli.command {
-        Command::Kv(_) | Command::Build(_) | Command::Deploy(_) => "warn",
+        Command::Kv(_) | Command::Build(_) | Command::Deploy(_) | Command::Token(_) => "warn",
         _ => "info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDGEKV_LOG")

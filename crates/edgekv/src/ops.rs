@@ -7,7 +7,9 @@ use serde_json::json;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::cli::{BuildArgs, BuildCommand, ControlClientArgs, DeployArgs, DeployCommand};
+use crate::cli::{
+    BuildArgs, BuildCommand, ControlClientArgs, DeployArgs, DeployCommand, TokenArgs, TokenCommand,
+};
 use crate::client::{ClientError, EXIT_DENIED, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_REFUSED};
 
 struct Control {
@@ -328,6 +330,93 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
                     "known-good is {} (route version {})",
                     answer.known_good, answer.route_version
                 );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs a `token` subcommand.
+pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let mut control = Control::connect(&args.client).await?;
+    match args.command {
+        TokenCommand::Create {
+            name,
+            account,
+            namespaces,
+            read_only,
+            admin,
+        } => {
+            let request = control.request(v1::CreateTokenRequest {
+                name,
+                account,
+                namespaces,
+                read_only,
+                admin,
+            })?;
+            let answer = control
+                .client
+                .create_token(request)
+                .await
+                .map_err(failed)?
+                .into_inner();
+            if args.client.json {
+                println!(
+                    "{}",
+                    json!({ "token": answer.token, "version": answer.version })
+                );
+            } else {
+                println!("{}", answer.token);
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            let request = control.request(v1::RevokeTokenRequest { name: name.clone() })?;
+            let answer = control
+                .client
+                .revoke_token(request)
+                .await
+                .map_err(failed)?
+                .into_inner();
+            if args.client.json {
+                println!("{}", json!({ "revoked": name, "version": answer.version }));
+            } else {
+                println!("revoked {name} (token table version {})", answer.version);
+            }
+        }
+        TokenCommand::List => {
+            let request = control.request(v1::ListTokensRequest {})?;
+            let answer = control
+                .client
+                .list_tokens(request)
+                .await
+                .map_err(failed)?
+                .into_inner();
+            if args.client.json {
+                let list: Vec<_> = answer
+                    .grants
+                    .iter()
+                    .map(|g| json!({ "name": g.name, "account": g.account, "namespaces": g.namespaces, "read_only": g.read_only, "admin": g.admin }))
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for g in answer.grants {
+                    let scope = if g.namespaces.is_empty() {
+                        "all namespaces".to_string()
+                    } else {
+                        g.namespaces.join(",")
+                    };
+                    let mode = if g.read_only {
+                        "read-only"
+                    } else {
+                        "read-write"
+                    };
+                    println!(
+                        "{}\t{}\t{scope}\t{mode}{}",
+                        g.name,
+                        g.account,
+                        if g.admin { "\tadmin" } else { "" }
+                    );
+                }
             }
         }
     }

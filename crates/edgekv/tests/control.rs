@@ -394,5 +394,52 @@ async fn edges_follow_a_rollout_in_the_shares_of_its_steps() {
     )
     .await;
     eprintln!("measured shares of kv-v2 (step, share, route version): {measured:?}");
+
+    // Tokens: created on control, usable at every edge; revoked, refused at every
+    // edge within a second.
+    let token = control
+        .ok(&["token", "create", "app", "--account", "acct"])
+        .trim()
+        .to_string();
+    let listed = control.ok(&["token", "list"]);
+    assert!(
+        listed.contains("app\tacct") && !listed.contains(&token),
+        "{listed}"
+    );
+    let get_with = |edge: &Edge, token: String| {
+        let url = format!("{}/namespaces/{ns}/values/k000", edge.base);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for edge in &edges {
+        eventually(
+            Duration::from_secs(5),
+            "the new token works at the edge",
+            || async { get_with(edge, token.clone()).await == 200 },
+        )
+        .await;
+    }
+    control.ok(&["token", "revoke", "app"]);
+    let revoked = std::time::Instant::now();
+    for edge in &edges {
+        eventually(
+            Duration::from_secs(1),
+            "the revoked token is refused within a second",
+            || async { get_with(edge, token.clone()).await == 401 },
+        )
+        .await;
+    }
+    eprintln!(
+        "revocation refused at both edges after {:?}",
+        revoked.elapsed()
+    );
     drop(staging);
 }
