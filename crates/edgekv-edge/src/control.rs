@@ -135,7 +135,23 @@ fn install(edge: &Edge, table: RouteTable, credential: &str) -> Result<(), Strin
     let version = table.version;
     routes::save_table(&config.data_dir, &table)
         .map_err(|e| format!("cannot keep the table on disk: {e}"))?;
-    edge.set_routes(Routes::from_table(table, credential, &expected, timeout)?);
+    let known_good = table.known_good_build.clone();
+    let routes = Arc::new(Routes::from_table(table, credential, &expected, timeout)?);
+    // Probe every build but known-good with this edge's own credential; a build
+    // that fails (or answers as another) is ejected: its share goes to known-good.
+    for (build_id, _, upstream) in &routes.builds {
+        if *build_id == known_good {
+            continue;
+        }
+        let (routes, build_id, upstream) = (routes.clone(), build_id.clone(), upstream.clone());
+        tokio::spawn(async move {
+            if let Err(err) = upstream.health().await {
+                tracing::warn!(build = %build_id, error = %err, "ejecting a build whose health probe failed");
+                routes.eject(&build_id);
+            }
+        });
+    }
+    edge.set_routes_shared(routes);
     tracing::info!(version, "installed a route table");
     Ok(())
 }

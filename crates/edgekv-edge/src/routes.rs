@@ -18,6 +18,9 @@ pub struct Routes {
     pub known_good: Option<Upstream>,
     /// Every build of the table with its client, in table order.
     pub builds: Vec<(String, u32, Upstream)>,
+    /// Builds this edge ejected: their probe failed, so their share goes to
+    /// known-good until a later table.
+    pub ejected: std::sync::Mutex<std::collections::HashSet<String>>,
     /// `edgekv-route-version`, formatted once per table.
     pub version_header: Option<http::HeaderValue>,
 }
@@ -30,6 +33,7 @@ impl Routes {
             known_good: None,
             builds: Vec::new(),
             version_header: None,
+            ejected: Default::default(),
         }
     }
 
@@ -40,6 +44,7 @@ impl Routes {
             known_good: Some(upstream),
             builds: Vec::new(),
             version_header: None,
+            ejected: Default::default(),
         }
     }
 
@@ -74,7 +79,20 @@ impl Routes {
             table: Some(table),
             known_good,
             builds,
+            ejected: Default::default(),
         })
+    }
+
+    /// Marks a build as ejected (its probe failed).
+    pub fn eject(&self, build_id: &str) {
+        if let Ok(mut ejected) = self.ejected.lock() {
+            ejected.insert(build_id.to_string());
+        }
+    }
+
+    /// Whether a build is ejected.
+    pub fn is_ejected(&self, build_id: &str) -> bool {
+        self.ejected.lock().is_ok_and(|e| e.contains(build_id))
     }
 
     /// The route table version in use (0 without a table).
@@ -103,6 +121,13 @@ impl Routes {
             return self.known_good.as_ref();
         };
         let chosen = pick(table, affinity)?;
+        if self
+            .ejected
+            .lock()
+            .is_ok_and(|ejected| ejected.contains(&chosen.build_id))
+        {
+            return self.known_good.as_ref();
+        }
         self.builds
             .iter()
             .find(|(id, _, _)| *id == chosen.build_id)

@@ -340,6 +340,11 @@ impl Edge {
         self.routes.store(Arc::new(routes));
     }
 
+    /// Installs routes shared with the probes that may eject their builds.
+    pub fn set_routes_shared(&self, routes: Arc<Routes>) {
+        self.routes.store(routes);
+    }
+
     /// The known-good build: the feed follows it, namespace changes go to it.
     pub(crate) fn known_good(&self) -> std::result::Result<Upstream, UpstreamError> {
         self.routes

@@ -308,10 +308,46 @@ async fn the_edge_checks_every_table_control_sends() {
         "not an admin token"
     );
 
+    // A new build that fails this edge's own health probe is ejected: its share
+    // goes to known-good.
+    let unreachable = table(
+        9,
+        vec![
+            entry("v1", ENVIRONMENT, 0, &origin.url),
+            entry("v2", ENVIRONMENT, 10_000, "http://127.0.0.1:1"),
+        ],
+    );
+    table_tx.send(unreachable).await.unwrap();
+    let ack = acks.recv().await.unwrap();
+    assert_eq!((ack.version, ack.nack_reason.as_str()), (9, ""));
+    let url = format!("{base}/namespaces/{ns}/values/k");
+    eventually(
+        Duration::from_secs(10),
+        "v2 is ejected and reads go to known-good",
+        || {
+            let url = url.clone();
+            async move {
+                let response = reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(TOKEN)
+                    .header("cache-control", "no-cache")
+                    .send()
+                    .await
+                    .unwrap();
+                response
+                    .headers()
+                    .get("edgekv-build")
+                    .is_some_and(|b| b == "v1")
+            }
+        },
+    )
+    .await;
+    assert!(running.edge().routes().is_ejected("v2"));
+
     // Restarted while control is down, it serves with the table it kept on disk.
     drop(edge);
     running.shutdown().await;
     let restarted = start_edge(dir.path(), "http://127.0.0.1:1", clock).await;
-    assert_eq!(route_version(&restarted).await, "5");
+    assert_eq!(route_version(&restarted).await, "9");
     restarted.shutdown().await;
 }
