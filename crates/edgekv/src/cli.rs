@@ -256,6 +256,9 @@ pub struct DevArgs {
     /// The token to accept (default: one generated once and kept in the data dir).
     #[arg(long, env = "EDGEKV_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Where the control plane listens.
+    #[arg(long, env = "EDGEKV_CONTROL_LISTEN", default_value = "127.0.0.1:8789")]
+    pub control_listen: SocketAddr,
 }
 
 /// Flags of `edgekv origin`.

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use edgekv_control::model::{Build, Step};
+use edgekv_control::{ControlConfig, RunningControl};
 use edgekv_edge::tokens::{self, Grant, TokenTable};
 use edgekv_edge::{EdgeConfig, RunningEdge};
 use edgekv_kv::SystemClock;
@@ -21,8 +23,13 @@ const TOKEN_FILE: &str = "dev-token";
 const CREDENTIAL_FILE: &str = "credentials";
 /// The environment (and tenant) of everything `edgekv dev` runs.
 const ENVIRONMENT: &str = "dev";
-/// The build `edgekv dev` serves.
-const BUILD: &str = "dev-1";
+/// The builds `edgekv dev` serves: the first is known-good, the second is there to
+/// try a rollout with.
+const BUILDS: [&str; 2] = ["dev-1", "dev-2"];
+/// The file in the data dir that keeps the builds' ports across restarts.
+const PORTS_FILE: &str = "dev-ports";
+/// The file in the data dir that keeps the operator's admin token.
+const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// Runs `edgekv dev` until SIGINT or SIGTERM.
 pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
@@ -47,31 +54,99 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
     };
     let credential = stored_secret(&dev.data_dir.join(CREDENTIAL_FILE))?;
 
-    // The origin: one build over the store in <data dir>/origin, on loopback.
-    let build: edgekv_origin::BuildSpec = format!("{BUILD}=127.0.0.1:0")
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!(e))?;
+    // The origin: two builds over the store in <data dir>/origin, on loopback, on
+    // the ports they had last time (control knows them by their endpoints).
+    let ports_file = dev.data_dir.join(PORTS_FILE);
+    let ports: Vec<u16> = std::fs::read_to_string(&ports_file)
+        .ok()
+        .map(|t| {
+            t.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let builds = BUILDS
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let port = ports.get(i).copied().unwrap_or(0);
+            format!("{id}=127.0.0.1:{port}")
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!(e))
+        })
+        .collect::<anyhow::Result<Vec<edgekv_origin::BuildSpec>>>()?;
     let origin_config = OriginConfig {
         data_dir: dev.data_dir.join("origin"),
         environment: ENVIRONMENT.into(),
         tenant: ENVIRONMENT.into(),
         credential_file: dev.data_dir.join(CREDENTIAL_FILE),
-        builds: vec![build],
+        builds,
         ..file.origin.clone().unwrap_or_default()
     };
     let origin = RunningOrigin::start(origin_config, Arc::new(SystemClock))
         .await
         .context("cannot start the origin")?;
-    let origin_url = origin
-        .url(BUILD)
-        .context("the dev build is not listening")?;
+    let ports: Vec<String> = origin
+        .builds
+        .values()
+        .map(|a| a.port().to_string())
+        .collect();
+    std::fs::write(&ports_file, ports.join(" "))
+        .with_context(|| format!("cannot write {}", ports_file.display()))?;
 
-    // The edge, reading through to that build.
+    // Control: its own state in <data dir>/control; both builds registered, the
+    // first one bootstrapped as known-good.
+    let admin_token = stored_secret(&dev.data_dir.join(ADMIN_TOKEN_FILE))?;
+    let control = RunningControl::start(ControlConfig {
+        grpc: args.control_listen,
+        data_dir: dev.data_dir.join("control"),
+        admin_token_file: dev.data_dir.join(ADMIN_TOKEN_FILE),
+        credentials: vec![(ENVIRONMENT.into(), dev.data_dir.join(CREDENTIAL_FILE))],
+        tick_ms: 500,
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot start control: {e}"))?;
+    let control_url = format!("http://{}", control.addr);
+    for (id, addr) in &origin.builds {
+        control
+            .controller()
+            .register_build(Build {
+                build_id: id.clone(),
+                version: id.clone(),
+                environment: ENVIRONMENT.into(),
+                tenant: ENVIRONMENT.into(),
+                artifact_digest: String::new(),
+                endpoints: vec![format!("http://{addr}")],
+            })
+            .context("cannot register the dev builds")?;
+    }
+    if control.controller().route_table(ENVIRONMENT).is_none() {
+        control
+            .controller()
+            .create_deployment(
+                ENVIRONMENT,
+                ENVIRONMENT,
+                BUILDS[0],
+                vec![Step {
+                    weight_bp: 10_000,
+                    bake_ms: 0,
+                }],
+            )
+            .await
+            .context("cannot bootstrap the first dev build")?;
+        // A one-step bootstrap with no bake completes at its first tick.
+        control
+            .controller()
+            .tick(|_| edgekv_control::rollout::Health::Healthy)
+            .context("cannot complete the bootstrap")?;
+    }
+
+    // The edge, following control's route tables.
     let config = EdgeConfig {
         http: dev.http,
         admin: dev.admin,
         data_dir: dev.data_dir.join("edge"),
-        origin: origin_url.clone(),
+        control: control_url.clone(),
         environment: ENVIRONMENT.into(),
         tenant: ENVIRONMENT.into(),
         ..file.edge.clone().unwrap_or_default()
@@ -85,19 +160,32 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
     let running = match RunningEdge::start(edge).await {
         Ok(running) => running,
         Err(err) => {
+            control.shutdown().await;
             origin.shutdown().await;
             return Err(err.into());
         }
     };
+    // Print the banner once the edge can serve: it has a route table and has synced.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !running.edge().feed().synced() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     // The banner is best effort: a closed stdout must not stop the node.
     let banner = format!(
         "edgekv dev is running\n  edge:     http://{http}\n  admin:    http://{admin}\n  \
-         origin:   build {BUILD} at {origin_url}\n  \
+         control:  {control_url} (admin token {admin_token})\n  \
+         builds:   {builds} (known-good {first})\n  \
          account:  {account}\n  token:    {token}\n  data dir: {dir}\n\
          try:\n  export EDGEKV_URL=http://{http} EDGEKV_TOKEN={token} EDGEKV_ACCOUNT={account}\n  \
-         edgekv kv namespace create my-first-namespace\n",
+         edgekv kv namespace create my-first-namespace\n\
+         a rollout:\n  export EDGEKV_CONTROL={control_url} EDGEKV_ADMIN_TOKEN={admin_token}\n  \
+         edgekv deploy start {second} --environment dev --steps 10:30s,50:30s,100:30s\n  \
+         edgekv deploy status --environment dev\n",
         http = running.http_addr,
+        builds = BUILDS.join(", "),
+        first = BUILDS[0],
+        second = BUILDS[1],
         admin = running.admin_addr,
         account = dev.account,
         dir = dev.data_dir.display(),
@@ -109,6 +197,7 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
+    control.shutdown().await;
     origin.shutdown().await;
     Ok(())
 }

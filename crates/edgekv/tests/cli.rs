@@ -14,6 +14,8 @@ struct Dev {
     child: Child,
     url: String,
     token: String,
+    /// The control plane's URL and admin token.
+    control: (String, String),
 }
 
 impl Dev {
@@ -25,6 +27,8 @@ impl Dev {
                 "127.0.0.1:0",
                 "--admin",
                 "127.0.0.1:0",
+                "--control-listen",
+                "127.0.0.1:0",
                 "--data-dir",
             ])
             .arg(dir)
@@ -35,8 +39,8 @@ impl Dev {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let (mut url, mut token) = (None, None);
-        while url.is_none() || token.is_none() {
+        let (mut url, mut token, mut control) = (None, None, None);
+        while url.is_none() || token.is_none() || control.is_none() {
             let line = lines
                 .next()
                 .expect("edgekv dev exited before its banner")
@@ -47,6 +51,13 @@ impl Dev {
             if let Some(rest) = line.trim().strip_prefix("token:") {
                 token = Some(rest.trim().to_string());
             }
+            if let Some(rest) = line.trim().strip_prefix("control:") {
+                // "http://ADDR (admin token T)"
+                let mut words = rest.split_whitespace();
+                let control_url = words.next().unwrap().to_string();
+                let admin = words.last().unwrap().trim_end_matches(')').to_string();
+                control = Some((control_url, admin));
+            }
         }
         // Keep draining what it prints, so it never writes to a closed pipe.
         std::thread::spawn(move || lines.for_each(drop));
@@ -54,6 +65,7 @@ impl Dev {
             child,
             url: url.unwrap(),
             token: token.unwrap(),
+            control: control.unwrap(),
         }
     }
 
@@ -275,6 +287,8 @@ fn a_busy_port_is_a_clear_error() {
             &addr,
             "--admin",
             "127.0.0.1:0",
+            "--control-listen",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(dir.path())
@@ -283,4 +297,81 @@ fn a_busy_port_is_a_clear_error() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&addr), "{stderr}");
+}
+
+/// A newcomer can try a rollout on one machine: `edgekv dev` runs control with two
+/// builds, the first known-good.
+#[test]
+fn dev_runs_control_with_two_builds_to_roll_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path(), &[]);
+    let (control, admin) = dev.control.clone();
+    let ops = |args: &[&str]| {
+        clean(Command::new(BIN))
+            .args(args)
+            .args(["--control", &control, "--admin-token", &admin])
+            .output()
+            .unwrap()
+    };
+    let listed = ops(&["build", "list", "--environment", "dev"]);
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        listed.contains("dev-1") && listed.contains("dev-2"),
+        "{listed}"
+    );
+    let ns = stdout(&dev.kv(&["namespace", "create", "rollout"]))
+        .trim()
+        .to_string();
+    stdout(&dev.kv(&["put", &ns, "k", "v"]));
+    let started = ops(&[
+        "deploy",
+        "start",
+        "dev-2",
+        "--environment",
+        "dev",
+        "--steps",
+        "100:0s",
+    ]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    // Reads that go to a build now go to dev-2.
+    let url = format!(
+        "{}/client/v4/accounts/dev/storage/kv/namespaces/{ns}/values/k",
+        dev.url
+    );
+    let addr = dev.url.trim_start_matches("http://").to_string();
+    let path = url.trim_start_matches(&dev.url).to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let head = http_get_head(&addr, &path, &dev.token);
+        if head.to_ascii_lowercase().contains("edgekv-build: dev-2") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reads never reached dev-2"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    dev.stop();
+}
+
+/// The response head of a no-cache GET, over a plain TCP connection.
+fn http_get_head(addr: &str, path: &str, token: &str) -> String {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: edge\r\nauthorization: Bearer {token}\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
