@@ -83,6 +83,13 @@ impl Incoming<'_> {
             .await
     }
 
+    /// `edgekv-version-key`, if the request sent one.
+    fn version_key(&self) -> Option<Bytes> {
+        self.headers
+            .get("edgekv-version-key")
+            .map(|v| Bytes::copy_from_slice(v.as_bytes()))
+    }
+
     /// The read options of the request: `cache-control: no-cache`, `?cache_ttl=`,
     /// and `edgekv-version-override` for admin tokens.
     fn read_options(&self, scope: &Scope<'_>) -> Result<crate::service::ReadOptions> {
@@ -126,6 +133,7 @@ impl Incoming<'_> {
             })
             .transpose()?;
         Ok(crate::service::ReadOptions {
+            version_key: self.version_key(),
             build,
             no_cache,
             cache_ttl_s,

@@ -98,6 +98,9 @@ pub struct ReadOptions {
     /// `edgekv-version-override` (admin tokens only): read from this build of the
     /// current table, nothing held, nothing kept.
     pub build: Option<Arc<str>>,
+    /// `edgekv-version-key`: the affinity key that picks the build during a
+    /// rollout (default: the key itself; for lists, the namespace).
+    pub version_key: Option<Bytes>,
     /// `cache-control: no-cache`: ask a build even for a fresh entry.
     pub no_cache: bool,
     /// `?cache_ttl=`: how long held entries stay usable once the feed is behind.
@@ -674,7 +677,8 @@ impl Edge {
                 None => {}
             }
         }
-        match self.read_through(namespace, key).await {
+        let affinity = options.version_key.clone();
+        match self.read_through(namespace, key, affinity).await {
             Ok(lookup) => Ok(lookup),
             Err(UpstreamError::Build(why)) => match held {
                 Some(record) => {
@@ -693,6 +697,7 @@ impl Edge {
         self: &Arc<Self>,
         namespace: &str,
         key: &[u8],
+        affinity: Option<Bytes>,
     ) -> std::result::Result<Lookup, UpstreamError> {
         let composite: Box<[u8]> = keys::data_key(namespace, key).into();
         let mut answer = match self.inflight.entry(composite.clone()) {
@@ -707,7 +712,9 @@ impl Edge {
                 let edge = self.clone();
                 let (namespace, key) = (namespace.to_string(), Bytes::copy_from_slice(key));
                 tokio::spawn(async move {
-                    let result = edge.fetch_and_keep(&namespace, &key, &flight).await;
+                    let result = edge
+                        .fetch_and_keep(&namespace, &key, affinity.as_deref(), &flight)
+                        .await;
                     edge.inflight
                         .remove_if(&composite, |_, v| Arc::ptr_eq(v, &flight));
                     let _ = tx.send(Some(result));
@@ -732,9 +739,13 @@ impl Edge {
         &self,
         namespace: &str,
         key: &Bytes,
+        affinity: Option<&[u8]>,
         flight: &Flight,
     ) -> std::result::Result<Lookup, UpstreamError> {
-        let answer = self.pick(key)?.get(namespace, key).await?;
+        let answer = self
+            .pick(affinity.unwrap_or(key))?
+            .get(namespace, key)
+            .await?;
         let now_s = self.clock.now_s();
         let record = answer.record.clone().unwrap_or_else(|| Record {
             revision: answer.read_revision,
@@ -851,6 +862,17 @@ impl Edge {
     /// Writes keys of one namespace through the origin and keeps what it answers;
     /// returns the commit's revision.
     pub async fn write(&self, namespace: &str, changes: Vec<(Bytes, Change)>) -> Result<u64> {
+        self.write_keyed(namespace, changes, None).await
+    }
+
+    /// Writes keys of one namespace through the build that `version_key` picks
+    /// (default: the key for one key, the namespace for several).
+    pub async fn write_keyed(
+        &self,
+        namespace: &str,
+        changes: Vec<(Bytes, Change)>,
+        version_key: Option<&[u8]>,
+    ) -> Result<u64> {
         let keys: Vec<Bytes> = changes.iter().map(|(k, _)| k.clone()).collect();
         let header = v1::WriteHeader {
             namespace: namespace.to_string(),
@@ -867,10 +889,10 @@ impl Edge {
             .collect();
         // Registered before the call, so the feed marks any change it sees meanwhile.
         let marks = WriteMarks::register(self, namespace, &keys);
-        let affinity = if keys.len() == 1 {
-            keys[0].as_ref()
-        } else {
-            namespace.as_bytes()
+        let affinity = match version_key {
+            Some(affinity) => affinity,
+            None if keys.len() == 1 => keys[0].as_ref(),
+            None => namespace.as_bytes(),
         };
         let written = self.pick(affinity)?.write(header, mutations).await?;
         let _lock = self.lock_keys(namespace, keys.iter().map(|k| k.as_ref()));
@@ -889,7 +911,13 @@ impl Edge {
 
     /// Writes many keys of one namespace, in as many origin writes as the gRPC
     /// message limit needs (a bulk write is not atomic, as in Workers KV).
-    pub async fn write_many(&self, namespace: &str, changes: Vec<(Bytes, Change)>) -> Result<()> {
+    pub async fn write_many(
+        &self,
+        namespace: &str,
+        changes: Vec<(Bytes, Change)>,
+        version_key: Option<&[u8]>,
+    ) -> Result<()> {
+        let version_key = Some(version_key.unwrap_or(namespace.as_bytes()));
         /// Room under the gRPC message limit for framing and keys.
         const CHUNK_BYTES: usize = edgekv_proto::MAX_MESSAGE_BYTES / 2;
         let mut chunk = Vec::new();
@@ -903,14 +931,15 @@ impl Edge {
                     Change::Delete => 0,
                 };
             if !chunk.is_empty() && bytes + size > CHUNK_BYTES {
-                self.write(namespace, std::mem::take(&mut chunk)).await?;
+                self.write_keyed(namespace, std::mem::take(&mut chunk), version_key)
+                    .await?;
                 bytes = 0;
             }
             bytes += size;
             chunk.push((key, change));
         }
         if !chunk.is_empty() {
-            self.write(namespace, chunk).await?;
+            self.write_keyed(namespace, chunk, version_key).await?;
         }
         Ok(())
     }
@@ -952,7 +981,12 @@ impl Edge {
             start_after: query.start_after.clone().map(Bytes::from),
             limit: query.limit as u32,
         };
-        let build = self.pick(namespace.as_bytes());
+        let build = self.pick(
+            options
+                .version_key
+                .as_deref()
+                .unwrap_or(namespace.as_bytes()),
+        );
         let listed = match &build {
             Ok(build) => build.list(request).await,
             Err(err) => Err(err.clone()),

@@ -370,6 +370,29 @@ async fn edges_follow_a_rollout_in_the_shares_of_its_steps() {
                 }
             }
             let (share, version) = share.expect("a measurement within one route version");
+            if step == 1 {
+                // One client's version key pins every one of its reads to one build.
+                let mut builds = std::collections::BTreeSet::new();
+                for key in keys.iter().take(100) {
+                    let response = kv
+                        .request(
+                            reqwest::Method::GET,
+                            &format!("/namespaces/{ns}/values/{key}"),
+                        )
+                        .header("cache-control", "no-cache")
+                        .header("edgekv-version-key", "client-42")
+                        .send()
+                        .await
+                        .unwrap();
+                    builds.insert(
+                        response.headers()["edgekv-build"]
+                            .to_str()
+                            .unwrap()
+                            .to_string(),
+                    );
+                }
+                assert_eq!(builds.len(), 1, "a version key spread over {builds:?}");
+            }
             assert!(
                 (share - weight).abs() < 0.08,
                 "step {step}: kv-v2 got {share:.3}, weight {weight}"

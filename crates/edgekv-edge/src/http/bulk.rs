@@ -106,7 +106,11 @@ where
         batch.push((Bytes::from(item.key), change));
     }
     let count = batch.len();
-    request.edge.write_many(&scope.namespace, batch).await?;
+    let version_key = request.version_key();
+    request
+        .edge
+        .write_many(&scope.namespace, batch, version_key.as_deref())
+        .await?;
     Ok(bulk_result(count))
 }
 
@@ -130,7 +134,11 @@ where
         batch.push((Bytes::from(key), Change::Delete));
     }
     let count = batch.len();
-    request.edge.write_many(&scope.namespace, batch).await?;
+    let version_key = request.version_key();
+    request
+        .edge
+        .write_many(&scope.namespace, batch, version_key.as_deref())
+        .await?;
     Ok(bulk_result(count))
 }
 
@@ -144,7 +152,11 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let mode = request.enter(scope, false).await?;
-    let options = request.read_options(scope)?;
+    let mut options = request.read_options(scope)?;
+    // A bulk get is routed as one request: by its namespace, unless a version key says.
+    if options.version_key.is_none() {
+        options.version_key = Some(Bytes::copy_from_slice(scope.namespace.as_bytes()));
+    }
     let raw = body::read(request.headers, body, MAX_SMALL_BODY_BYTES).await?;
     let asked: GetBody = serde_json::from_slice(&raw).map_err(|e| {
         Error::BadRequest(format!(

@@ -95,9 +95,14 @@ where
         metadata,
         expiration,
     };
+    let version_key = request.version_key();
     request
         .edge
-        .write(&scope.namespace, vec![(key, change)])
+        .write_keyed(
+            &scope.namespace,
+            vec![(key, change)],
+            version_key.as_deref(),
+        )
         .await?;
     Ok(respond::ok(json!({})))
 }
@@ -122,9 +127,14 @@ pub(super) async fn delete(
 ) -> Result<Response<Body>> {
     request.enter(scope, true).await?;
     validate::key(&key)?;
+    let version_key = request.version_key();
     request
         .edge
-        .write(&scope.namespace, vec![(key, Change::Delete)])
+        .write_keyed(
+            &scope.namespace,
+            vec![(key, Change::Delete)],
+            version_key.as_deref(),
+        )
         .await?;
     Ok(respond::ok(json!({})))
 }
