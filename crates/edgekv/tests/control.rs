@@ -283,7 +283,7 @@ async fn edges_follow_a_rollout_in_the_shares_of_its_steps() {
         &[],
     );
     let staging = Origin::start(dirs[1].path(), "staging", "stg-cred", &["kv-stg"], &[]);
-    let control = Control::start(
+    let mut control = Control::start(
         dirs[2].path(),
         &dirs[0].path().join("credentials"),
         &dirs[1].path().join("credentials"),
@@ -397,6 +397,19 @@ async fn edges_follow_a_rollout_in_the_shares_of_its_steps() {
                 (share - weight).abs() < 0.08,
                 "step {step}: kv-v2 got {share:.3}, weight {weight}"
             );
+            // Control has this edge's ACK of the version it served.
+            let wanted: u64 = version.parse().unwrap();
+            eventually(
+                Duration::from_secs(5),
+                "both edges ACK the step's table",
+                || async {
+                    let status = control.status("production-2");
+                    ["edge-a", "edge-b"]
+                        .iter()
+                        .all(|n| status["acked"][n].as_u64() >= Some(wanted))
+                },
+            )
+            .await;
             measured.push((step, share, version));
         }
     }
@@ -464,5 +477,66 @@ async fn edges_follow_a_rollout_in_the_shares_of_its_steps() {
         "revocation refused at both edges after {:?}",
         revoked.elapsed()
     );
+
+    // Control loses its store: the versions it issues still never go below what
+    // the edges hold, because the edges report theirs when they reconnect.
+    let held: u64 = route_version_of(&kvs[0], &ns).await;
+    control.proc.terminate();
+    std::fs::remove_dir_all(dirs[2].path().join("state")).unwrap();
+    // Same address: the edges reconnect to it.
+    let same_address: Vec<String> = control
+        .args
+        .iter()
+        .map(|a| {
+            if a == "127.0.0.1:0" {
+                control.url.trim_start_matches("http://").to_string()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    control = Control::run(same_address);
+    for id in ["kv-v1", "kv-v2"] {
+        control.ok(&[
+            "build",
+            "register",
+            id,
+            "--environment",
+            "production",
+            "--endpoint",
+            &production.url(id),
+        ]);
+    }
+    control.ok(&[
+        "deploy",
+        "start",
+        "kv-v1",
+        "--environment",
+        "production",
+        "--steps",
+        "100:0s",
+    ]);
+    for kv in &kvs {
+        eventually(
+            Duration::from_secs(15),
+            "the edge installs a newer table from the new control",
+            || async { route_version_of(kv, &ns).await > held },
+        )
+        .await;
+    }
     drop(staging);
+}
+
+/// The route version an edge answers with now.
+async fn route_version_of(kv: &Kv, ns: &str) -> u64 {
+    let response = kv
+        .request(reqwest::Method::GET, &format!("/namespaces/{ns}/keys"))
+        .send()
+        .await
+        .unwrap();
+    response
+        .headers()
+        .get("edgekv-route-version")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0)
 }
