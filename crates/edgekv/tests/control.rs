@@ -170,6 +170,52 @@ async fn builds_pre_checks_and_a_progressive_rollout() {
     ]);
     assert!(why.contains("last step"), "{why}");
 
+    // A build of another tenant, and a build whose endpoint is really the staging
+    // build: the probe made with the production credential is refused.
+    control.ok(&[
+        "build",
+        "register",
+        "kv-acme",
+        "--environment",
+        "production",
+        "--tenant",
+        "acme",
+        "--endpoint",
+        &production.url("kv-v1"),
+    ]);
+    let why = control.refused(&[
+        "deploy",
+        "start",
+        "kv-acme",
+        "--environment",
+        "production",
+        "--steps",
+        "100",
+    ]);
+    assert!(why.contains("tenant \"acme\""), "{why}");
+    control.ok(&[
+        "build",
+        "register",
+        "kv-v3",
+        "--environment",
+        "production",
+        "--endpoint",
+        &staging.url("kv-v2-stg"),
+    ]);
+    let why = control.refused(&[
+        "deploy",
+        "start",
+        "kv-v3",
+        "--environment",
+        "production",
+        "--steps",
+        "100",
+    ]);
+    assert!(
+        why.contains("health probe") && why.contains("Unauthenticated"),
+        "{why}"
+    );
+
     // Bootstrap, then a rollout 10% → 50% → 100%.
     control.ok(&[
         "deploy",
@@ -478,10 +524,19 @@ async fn edges_follow_a_rollout_in_the_shares_of_its_steps() {
         revoked.elapsed()
     );
 
-    // Control loses its store: the versions it issues still never go below what
-    // the edges hold, because the edges report theirs when they reconnect.
+    // Control goes down; an edge restarted meanwhile serves with the tables it kept.
     let held: u64 = route_version_of(&kvs[0], &ns).await;
     control.proc.terminate();
+    let mut edges = edges;
+    edges[0].proc.terminate();
+    edges[0] = edges[0].start_again();
+    edges[0].ready().await;
+    let kvs: Vec<Kv> = edges.iter().map(Kv::of).collect();
+    assert_eq!(route_version_of(&kvs[0], &ns).await, held);
+    assert_eq!(kvs[0].get(&ns, "k000").await, (200, "v".to_string()));
+
+    // Control loses its store: the versions it issues still never go below what
+    // the edges hold, because the edges report theirs when they reconnect.
     std::fs::remove_dir_all(dirs[2].path().join("state")).unwrap();
     // Same address: the edges reconnect to it.
     let same_address: Vec<String> = control
