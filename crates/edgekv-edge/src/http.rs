@@ -90,9 +90,9 @@ impl Incoming<'_> {
             .map(|v| Bytes::copy_from_slice(v.as_bytes()))
     }
 
-    /// The read options of the request: `cache-control: no-cache`, `?cache_ttl=`,
-    /// and `edgekv-version-override` for admin tokens.
-    fn read_options(&self, scope: &Scope<'_>) -> Result<crate::service::ReadOptions> {
+    /// `edgekv-version-override`: a build of the current table to target directly;
+    /// admin tokens only.
+    fn version_override(&self, scope: &Scope<'_>) -> Result<Option<std::sync::Arc<str>>> {
         let build = match self.headers.get("edgekv-version-override") {
             None => None,
             Some(value) => {
@@ -113,6 +113,13 @@ impl Incoming<'_> {
                 Some(std::sync::Arc::from(name.trim()))
             }
         };
+        Ok(build)
+    }
+
+    /// The read options of the request: `cache-control: no-cache`, `?cache_ttl=`,
+    /// and `edgekv-version-override` for admin tokens.
+    fn read_options(&self, scope: &Scope<'_>) -> Result<crate::service::ReadOptions> {
+        let build = self.version_override(scope)?;
         let no_cache = self
             .headers
             .get_all(http::header::CACHE_CONTROL)

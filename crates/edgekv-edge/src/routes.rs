@@ -18,9 +18,10 @@ pub struct Routes {
     pub known_good: Option<Upstream>,
     /// Every build of the table with its client, in table order.
     pub builds: Vec<(String, u32, Upstream)>,
-    /// Builds this edge ejected: their probe failed, so their share goes to
-    /// known-good until a later table.
-    pub ejected: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Per build (same order as `builds`), whether this edge ejected it: its probe
+    /// failed, so its share goes to known-good until a later table. Atomics, so the
+    /// pick takes no lock.
+    pub ejected: Vec<std::sync::atomic::AtomicBool>,
     /// `edgekv-route-version`, formatted once per table.
     pub version_header: Option<http::HeaderValue>,
 }
@@ -33,7 +34,7 @@ impl Routes {
             known_good: None,
             builds: Vec::new(),
             version_header: None,
-            ejected: Default::default(),
+            ejected: Vec::new(),
         }
     }
 
@@ -44,7 +45,7 @@ impl Routes {
             known_good: Some(upstream),
             builds: Vec::new(),
             version_header: None,
-            ejected: Default::default(),
+            ejected: Vec::new(),
         }
     }
 
@@ -78,21 +79,24 @@ impl Routes {
             version_header: Some(http::HeaderValue::from(table.version)),
             table: Some(table),
             known_good,
+            ejected: builds.iter().map(|_| Default::default()).collect(),
             builds,
-            ejected: Default::default(),
         })
     }
 
     /// Marks a build as ejected (its probe failed).
     pub fn eject(&self, build_id: &str) {
-        if let Ok(mut ejected) = self.ejected.lock() {
-            ejected.insert(build_id.to_string());
+        if let Some(i) = self.builds.iter().position(|(id, _, _)| id == build_id) {
+            self.ejected[i].store(true, std::sync::atomic::Ordering::Release);
         }
     }
 
     /// Whether a build is ejected.
     pub fn is_ejected(&self, build_id: &str) -> bool {
-        self.ejected.lock().is_ok_and(|e| e.contains(build_id))
+        self.builds
+            .iter()
+            .position(|(id, _, _)| id == build_id)
+            .is_some_and(|i| self.ejected[i].load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// The route table version in use (0 without a table).
@@ -121,18 +125,16 @@ impl Routes {
             return self.known_good.as_ref();
         };
         let chosen = pick(table, affinity)?;
-        if self
-            .ejected
-            .lock()
-            .is_ok_and(|ejected| ejected.contains(&chosen.build_id))
-        {
-            return self.known_good.as_ref();
-        }
-        self.builds
+        let index = self
+            .builds
             .iter()
-            .find(|(id, _, _)| *id == chosen.build_id)
-            .map(|(_, _, upstream)| upstream)
-            .or(self.known_good.as_ref())
+            .position(|(id, _, _)| *id == chosen.build_id);
+        match index {
+            Some(i) if !self.ejected[i].load(std::sync::atomic::Ordering::Acquire) => {
+                Some(&self.builds[i].2)
+            }
+            _ => self.known_good.as_ref(),
+        }
     }
 }
 

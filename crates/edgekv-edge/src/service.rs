@@ -357,6 +357,17 @@ impl Edge {
             .ok_or_else(|| UpstreamError::Build("no route table yet: no build to call".into()))
     }
 
+    /// The build a request goes to: the one an admin named (it must be in the
+    /// current table), else the one the affinity key picks.
+    fn target(&self, build: Option<&str>, affinity: &[u8]) -> Result<Upstream> {
+        match build {
+            Some(name) => self.routes.load().build(name).cloned().ok_or_else(|| {
+                Error::BadRequest(format!("build {name:?} is not in the current route table"))
+            }),
+            None => Ok(self.pick(affinity)?),
+        }
+    }
+
     /// The build that serves an affinity key.
     pub(crate) fn pick(&self, affinity: &[u8]) -> std::result::Result<Upstream, UpstreamError> {
         self.routes
@@ -862,7 +873,7 @@ impl Edge {
     /// Writes keys of one namespace through the origin and keeps what it answers;
     /// returns the commit's revision.
     pub async fn write(&self, namespace: &str, changes: Vec<(Bytes, Change)>) -> Result<u64> {
-        self.write_keyed(namespace, changes, None).await
+        self.write_keyed(namespace, changes, None, None).await
     }
 
     /// Writes keys of one namespace through the build that `version_key` picks
@@ -872,6 +883,7 @@ impl Edge {
         namespace: &str,
         changes: Vec<(Bytes, Change)>,
         version_key: Option<&[u8]>,
+        build: Option<&str>,
     ) -> Result<u64> {
         let keys: Vec<Bytes> = changes.iter().map(|(k, _)| k.clone()).collect();
         let header = v1::WriteHeader {
@@ -894,7 +906,10 @@ impl Edge {
             None if keys.len() == 1 => keys[0].as_ref(),
             None => namespace.as_bytes(),
         };
-        let written = self.pick(affinity)?.write(header, mutations).await?;
+        let written = self
+            .target(build, affinity)?
+            .write(header, mutations)
+            .await?;
         let _lock = self.lock_keys(namespace, keys.iter().map(|k| k.as_ref()));
         let keep = keys
             .into_iter()
@@ -916,6 +931,7 @@ impl Edge {
         namespace: &str,
         changes: Vec<(Bytes, Change)>,
         version_key: Option<&[u8]>,
+        build: Option<&str>,
     ) -> Result<()> {
         let version_key = Some(version_key.unwrap_or(namespace.as_bytes()));
         /// Room under the gRPC message limit for framing and keys.
@@ -931,7 +947,7 @@ impl Edge {
                     Change::Delete => 0,
                 };
             if !chunk.is_empty() && bytes + size > CHUNK_BYTES {
-                self.write_keyed(namespace, std::mem::take(&mut chunk), version_key)
+                self.write_keyed(namespace, std::mem::take(&mut chunk), version_key, build)
                     .await?;
                 bytes = 0;
             }
@@ -939,7 +955,8 @@ impl Edge {
             chunk.push((key, change));
         }
         if !chunk.is_empty() {
-            self.write_keyed(namespace, chunk, version_key).await?;
+            self.write_keyed(namespace, chunk, version_key, build)
+                .await?;
         }
         Ok(())
     }
@@ -981,22 +998,16 @@ impl Edge {
             start_after: query.start_after.clone().map(Bytes::from),
             limit: query.limit as u32,
         };
-        let build = self.pick(
+        let build = self.target(
+            options.build.as_deref(),
             options
                 .version_key
                 .as_deref()
                 .unwrap_or(namespace.as_bytes()),
-        );
-        let listed = match &build {
-            Ok(build) => build.list(request).await,
-            Err(err) => Err(err.clone()),
-        };
-        match listed {
+        )?;
+        match build.list(request).await {
             Ok((entries, more)) => {
-                let build = build
-                    .ok()
-                    .and_then(|b| b.build_id().map(str::to_string))
-                    .unwrap_or_default();
+                let build = build.build_id().unwrap_or_default().to_string();
                 Ok((ListPage { entries, more }, Source::Miss { build }))
             }
             Err(UpstreamError::Build(_)) if full => {

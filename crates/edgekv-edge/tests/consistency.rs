@@ -27,7 +27,7 @@ async fn answered_writes_are_never_undone() {
             (Bytes::from(format!("filler-{i}")), change)
         })
         .collect();
-    edge.write_many(&ns, fillers, None).await.unwrap();
+    edge.write_many(&ns, fillers, None, None).await.unwrap();
     let hot_budget = edge.hot().stats().capacity;
     assert!(
         300 * 8 * 1024 > hot_budget / 100,

@@ -301,6 +301,26 @@ async fn the_edge_checks_every_table_control_sends() {
         400,
         "not in the table"
     );
+    // Writes and lists honour it too.
+    let put = |build: &'static str, value: &'static str| {
+        reqwest::Client::new()
+            .put(format!("{base}/namespaces/{ns}/values/k"))
+            .bearer_auth(TOKEN)
+            .header("edgekv-version-override", build)
+            .body(value)
+            .send()
+    };
+    assert_eq!(put("v1", "via-v1").await.unwrap().status(), 200);
+    assert_eq!(put("v9", "nowhere").await.unwrap().status(), 400);
+    assert_eq!(kv.get(&ns, "k").await, (200, b"via-v1".to_vec()));
+    let listed = reqwest::Client::new()
+        .get(format!("{base}/namespaces/{ns}/keys"))
+        .bearer_auth(TOKEN)
+        .header("edgekv-version-override", "v9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 400);
     let reader = edgekv_test_support::READ_ONLY_TOKEN;
     assert_eq!(
         get(reader, "v1").await.unwrap().status(),

@@ -107,9 +107,15 @@ where
     }
     let count = batch.len();
     let version_key = request.version_key();
+    let build = request.version_override(scope)?;
     request
         .edge
-        .write_many(&scope.namespace, batch, version_key.as_deref())
+        .write_many(
+            &scope.namespace,
+            batch,
+            version_key.as_deref(),
+            build.as_deref(),
+        )
         .await?;
     Ok(bulk_result(count))
 }
@@ -135,9 +141,15 @@ where
     }
     let count = batch.len();
     let version_key = request.version_key();
+    let build = request.version_override(scope)?;
     request
         .edge
-        .write_many(&scope.namespace, batch, version_key.as_deref())
+        .write_many(
+            &scope.namespace,
+            batch,
+            version_key.as_deref(),
+            build.as_deref(),
+        )
         .await?;
     Ok(bulk_result(count))
 }

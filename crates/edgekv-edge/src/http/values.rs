@@ -96,12 +96,14 @@ where
         expiration,
     };
     let version_key = request.version_key();
+    let build = request.version_override(scope)?;
     request
         .edge
         .write_keyed(
             &scope.namespace,
             vec![(key, change)],
             version_key.as_deref(),
+            build.as_deref(),
         )
         .await?;
     Ok(respond::ok(json!({})))
@@ -128,12 +130,14 @@ pub(super) async fn delete(
     request.enter(scope, true).await?;
     validate::key(&key)?;
     let version_key = request.version_key();
+    let build = request.version_override(scope)?;
     request
         .edge
         .write_keyed(
             &scope.namespace,
             vec![(key, Change::Delete)],
             version_key.as_deref(),
+            build.as_deref(),
         )
         .await?;
     Ok(respond::ok(json!({})))
