@@ -39,21 +39,25 @@ pub fn table_from_wire(table: v1::RouteTable) -> RouteTable {
 }
 
 /// Follows control's route stream until told to stop, reconnecting after failures.
-pub async fn follow(
-    edge: Arc<Edge>,
-    url: String,
-    credential: String,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn follow(edge: Arc<Edge>, url: String, credential: String, stop: watch::Receiver<bool>) {
+    reconnecting("route", stop, || stream(&edge, &url, &credential)).await;
+}
+
+/// Runs one stream after another until told to stop, backing off after each
+/// failure; what the edge holds stays in use meanwhile.
+async fn reconnecting<F, Fut>(what: &str, mut stop: watch::Receiver<bool>, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let mut backoff = Duration::from_millis(100);
     loop {
-        let round = stream(&edge, &url, &credential);
         let outcome = tokio::select! {
-            outcome = round => outcome,
+            outcome = round() => outcome,
             _ = stop.changed() => return,
         };
         if let Err(why) = outcome {
-            tracing::warn!(%why, ?backoff, "route stream from control interrupted; serving with the last good table");
+            tracing::warn!(%why, ?backoff, "{what} stream from control interrupted; keeping the last good table");
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
@@ -190,24 +194,9 @@ pub async fn follow_tokens(
     edge: Arc<Edge>,
     url: String,
     credential: String,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let round = stream_tokens(&edge, &url, &credential);
-        let outcome = tokio::select! {
-            outcome = round => outcome,
-            _ = stop.changed() => return,
-        };
-        if let Err(why) = outcome {
-            tracing::warn!(%why, ?backoff, "token stream from control interrupted; keeping the last good table");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.changed() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
+    reconnecting("token", stop, || stream_tokens(&edge, &url, &credential)).await;
 }
 
 async fn stream_tokens(edge: &Arc<Edge>, url: &str, credential: &str) -> Result<(), String> {
