@@ -141,10 +141,12 @@ fn stamps_from_the_future_are_refused() {
     let (core, clock) = core();
     let (ns, _) = core.create_namespace("a", "t", Mode::Cache).unwrap();
     let ahead = stamp(NOW_MS + 6000);
-    assert!(matches!(
-        core.write(put(&ns.id, "k", "v", ahead, None, false)),
-        Err(Error::ClockSkew { .. })
-    ));
+    let err = core
+        .write(put(&ns.id, "k", "v", ahead, None, false))
+        .unwrap_err();
+    assert!(matches!(err, Error::ClockSkew { .. }));
+    // The calling node's clock is wrong, not its client's request: a node fault.
+    assert_eq!(tonic::Status::from(err).code(), tonic::Code::Unavailable);
     clock.advance(Duration::from_secs(2));
     assert!(
         core.write(put(&ns.id, "k", "v", ahead, None, false))
