@@ -70,3 +70,32 @@ async fn a_full_namespace_emptied_while_an_edge_was_away_is_empty_after_its_resy
     );
     drop(a);
 }
+
+/// A page of a cache namespace is listed by the origin; its values stay home, so a
+/// page of 1,000 large values still fits in one gRPC message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_large_values_lists() {
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    let ns = kv.create_namespace("large").await;
+    let value = "x".repeat(40 * 1024);
+    let items: Vec<serde_json::Value> = (0..1000)
+        .map(|i| serde_json::json!({"key": format!("k{i:04}"), "value": value}))
+        .collect();
+    let response = kv
+        .request(Method::PUT, &format!("/namespaces/{ns}/bulk"))
+        .json(&items)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = kv
+        .request(Method::GET, &format!("/namespaces/{ns}/keys"))
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "40 MB of values in one page");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["result"].as_array().unwrap().len(), 1000);
+}
