@@ -92,6 +92,13 @@ impl ControlService {
         }
     }
 
+    /// The answer of every call that returns one deployment.
+    fn answer(&self, d: Deployment) -> Response<v1::DeploymentResponse> {
+        Response::new(v1::DeploymentResponse {
+            deployment: Some(self.deployment(d)),
+        })
+    }
+
     fn deployment(&self, d: Deployment) -> v1::Deployment {
         let (phase, step, reason) = match &d.phase {
             Phase::Running { step, .. } => ("running", *step, String::new()),
@@ -244,9 +251,7 @@ impl control_server::Control for ControlService {
             .create_deployment(&r.environment, &r.tenant, &r.build_id, steps)
             .await
             .map_err(status)?;
-        Ok(Response::new(v1::DeploymentResponse {
-            deployment: Some(self.deployment(d)),
-        }))
+        Ok(self.answer(d))
     }
 
     async fn get_deployment(
@@ -258,9 +263,7 @@ impl control_server::Control for ControlService {
             .controller
             .deployment(&request.into_inner().id)
             .map_err(status)?;
-        Ok(Response::new(v1::DeploymentResponse {
-            deployment: Some(self.deployment(d)),
-        }))
+        Ok(self.answer(d))
     }
 
     async fn list_deployments(
@@ -288,9 +291,7 @@ impl control_server::Control for ControlService {
             .controller
             .pause(&request.into_inner().id)
             .map_err(status)?;
-        Ok(Response::new(v1::DeploymentResponse {
-            deployment: Some(self.deployment(d)),
-        }))
+        Ok(self.answer(d))
     }
 
     async fn resume_deployment(
@@ -302,9 +303,7 @@ impl control_server::Control for ControlService {
             .controller
             .resume(&request.into_inner().id)
             .map_err(status)?;
-        Ok(Response::new(v1::DeploymentResponse {
-            deployment: Some(self.deployment(d)),
-        }))
+        Ok(self.answer(d))
     }
 
     async fn abort_deployment(
@@ -319,9 +318,7 @@ impl control_server::Control for ControlService {
             r.reason
         };
         let d = self.controller.abort(&r.id, &reason).map_err(status)?;
-        Ok(Response::new(v1::DeploymentResponse {
-            deployment: Some(self.deployment(d)),
-        }))
+        Ok(self.answer(d))
     }
 
     async fn rollback(

@@ -155,7 +155,7 @@ fn install(edge: &Edge, table: RouteTable, credential: &str) -> Result<(), Strin
             }
         });
     }
-    edge.set_routes_shared(routes);
+    edge.set_routes(routes);
     tracing::info!(version, "installed a route table");
     Ok(())
 }

@@ -338,13 +338,9 @@ impl Edge {
         self.routes.load()
     }
 
-    /// Installs the builds of a new route table.
-    pub fn set_routes(&self, routes: Routes) {
-        self.routes.store(Arc::new(routes));
-    }
-
-    /// Installs routes shared with the probes that may eject their builds.
-    pub fn set_routes_shared(&self, routes: Arc<Routes>) {
+    /// Installs the builds of a new route table (shared with the probes that may
+    /// eject them).
+    pub fn set_routes(&self, routes: Arc<Routes>) {
         self.routes.store(routes);
     }
 
@@ -375,11 +371,6 @@ impl Edge {
             .pick(affinity)
             .cloned()
             .ok_or_else(|| UpstreamError::Build("no route table yet: no build to call".into()))
-    }
-
-    /// Replaces the token table.
-    pub fn set_tokens(&self, table: TokenTable) {
-        self.tokens.store(Arc::new(table));
     }
 
     /// Installs control's token table, beside the bootstrap tokens.

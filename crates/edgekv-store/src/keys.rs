@@ -43,11 +43,6 @@ pub fn split_expiry_key(entry: &[u8]) -> Option<(u64, &[u8])> {
     Some((u64::from_be_bytes(*at), key))
 }
 
-/// Splits a stored key into namespace id and key.
-pub fn split_data_key(stored: &[u8]) -> Option<(&[u8], &[u8])> {
-    (stored.len() > NAMESPACE_ID_LEN).then(|| stored.split_at(NAMESPACE_ID_LEN))
-}
-
 /// The smallest stored key after every key of `namespace`.
 pub fn namespace_end(namespace: &str) -> Vec<u8> {
     let mut end = namespace.as_bytes().to_vec();
