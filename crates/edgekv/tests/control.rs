@@ -24,7 +24,7 @@ impl Control {
         let args = vec![
             "control".to_string(),
             "--grpc".into(),
-            "127.0.0.1:0".into(),
+            support::low_port_addr(),
             "--data-dir".into(),
             dir.join("state").display().to_string(),
             "--admin-token-file".into(),
@@ -538,19 +538,8 @@ async fn edges_follow_a_rollout_in_the_shares_of_its_steps() {
     // Control loses its store: the versions it issues still never go below what
     // the edges hold, because the edges report theirs when they reconnect.
     std::fs::remove_dir_all(dirs[2].path().join("state")).unwrap();
-    // Same address: the edges reconnect to it.
-    let same_address: Vec<String> = control
-        .args
-        .iter()
-        .map(|a| {
-            if a == "127.0.0.1:0" {
-                control.url.trim_start_matches("http://").to_string()
-            } else {
-                a.clone()
-            }
-        })
-        .collect();
-    control = Control::run(same_address);
+    // Same address (its args carry it): the edges reconnect to it.
+    control = Control::run(control.args.clone());
     for id in ["kv-v1", "kv-v2"] {
         control.ok(&[
             "build",

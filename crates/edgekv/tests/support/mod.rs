@@ -22,6 +22,23 @@ pub fn clean(mut command: Command) -> Command {
     command
 }
 
+/// A free loopback address below the kernel's ephemeral port range, for servers a
+/// test restarts on the same address. A port from the ephemeral range can be taken,
+/// while its server is down, by a client of it reconnecting: the kernel may give
+/// that client the very port it dials, and the socket connects to itself.
+pub fn low_port_addr() -> String {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() as u16).wrapping_mul(7919);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(101)) % 12_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return format!("127.0.0.1:{port}");
+        }
+    }
+}
+
 /// A running process and the lines it printed before it was ready.
 pub struct Proc {
     pub child: Child,
@@ -125,8 +142,8 @@ impl Origin {
         let specs: Vec<String> = specs
             .iter()
             .map(|s| match s.split_once(',') {
-                Some((id, rest)) => format!("{id}=127.0.0.1:0,{rest}"),
-                None => format!("{s}=127.0.0.1:0"),
+                Some((id, rest)) => format!("{id}={},{rest}", low_port_addr()),
+                None => format!("{s}={}", low_port_addr()),
             })
             .collect();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
