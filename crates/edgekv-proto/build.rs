@@ -3,7 +3,11 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["edgekv/v1/origin.proto", "edgekv/v1/control.proto"];
+    let files = [
+        "edgekv/v1/origin.proto",
+        "edgekv/v1/control.proto",
+        "edgekv/v1/edge.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());
     }

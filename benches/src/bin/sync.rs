@@ -103,7 +103,9 @@ async fn propagation(writes: usize) {
         let revision = ea
             .write(&ns.id, vec![(Bytes::from(format!("key-{i}")), change)])
             .await
-            .unwrap();
+            .unwrap()
+            .revision()
+            .expect("the origin is up: the write is applied, not queued");
         let acknowledged = Instant::now();
         assert!(
             eb.wait_for_revision(revision, Duration::from_secs(10))

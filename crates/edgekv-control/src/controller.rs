@@ -7,6 +7,7 @@ use std::sync::Arc;
 use edgekv_routing::RouteTable;
 use parking_lot::Mutex;
 
+use crate::health::Thresholds;
 use crate::model::{Build, Deployment, Phase, Step};
 use crate::precheck::{self, Refusal};
 use crate::probe::Probe;
@@ -84,6 +85,11 @@ impl Controller {
         })
     }
 
+    /// Control's clock, Unix ms.
+    pub fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+
     /// A receiver that changes whenever the state does.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changed.subscribe()
@@ -145,6 +151,25 @@ impl Controller {
         build_id: &str,
         steps: Vec<Step>,
     ) -> Result<Deployment> {
+        self.create_deployment_with(environment, tenant, build_id, steps, Thresholds::default())
+            .await
+    }
+
+    /// [`Controller::create_deployment`] with the health analysis' thresholds.
+    pub async fn create_deployment_with(
+        &self,
+        environment: &str,
+        tenant: &str,
+        build_id: &str,
+        steps: Vec<Step>,
+        thresholds: Thresholds,
+    ) -> Result<Deployment> {
+        if thresholds.window_ms < 1_000 || thresholds.window_ms > 5 * 60_000 {
+            return Err(ControlError::Invalid(format!(
+                "the health window must be between 1 s and 5 min, not {} ms",
+                thresholds.window_ms
+            )));
+        }
         let build = {
             let state = self.state.lock();
             precheck::check(
@@ -208,6 +233,7 @@ impl Controller {
                     "{now}: created; known-good {}",
                     known_good.as_deref().unwrap_or("none (bootstrap)")
                 )],
+                thresholds,
             };
             state.deployments.push(deployment.clone());
             Ok(deployment)

@@ -11,6 +11,8 @@
 //! - [`model`]: builds, deployments, steps and phases.
 //! - [`precheck`]: why a deployment is refused before it starts.
 //! - [`rollout`]: how a deployment advances, and the route table it implies.
+//! - [`health`]: the analysis of the edges' health reports: healthy,
+//!   inconclusive (promotion waits) or a breach (roll back now).
 //! - [`state`]: the control plane's state, persisted atomically to one file.
 //! - [`probe`]: `Health` probes of builds, made with an environment's credential.
 //! - [`controller`]: [`Controller`], the operations on that state, each persisted
@@ -19,6 +21,7 @@
 //! - [`server`]: the listener and the driver that advances deployments.
 
 pub mod controller;
+pub mod health;
 pub mod model;
 pub mod precheck;
 pub mod probe;

@@ -86,6 +86,9 @@ pub struct Deployment {
     pub created_ms: u64,
     /// What happened, in order: a line per transition, for `deploy status`.
     pub history: Vec<String>,
+    /// The health analysis' thresholds for this deployment.
+    #[serde(default)]
+    pub thresholds: crate::health::Thresholds,
 }
 
 impl Deployment {

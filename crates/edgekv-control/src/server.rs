@@ -14,7 +14,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::controller::Controller;
 use crate::probe::GrpcProbe;
-use crate::rollout::Health;
+use crate::rollout::Transition;
 use crate::service::ControlService;
 
 /// How control runs.
@@ -31,6 +31,9 @@ pub struct ControlConfig {
     pub credentials: Vec<(String, PathBuf)>,
     /// How often deployments are advanced, in ms.
     pub tick_ms: u64,
+    /// The Ed25519 public key file whose break-glass orders `Rollback` accepts when
+    /// the normal auth path is down.
+    pub break_glass_key: Option<PathBuf>,
 }
 
 /// A running control plane.
@@ -84,7 +87,12 @@ impl RunningControl {
         });
         let controller =
             Arc::new(Controller::open(&config.data_dir, probe, clock).map_err(|e| e.to_string())?);
-        let service = ControlService::new(controller.clone(), admin_tokens, credentials);
+        let mut service = ControlService::new(controller.clone(), admin_tokens, credentials);
+        if let Some(path) = &config.break_glass_key {
+            let key = edgekv_breakglass::VerifyingKey::load(path).map_err(|e| e.to_string())?;
+            service = service.with_break_glass(key);
+        }
+        let analyzer = service.analyzer();
         let acks = service.acks();
         let listener = tokio::net::TcpListener::bind(config.grpc)
             .await
@@ -116,12 +124,25 @@ impl RunningControl {
                     _ = ticker.tick() => {}
                     _ = driver_stop.changed() => return,
                 }
-                // Health analysis from the edges' reports plugs in here; until
-                // then a step is promoted once it has baked.
-                match driver.tick(|_| Health::Healthy) {
+                // Each running deployment is judged from the edges' reports: a
+                // breach rolls back now, inconclusive holds the step.
+                let now = driver.now_ms();
+                let verdict = |d: &crate::model::Deployment| {
+                    analyzer.verdict(
+                        &d.environment,
+                        &d.build_id,
+                        d.known_good.as_deref().or(Some(&d.build_id)),
+                        &d.thresholds,
+                        now,
+                    )
+                };
+                match driver.tick(verdict) {
                     Ok(moved) => {
                         for (id, transition) in moved {
-                            tracing::info!(deployment = %id, ?transition, "deployment moved");
+                            match &transition {
+                                Transition::RolledBack(why) => tracing::error!(deployment = %id, reason = %why, "health breach: rolled back to known-good"),
+                                _ => tracing::info!(deployment = %id, ?transition, "deployment moved"),
+                            }
                         }
                     }
                     Err(err) => tracing::error!(error = %err, "cannot advance deployments"),

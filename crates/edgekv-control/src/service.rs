@@ -18,8 +18,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::controller::{ControlError, Controller};
+use crate::health::{Analyzer, Thresholds};
 use crate::model::{Build, Deployment, Phase, Step};
+use crate::rollout::Health;
 use crate::state::TokenRecord;
+use edgekv_breakglass::{Verifier, VerifyingKey};
 
 fn token_grants(tokens: Vec<(String, TokenRecord)>) -> Vec<v1::TokenGrant> {
     tokens
@@ -54,6 +57,8 @@ pub struct ControlService {
     admin_tokens: Arc<HashSet<String>>,
     edge_credentials: Arc<BTreeMap<String, String>>,
     acks: Acks,
+    analyzer: Arc<Analyzer>,
+    break_glass: Option<Arc<Verifier>>,
 }
 
 impl ControlService {
@@ -69,7 +74,21 @@ impl ControlService {
             admin_tokens: Arc::new(admin_tokens),
             edge_credentials: Arc::new(edge_credentials),
             acks: Arc::default(),
+            analyzer: Arc::default(),
+            break_glass: None,
         }
+    }
+
+    /// Accepts break-glass orders signed with `key` for `Rollback` when the normal
+    /// auth path is down.
+    pub fn with_break_glass(mut self, key: VerifyingKey) -> Self {
+        self.break_glass = Some(Arc::new(Verifier::new(key, 24 * 3600 * 1000)));
+        self
+    }
+
+    /// The health analysis fed by the edges' reports.
+    pub fn analyzer(&self) -> Arc<Analyzer> {
+        self.analyzer.clone()
     }
 
     /// What the edges last said.
@@ -113,6 +132,28 @@ impl ControlService {
             .get(&d.environment)
             .map(|nodes| nodes.iter().map(|(n, a)| (n.clone(), a.version)).collect())
             .unwrap_or_default();
+        let now = self.controller.now_ms();
+        let health = if d.phase.is_active() {
+            match self.analyzer.verdict(
+                &d.environment,
+                &d.build_id,
+                d.known_good.as_deref().or(Some(&d.build_id)),
+                &d.thresholds,
+                now,
+            ) {
+                Health::Healthy => "healthy".to_string(),
+                Health::Inconclusive(why) => format!("inconclusive: {why}"),
+                Health::Breach(why) => format!("breach: {why}"),
+            }
+        } else {
+            String::new()
+        };
+        let pins = self
+            .analyzer
+            .pins(&d.environment, now)
+            .into_iter()
+            .map(|(node, (build, until))| (node, format!("{build} until {until}")))
+            .collect();
         v1::Deployment {
             id: d.id,
             environment: d.environment,
@@ -132,7 +173,56 @@ impl ControlService {
             reason,
             history: d.history,
             acked,
+            thresholds: Some(d.thresholds.to_wire()),
+            health,
+            pins,
         }
+    }
+}
+
+impl ControlService {
+    /// A `Rollback` without a valid admin token may carry a break-glass order
+    /// (`edgekv-break-glass` metadata, the signed order's JSON). `Err(None)`: no
+    /// order was presented; `Err(Some(why))`: one was, and was refused.
+    fn break_glass_rollback<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<edgekv_breakglass::Order, Option<String>> {
+        let raw = request
+            .metadata()
+            .get("edgekv-break-glass")
+            .and_then(|v| v.to_str().ok())
+            .ok_or(None)?;
+        let verifier = self.break_glass.as_ref().ok_or_else(|| {
+            Some(
+                "this control plane has no break-glass key configured (--break-glass-key)"
+                    .to_string(),
+            )
+        })?;
+        let signed: edgekv_breakglass::SignedOrder = serde_json::from_str(raw)
+            .map_err(|e| Some(format!("the break-glass order is not valid JSON: {e}")))?;
+        let now = self.controller.now_ms();
+        // The environment is checked against the request by the caller; the order
+        // names it, and "control" (or "all") as its node.
+        let environment = serde_json::from_str::<edgekv_breakglass::Order>(&signed.order)
+            .map(|o| o.environment)
+            .unwrap_or_default();
+        let order = verifier
+            .verify(&signed, now, &environment, "control")
+            .map_err(|e| Some(format!("break-glass order refused: {e}")))?;
+        if order.action != edgekv_breakglass::Action::Rollback {
+            return Err(Some(format!(
+                "a break-glass order to {:?} cannot roll back",
+                order.action
+            )));
+        }
+        tracing::error!(
+            environment = %order.environment,
+            build = %order.build,
+            nonce = %order.nonce,
+            "BREAK-GLASS: rollback ordered with a break-glass key, bypassing admin auth"
+        );
+        Ok(order)
     }
 }
 
@@ -246,9 +336,10 @@ impl control_server::Control for ControlService {
                 bake_ms: s.bake_ms,
             })
             .collect();
+        let thresholds = Thresholds::from_wire(r.thresholds.as_ref());
         let d = self
             .controller
-            .create_deployment(&r.environment, &r.tenant, &r.build_id, steps)
+            .create_deployment_with(&r.environment, &r.tenant, &r.build_id, steps, thresholds)
             .await
             .map_err(status)?;
         Ok(self.answer(d))
@@ -325,8 +416,27 @@ impl control_server::Control for ControlService {
         &self,
         request: Request<v1::RollbackRequest>,
     ) -> Result<Response<v1::RollbackResponse>, Status> {
-        self.admin(&request)?;
-        let r = request.into_inner();
+        let glass = match self.admin(&request) {
+            Ok(()) => None,
+            Err(refused) => Some(
+                self.break_glass_rollback(&request)
+                    .map_err(|why| match why {
+                        Some(why) => Status::permission_denied(why),
+                        None => refused,
+                    })?,
+            ),
+        };
+        let mut r = request.into_inner();
+        if let Some(order) = glass {
+            if order.environment != r.environment {
+                return Err(Status::permission_denied(format!(
+                    "the break-glass order is for environment {:?}, the rollback for {:?}",
+                    order.environment, r.environment
+                )));
+            }
+            r.to_build = order.build.clone();
+            r.reason = format!("break-glass rollback (order {})", order.nonce);
+        }
         let to = (!r.to_build.is_empty()).then_some(r.to_build.as_str());
         let reason = if r.reason.is_empty() {
             "rolled back by an operator".to_string()
@@ -480,6 +590,28 @@ impl control_server::Control for ControlService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn report_health(
+        &self,
+        request: Request<Streaming<v1::HealthReport>>,
+    ) -> Result<Response<v1::HealthReportSummary>, Status> {
+        let presented = Self::presented(&request).map(str::to_string);
+        let mut reports = request.into_inner();
+        let mut count = 0;
+        while let Some(report) = reports.next().await {
+            let report = report?;
+            let accepted = self.edge_credentials.get(&report.environment);
+            if accepted.is_none() || accepted.map(String::as_str) != presented.as_deref() {
+                return Err(Status::unauthenticated(format!(
+                    "not a credential of environment {:?}",
+                    report.environment
+                )));
+            }
+            self.analyzer.record(self.controller.now_ms(), report);
+            count += 1;
+        }
+        Ok(Response::new(v1::HealthReportSummary { reports: count }))
     }
 
     type StreamTokensStream = ReceiverStream<Result<v1::TokenTable, Status>>;

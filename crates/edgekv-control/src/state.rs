@@ -256,6 +256,7 @@ mod tests {
             },
             created_ms: 5,
             history: vec!["5: created".into()],
+            thresholds: Default::default(),
         });
         state.environments.insert(
             "production".into(),

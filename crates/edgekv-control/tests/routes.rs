@@ -44,6 +44,7 @@ async fn route_tables_stream_to_edges() {
         admin_token_file: dir.path().join("admin"),
         credentials: vec![("production".into(), dir.path().join("prod"))],
         tick_ms: 20,
+        break_glass_key: None,
     })
     .await
     .unwrap();

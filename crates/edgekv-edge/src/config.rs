@@ -47,6 +47,15 @@ pub struct EdgeConfig {
     pub cache_ttl_s: u64,
     /// The time budget of one upstream call, in milliseconds.
     pub upstream_timeout_ms: u64,
+    /// The most writes the outbox holds; past it, writes no build can take are
+    /// answered 503.
+    pub outbox_max_writes: u64,
+    /// How often every build of the route table is probed (and health is reported
+    /// to control), in milliseconds.
+    pub probe_interval_ms: u64,
+    /// The file of the Ed25519 public key that break-glass orders must be signed
+    /// with (none: this edge accepts no break-glass order).
+    pub break_glass_key: Option<PathBuf>,
 }
 
 impl Default for EdgeConfig {
@@ -68,6 +77,9 @@ impl Default for EdgeConfig {
             lag_bound_ms: 2000,
             cache_ttl_s: 60,
             upstream_timeout_ms: 2000,
+            outbox_max_writes: 100_000,
+            probe_interval_ms: 1000,
+            break_glass_key: None,
         }
     }
 }
@@ -103,6 +115,12 @@ impl EdgeConfig {
                 "http and admin must listen on different addresses; both are {}",
                 self.http
             ));
+        }
+        if self.outbox_max_writes == 0 {
+            return Err("outbox_max_writes must be at least 1".into());
+        }
+        if self.probe_interval_ms == 0 {
+            return Err("probe_interval_ms must be at least 1".into());
         }
         if self.hot_tier_bytes < 1024 * 1024 {
             return Err(format!(

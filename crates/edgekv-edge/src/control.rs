@@ -79,7 +79,10 @@ async fn stream(edge: &Arc<Edge>, url: &str, credential: &str) -> Result<(), Str
         version,
         nack_reason: nack.as_ref().map(|(_, r)| r.clone()).unwrap_or_default(),
         nacked_version: nack.map_or(0, |(v, _)| v),
-        pinned: String::new(),
+        pinned: edge
+            .pin()
+            .map(|p| format!("{},{}", p.build, p.until_ms))
+            .unwrap_or_default(),
     };
     let (tx, rx) = mpsc::channel(8);
     tx.send(ack(edge.routes().version(), None))

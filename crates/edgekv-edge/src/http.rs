@@ -3,7 +3,7 @@
 //! [`handle`] takes any request body, so tests and benches drive it in-process as
 //! well as through [`crate::server`].
 
-mod body;
+pub(crate) mod body;
 mod bulk;
 mod namespaces;
 mod query;

@@ -24,12 +24,15 @@
 //! - [`config`]: the edge's configuration, [`EdgeConfig`].
 
 pub mod admin;
+pub mod breakglass;
 pub mod config;
 pub mod control;
 pub mod feed;
+pub mod health;
 pub mod hot;
 pub mod http;
 pub mod metrics;
+pub mod outbox;
 pub mod routes;
 pub mod server;
 pub mod service;

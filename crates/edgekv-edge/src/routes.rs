@@ -91,6 +91,13 @@ impl Routes {
         }
     }
 
+    /// Restores an ejected build (a probe of it succeeded).
+    pub fn restore(&self, build_id: &str) {
+        if let Some(i) = self.builds.iter().position(|(id, _, _)| id == build_id) {
+            self.ejected[i].store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
+
     /// Whether a build is ejected.
     pub fn is_ejected(&self, build_id: &str) -> bool {
         self.builds

@@ -66,7 +66,7 @@ impl RunningEdge {
             grace,
             move |req: Request<Incoming>| {
                 let edge = ops.clone();
-                async move { admin::handle(&edge, &req) }
+                async move { admin::handle(&edge, req).await }
             },
         ));
         tasks.spawn(purge_loop(
@@ -93,6 +93,10 @@ impl RunningEdge {
                 stopped.clone(),
             ));
         }
+        let control =
+            (!config.control.is_empty()).then(|| (config.control.clone(), edge.credential.clone()));
+        tasks.spawn(crate::health::run(edge.clone(), control, stopped.clone()));
+        tasks.spawn(edge.clone().replay_outbox(stopped.clone()));
         tasks.spawn(crate::feed::follow(edge.clone(), stopped));
         tracing::info!(%http_addr, %admin_addr, "edge serving");
         Ok(RunningEdge {

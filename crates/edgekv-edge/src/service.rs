@@ -30,6 +30,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::hot::HotTier;
 use crate::metrics::Metrics;
+use crate::outbox::{Outbox, Queued};
 use crate::routes::Routes;
 use crate::tokens::TokenTable;
 use crate::upstream::{Upstream, UpstreamError};
@@ -51,6 +52,40 @@ const SEQUENCE_RESERVED: &str = "write_sequence_reserved";
 pub struct Access {
     /// Whether the token is an operator's.
     pub admin: bool,
+}
+
+/// Build faults in a row after which an edge ejects a build (until a probe of it
+/// succeeds, or a new route table arrives).
+pub const EJECT_AFTER_FAULTS: u32 = 5;
+
+/// How a write was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// A build applied it at this revision.
+    Applied(u64),
+    /// No build could take it: it waits in the outbox (`202 Accepted`).
+    Queued,
+}
+
+impl WriteOutcome {
+    /// The revision a build applied the write at; `None` while it waits in the outbox.
+    pub fn revision(self) -> Option<u64> {
+        match self {
+            WriteOutcome::Applied(revision) => Some(revision),
+            WriteOutcome::Queued => None,
+        }
+    }
+}
+
+/// A break-glass pin in force: every request goes to `build` until `until_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// The pinned build.
+    pub build: String,
+    /// When the pin ends, Unix ms.
+    pub until_ms: u64,
+    /// The signed order's nonce, for the log.
+    pub nonce: String,
 }
 
 /// What a write changes: a value or a deletion.
@@ -186,6 +221,14 @@ pub struct Edge {
     /// Writes in flight, by key: the feed marks them like reads in flight.
     pub(crate) writes_in_flight: DashMap<Box<[u8]>, Arc<WriteMark>>,
     metrics: Metrics,
+    /// Writes no build could take, waiting for replay.
+    pub(crate) outbox: Outbox,
+    /// A break-glass pin, when one is in force.
+    pub(crate) pin: arc_swap::ArcSwapOption<Pin>,
+    /// Set by the prober: this edge's calls to known-good fail authentication.
+    pub(crate) known_good_auth_failing: AtomicBool,
+    /// Checks break-glass orders, when a public key is configured.
+    pub(crate) break_glass: Option<edgekv_breakglass::Verifier>,
 }
 
 /// The write marks of one write, released when it is done (or abandoned).
@@ -269,6 +312,8 @@ impl Edge {
         };
         // Sequence numbers restart after the last reserved block, so none repeats.
         let reserved = read_u64(&*store, SEQUENCE_RESERVED)?;
+        let outbox = Outbox::load(&*store)?;
+        let break_glass = crate::breakglass::verifier(&config)?;
         let feed = FeedState::default();
         feed.applied.store(applied, Ordering::Release);
         feed.synced
@@ -295,6 +340,14 @@ impl Edge {
             namespace_lock: Mutex::new(()),
             writes_in_flight: DashMap::new(),
             metrics: Metrics::default(),
+            outbox,
+            pin: arc_swap::ArcSwapOption::empty(),
+            known_good_auth_failing: AtomicBool::new(false),
+            break_glass,
+        })
+        .and_then(|edge| {
+            edge.load_pin()?;
+            Ok(edge)
         })
     }
 
@@ -321,6 +374,24 @@ impl Edge {
     /// The edge's clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// The outbox.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// The break-glass pin in force, if any (an expired pin is none).
+    pub fn pin(&self) -> Option<Arc<Pin>> {
+        self.pin
+            .load_full()
+            .filter(|p| p.until_ms > self.clock.now_ms())
+    }
+
+    /// Whether this edge's own calls to known-good fail authentication (it is then
+    /// not ready, and control leaves it out of the health analysis).
+    pub fn known_good_auth_failing(&self) -> bool {
+        self.known_good_auth_failing.load(Ordering::Acquire)
     }
 
     /// The change feed's state.
@@ -364,13 +435,69 @@ impl Edge {
         }
     }
 
-    /// The build that serves an affinity key.
+    /// The build that serves an affinity key: the pinned build while a break-glass
+    /// pin is in force, else the table's weighted, sticky choice.
     pub(crate) fn pick(&self, affinity: &[u8]) -> std::result::Result<Upstream, UpstreamError> {
-        self.routes
-            .load()
+        let routes = self.routes.load();
+        if let Some(pin) = self.pin.load().as_ref()
+            && pin.until_ms > self.clock.now_ms()
+            && let Some(pinned) = routes.build(&pin.build)
+        {
+            return Ok(pinned.clone());
+        }
+        routes
             .pick(affinity)
             .cloned()
             .ok_or_else(|| UpstreamError::Build("no route table yet: no build to call".into()))
+    }
+
+    /// The known-good build, when it is another build than `tried`: where a request
+    /// goes after a build fault.
+    fn fallback(&self, tried: &Upstream) -> Option<Upstream> {
+        self.known_good().ok().filter(|k| !k.same_build(tried))
+    }
+
+    /// Runs a call on `first`; after a build fault, on known-good.
+    async fn with_fallback<T, F, Fut>(
+        &self,
+        first: Upstream,
+        call: F,
+    ) -> std::result::Result<T, UpstreamError>
+    where
+        F: Fn(Upstream) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, UpstreamError>>,
+    {
+        match call(first.clone()).await {
+            Err(UpstreamError::Build(why)) => {
+                self.note_fault(&first);
+                match self.fallback(&first) {
+                    Some(known_good) => call(known_good).await,
+                    None => Err(UpstreamError::Build(why)),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Notes a build fault of `upstream`: after [`EJECT_AFTER_FAULTS`] in a row the
+    /// build is ejected locally (never known-good: it is the fallback).
+    pub(crate) fn note_fault(&self, upstream: &Upstream) {
+        if upstream.stats().consecutive_faults() < EJECT_AFTER_FAULTS {
+            return;
+        }
+        let routes = self.routes.load();
+        let Some(build) = upstream.build_id() else {
+            return;
+        };
+        let known_good = routes.table.as_ref().map(|t| t.known_good_build.as_str());
+        if known_good != Some(build) && !routes.is_ejected(build) {
+            tracing::warn!(
+                build,
+                faults = upstream.stats().consecutive_faults(),
+                "ejecting a build after consecutive faults"
+            );
+            routes.eject(build);
+        }
     }
 
     /// Installs control's token table, beside the bootstrap tokens.
@@ -518,8 +645,9 @@ impl Edge {
     ) -> Result<Namespace> {
         edgekv_kv::validate::title(title)?;
         let (namespace, revision) = self
-            .pick(account.as_bytes())?
-            .create_namespace(account, title, mode)
+            .with_fallback(self.pick(account.as_bytes())?, |build| async move {
+                build.create_namespace(account, title, mode).await
+            })
             .await?;
         self.apply_namespaces_at(vec![NamespaceOp::Put(namespace.clone())], revision)?;
         Ok(namespace)
@@ -534,8 +662,9 @@ impl Edge {
     ) -> Result<Namespace> {
         edgekv_kv::validate::title(title)?;
         let (namespace, revision) = self
-            .pick(id.as_bytes())?
-            .rename_namespace(account, id, title)
+            .with_fallback(self.pick(id.as_bytes())?, |build| async move {
+                build.rename_namespace(account, id, title).await
+            })
             .await?;
         self.apply_namespaces_at(vec![NamespaceOp::Put(namespace.clone())], revision)?;
         Ok(namespace)
@@ -544,8 +673,9 @@ impl Edge {
     /// Deletes a namespace and every key in it, at the origin.
     pub async fn delete_namespace(&self, account: &str, id: &str) -> Result<()> {
         let (_, revision) = self
-            .pick(id.as_bytes())?
-            .delete_namespace(account, id)
+            .with_fallback(self.pick(id.as_bytes())?, |build| async move {
+                build.delete_namespace(account, id).await
+            })
             .await?;
         self.apply_namespaces_at(vec![NamespaceOp::Delete(id.to_string())], revision)
     }
@@ -608,6 +738,12 @@ impl Edge {
 
     /// Returns the record held locally for a key (hot tier, then store).
     fn held(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
+        // A queued write is this edge's newest knowledge of the key.
+        if !self.outbox.is_empty()
+            && let Some(record) = self.outbox.overlay(namespace, key)
+        {
+            return Ok(Some(record));
+        }
         if let Some(record) = self.hot.get(namespace, key) {
             return Ok(Some(record));
         }
@@ -680,7 +816,10 @@ impl Edge {
             }
         }
         let affinity = options.version_key.clone();
-        match self.read_through(namespace, key, affinity).await {
+        // A key the edge does not hold falls back to known-good on a build fault; a
+        // held one is served stale first.
+        let fallback = held.is_none();
+        match self.read_through(namespace, key, affinity, fallback).await {
             Ok(lookup) => Ok(lookup),
             Err(UpstreamError::Build(why)) => match held {
                 Some(record) => {
@@ -700,6 +839,7 @@ impl Edge {
         namespace: &str,
         key: &[u8],
         affinity: Option<Bytes>,
+        fallback: bool,
     ) -> std::result::Result<Lookup, UpstreamError> {
         let composite: Box<[u8]> = keys::data_key(namespace, key).into();
         let mut answer = match self.inflight.entry(composite.clone()) {
@@ -715,7 +855,7 @@ impl Edge {
                 let (namespace, key) = (namespace.to_string(), Bytes::copy_from_slice(key));
                 tokio::spawn(async move {
                     let result = edge
-                        .fetch_and_keep(&namespace, &key, affinity.as_deref(), &flight)
+                        .fetch_and_keep(&namespace, &key, affinity.as_deref(), fallback, &flight)
                         .await;
                     edge.inflight
                         .remove_if(&composite, |_, v| Arc::ptr_eq(v, &flight));
@@ -742,12 +882,24 @@ impl Edge {
         namespace: &str,
         key: &Bytes,
         affinity: Option<&[u8]>,
+        fallback: bool,
         flight: &Flight,
     ) -> std::result::Result<Lookup, UpstreamError> {
-        let answer = self
-            .pick(affinity.unwrap_or(key))?
-            .get(namespace, key)
-            .await?;
+        let picked = self.pick(affinity.unwrap_or(key))?;
+        let answer = match picked.get(namespace, key).await {
+            Ok(answer) => answer,
+            Err(UpstreamError::Build(why)) => {
+                self.note_fault(&picked);
+                match self.fallback(&picked).filter(|_| fallback) {
+                    Some(known_good) => {
+                        tracing::debug!(%why, "reading from known-good after a build fault");
+                        known_good.get(namespace, key).await?
+                    }
+                    None => return Err(UpstreamError::Build(why)),
+                }
+            }
+            Err(client) => return Err(client),
+        };
         let now_s = self.clock.now_s();
         let record = answer.record.clone().unwrap_or_else(|| Record {
             revision: answer.read_revision,
@@ -861,21 +1013,25 @@ impl Edge {
         v1::Mutation { key, put }
     }
 
-    /// Writes keys of one namespace through the origin and keeps what it answers;
-    /// returns the commit's revision.
-    pub async fn write(&self, namespace: &str, changes: Vec<(Bytes, Change)>) -> Result<u64> {
+    /// Writes keys of one namespace through the origin and keeps what it answers.
+    pub async fn write(
+        &self,
+        namespace: &str,
+        changes: Vec<(Bytes, Change)>,
+    ) -> Result<WriteOutcome> {
         self.write_keyed(namespace, changes, None, None).await
     }
 
     /// Writes keys of one namespace through the build that `version_key` picks
-    /// (default: the key for one key, the namespace for several).
+    /// (default: the key for one key, the namespace for several); on a build fault
+    /// through known-good; when no build can take it, into the outbox.
     pub async fn write_keyed(
         &self,
         namespace: &str,
         changes: Vec<(Bytes, Change)>,
         version_key: Option<&[u8]>,
         build: Option<&str>,
-    ) -> Result<u64> {
+    ) -> Result<WriteOutcome> {
         let keys: Vec<Bytes> = changes.iter().map(|(k, _)| k.clone()).collect();
         let header = v1::WriteHeader {
             namespace: namespace.to_string(),
@@ -886,7 +1042,7 @@ impl Edge {
             hlc: self.hlc.now(),
             replay: false,
         };
-        let mutations = changes
+        let mutations: Vec<v1::Mutation> = changes
             .into_iter()
             .map(|(key, change)| Self::mutation(key, change))
             .collect();
@@ -897,22 +1053,201 @@ impl Edge {
             None if keys.len() == 1 => keys[0].as_ref(),
             None => namespace.as_bytes(),
         };
-        let written = self
-            .target(build, affinity)?
-            .write(header, mutations)
-            .await?;
+        let target = self.target(build, affinity)?;
+        let written = match target.write(header.clone(), mutations.clone()).await {
+            Ok(written) => written,
+            // A write an operator aimed at one build is not redirected.
+            Err(UpstreamError::Build(why)) if build.is_none() => {
+                self.note_fault(&target);
+                let retried = match self.fallback(&target) {
+                    Some(known_good) => known_good.write(header.clone(), mutations.clone()).await,
+                    None => Err(UpstreamError::Build(why)),
+                };
+                match retried {
+                    Ok(written) => written,
+                    Err(UpstreamError::Build(why)) => {
+                        drop(marks);
+                        return self.enqueue(header, mutations, why);
+                    }
+                    Err(client) => return Err(client.into()),
+                }
+            }
+            Err(err) => return Err(err.into()),
+        };
+        self.keep_written(namespace, keys, written.records, &marks, true)?;
+        Ok(WriteOutcome::Applied(written.revision))
+    }
+
+    /// Keeps the records a build answered for a write, except where the feed saw a
+    /// newer change meanwhile. A write taken synchronously (`overtake`) is newer
+    /// than any queued write of its keys, which leave the overlay.
+    fn keep_written(
+        &self,
+        namespace: &str,
+        keys: Vec<Bytes>,
+        records: Vec<Record>,
+        marks: &WriteMarks<'_>,
+        overtake: bool,
+    ) -> Result<()> {
         let _lock = self.lock_keys(namespace, keys.iter().map(|k| k.as_ref()));
+        if overtake {
+            self.outbox.overtaken(namespace, &keys);
+        }
         let keep = keys
             .into_iter()
-            .zip(written.records)
+            .zip(records)
             .zip(&marks.entries)
             .filter(|((_, record), (_, mark))| {
                 mark.invalidated.load(Ordering::Acquire) <= record.revision
             })
             .map(|(item, _)| item)
             .collect();
-        self.keep_locked(namespace, keep, vec![])?;
-        Ok(written.revision)
+        self.keep_locked(namespace, keep, vec![])
+    }
+
+    /// Puts a write no build could take in the outbox (fsynced), visible here at once.
+    fn enqueue(
+        &self,
+        header: v1::WriteHeader,
+        mutations: Vec<v1::Mutation>,
+        why: String,
+    ) -> Result<WriteOutcome> {
+        let entry = v1::OutboxEntry {
+            header: Some(header),
+            mutations,
+            queued_ms: self.clock.now_ms(),
+            reason: why,
+        };
+        tracing::warn!(reason = %entry.reason, "no build can take a write: queued in the outbox");
+        self.outbox
+            .push(&*self.store, self.config.outbox_max_writes, entry)?;
+        Ok(WriteOutcome::Queued)
+    }
+
+    /// Replays the outbox in order whenever writes wait, until `stop` changes:
+    /// woken when a write is queued, retrying with a growing pause while no build
+    /// takes the writes.
+    pub async fn replay_outbox(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        const FIRST_PAUSE: Duration = Duration::from_millis(200);
+        let mut pause = FIRST_PAUSE;
+        loop {
+            if self.outbox.is_empty() {
+                tokio::select! {
+                    _ = self.outbox.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+                continue;
+            }
+            match self.replay_round().await {
+                Ok(true) => pause = FIRST_PAUSE,
+                Ok(false) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stop.changed() => return,
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "outbox replay failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replays the waiting writes in order until one meets a build fault; returns
+    /// whether every write it read was settled.
+    pub(crate) async fn replay_round(&self) -> Result<bool> {
+        let head = self.outbox.head(&*self.store, 64)?;
+        for item in head {
+            let queued = match item {
+                Ok(queued) => queued,
+                Err((sequence, _)) => {
+                    self.outbox.bury(
+                        &*self.store,
+                        sequence,
+                        None,
+                        "the stored entry cannot be decoded".into(),
+                    )?;
+                    continue;
+                }
+            };
+            if !self.replay_one(&queued).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Replays one write: settled (applied, a duplicate, or superseded), buried
+    /// (a client fault: it can never succeed), or left waiting (a build fault:
+    /// returns false).
+    async fn replay_one(&self, queued: &Queued) -> Result<bool> {
+        let header = v1::WriteHeader {
+            replay: true,
+            ..queued.entry.header.clone().unwrap_or_default()
+        };
+        let namespace = header.namespace.clone();
+        let keys = crate::outbox::keys_of(&queued.entry);
+        let marks = WriteMarks::register(self, &namespace, &keys);
+        let mut last_fault = String::new();
+        let mut candidates = Vec::with_capacity(2);
+        if let Ok(known_good) = self.known_good() {
+            candidates.push(known_good);
+        }
+        if let Ok(picked) = self.pick(namespace.as_bytes())
+            && !candidates.iter().any(|c| c.same_build(&picked))
+        {
+            candidates.push(picked);
+        }
+        for build in candidates {
+            match build
+                .write(header.clone(), queued.entry.mutations.clone())
+                .await
+            {
+                Ok(written) => {
+                    if let Err(err) =
+                        self.keep_written(&namespace, keys, written.records, &marks, false)
+                    {
+                        tracing::warn!(error = %err, "could not keep a replayed write's answer");
+                    }
+                    self.outbox.settled(
+                        &*self.store,
+                        queued,
+                        written.duplicate,
+                        written.superseded,
+                    )?;
+                    tracing::info!(
+                        sequence = queued.sequence,
+                        superseded = written.superseded,
+                        duplicate = written.duplicate,
+                        "replayed a queued write"
+                    );
+                    return Ok(true);
+                }
+                Err(UpstreamError::Build(why)) => {
+                    self.note_fault(&build);
+                    last_fault = why;
+                }
+                Err(client) => {
+                    tracing::error!(sequence = queued.sequence, error = %client, "a queued write can never succeed: moved to the dead letters");
+                    drop(marks);
+                    self.outbox.bury(
+                        &*self.store,
+                        queued.sequence,
+                        Some(&queued.entry),
+                        client.to_string(),
+                    )?;
+                    return Ok(true);
+                }
+            }
+        }
+        tracing::debug!(fault = %last_fault, "no build takes queued writes yet");
+        Ok(false)
     }
 
     /// Writes many keys of one namespace, in as many origin writes as the gRPC
@@ -923,8 +1258,17 @@ impl Edge {
         changes: Vec<(Bytes, Change)>,
         version_key: Option<&[u8]>,
         build: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<WriteOutcome> {
         let version_key = Some(version_key.unwrap_or(namespace.as_bytes()));
+        let mut outcome = WriteOutcome::Applied(0);
+        let mut note = |o: WriteOutcome| {
+            outcome = match (outcome, o) {
+                (WriteOutcome::Queued, _) | (_, WriteOutcome::Queued) => WriteOutcome::Queued,
+                (WriteOutcome::Applied(a), WriteOutcome::Applied(b)) => {
+                    WriteOutcome::Applied(a.max(b))
+                }
+            };
+        };
         /// Room under the gRPC message limit for framing and keys.
         const CHUNK_BYTES: usize = edgekv_proto::MAX_MESSAGE_BYTES / 2;
         let mut chunk = Vec::new();
@@ -938,18 +1282,22 @@ impl Edge {
                     Change::Delete => 0,
                 };
             if !chunk.is_empty() && bytes + size > CHUNK_BYTES {
-                self.write_keyed(namespace, std::mem::take(&mut chunk), version_key, build)
-                    .await?;
+                note(
+                    self.write_keyed(namespace, std::mem::take(&mut chunk), version_key, build)
+                        .await?,
+                );
                 bytes = 0;
             }
             bytes += size;
             chunk.push((key, change));
         }
         if !chunk.is_empty() {
-            self.write_keyed(namespace, chunk, version_key, build)
-                .await?;
+            note(
+                self.write_keyed(namespace, chunk, version_key, build)
+                    .await?,
+            );
         }
-        Ok(())
+        Ok(outcome)
     }
 
     /// The next write sequence number, reserving a new block on disk when needed.
@@ -996,9 +1344,18 @@ impl Edge {
                 .as_deref()
                 .unwrap_or(namespace.as_bytes()),
         )?;
-        match build.list(request).await {
+        let mut answer = build.list(request.clone()).await;
+        let mut answered_by = build.clone();
+        if matches!(answer, Err(UpstreamError::Build(_))) && options.build.is_none() {
+            self.note_fault(&build);
+            if let Some(known_good) = self.fallback(&build) {
+                answer = known_good.list(request).await;
+                answered_by = known_good;
+            }
+        }
+        match answer {
             Ok((entries, more)) => {
-                let build = build.build_id().unwrap_or_default().to_string();
+                let build = answered_by.build_id().unwrap_or_default().to_string();
                 Ok((ListPage { entries, more }, Source::Miss { build }))
             }
             Err(UpstreamError::Build(_)) if full => {

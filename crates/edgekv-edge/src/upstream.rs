@@ -2,8 +2,9 @@
 //! wrong into build faults (the route's fault: fall back) and client faults (the
 //! request's fault: answer 4xx, never retry elsewhere).
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edgekv_kv::{Mode, Namespace, Record};
@@ -72,6 +73,135 @@ fn title_taken(status: &Status) -> bool {
         .is_some_and(|v| v == "title-taken")
 }
 
+/// Upper bounds of the latency buckets reported to control, in ms; one more
+/// bucket holds everything slower.
+pub const LATENCY_BOUNDS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000];
+
+/// The class of a build fault, as health reports count them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultClass {
+    /// UNAUTHENTICATED or PERMISSION_DENIED: the build refuses this edge's
+    /// credential (the 2023 failure).
+    Auth,
+    /// UNAVAILABLE, or the connection failed.
+    Unavailable,
+    /// No answer within the request's time budget.
+    Deadline,
+    /// Anything else: an answer stamped by another build, environment or tenant, a
+    /// protocol error, an internal error.
+    Other,
+}
+
+impl FaultClass {
+    fn of(code: Code) -> Self {
+        match code {
+            Code::Unauthenticated | Code::PermissionDenied => FaultClass::Auth,
+            Code::Unavailable => FaultClass::Unavailable,
+            Code::DeadlineExceeded | Code::Cancelled => FaultClass::Deadline,
+            _ => FaultClass::Other,
+        }
+    }
+}
+
+/// What this edge saw of one build: counters since the last health report, and
+/// the run of consecutive faults that ejects it.
+#[derive(Debug, Default)]
+pub struct BuildStats {
+    requests: AtomicU64,
+    faults: [AtomicU64; 4],
+    client_errors: AtomicU64,
+    latency: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
+    probes_ok: AtomicU64,
+    probes_failed: AtomicU64,
+    consecutive_faults: AtomicU32,
+    last_error: parking_lot::Mutex<String>,
+}
+
+/// The counters of a [`BuildStats`] taken at a report, each reset to zero.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsDelta {
+    /// Requests (probes not included).
+    pub requests: u64,
+    /// Build faults by class: auth, unavailable, deadline, other.
+    pub faults: [u64; 4],
+    /// Client faults.
+    pub client_errors: u64,
+    /// Latency histogram over [`LATENCY_BOUNDS_MS`].
+    pub latency: Vec<u64>,
+    /// Probes answered.
+    pub probes_ok: u64,
+    /// Probes failed.
+    pub probes_failed: u64,
+    /// The last fault's message.
+    pub last_error: String,
+}
+
+impl BuildStats {
+    fn latency(&self, elapsed: Duration) {
+        let ms = elapsed.as_millis() as u64;
+        let bucket = LATENCY_BOUNDS_MS
+            .iter()
+            .position(|bound| ms <= *bound)
+            .unwrap_or(LATENCY_BOUNDS_MS.len());
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn answered(&self, elapsed: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.latency(elapsed);
+        self.consecutive_faults.store(0, Ordering::Relaxed);
+    }
+
+    fn client_fault(&self, elapsed: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.client_errors.fetch_add(1, Ordering::Relaxed);
+        self.latency(elapsed);
+        self.consecutive_faults.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts a build fault (`counted`: the request was already counted).
+    fn fault(&self, class: FaultClass, elapsed: Duration, message: &str, counted: bool) {
+        if !counted {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            self.latency(elapsed);
+        }
+        self.faults[class as usize].fetch_add(1, Ordering::Relaxed);
+        self.consecutive_faults.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock() = message.to_string();
+    }
+
+    fn probe(&self, result: Result<(), &str>) {
+        match result {
+            Ok(()) => {
+                self.probes_ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(message) => {
+                self.probes_failed.fetch_add(1, Ordering::Relaxed);
+                *self.last_error.lock() = message.to_string();
+            }
+        }
+    }
+
+    /// Build faults in a row since the last answer.
+    pub fn consecutive_faults(&self) -> u32 {
+        self.consecutive_faults.load(Ordering::Relaxed)
+    }
+
+    /// Takes the counters since the previous call.
+    pub fn take(&self) -> StatsDelta {
+        let take = |c: &AtomicU64| c.swap(0, Ordering::Relaxed);
+        StatsDelta {
+            requests: take(&self.requests),
+            faults: std::array::from_fn(|i| take(&self.faults[i])),
+            client_errors: take(&self.client_errors),
+            latency: self.latency.iter().map(take).collect(),
+            probes_ok: take(&self.probes_ok),
+            probes_failed: take(&self.probes_failed),
+            last_error: self.last_error.lock().clone(),
+        }
+    }
+}
+
 /// Adds the edge's credential to every call.
 #[derive(Clone)]
 pub struct Credential(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
@@ -103,6 +233,7 @@ pub struct Upstream {
     /// The build id, learned from its first stamped answer and then required.
     build_id: std::sync::Arc<OnceLock<String>>,
     timeout: Duration,
+    stats: Arc<BuildStats>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -162,6 +293,7 @@ impl Upstream {
             expected,
             build_id: std::sync::Arc::default(),
             timeout,
+            stats: Arc::default(),
         })
     }
 
@@ -189,9 +321,27 @@ impl Upstream {
         self.build_id.get().map(String::as_str)
     }
 
+    /// What this edge saw of the build.
+    pub fn stats(&self) -> &BuildStats {
+        &self.stats
+    }
+
+    /// Whether two clients call the same build.
+    pub fn same_build(&self, other: &Upstream) -> bool {
+        Arc::ptr_eq(&self.stats, &other.stats)
+            || (self.url == other.url && self.build_id() == other.build_id())
+    }
+
     /// Checks an answer's stamp: same environment and tenant as the edge, and the
     /// build it called.
     fn check(&self, stamp: Option<&v1::Stamp>) -> Result<String, UpstreamError> {
+        self.check_inner(stamp).inspect_err(|err| {
+            self.stats
+                .fault(FaultClass::Other, Duration::ZERO, &err.to_string(), true)
+        })
+    }
+
+    fn check_inner(&self, stamp: Option<&v1::Stamp>) -> Result<String, UpstreamError> {
         let stamp = stamp.ok_or_else(|| UpstreamError::Build("answer carries no stamp".into()))?;
         if stamp.environment != self.expected.environment || stamp.tenant != self.expected.tenant {
             return Err(UpstreamError::Build(format!(
@@ -209,26 +359,62 @@ impl Upstream {
         Ok(stamp.build_id.clone())
     }
 
+    /// Runs one call within the time budget and counts it in the build's stats.
     async fn unary<T, F>(&self, call: F) -> Result<T, UpstreamError>
     where
         F: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, call).await;
+        let elapsed = started.elapsed();
+        match outcome {
+            Ok(Ok(response)) => {
+                self.stats.answered(elapsed);
+                Ok(response.into_inner())
+            }
+            Ok(Err(status)) => {
+                let err = classify(&status);
+                match &err {
+                    UpstreamError::Build(message) => {
+                        self.stats
+                            .fault(FaultClass::of(status.code()), elapsed, message, false)
+                    }
+                    _ => self.stats.client_fault(elapsed),
+                }
+                Err(err)
+            }
+            Err(_) => {
+                let message = format!("no answer within {:?} from {}", self.timeout, self.url);
+                self.stats
+                    .fault(FaultClass::Deadline, elapsed, &message, false);
+                Err(UpstreamError::Build(message))
+            }
+        }
+    }
+
+    /// Asks the build who it is (a probe: counted apart from requests).
+    pub async fn health(&self) -> Result<v1::HealthResponse, UpstreamError> {
+        let mut client = self.client.clone();
+        let outcome = tokio::time::timeout(self.timeout, client.health(v1::HealthRequest {})).await;
+        let result = match outcome {
+            Ok(Ok(response)) => {
+                let answer = response.into_inner();
+                self.check_inner(answer.stamp.as_ref()).map(|_| answer)
+            }
             Ok(Err(status)) => Err(classify(&status)),
             Err(_) => Err(UpstreamError::Build(format!(
                 "no answer within {:?} from {}",
                 self.timeout, self.url
             ))),
-        }
+        };
+        let message = result.as_ref().err().map(ToString::to_string);
+        self.stats.probe(message.as_deref().map_or(Ok(()), Err));
+        result
     }
 
-    /// Asks the build who it is.
-    pub async fn health(&self) -> Result<v1::HealthResponse, UpstreamError> {
-        let mut client = self.client.clone();
-        let answer = self.unary(client.health(v1::HealthRequest {})).await?;
-        self.check(answer.stamp.as_ref())?;
-        Ok(answer)
+    /// Whether a probe failure is an authentication refusal.
+    pub fn is_auth_fault(err: &UpstreamError) -> bool {
+        matches!(err, UpstreamError::Build(m) if m.starts_with("Unauthenticated") || m.starts_with("PermissionDenied"))
     }
 
     /// Reads a key.

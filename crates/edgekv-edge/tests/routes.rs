@@ -29,6 +29,17 @@ fn none<T>() -> Result<T, Status> {
 
 #[tonic::async_trait]
 impl control_server::Control for Scripted {
+    async fn report_health(
+        &self,
+        request: Request<Streaming<v1::HealthReport>>,
+    ) -> Result<Response<v1::HealthReportSummary>, Status> {
+        let mut reports = request.into_inner();
+        let mut count = 0;
+        while let Some(Ok(_)) = reports.next().await {
+            count += 1;
+        }
+        Ok(Response::new(v1::HealthReportSummary { reports: count }))
+    }
     async fn register_build(
         &self,
         _: Request<v1::RegisterBuildRequest>,

@@ -1,11 +1,12 @@
 //! The RocksDB engine behind edgekv's [`Store`] trait: real files on disk, the
 //! write-ahead log on, every write durable before it is acknowledged.
 //!
-//! One database holds six column families: `data` (records under
+//! One database holds seven column families: `data` (records under
 //! `namespace id ++ key`), `expiry` (an index from expiration time to stored key,
 //! so expired records are purged without a scan), `namespaces`, `meta`, `log` (the
 //! change log, by big-endian revision) and `writes` (write id → revision, for the
-//! commits still in the log). The store's revision is kept in `meta` and written in
+//! commits still in the log) and `queues` (durable queues such as an edge's outbox,
+//! always written with fsync). The store's revision is kept in `meta` and written in
 //! the same atomic batch as the commit it numbers.
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ const CF_NAMESPACES: &str = "namespaces";
 const CF_META: &str = "meta";
 const CF_LOG: &str = "log";
 const CF_WRITES: &str = "writes";
+const CF_QUEUES: &str = "queues";
 /// The `meta` entry holding the highest revision dropped from the log.
 const LOG_FLOOR_KEY: &[u8] = b"\x00log_floor";
 /// The `meta` entry holding the revision of the last write.
@@ -66,6 +68,11 @@ pub struct RocksStore {
     write_options: WriteOptions,
     /// Serialises writes: it holds the last revision, which each batch advances.
     writer: Mutex<u64>,
+    /// Queue writes are always fsynced: an acknowledged queued write must survive
+    /// a machine crash even where cache writes need not.
+    queue_options: WriteOptions,
+    /// Serialises queue pushes and moves (each reads and advances a sequence).
+    queues: Mutex<()>,
     change_log: bool,
 }
 
@@ -101,17 +108,22 @@ impl RocksStore {
             ColumnFamilyDescriptor::new(CF_META, db_options.clone()),
             ColumnFamilyDescriptor::new(CF_LOG, db_options.clone()),
             ColumnFamilyDescriptor::new(CF_WRITES, db_options.clone()),
+            ColumnFamilyDescriptor::new(CF_QUEUES, db_options.clone()),
         ];
         let db = DB::open_cf_descriptors(&db_options, &path, families).map_err(|e| {
             Error::Engine(format!("opening {}: {}", path.display(), e.into_string()))
         })?;
         let mut write_options = WriteOptions::default();
         write_options.set_sync(options.sync_writes);
+        let mut queue_options = WriteOptions::default();
+        queue_options.set_sync(true);
         let store = RocksStore {
             db,
             path,
             write_options,
+            queue_options,
             writer: Mutex::new(0),
+            queues: Mutex::new(()),
             change_log: options.change_log,
         };
         *store.writer.lock() = store.meta_u64(REVISION_KEY)?;
@@ -470,6 +482,102 @@ impl Store for RocksStore {
             .write_opt(batch, &self.write_options)
             .map_err(engine)
     }
+
+    fn queue_push(&self, queue: &str, entry: &[u8]) -> Result<u64> {
+        let _order = self.queues.lock();
+        let mut batch = WriteBatch::default();
+        let sequence = self.append(&mut batch, queue, entry)?;
+        self.db
+            .write_opt(batch, &self.queue_options)
+            .map_err(engine)?;
+        Ok(sequence)
+    }
+
+    fn queue_read(&self, queue: &str, max: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let prefix = queue_prefix(queue);
+        let iter = self.db.iterator_cf(
+            self.cf(CF_QUEUES),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, value) = item.map_err(engine)?;
+            if out.len() == max || !key.starts_with(&prefix) {
+                break;
+            }
+            let sequence = key[prefix.len()..]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| Error::Engine(format!("queue {queue}: malformed entry key")))?;
+            out.push((sequence, value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn queue_remove(
+        &self,
+        queue: &str,
+        sequence: u64,
+        move_to: Option<(&str, &[u8])>,
+    ) -> Result<()> {
+        let _order = self.queues.lock();
+        let key = queue_key(queue, sequence);
+        let mut batch = WriteBatch::default();
+        if let Some((to, entry)) = move_to {
+            if self
+                .db
+                .get_cf(self.cf(CF_QUEUES), &key)
+                .map_err(engine)?
+                .is_none()
+            {
+                return Ok(());
+            }
+            self.append(&mut batch, to, entry)?;
+        }
+        batch.delete_cf(self.cf(CF_QUEUES), key);
+        self.db
+            .write_opt(batch, &self.queue_options)
+            .map_err(engine)
+    }
+
+    fn queue_len(&self, queue: &str) -> Result<u64> {
+        let prefix = queue_prefix(queue);
+        let iter = self.db.iterator_cf(
+            self.cf(CF_QUEUES),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        let mut count = 0;
+        for item in iter {
+            let (key, _) = item.map_err(engine)?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+impl RocksStore {
+    /// Adds an entry to `batch` at the end of a queue, advancing the queue's
+    /// sequence (kept in `meta`, so a sequence is never reused). The caller holds
+    /// `self.queues`.
+    fn append(&self, batch: &mut WriteBatch, queue: &str, entry: &[u8]) -> Result<u64> {
+        let counter = [b"\x00queue:".as_slice(), queue.as_bytes()].concat();
+        let sequence = self.meta_u64(&counter)? + 1;
+        batch.put_cf(self.cf(CF_META), counter, sequence.to_be_bytes());
+        batch.put_cf(self.cf(CF_QUEUES), queue_key(queue, sequence), entry);
+        Ok(sequence)
+    }
+}
+
+/// Queue entries are stored under `name ++ 0x00 ++ big-endian sequence`.
+fn queue_prefix(queue: &str) -> Vec<u8> {
+    [queue.as_bytes(), &[0]].concat()
+}
+
+fn queue_key(queue: &str, sequence: u64) -> Vec<u8> {
+    [queue_prefix(queue).as_slice(), &sequence.to_be_bytes()].concat()
 }
 
 fn user_meta_key(name: &str) -> Vec<u8> {

@@ -111,3 +111,32 @@ proptest! {
         prop_assert_eq!(seen, live.into_iter().collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn queues_survive_reopen_and_never_reuse_a_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    // Cache writes unsynced, as on an edge: queue entries are fsynced regardless.
+    let options = RocksOptions {
+        sync_writes: false,
+        ..RocksOptions::default()
+    };
+    let (last, kept) = {
+        let store = RocksStore::open(&path, &options).unwrap();
+        let a = store.queue_push("outbox", b"a").unwrap();
+        let b = store.queue_push("outbox", b"b").unwrap();
+        store
+            .queue_remove("outbox", a, Some(("dead", b"a")))
+            .unwrap();
+        (b, b)
+    };
+    let store = RocksStore::open(&path, &options).unwrap();
+    assert_eq!(
+        store.queue_read("outbox", 10).unwrap(),
+        vec![(kept, b"b".to_vec())]
+    );
+    assert_eq!(store.queue_read("dead", 10).unwrap()[0].1, b"a");
+    store.queue_remove("outbox", kept, None).unwrap();
+    let next = store.queue_push("outbox", b"c").unwrap();
+    assert!(next > last, "a sequence is never reused across restarts");
+}

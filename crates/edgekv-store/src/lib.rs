@@ -6,8 +6,8 @@
 //! engine can slot in beside it and run the same [`suite`].
 //!
 //! # Layout
-//! - [`Store`]: the trait — namespaces, records, ordered listing, expiry purge and a
-//!   small space of node metadata.
+//! - [`Store`]: the trait — namespaces, records, ordered listing, expiry purge, a
+//!   small space of node metadata and durable queues.
 //! - [`keys`]: how `(namespace, key)` pairs map onto one ordered byte space.
 //! - [`codec`]: the stored form of change-log entries.
 //! - [`MemoryStore`]: the in-memory engine.
@@ -204,4 +204,23 @@ pub trait Store: Send + Sync + 'static {
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Writes a value of the node's own metadata, durably.
     fn set_meta(&self, name: &str, value: &[u8]) -> Result<()>;
+
+    /// Appends an entry to a named durable queue (an edge's outbox, its dead
+    /// letters). The entry is on disk — fsynced, whatever the store's write policy —
+    /// before this returns. Returns its sequence number, above every earlier one.
+    fn queue_push(&self, queue: &str, entry: &[u8]) -> Result<u64>;
+    /// Up to `max` entries of a queue, oldest first, with their sequence numbers.
+    fn queue_read(&self, queue: &str, max: usize) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// Removes an entry from a queue; with `move_to = (other, entry)`, appends
+    /// `entry` to `other` in the same atomic, fsynced batch (a write moving to the
+    /// dead letters with its reason). Removing an absent entry is not an error, and
+    /// then nothing is appended.
+    fn queue_remove(
+        &self,
+        queue: &str,
+        sequence: u64,
+        move_to: Option<(&str, &[u8])>,
+    ) -> Result<()>;
+    /// How many entries a queue holds.
+    fn queue_len(&self, queue: &str) -> Result<u64>;
 }

@@ -31,6 +31,10 @@ struct Inner {
     /// The highest revision dropped from the log.
     log_floor: u64,
     written: HashMap<Vec<u8>, u64>,
+    /// Durable queues by name: sequence → entry.
+    queues: HashMap<String, BTreeMap<u64, Vec<u8>>>,
+    /// Per queue, the last sequence handed out.
+    queue_sequences: HashMap<String, u64>,
 }
 
 impl MemoryStore {
@@ -268,6 +272,60 @@ impl Store for MemoryStore {
     fn set_meta(&self, name: &str, value: &[u8]) -> Result<()> {
         self.inner.write().meta.insert(name.into(), value.to_vec());
         Ok(())
+    }
+
+    fn queue_push(&self, queue: &str, entry: &[u8]) -> Result<u64> {
+        Ok(self.inner.write().push(queue, entry.to_vec()))
+    }
+
+    fn queue_read(&self, queue: &str, max: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        Ok(self
+            .inner
+            .read()
+            .queues
+            .get(queue)
+            .map_or_else(Vec::new, |q| {
+                q.iter().take(max).map(|(s, e)| (*s, e.clone())).collect()
+            }))
+    }
+
+    fn queue_remove(
+        &self,
+        queue: &str,
+        sequence: u64,
+        move_to: Option<(&str, &[u8])>,
+    ) -> Result<()> {
+        let mut inner = self.inner.write();
+        let removed = inner
+            .queues
+            .get_mut(queue)
+            .and_then(|q| q.remove(&sequence));
+        if let (Some(_), Some((to, entry))) = (removed, move_to) {
+            inner.push(to, entry.to_vec());
+        }
+        Ok(())
+    }
+
+    fn queue_len(&self, queue: &str) -> Result<u64> {
+        Ok(self
+            .inner
+            .read()
+            .queues
+            .get(queue)
+            .map_or(0, |q| q.len() as u64))
+    }
+}
+
+impl Inner {
+    fn push(&mut self, queue: &str, entry: Vec<u8>) -> u64 {
+        let sequence = self.queue_sequences.entry(queue.to_string()).or_default();
+        *sequence += 1;
+        let sequence = *sequence;
+        self.queues
+            .entry(queue.to_string())
+            .or_default()
+            .insert(sequence, entry);
+        sequence
     }
 }
 

@@ -27,7 +27,7 @@ macro_rules! store_suite {
             cursor_survives_writes, purge, purge_spares_rewritten_keys,
             delete_namespace_drops_its_keys, meta, binary_keys_and_values,
             keep_newer_keeps_only_newer_revisions, change_log, log_trim_forgets_write_ids,
-            snapshot_is_consistent);
+            snapshot_is_consistent, queues);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -355,6 +355,45 @@ pub fn meta(store: &dyn Store) {
     store.set_meta("token", b"secret").unwrap();
     store.set_meta("token", b"secret2").unwrap();
     assert_eq!(store.meta("token").unwrap().unwrap(), b"secret2");
+}
+
+pub fn queues(store: &dyn Store) {
+    assert_eq!(store.queue_len("outbox").unwrap(), 0);
+    assert!(store.queue_read("outbox", 10).unwrap().is_empty());
+    let first = store.queue_push("outbox", b"one").unwrap();
+    let second = store.queue_push("outbox", b"two").unwrap();
+    let third = store.queue_push("outbox", b"three").unwrap();
+    assert!(first < second && second < third, "sequences grow");
+    store.queue_push("other", b"elsewhere").unwrap();
+    assert_eq!(store.queue_len("outbox").unwrap(), 3);
+    let read = store.queue_read("outbox", 2).unwrap();
+    assert_eq!(
+        read,
+        vec![(first, b"one".to_vec()), (second, b"two".to_vec())]
+    );
+    // Moving an entry is atomic: it leaves one queue and joins the end of another.
+    store
+        .queue_remove("outbox", second, Some(("dead", b"two: why")))
+        .unwrap();
+    // An absent entry moves nowhere.
+    store
+        .queue_remove("outbox", second, Some(("dead", b"again")))
+        .unwrap();
+    store.queue_remove("outbox", first, None).unwrap();
+    store.queue_remove("outbox", first, None).unwrap();
+    assert_eq!(
+        store.queue_read("outbox", 10).unwrap(),
+        vec![(third, b"three".to_vec())]
+    );
+    let dead = store.queue_read("dead", 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1, b"two: why");
+    assert_eq!(store.queue_read("other", 10).unwrap()[0].1, b"elsewhere");
+    // A sequence is never handed out twice, even after the queue emptied.
+    store.queue_remove("outbox", third, None).unwrap();
+    assert_eq!(store.queue_len("outbox").unwrap(), 0);
+    let fourth = store.queue_push("outbox", b"four").unwrap();
+    assert!(fourth > third);
 }
 
 pub fn binary_keys_and_values(store: &dyn Store) {

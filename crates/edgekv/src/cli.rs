@@ -37,6 +37,70 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Creates, revokes and lists API tokens on the control plane.
     Token(TokenArgs),
+    /// Signed orders that work when everything else is down: pin edges to a build.
+    #[command(name = "break-glass")]
+    BreakGlass(BreakGlassArgs),
+}
+
+/// `edgekv break-glass ...`
+#[derive(Debug, Args)]
+pub struct BreakGlassArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: BreakGlassCommand,
+}
+
+/// The `edgekv break-glass` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BreakGlassCommand {
+    /// Generates an Ed25519 key pair: keep the private key offline; give edges
+    /// (`--break-glass-key`) and control the public one.
+    Keygen {
+        /// Where to write the private key (mode 0600; never overwritten).
+        #[arg(long)]
+        private: PathBuf,
+        /// Where to write the public key.
+        #[arg(long)]
+        public: PathBuf,
+    },
+    /// Routes every request of the edges to one build until the pin ends. Each
+    /// edge verifies the signed order itself: no control plane, no network auth,
+    /// no KV involved.
+    Pin {
+        /// The private key file.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// An edge's admin URL, e.g. http://127.0.0.1:8788; repeat for several.
+        #[arg(long = "edge", required = true)]
+        edges: Vec<String>,
+        /// The build to pin to (one of the edges' route table, e.g. known-good).
+        #[arg(long)]
+        build: String,
+        /// How long the pin lasts, e.g. 15m (at most 24h).
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+        /// The edges' environment.
+        #[arg(long)]
+        environment: String,
+        /// One node id, or `all`.
+        #[arg(long, default_value = "all")]
+        node: String,
+    },
+    /// Lifts a pin: the route table decides again.
+    Unpin {
+        /// The private key file.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// An edge's admin URL; repeat for several.
+        #[arg(long = "edge", required = true)]
+        edges: Vec<String>,
+        /// The edges' environment.
+        #[arg(long)]
+        environment: String,
+        /// One node id, or `all`.
+        #[arg(long, default_value = "all")]
+        node: String,
+    },
 }
 
 /// `edgekv token ...`
@@ -98,6 +162,10 @@ pub struct ControlArgs {
     /// How often deployments advance, in milliseconds.
     #[arg(long, default_value_t = 500)]
     pub tick_ms: u64,
+    /// The Ed25519 public key whose signed orders `Rollback` accepts when admin
+    /// auth is down (`edgekv break-glass keygen`).
+    #[arg(long, env = "EDGEKV_BREAK_GLASS_KEY")]
+    pub break_glass_key: Option<PathBuf>,
 }
 
 /// Where the control plane is, and the operator's token.
@@ -196,6 +264,23 @@ pub enum DeployCommand {
         /// The steps as PERCENT[:BAKE], e.g. `10:30s,50:30s,100:60s`.
         #[arg(long, default_value = "1:60s,10:60s,50:60s,100:300s")]
         steps: String,
+        /// Health: fewer requests to the new build in a window hold promotion
+        /// (0: promote on bake time alone).
+        #[arg(long, default_value_t = 20)]
+        min_requests: u64,
+        /// Health: the error rate (build faults) that rolls back, in percent.
+        #[arg(long, default_value_t = 5.0)]
+        max_error_rate: f64,
+        /// Health: the p99 latency that rolls back, in ms.
+        #[arg(long, default_value_t = 1000)]
+        max_p99_ms: u64,
+        /// Health: the new build's error rate may not exceed known-good's times
+        /// this factor plus one point.
+        #[arg(long, default_value_t = 2.0)]
+        relative_error: f64,
+        /// Health: the window the analysis sums over.
+        #[arg(long, default_value = "10s")]
+        health_window: String,
     },
     /// Shows deployments: steps, weights, known-good, each edge's ACKed version,
     /// why it stopped.
@@ -235,6 +320,10 @@ pub enum DeployCommand {
         /// Why.
         #[arg(long, default_value = "")]
         reason: String,
+        /// Signs the rollback with this break-glass private key: control accepts
+        /// it when the admin token path is down.
+        #[arg(long)]
+        break_glass_key_file: Option<PathBuf>,
     },
 }
 
@@ -337,6 +426,15 @@ pub struct EdgeArgs {
     /// How long held entries stay usable after the feed fell behind, in seconds.
     #[arg(long, env = "EDGEKV_CACHE_TTL_S")]
     pub cache_ttl_s: Option<u64>,
+    /// The Ed25519 public key break-glass orders must be signed with.
+    #[arg(long, env = "EDGEKV_BREAK_GLASS_KEY")]
+    pub break_glass_key: Option<PathBuf>,
+    /// The most writes the outbox holds before writes get 503.
+    #[arg(long, env = "EDGEKV_OUTBOX_MAX_WRITES")]
+    pub outbox_max_writes: Option<u64>,
+    /// How often every build is probed and health reported, in ms.
+    #[arg(long, env = "EDGEKV_PROBE_INTERVAL_MS")]
+    pub probe_interval_ms: Option<u64>,
     /// The account of the bootstrap token.
     #[arg(long, env = "EDGEKV_ACCOUNT", requires = "token")]
     pub account: Option<String>,

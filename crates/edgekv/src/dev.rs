@@ -103,6 +103,7 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
         admin_token_file: dev.data_dir.join(ADMIN_TOKEN_FILE),
         credentials: vec![(ENVIRONMENT.into(), dev.data_dir.join(CREDENTIAL_FILE))],
         tick_ms: 500,
+        break_glass_key: None,
     })
     .await
     .map_err(|e| anyhow::anyhow!("cannot start control: {e}"))?;

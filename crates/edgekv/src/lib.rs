@@ -46,6 +46,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Build(args) => ops::build(args).await,
             Command::Deploy(args) => ops::deploy(args).await,
             Command::Token(args) => ops::token(args).await,
+            Command::BreakGlass(args) => ops::break_glass(args).await,
         }
     });
     match result {
@@ -62,7 +63,11 @@ pub fn run(cli: Cli) -> ExitCode {
 
 fn init_logging(cli: &Cli) {
     let default = match cli.command {
-        Command::Kv(_) | Command::Build(_) | Command::Deploy(_) | Command::Token(_) => "warn",
+        Command::Kv(_)
+        | Command::Build(_)
+        | Command::Deploy(_)
+        | Command::Token(_)
+        | Command::BreakGlass(_) => "warn",
         _ => "info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDGEKV_LOG")

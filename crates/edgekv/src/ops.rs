@@ -8,7 +8,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use crate::cli::{
-    BuildArgs, BuildCommand, ControlClientArgs, DeployArgs, DeployCommand, TokenArgs, TokenCommand,
+    BreakGlassArgs, BreakGlassCommand, BuildArgs, BuildCommand, ControlClientArgs, DeployArgs,
+    DeployCommand, TokenArgs, TokenCommand,
 };
 use crate::client::{ClientError, EXIT_DENIED, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_REFUSED};
 
@@ -19,10 +20,23 @@ struct Control {
 
 impl Control {
     async fn connect(args: &ControlClientArgs) -> anyhow::Result<Self> {
-        let token = args.admin_token.clone().ok_or_else(|| ClientError {
-            exit_code: EXIT_DENIED,
-            message: "no admin token: pass --admin-token or set EDGEKV_ADMIN_TOKEN".into(),
-        })?;
+        Self::connect_as(args, false).await
+    }
+
+    /// Connects; without an admin token only when `token_optional` (a break-glass
+    /// rollback carries its own signed authority).
+    async fn connect_as(args: &ControlClientArgs, token_optional: bool) -> anyhow::Result<Self> {
+        let token = match (&args.admin_token, token_optional) {
+            (Some(token), _) => token.clone(),
+            (None, true) => String::new(),
+            (None, false) => {
+                return Err(ClientError {
+                    exit_code: EXIT_DENIED,
+                    message: "no admin token: pass --admin-token or set EDGEKV_ADMIN_TOKEN".into(),
+                }
+                .into());
+            }
+        };
         let client = ControlClient::connect(args.control.clone())
             .await
             .map_err(|e| ClientError {
@@ -34,6 +48,9 @@ impl Control {
 
     fn request<T>(&self, message: T) -> anyhow::Result<Request<T>> {
         let mut request = Request::new(message);
+        if self.token.is_empty() {
+            return Ok(request);
+        }
         let value = format!("Bearer {}", self.token)
             .parse()
             .map_err(|_| anyhow::anyhow!("the admin token is not valid header text"))?;
@@ -185,6 +202,24 @@ fn describe(d: &v1::Deployment) -> String {
     if !d.reason.is_empty() {
         out.push_str(&format!("\n  stopped because: {}", d.reason));
     }
+    if !d.health.is_empty() {
+        out.push_str(&format!("\n  health: {}", d.health));
+    }
+    if let Some(t) = &d.thresholds {
+        out.push_str(&format!(
+            "\n  thresholds: ≥ {} requests per {} s window, error rate ≤ {:.1}% and ≤ {:.1}× known-good + 1 point, p99 ≤ {} ms",
+            t.min_requests,
+            t.window_ms / 1000,
+            f64::from(t.max_error_bp) / 100.0,
+            f64::from(t.relative_error_pct) / 100.0,
+            t.max_p99_ms
+        ));
+    }
+    for (node, pin) in &d.pins {
+        out.push_str(&format!(
+            "\n  BREAK-GLASS: edge {node} is pinned to {pin} (promotions held)"
+        ));
+    }
     if d.acked.is_empty() {
         out.push_str("\n  edges: none connected");
     }
@@ -202,7 +237,12 @@ fn deployment_json(d: &v1::Deployment) -> serde_json::Value {
         "id": d.id, "environment": d.environment, "tenant": d.tenant, "build_id": d.build_id,
         "known_good": d.known_good, "phase": d.phase, "step": d.step, "reason": d.reason,
         "steps": d.steps.iter().map(|s| json!({"weight_bp": s.weight_bp, "bake_ms": s.bake_ms})).collect::<Vec<_>>(),
-        "acked": d.acked, "history": d.history,
+        "acked": d.acked, "history": d.history, "health": d.health, "pins": d.pins,
+        "thresholds": d.thresholds.as_ref().map(|t| json!({
+            "window_ms": t.window_ms, "min_requests": t.min_requests, "max_error_bp": t.max_error_bp,
+            "relative_error_pct": t.relative_error_pct, "max_p99_ms": t.max_p99_ms,
+            "relative_p99_pct": t.relative_p99_pct,
+        })),
     })
 }
 
@@ -219,7 +259,14 @@ fn print(args: &ControlClientArgs, deployments: &[v1::Deployment]) {
 
 /// Runs a `deploy` subcommand.
 pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
-    let mut control = Control::connect(&args.client).await?;
+    let glass = matches!(
+        args.command,
+        DeployCommand::Rollback {
+            break_glass_key_file: Some(_),
+            ..
+        }
+    );
+    let mut control = Control::connect_as(&args.client, glass).await?;
     let client = &args.client;
     let one = |answer: v1::DeploymentResponse| answer.deployment.into_iter().collect::<Vec<_>>();
     match args.command {
@@ -228,12 +275,35 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             environment,
             tenant,
             steps,
+            min_requests,
+            max_error_rate,
+            max_p99_ms,
+            relative_error,
+            health_window,
         } => {
+            if !(0.0..=100.0).contains(&max_error_rate) {
+                anyhow::bail!("--max-error-rate is a percentage: 0 to 100, not {max_error_rate}");
+            }
+            if relative_error < 1.0 {
+                anyhow::bail!("--relative-error is a factor of at least 1, not {relative_error}");
+            }
+            let window = edgekv_origin::fault::parse_duration(&health_window)
+                .map_err(|e| anyhow::anyhow!("--health-window: {e}"))?;
             let request = control.request(v1::CreateDeploymentRequest {
                 tenant: tenant.unwrap_or_else(|| environment.clone()),
                 environment,
                 build_id,
                 steps: parse_steps(&steps)?,
+                thresholds: Some(v1::HealthThresholds {
+                    window_ms: window.as_millis() as u64,
+                    min_requests,
+                    min_requests_set: true,
+                    // At least one basis point: zero would read as "the default".
+                    max_error_bp: ((max_error_rate * 100.0).round() as u32).max(1),
+                    relative_error_pct: (relative_error * 100.0).round() as u32,
+                    max_p99_ms,
+                    relative_p99_pct: 0,
+                }),
             })?;
             let answer = control
                 .client
@@ -308,12 +378,34 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             environment,
             to,
             reason,
+            break_glass_key_file,
         } => {
-            let request = control.request(v1::RollbackRequest {
+            let order = match &break_glass_key_file {
+                Some(path) => Some(sign(
+                    path,
+                    edgekv_breakglass::Action::Rollback,
+                    &environment,
+                    "control",
+                    to.as_deref().unwrap_or(""),
+                    std::time::Duration::from_secs(300),
+                )?),
+                None => None,
+            };
+            let mut request = control.request(v1::RollbackRequest {
                 environment,
                 to_build: to.unwrap_or_default(),
                 reason,
             })?;
+            if let Some(order) = order {
+                let text = serde_json::to_string(&order)?;
+                request.metadata_mut().insert(
+                    "edgekv-break-glass",
+                    text.parse().map_err(|_| {
+                        anyhow::anyhow!("the signed order is not valid header text")
+                    })?,
+                );
+                eprintln!("BREAK-GLASS: sending a signed rollback order to control");
+            }
             let answer = control
                 .client
                 .rollback(request)
@@ -419,6 +511,121 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Signs a break-glass order with the private key in `path`.
+fn sign(
+    path: &std::path::Path,
+    action: edgekv_breakglass::Action,
+    environment: &str,
+    node: &str,
+    build: &str,
+    ttl: std::time::Duration,
+) -> anyhow::Result<edgekv_breakglass::SignedOrder> {
+    let key = edgekv_breakglass::SigningKey::load(path).map_err(|e| ClientError {
+        exit_code: EXIT_REFUSED,
+        message: e.to_string(),
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    Ok(key.sign(&edgekv_breakglass::Order {
+        action,
+        environment: environment.to_string(),
+        node: node.to_string(),
+        build: build.to_string(),
+        issued_ms: now,
+        not_after_ms: now + ttl.as_millis() as u64,
+        nonce: edgekv_breakglass::nonce(),
+    }))
+}
+
+/// Runs a `break-glass` subcommand.
+pub async fn break_glass(args: BreakGlassArgs) -> anyhow::Result<()> {
+    let (key_file, edges, order) = match args.command {
+        BreakGlassCommand::Keygen { private, public } => {
+            let public_hex =
+                edgekv_breakglass::generate_key_files(&private, &public).map_err(|e| {
+                    ClientError {
+                        exit_code: EXIT_REFUSED,
+                        message: e.to_string(),
+                    }
+                })?;
+            println!(
+                "private key: {} (keep it offline)\npublic key:  {} ({public_hex})",
+                private.display(),
+                public.display()
+            );
+            return Ok(());
+        }
+        BreakGlassCommand::Pin {
+            key_file,
+            edges,
+            build,
+            ttl,
+            environment,
+            node,
+        } => {
+            let ttl = edgekv_origin::fault::parse_duration(&ttl)
+                .map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+            let action = edgekv_breakglass::Action::Pin;
+            (
+                key_file.clone(),
+                edges,
+                (action, environment, node, build, ttl),
+            )
+        }
+        BreakGlassCommand::Unpin {
+            key_file,
+            edges,
+            environment,
+            node,
+        } => {
+            let action = edgekv_breakglass::Action::Unpin;
+            let ttl = std::time::Duration::from_secs(300);
+            (
+                key_file.clone(),
+                edges,
+                (action, environment, node, String::new(), ttl),
+            )
+        }
+    };
+    let (action, environment, node, build, ttl) = order;
+    let signed = sign(&key_file, action, &environment, &node, &build, ttl)?;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?;
+    let mut failures = 0;
+    for edge in &edges {
+        let url = format!("{}/break-glass", edge.trim_end_matches('/'));
+        match client.post(&url).json(&signed).send().await {
+            Ok(response) if response.status().is_success() => {
+                let body = response.text().await.unwrap_or_default();
+                println!("{edge}: {}", body.trim());
+            }
+            Ok(response) => {
+                failures += 1;
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                eprintln!("{edge}: refused ({status}): {}", body.trim());
+            }
+            Err(err) => {
+                failures += 1;
+                eprintln!("{edge}: cannot reach the admin listener: {err}");
+            }
+        }
+    }
+    if failures > 0 {
+        return Err(ClientError {
+            exit_code: EXIT_FAILURE,
+            message: format!(
+                "{failures} of {} edges did not apply the order",
+                edges.len()
+            ),
+        }
+        .into());
     }
     Ok(())
 }

@@ -97,6 +97,15 @@ pub async fn edge(args: EdgeArgs, file: &File) -> anyhow::Result<()> {
     if args.node_id.is_some() {
         config.node_id = args.node_id;
     }
+    if args.break_glass_key.is_some() {
+        config.break_glass_key = args.break_glass_key;
+    }
+    if let Some(max) = args.outbox_max_writes {
+        config.outbox_max_writes = max;
+    }
+    if let Some(every) = args.probe_interval_ms {
+        config.probe_interval_ms = every;
+    }
     if let Some(ttl) = args.cache_ttl_s {
         config.cache_ttl_s = ttl;
     }
@@ -144,6 +153,7 @@ pub async fn control(args: crate::cli::ControlArgs) -> anyhow::Result<()> {
         admin_token_file: args.admin_token_file,
         credentials,
         tick_ms: args.tick_ms,
+        break_glass_key: args.break_glass_key.clone(),
     };
     let running = edgekv_control::RunningControl::start(config)
         .await

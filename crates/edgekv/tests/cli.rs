@@ -329,6 +329,8 @@ fn dev_runs_control_with_two_builds_to_roll_out() {
         "dev-2",
         "--environment",
         "dev",
+        "--min-requests",
+        "0",
         "--steps",
         "100:0s",
     ]);

@@ -142,6 +142,8 @@ async fn builds_pre_checks_and_a_progressive_rollout() {
         "kv-v2-stg",
         "--environment",
         "production",
+        "--min-requests",
+        "0",
         "--steps",
         "100",
     ]);
@@ -155,6 +157,8 @@ async fn builds_pre_checks_and_a_progressive_rollout() {
         "kv-v9",
         "--environment",
         "production",
+        "--min-requests",
+        "0",
         "--steps",
         "100",
     ]);
@@ -165,6 +169,8 @@ async fn builds_pre_checks_and_a_progressive_rollout() {
         "kv-v1",
         "--environment",
         "production",
+        "--min-requests",
+        "0",
         "--steps",
         "10,50",
     ]);
@@ -189,6 +195,8 @@ async fn builds_pre_checks_and_a_progressive_rollout() {
         "kv-acme",
         "--environment",
         "production",
+        "--min-requests",
+        "0",
         "--steps",
         "100",
     ]);
@@ -208,6 +216,8 @@ async fn builds_pre_checks_and_a_progressive_rollout() {
         "kv-v3",
         "--environment",
         "production",
+        "--min-requests",
+        "0",
         "--steps",
         "100",
     ]);
@@ -223,6 +233,8 @@ async fn builds_pre_checks_and_a_progressive_rollout() {
         "kv-v1",
         "--environment",
         "production",
+        "--min-requests",
+        "0",
         "--steps",
         "100:0s",
     ]);
@@ -238,6 +250,8 @@ async fn builds_pre_checks_and_a_progressive_rollout() {
         "kv-v2",
         "--environment",
         "production",
+        "--min-requests",
+        "0",
         "--steps",
         "10:1s,50:1s,100:1s",
     ]);
@@ -252,6 +266,8 @@ async fn builds_pre_checks_and_a_progressive_rollout() {
         "kv-v1",
         "--environment",
         "production",
+        "--min-requests",
+        "0",
         "--steps",
         "100",
     ]);
@@ -351,6 +367,8 @@ async fn edges_follow_a_rollout_in_the_shares_of_its_steps() {
         "kv-v1",
         "--environment",
         "production",
+        "--min-requests",
+        "0",
         "--steps",
         "100:0s",
     ]);
@@ -394,6 +412,8 @@ async fn edges_follow_a_rollout_in_the_shares_of_its_steps() {
         "kv-v2",
         "--environment",
         "production",
+        "--min-requests",
+        "0",
         "--steps",
         "10:5s,50:5s,100:5s",
     ]);
@@ -557,6 +577,8 @@ async fn edges_follow_a_rollout_in_the_shares_of_its_steps() {
         "kv-v1",
         "--environment",
         "production",
+        "--min-requests",
+        "0",
         "--steps",
         "100:0s",
     ]);

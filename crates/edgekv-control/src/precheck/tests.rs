@@ -80,6 +80,7 @@ fn each_refusal_names_its_reason() {
         },
         created_ms: 0,
         history: vec![],
+        thresholds: Default::default(),
     };
     let busy = check(
         &builds,

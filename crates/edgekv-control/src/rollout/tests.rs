@@ -34,6 +34,7 @@ fn deployment(steps: &[u32]) -> Deployment {
         },
         created_ms: 0,
         history: vec![],
+        thresholds: Default::default(),
     }
 }
 

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::values::parse_metadata;
 use super::{Body, Incoming, Scope, body, respond};
-use crate::service::Change;
+use crate::service::{Change, WriteOutcome};
 use crate::{Error, Result};
 
 #[derive(Deserialize)]
@@ -56,8 +56,11 @@ fn check_count(len: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
-fn bulk_result(count: usize) -> Response<Body> {
-    respond::ok(json!({ "successful_key_count": count, "unsuccessful_keys": [] }))
+fn bulk_result(outcome: WriteOutcome, count: usize) -> Response<Body> {
+    respond::written(
+        outcome,
+        json!({ "successful_key_count": count, "unsuccessful_keys": [] }),
+    )
 }
 
 pub(super) async fn write<B>(
@@ -108,7 +111,7 @@ where
     let count = batch.len();
     let version_key = request.version_key();
     let build = request.version_override(scope)?;
-    request
+    let outcome = request
         .edge
         .write_many(
             &scope.namespace,
@@ -117,7 +120,7 @@ where
             build.as_deref(),
         )
         .await?;
-    Ok(bulk_result(count))
+    Ok(bulk_result(outcome, count))
 }
 
 pub(super) async fn delete<B>(
@@ -142,7 +145,7 @@ where
     let count = batch.len();
     let version_key = request.version_key();
     let build = request.version_override(scope)?;
-    request
+    let outcome = request
         .edge
         .write_many(
             &scope.namespace,
@@ -151,7 +154,7 @@ where
             build.as_deref(),
         )
         .await?;
-    Ok(bulk_result(count))
+    Ok(bulk_result(outcome, count))
 }
 
 pub(super) async fn get<B>(

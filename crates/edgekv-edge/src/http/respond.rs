@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::Error;
-use crate::service::Source;
+use crate::service::{Source, WriteOutcome};
 
 /// The body type of every response.
 pub type Body = Full<Bytes>;
@@ -36,6 +36,36 @@ pub fn ok(result: impl Serialize) -> Response<Body> {
             "result": result,
         }),
     )
+}
+
+/// Says a write waits in the outbox: `edgekv-write: queued`.
+pub static WRITE_HEADER: HeaderName = HeaderName::from_static("edgekv-write");
+static QUEUED: HeaderValue = HeaderValue::from_static("queued");
+
+/// The answer to a write: 200 when a build applied it; `202 Accepted` with
+/// `edgekv-write: queued` when it waits in the outbox.
+pub fn written(outcome: WriteOutcome, result: impl Serialize) -> Response<Body> {
+    match outcome {
+        WriteOutcome::Applied(_) => ok(result),
+        WriteOutcome::Queued => {
+            let mut response = envelope(
+                StatusCode::ACCEPTED,
+                json!({
+                    "success": true,
+                    "errors": [],
+                    "messages": [{
+                        "code": 10202,
+                        "message": "no origin build can take the write now: it is queued at this edge, visible here at once, and replayed in order when a build answers",
+                    }],
+                    "result": result,
+                }),
+            );
+            response
+                .headers_mut()
+                .insert(WRITE_HEADER.clone(), QUEUED.clone());
+            response
+        }
+    }
 }
 
 /// A successful v4 envelope with `result_info`.

@@ -97,7 +97,7 @@ where
     };
     let version_key = request.version_key();
     let build = request.version_override(scope)?;
-    request
+    let outcome = request
         .edge
         .write_keyed(
             &scope.namespace,
@@ -106,7 +106,7 @@ where
             build.as_deref(),
         )
         .await?;
-    Ok(respond::ok(json!({})))
+    Ok(respond::written(outcome, json!({})))
 }
 
 /// The absolute expiration asked for by `expiration` / `expiration_ttl`.
@@ -131,7 +131,7 @@ pub(super) async fn delete(
     validate::key(&key)?;
     let version_key = request.version_key();
     let build = request.version_override(scope)?;
-    request
+    let outcome = request
         .edge
         .write_keyed(
             &scope.namespace,
@@ -140,7 +140,7 @@ pub(super) async fn delete(
             build.as_deref(),
         )
         .await?;
-    Ok(respond::ok(json!({})))
+    Ok(respond::written(outcome, json!({})))
 }
 
 pub(super) async fn list(request: Incoming<'_>, scope: &Scope<'_>) -> Result<Response<Body>> {

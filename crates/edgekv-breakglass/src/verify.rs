@@ -1,0 +1,123 @@
+//! The edge's checks on a break-glass order, including replay protection.
+
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+
+use crate::{Action, Order, Refusal, SignedOrder, VerifyingKey};
+
+/// How far in the future an order's `issued_ms` may lie, in ms: clocks of the
+/// operator's laptop and of an edge disagree by this much without either being wrong.
+pub const CLOCK_SKEW_MS: u64 = 60_000;
+
+/// Checks orders against one public key, remembering nonces until their orders
+/// expire (so a captured order cannot be replayed).
+///
+/// The memory is in-process only: after a restart an edge would accept a captured
+/// order again until it expires, which is why every order must carry a short
+/// lifetime (bounded by `max_ttl_ms`).
+#[derive(Debug)]
+pub struct Verifier {
+    /// The public key orders must be signed with.
+    key: VerifyingKey,
+    /// The longest an order may remain valid, counted from now.
+    max_ttl_ms: u64,
+    /// Nonces of accepted orders, with the `not_after_ms` of their order.
+    seen: Mutex<HashMap<String, u64>>,
+}
+
+impl Verifier {
+    /// Creates a verifier for orders signed by `key` that remain valid for at most
+    /// `max_ttl_ms` from when they are checked.
+    pub fn new(key: VerifyingKey, max_ttl_ms: u64) -> Self {
+        Self {
+            key,
+            max_ttl_ms,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Verifies the signature, then: environment == `environment`; node == `node_id`
+    /// or "all"; not_after_ms > now_ms; not_after_ms - now_ms <= max_ttl; issued_ms <=
+    /// now_ms + 60_000 (clock skew allowance); a pin names a build; the nonce is 128
+    /// bits of hex and not seen before. Records the nonce only when everything passes.
+    pub fn verify(
+        &self,
+        signed: &SignedOrder,
+        now_ms: u64,
+        environment: &str,
+        node_id: &str,
+    ) -> Result<Order, Refusal> {
+        let signature = hex::decode(&signed.signature)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                ed25519_dalek::Signature::from_slice(&bytes)
+                    .map_err(|_| format!("{} bytes", bytes.len()))
+            })
+            .map_err(Refusal::MalformedSignature)?;
+        self.key
+            .0
+            .verify_strict(signed.order.as_bytes(), &signature)
+            .map_err(|_| Refusal::BadSignature)?;
+        let order: Order =
+            serde_json::from_str(&signed.order).map_err(|e| Refusal::NotJson(e.to_string()))?;
+
+        if order.environment != environment {
+            return Err(Refusal::WrongEnvironment {
+                order: order.environment,
+                node: environment.to_owned(),
+            });
+        }
+        if order.node != node_id && order.node != "all" {
+            return Err(Refusal::WrongNode {
+                order: order.node,
+                node: node_id.to_owned(),
+            });
+        }
+        if order.not_after_ms <= now_ms {
+            return Err(Refusal::Expired {
+                not_after_ms: order.not_after_ms,
+                now_ms,
+            });
+        }
+        let asked_ms = order.not_after_ms - now_ms;
+        if asked_ms > self.max_ttl_ms {
+            return Err(Refusal::TooLong {
+                asked_ms,
+                max_ms: self.max_ttl_ms,
+            });
+        }
+        if order.issued_ms > now_ms.saturating_add(CLOCK_SKEW_MS) {
+            return Err(Refusal::IssuedInFuture {
+                issued_ms: order.issued_ms,
+                now_ms,
+                skew_ms: CLOCK_SKEW_MS,
+            });
+        }
+        if order.action == Action::Pin && order.build.is_empty() {
+            return Err(Refusal::PinWithoutBuild);
+        }
+        if order.nonce.len() != 32 || !order.nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Refusal::MalformedNonce(order.nonce));
+        }
+
+        // Check and record under one lock, so two copies of an order checked at once
+        // cannot both pass.
+        let mut seen = self.seen.lock();
+        seen.retain(|_, not_after_ms| *not_after_ms > now_ms);
+        if seen.contains_key(&order.nonce) {
+            return Err(Refusal::Replayed);
+        }
+        seen.insert(order.nonce.clone(), order.not_after_ms);
+        Ok(order)
+    }
+
+    /// Returns how many nonces are remembered (orders accepted and not yet expired at
+    /// the last check).
+    pub fn remembered_nonces(&self) -> usize {
+        self.seen.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

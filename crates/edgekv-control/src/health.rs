@@ -1,0 +1,373 @@
+//! Health analysis: the edges' per-build reports, summed over a sliding window,
+//! judged against a deployment's thresholds.
+//!
+//! The verdict on the deploying build, in this order:
+//! 1. an edge holding a break-glass pin in the environment holds promotion
+//!    (inconclusive) while the pin lasts;
+//! 2. an edge that ejected the deploying build is a breach;
+//! 3. too few requests to the deploying build in the window is inconclusive
+//!    (promotion waits; nothing rolls back);
+//! 4. an error rate (build faults: auth, unavailable, deadline, other) above the
+//!    absolute ceiling, or above known-good's rate × the relative factor + one
+//!    percentage point, is a breach;
+//! 5. a p99 latency above the absolute ceiling, or above known-good's p99 × the
+//!    relative factor (only past 50 ms), is a breach.
+//!
+//! An edge whose own calls to known-good fail authentication is itself unhealthy:
+//! its reports are left out. Reports older than the window are dropped.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use edgekv_proto::v1;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::rollout::Health;
+
+/// Upper bounds of the latency buckets edges report, in ms (one more bucket holds
+/// everything slower); the same as the edge's.
+pub const LATENCY_BOUNDS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000];
+/// The latency assigned to the overflow bucket, in ms.
+const OVERFLOW_MS: u64 = 10_000;
+/// Below this p99, the relative latency threshold is not applied: small absolute
+/// differences in fast answers are noise.
+const RELATIVE_P99_FLOOR_MS: u64 = 50;
+
+/// A deployment's health thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Thresholds {
+    /// The window the analysis sums over, ms.
+    pub window_ms: u64,
+    /// Fewer requests to the new build in the window: inconclusive.
+    pub min_requests: u64,
+    /// Absolute error-rate ceiling, basis points of requests.
+    pub max_error_bp: u32,
+    /// Relative error-rate factor against known-good, percent (plus one point).
+    pub relative_error_pct: u32,
+    /// Absolute p99 ceiling, ms.
+    pub max_p99_ms: u64,
+    /// Relative p99 factor against known-good, percent.
+    pub relative_p99_pct: u32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            window_ms: 10_000,
+            min_requests: 20,
+            max_error_bp: 500,
+            relative_error_pct: 200,
+            max_p99_ms: 1_000,
+            relative_p99_pct: 300,
+        }
+    }
+}
+
+impl Thresholds {
+    /// Thresholds from the wire: zero fields take the defaults (`min_requests`
+    /// only when `min_requests_set` is false).
+    pub fn from_wire(t: Option<&v1::HealthThresholds>) -> Self {
+        let d = Thresholds::default();
+        let Some(t) = t else { return d };
+        let or = |v: u64, d: u64| if v == 0 { d } else { v };
+        Thresholds {
+            window_ms: or(t.window_ms, d.window_ms),
+            min_requests: if t.min_requests_set {
+                t.min_requests
+            } else {
+                d.min_requests
+            },
+            max_error_bp: if t.max_error_bp == 0 {
+                d.max_error_bp
+            } else {
+                t.max_error_bp
+            },
+            relative_error_pct: if t.relative_error_pct == 0 {
+                d.relative_error_pct
+            } else {
+                t.relative_error_pct
+            },
+            max_p99_ms: or(t.max_p99_ms, d.max_p99_ms),
+            relative_p99_pct: if t.relative_p99_pct == 0 {
+                d.relative_p99_pct
+            } else {
+                t.relative_p99_pct
+            },
+        }
+    }
+
+    /// The thresholds on the wire.
+    pub fn to_wire(self) -> v1::HealthThresholds {
+        v1::HealthThresholds {
+            window_ms: self.window_ms,
+            min_requests: self.min_requests,
+            min_requests_set: true,
+            max_error_bp: self.max_error_bp,
+            relative_error_pct: self.relative_error_pct,
+            max_p99_ms: self.max_p99_ms,
+            relative_p99_pct: self.relative_p99_pct,
+        }
+    }
+}
+
+/// One build's figures summed over a window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Requests.
+    pub requests: u64,
+    /// Build faults: auth, unavailable, deadline, other.
+    pub faults: [u64; 4],
+    /// Latency histogram.
+    pub latency: Vec<u64>,
+    /// The last fault message seen.
+    pub last_error: String,
+}
+
+impl Totals {
+    fn add(&mut self, b: &v1::BuildHealth) {
+        self.requests += b.requests;
+        self.faults[0] += b.errors_auth;
+        self.faults[1] += b.errors_unavailable;
+        self.faults[2] += b.errors_deadline;
+        self.faults[3] += b.errors_other;
+        if self.latency.len() < b.latency_buckets.len() {
+            self.latency.resize(b.latency_buckets.len(), 0);
+        }
+        for (sum, n) in self.latency.iter_mut().zip(&b.latency_buckets) {
+            *sum += n;
+        }
+        if !b.last_error.is_empty() {
+            self.last_error = b.last_error.clone();
+        }
+    }
+
+    /// Build faults of every class.
+    pub fn errors(&self) -> u64 {
+        self.faults.iter().sum()
+    }
+
+    /// Errors per 10,000 requests.
+    pub fn error_bp(&self) -> u64 {
+        (self.errors() * 10_000)
+            .checked_div(self.requests)
+            .unwrap_or(0)
+    }
+
+    /// The p99 latency, as the upper bound of its bucket, ms.
+    pub fn p99_ms(&self) -> u64 {
+        let total: u64 = self.latency.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let target = total.saturating_mul(99).div_ceil(100);
+        let mut seen = 0;
+        for (i, n) in self.latency.iter().enumerate() {
+            seen += n;
+            if seen >= target {
+                return LATENCY_BOUNDS_MS.get(i).copied().unwrap_or(OVERFLOW_MS);
+            }
+        }
+        OVERFLOW_MS
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} of {} requests failed ({:.1}%: auth {}, unavailable {}, deadline {}, other {}), p99 ≤ {} ms",
+            self.errors(),
+            self.requests,
+            self.error_bp() as f64 / 100.0,
+            self.faults[0],
+            self.faults[1],
+            self.faults[2],
+            self.faults[3],
+            self.p99_ms()
+        )
+    }
+}
+
+/// The reports of every edge, by environment and node, for a while.
+#[derive(Debug, Default)]
+pub struct Analyzer {
+    edges: Mutex<HashMap<EdgeKey, VecDeque<(u64, v1::HealthReport)>>>,
+}
+
+/// An edge: its environment and node id.
+type EdgeKey = (String, String);
+
+/// How long reports are kept at most (the longest window a deployment may ask).
+const KEEP_MS: u64 = 5 * 60_000;
+
+impl Analyzer {
+    /// Keeps a report received at `now_ms`.
+    pub fn record(&self, now_ms: u64, report: v1::HealthReport) {
+        let mut edges = self.edges.lock();
+        let reports = edges
+            .entry((report.environment.clone(), report.node_id.clone()))
+            .or_default();
+        reports.push_back((now_ms, report));
+        while reports
+            .front()
+            .is_some_and(|(at, _)| now_ms.saturating_sub(*at) > KEEP_MS)
+        {
+            reports.pop_front();
+        }
+    }
+
+    /// The break-glass pins edges of `environment` report now: node → (build,
+    /// until ms). Only reports of the last 5 s count.
+    pub fn pins(&self, environment: &str, now_ms: u64) -> BTreeMap<String, (String, u64)> {
+        let edges = self.edges.lock();
+        edges
+            .iter()
+            .filter(|((env, _), _)| env == environment)
+            .filter_map(|((_, node), reports)| {
+                let (at, last) = reports.back()?;
+                if now_ms.saturating_sub(*at) > 5_000 || last.pinned.is_empty() {
+                    return None;
+                }
+                let (build, until) = last.pinned.split_once(',')?;
+                let until: u64 = until.parse().ok()?;
+                (until > now_ms).then(|| (node.clone(), (build.to_string(), until)))
+            })
+            .collect()
+    }
+
+    /// The verdict on `build` (deploying) against `known_good` in `environment`.
+    pub fn verdict(
+        &self,
+        environment: &str,
+        build: &str,
+        known_good: Option<&str>,
+        thresholds: &Thresholds,
+        now_ms: u64,
+    ) -> Health {
+        let pins = self.pins(environment, now_ms);
+        if let Some((node, (pinned, until))) = pins.iter().next() {
+            return Health::Inconclusive(format!(
+                "edge {node} is pinned to {pinned} by break-glass until {until} ms: promotions are held"
+            ));
+        }
+        let edges = self.edges.lock();
+        let mut deploying = Totals::default();
+        let mut reference = Totals::default();
+        let mut reporting = 0;
+        let mut left_out = Vec::new();
+        for ((env, node), reports) in edges.iter() {
+            if env != environment {
+                continue;
+            }
+            let recent: Vec<&v1::HealthReport> = reports
+                .iter()
+                .filter(|(at, _)| now_ms.saturating_sub(*at) <= thresholds.window_ms)
+                .map(|(_, r)| r)
+                .collect();
+            let Some(latest) = recent.last() else {
+                continue;
+            };
+            if latest.known_good_auth_failing {
+                left_out.push(node.clone());
+                continue;
+            }
+            reporting += 1;
+            if let Some(b) = latest
+                .builds
+                .iter()
+                .find(|b| b.build_id == build && b.ejected)
+                && known_good != Some(build)
+            {
+                return Health::Breach(format!(
+                    "edge {node} ejected build {build}: {}",
+                    if b.last_error.is_empty() {
+                        "its probes or requests failed"
+                    } else {
+                        b.last_error.as_str()
+                    }
+                ));
+            }
+            for report in recent {
+                for b in &report.builds {
+                    if b.build_id == build {
+                        deploying.add(b);
+                    } else if Some(b.build_id.as_str()) == known_good {
+                        reference.add(b);
+                    }
+                }
+            }
+        }
+        let window_s = thresholds.window_ms as f64 / 1000.0;
+        let left_out = if left_out.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; left out (their calls to known-good fail authentication): {}",
+                left_out.join(", ")
+            )
+        };
+        if deploying.requests < thresholds.min_requests {
+            return Health::Inconclusive(format!(
+                "{} requests to {build} in the last {window_s} s from {reporting} edges; at least {} are needed{left_out}",
+                deploying.requests, thresholds.min_requests
+            ));
+        }
+        let evidence = || {
+            format!(
+                "{build}: {} over the last {window_s} s from {reporting} edges; known-good {}: {}{left_out}{}",
+                deploying.describe(),
+                known_good.unwrap_or("none"),
+                reference.describe(),
+                if deploying.last_error.is_empty() {
+                    String::new()
+                } else {
+                    format!("; last error: {}", deploying.last_error)
+                }
+            )
+        };
+        let error_bp = deploying.error_bp();
+        if error_bp > u64::from(thresholds.max_error_bp) {
+            return Health::Breach(format!(
+                "error rate {:.1}% is above the ceiling of {:.1}% — {}",
+                error_bp as f64 / 100.0,
+                f64::from(thresholds.max_error_bp) / 100.0,
+                evidence()
+            ));
+        }
+        let comparable = known_good.is_some_and(|k| k != build)
+            && reference.requests >= thresholds.min_requests.max(1);
+        if comparable {
+            let allowed =
+                reference.error_bp() * u64::from(thresholds.relative_error_pct) / 100 + 100;
+            if error_bp > allowed {
+                return Health::Breach(format!(
+                    "error rate {:.1}% is above {}% of known-good's plus one point ({:.1}%) — {}",
+                    error_bp as f64 / 100.0,
+                    thresholds.relative_error_pct,
+                    allowed as f64 / 100.0,
+                    evidence()
+                ));
+            }
+        }
+        let p99 = deploying.p99_ms();
+        if p99 > thresholds.max_p99_ms {
+            return Health::Breach(format!(
+                "p99 latency {p99} ms is above the ceiling of {} ms — {}",
+                thresholds.max_p99_ms,
+                evidence()
+            ));
+        }
+        if comparable && p99 > RELATIVE_P99_FLOOR_MS {
+            let allowed = reference.p99_ms() * u64::from(thresholds.relative_p99_pct) / 100;
+            if p99 > allowed {
+                return Health::Breach(format!(
+                    "p99 latency {p99} ms is above {}% of known-good's ({allowed} ms) — {}",
+                    thresholds.relative_p99_pct,
+                    evidence()
+                ));
+            }
+        }
+        Health::Healthy
+    }
+}
+
+#[cfg(test)]
+mod tests;
