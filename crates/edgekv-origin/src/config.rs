@@ -77,7 +77,7 @@ impl OriginConfig {
     }
 }
 
-/// One build to serve: `ID=ADDR[,version=V][,fault=KIND[;after=DUR]]`.
+/// One build to serve: `ID=ADDR[,version=V][,fault=KIND[;after=DUR][;when=PATH]]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuildSpec {
     /// The build id, stamped on every answer.

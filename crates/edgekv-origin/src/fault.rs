@@ -4,9 +4,14 @@
 //! `unauthenticated` answers every call UNAUTHENTICATED (what the 2023 staging build
 //! did), `unavailable` answers UNAVAILABLE, `latency=DUR` delays every answer, and
 //! `error-rate=P` answers UNAVAILABLE to a share P of calls. `after=DUR` arms the
-//! fault only after the build has run that long.
+//! fault only after the build has run that long; `when=PATH` only once a file
+//! exists at PATH (a switch a test or a demo flips at the moment it chooses).
+//! Once armed, a fault stays armed.
 
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -26,33 +31,46 @@ pub enum FaultKind {
 }
 
 /// A fault and when it starts.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Fault {
     /// What goes wrong.
     pub kind: FaultKind,
     /// How long after start the fault is armed.
     pub after: Duration,
+    /// The fault is armed only once a file exists here.
+    pub when: Option<PathBuf>,
 }
 
-/// A fault armed at a point in time.
-#[derive(Debug, Clone, Copy)]
+/// A fault armed at a point in time (and, optionally, by a file).
+#[derive(Debug, Clone)]
 pub struct ArmedFault {
     fault: Fault,
     armed_at: Instant,
+    tripped: Arc<AtomicBool>,
 }
 
 impl ArmedFault {
     /// Arms `fault`, counting its delay from now.
     pub fn new(fault: Fault) -> Self {
         ArmedFault {
-            fault,
             armed_at: Instant::now() + fault.after,
+            fault,
+            tripped: Arc::default(),
         }
     }
 
     /// Whether the fault is armed now.
     fn armed(&self) -> bool {
-        Instant::now() >= self.armed_at
+        if self.tripped.load(Ordering::Relaxed) {
+            return true;
+        }
+        let armed = Instant::now() >= self.armed_at
+            && self.fault.when.as_ref().is_none_or(|path| path.exists());
+        if armed {
+            tracing::warn!(fault = ?self.fault.kind, "injected fault armed (test only)");
+            self.tripped.store(true, Ordering::Relaxed);
+        }
+        armed
     }
 
     /// Delays an answer that is ready, for a `latency` fault: the build did its work
@@ -137,13 +155,19 @@ impl FromStr for Fault {
             }
         };
         let mut after = Duration::ZERO;
+        let mut when = None;
         for part in parts {
             match part.trim().split_once('=') {
                 Some(("after", d)) => after = parse_duration(d)?,
-                _ => return Err(format!("unknown fault option {part:?}: only after=DUR")),
+                Some(("when", path)) if !path.is_empty() => when = Some(PathBuf::from(path)),
+                _ => {
+                    return Err(format!(
+                        "unknown fault option {part:?}: use after=DUR or when=PATH"
+                    ));
+                }
             }
         }
-        Ok(Fault { kind, after })
+        Ok(Fault { kind, after, when })
     }
 }
 
@@ -151,22 +175,51 @@ impl FromStr for Fault {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_file_switch_arms_a_fault_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let switch = dir.path().join("break");
+        let fault = ArmedFault::new(
+            format!("unauthenticated;when={}", switch.display())
+                .parse()
+                .unwrap(),
+        );
+        assert!(
+            fault.apply("v2").await.is_ok(),
+            "not armed before the file exists"
+        );
+        std::fs::write(&switch, b"").unwrap();
+        let refused = fault.apply("v2").await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        std::fs::remove_file(&switch).unwrap();
+        assert!(fault.apply("v2").await.is_err(), "armed for good");
+    }
+
     #[test]
     fn parses() {
         assert_eq!(
             "unauthenticated".parse::<Fault>(),
             Ok(Fault {
                 kind: FaultKind::Unauthenticated,
-                after: Duration::ZERO
+                after: Duration::ZERO,
+                when: None,
             })
         );
         assert_eq!(
             "latency=250ms;after=2s".parse::<Fault>(),
             Ok(Fault {
                 kind: FaultKind::Latency(Duration::from_millis(250)),
-                after: Duration::from_secs(2)
+                after: Duration::from_secs(2),
+                when: None,
             })
         );
+        assert_eq!(
+            "unavailable;when=/tmp/switch"
+                .parse::<Fault>()
+                .map(|f| f.when),
+            Ok(Some(PathBuf::from("/tmp/switch")))
+        );
+        assert!("unavailable;when=".parse::<Fault>().is_err());
         assert!("error-rate=1.5".parse::<Fault>().is_err());
         assert!("explode".parse::<Fault>().is_err());
         assert_eq!(parse_duration("3"), Ok(Duration::from_millis(3)));

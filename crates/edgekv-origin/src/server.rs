@@ -73,7 +73,7 @@ impl RunningOrigin {
                 },
                 spec.version.clone(),
                 credentials.clone(),
-                spec.fault.map(ArmedFault::new),
+                spec.fault.clone().map(ArmedFault::new),
                 Duration::from_millis(config.progress_interval_ms),
             );
             if spec.fault.is_some() {

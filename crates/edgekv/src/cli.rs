@@ -278,6 +278,10 @@ pub enum DeployCommand {
         /// this factor plus one point.
         #[arg(long, default_value_t = 2.0)]
         relative_error: f64,
+        /// Health: the new build's p99 may not exceed known-good's times this
+        /// factor (checked only past 50 ms).
+        #[arg(long, default_value_t = 3.0)]
+        relative_p99: f64,
         /// Health: the window the analysis sums over.
         #[arg(long, default_value = "10s")]
         health_window: String,
@@ -377,12 +381,13 @@ pub struct OriginArgs {
     #[arg(long, env = "EDGEKV_BUILD_ID", requires = "grpc")]
     pub build_id: Option<String>,
     /// A build to serve: ID=ADDR[,version=V][,fault=F]; repeat for several builds
-    /// over one store.
+    /// over one store. `fault=` is TEST ONLY (see --fault).
     #[arg(long = "build", value_name = "ID=ADDR")]
     pub build: Vec<String>,
     /// TEST ONLY: a fault for the single build (--grpc/--build-id):
     /// unauthenticated | unavailable | latency=DUR | error-rate=P, optionally
-    /// followed by ;after=DUR.
+    /// followed by ;after=DUR (armed that long after start) and/or ;when=PATH
+    /// (armed once the file PATH exists).
     #[arg(long, requires = "grpc")]
     pub fault: Option<String>,
     /// How many revisions the change log keeps.

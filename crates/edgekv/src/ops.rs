@@ -207,12 +207,13 @@ fn describe(d: &v1::Deployment) -> String {
     }
     if let Some(t) = &d.thresholds {
         out.push_str(&format!(
-            "\n  thresholds: ≥ {} requests per {} s window, error rate ≤ {:.1}% and ≤ {:.1}× known-good + 1 point, p99 ≤ {} ms",
+            "\n  thresholds: ≥ {} requests per {} s window; error rate ≤ {:.1}% and ≤ {:.1}× known-good's + 1 point; p99 ≤ {} ms and ≤ {:.1}× known-good's",
             t.min_requests,
             t.window_ms / 1000,
             f64::from(t.max_error_bp) / 100.0,
             f64::from(t.relative_error_pct) / 100.0,
-            t.max_p99_ms
+            t.max_p99_ms,
+            f64::from(t.relative_p99_pct) / 100.0
         ));
     }
     for (node, pin) in &d.pins {
@@ -279,13 +280,16 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             max_error_rate,
             max_p99_ms,
             relative_error,
+            relative_p99,
             health_window,
         } => {
             if !(0.0..=100.0).contains(&max_error_rate) {
                 anyhow::bail!("--max-error-rate is a percentage: 0 to 100, not {max_error_rate}");
             }
-            if relative_error < 1.0 {
-                anyhow::bail!("--relative-error is a factor of at least 1, not {relative_error}");
+            if relative_error < 1.0 || relative_p99 < 1.0 {
+                anyhow::bail!(
+                    "--relative-error and --relative-p99 are factors of at least 1, not {relative_error} and {relative_p99}"
+                );
             }
             let window = edgekv_origin::fault::parse_duration(&health_window)
                 .map_err(|e| anyhow::anyhow!("--health-window: {e}"))?;
@@ -302,7 +306,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
                     max_error_bp: ((max_error_rate * 100.0).round() as u32).max(1),
                     relative_error_pct: (relative_error * 100.0).round() as u32,
                     max_p99_ms,
-                    relative_p99_pct: 0,
+                    relative_p99_pct: (relative_p99 * 100.0).round() as u32,
                 }),
             })?;
             let answer = control

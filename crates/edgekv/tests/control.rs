@@ -4,91 +4,9 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::{BIN, Edge, Kv, Origin, Proc, clean, eventually};
-
-const ADMIN: &str = "operator-admin-token";
-
-struct Control {
-    proc: Proc,
-    url: String,
-    args: Vec<String>,
-}
-
-impl Control {
-    fn start(dir: &Path, production: &Path, staging: &Path) -> Control {
-        std::fs::write(dir.join("admin"), format!("{ADMIN}\n")).unwrap();
-        let args = vec![
-            "control".to_string(),
-            "--grpc".into(),
-            support::low_port_addr(),
-            "--data-dir".into(),
-            dir.join("state").display().to_string(),
-            "--admin-token-file".into(),
-            dir.join("admin").display().to_string(),
-            "--probe-credential".into(),
-            format!("production={}", production.display()),
-            "--probe-credential".into(),
-            format!("staging={}", staging.display()),
-            "--tick-ms".into(),
-            "100".into(),
-        ];
-        Self::run(args)
-    }
-
-    fn run(args: Vec<String>) -> Control {
-        let mut command = clean(Command::new(BIN));
-        command.args(&args);
-        let proc = Proc::spawn(command, "control listening on", 1);
-        let url = proc
-            .lines
-            .last()
-            .unwrap()
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .to_string();
-        Control { proc, url, args }
-    }
-
-    /// Runs an operator command against this control plane.
-    fn cli(&self, args: &[&str]) -> Output {
-        clean(Command::new(BIN))
-            .args(args)
-            .args(["--control", &self.url, "--admin-token", ADMIN])
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn refused(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert_eq!(
-            out.status.code(),
-            Some(4),
-            "{args:?} was not refused: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8(out.stderr).unwrap()
-    }
-
-    fn status(&self, id: &str) -> serde_json::Value {
-        let text = self.ok(&["deploy", "status", id, "--json"]);
-        serde_json::from_str::<serde_json::Value>(&text).unwrap()[0].clone()
-    }
-}
+use support::{Control, Edge, Kv, Origin, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builds_pre_checks_and_a_progressive_rollout() {

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -457,3 +457,93 @@ impl Kv {
 }
 
 pub use edgekv_test_support::eventually;
+
+pub const ADMIN: &str = "operator-admin-token";
+
+/// A control plane process, and the operator commands against it.
+pub struct Control {
+    pub proc: Proc,
+    pub url: String,
+    pub args: Vec<String>,
+}
+
+impl Control {
+    pub fn start(dir: &Path, production: &Path, staging: &Path) -> Control {
+        Self::start_with(dir, production, staging, &[])
+    }
+
+    /// [`Control::start`] with more flags.
+    pub fn start_with(dir: &Path, production: &Path, staging: &Path, extra: &[&str]) -> Control {
+        std::fs::write(dir.join("admin"), format!("{ADMIN}\n")).unwrap();
+        let args = vec![
+            "control".to_string(),
+            "--grpc".into(),
+            low_port_addr(),
+            "--data-dir".into(),
+            dir.join("state").display().to_string(),
+            "--admin-token-file".into(),
+            dir.join("admin").display().to_string(),
+            "--probe-credential".into(),
+            format!("production={}", production.display()),
+            "--probe-credential".into(),
+            format!("staging={}", staging.display()),
+            "--tick-ms".into(),
+            "100".into(),
+        ];
+        let args = args
+            .into_iter()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect();
+        Self::run(args)
+    }
+
+    pub fn run(args: Vec<String>) -> Control {
+        let mut command = clean(Command::new(BIN));
+        command.args(&args);
+        let proc = Proc::spawn(command, "control listening on", 1);
+        let url = proc
+            .lines
+            .last()
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_string();
+        Control { proc, url, args }
+    }
+
+    /// Runs an operator command against this control plane.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        clean(Command::new(BIN))
+            .args(args)
+            .args(["--control", &self.url, "--admin-token", ADMIN])
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn refused(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{args:?} was not refused: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn status(&self, id: &str) -> serde_json::Value {
+        let text = self.ok(&["deploy", "status", id, "--json"]);
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()[0].clone()
+    }
+}
