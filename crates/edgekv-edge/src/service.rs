@@ -528,7 +528,7 @@ impl Edge {
 
     /// Checks a bearer token against the request: 401 when there is none or it is
     /// unknown, 403 when it is for another account or namespace, or read-only and
-    /// the request writes.
+    /// the request writes; 503 while the edge has no token table at all.
     pub fn authorize(
         &self,
         bearer: Option<&str>,
@@ -540,6 +540,13 @@ impl Edge {
             "missing bearer token: send `Authorization: Bearer <token>`",
         ))?;
         let tokens = self.tokens.load();
+        if tokens.is_empty() {
+            // Nothing can be checked yet: the client's token may well be valid, so
+            // this is the edge's condition, not the client's fault.
+            return Err(Error::Unavailable(
+                "this edge has no token table yet (control unreachable since it started); retry shortly".into(),
+            ));
+        }
         let grant = tokens
             .lookup(token)
             .ok_or(Error::Unauthorized("invalid or revoked token"))?;

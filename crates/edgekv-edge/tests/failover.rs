@@ -1,0 +1,214 @@
+//! The edge's side of "never a 401", in process with a real origin: no token table
+//! is a 503, the outbox bound is a 503, a queued write is visible at once and
+//! replayed, and an edge whose own calls to known-good fail authentication is not
+//! ready and says so in its health report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgekv_edge::tokens::TokenTable;
+use edgekv_edge::{EdgeConfig, RunningEdge};
+use edgekv_kv::{Clock, ManualClock};
+use edgekv_test_support::{
+    CREDENTIAL, Client, ENVIRONMENT, TOKEN, TestOrigin, eventually, token_table,
+};
+
+async fn edge_of(
+    origin: &TestOrigin,
+    dir: &std::path::Path,
+    clock: Arc<ManualClock>,
+    tokens: TokenTable,
+    credential: &str,
+    tweak: impl FnOnce(&mut EdgeConfig),
+) -> RunningEdge {
+    let mut config = EdgeConfig {
+        http: "127.0.0.1:0".parse().unwrap(),
+        admin: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_path_buf(),
+        hot_tier_bytes: 16 * 1024 * 1024,
+        shutdown_grace_s: 1,
+        origin: origin.url.clone(),
+        environment: ENVIRONMENT.into(),
+        tenant: ENVIRONMENT.into(),
+        ..EdgeConfig::default()
+    };
+    tweak(&mut config);
+    let edge = edgekv_edge::open(config, clock as Arc<dyn Clock>, tokens, credential).unwrap();
+    RunningEdge::start(edge).await.unwrap()
+}
+
+fn client(running: &RunningEdge) -> Client {
+    Client::new(
+        &format!(
+            "http://{}/client/v4/accounts/acct/storage/kv",
+            running.http_addr
+        ),
+        TOKEN,
+    )
+}
+
+#[tokio::test]
+async fn without_a_token_table_the_edge_answers_503_not_401() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let origin = TestOrigin::start(clock.clone(), 1_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = edge_of(
+        &origin,
+        dir.path(),
+        clock,
+        TokenTable::new(0, []),
+        CREDENTIAL,
+        |_| {},
+    )
+    .await;
+    let response = client(&running)
+        .request(
+            reqwest::Method::GET,
+            "/namespaces/0123456789abcdef0123456789abcdef/values/k",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let ready = reqwest::get(format!("http://{}/readyz", running.admin_addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("no token table"));
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn queued_writes_are_bounded_visible_at_once_and_replayed() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let mut origin = TestOrigin::start(clock.clone(), 1_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = edge_of(&origin, dir.path(), clock, token_table(), CREDENTIAL, |c| {
+        c.outbox_max_writes = 2
+    })
+    .await;
+    let kv = client(&running);
+    let ns = kv.create_namespace("outbox").await;
+    origin.stop().await;
+    for key in ["a", "b"] {
+        let response = kv
+            .request(reqwest::Method::PUT, &Client::value_path(&ns, key))
+            .body(format!("queued {key}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "{key}");
+        assert_eq!(response.headers()["edgekv-write"], "queued");
+    }
+    // Past the bound: 503, and nothing is kept.
+    let response = kv
+        .request(reqwest::Method::PUT, &Client::value_path(&ns, "c"))
+        .body("refused")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(kv.get(&ns, "a").await, (200, b"queued a".to_vec()));
+    // The refused write left nothing: the key is not held, so with the origin down
+    // its read is an honest 503.
+    assert_eq!(kv.get(&ns, "c").await.0, 503);
+    let stats = running.edge().outbox().stats(0);
+    assert_eq!((stats.depth, stats.queued), (2, 2));
+
+    origin.restart().await;
+    eventually(Duration::from_secs(10), "the outbox drains", || async {
+        running.edge().outbox().is_empty()
+    })
+    .await;
+    let stats = running.edge().outbox().stats(0);
+    assert_eq!((stats.replayed, stats.dead_letters), (2, 0));
+    // The origin has them: a no-cache read asks it.
+    for key in ["a", "b"] {
+        let response = kv
+            .request(reqwest::Method::GET, &Client::value_path(&ns, key))
+            .header("cache-control", "no-cache")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["edgekv-cache"], "MISS");
+        assert_eq!(response.text().await.unwrap(), format!("queued {key}"));
+    }
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_edge_refused_by_known_good_is_not_ready_and_reports_it() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let origin = TestOrigin::start(clock.clone(), 1_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = edge_of(
+        &origin,
+        dir.path(),
+        clock,
+        token_table(),
+        "not-this-environments-credential",
+        |_| {},
+    )
+    .await;
+    let edge = running.edge().clone();
+    edgekv_edge::health::probe_all(&edge).await;
+    assert!(edge.known_good_auth_failing());
+    let ready = reqwest::get(format!("http://{}/readyz", running.admin_addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("authentication"));
+    let report = edgekv_edge::health::report(&edge, 1000);
+    assert!(report.known_good_auth_failing);
+    assert!(report.builds[0].probes_failed >= 1, "{report:?}");
+    // A client still never sees the build's refusal as a 401.
+    let response = client(&running)
+        .request(reqwest::Method::POST, "/namespaces")
+        .json(&serde_json::json!({"title": "t"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_reports_count_requests_and_faults_by_class() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let mut origin = TestOrigin::start(clock.clone(), 1_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = edge_of(
+        &origin,
+        dir.path(),
+        clock,
+        token_table(),
+        CREDENTIAL,
+        |_| {},
+    )
+    .await;
+    let kv = client(&running);
+    let ns = kv.create_namespace("counted").await;
+    for i in 0..5 {
+        assert_eq!(kv.put(&ns, &format!("k{i}"), "v").await, 200);
+    }
+    let report = edgekv_edge::health::report(running.edge(), 1000);
+    let build = &report.builds[0];
+    assert!(build.requests >= 6, "{build:?}");
+    assert_eq!(build.errors_auth + build.errors_unavailable, 0);
+    assert_eq!(build.latency_buckets.iter().sum::<u64>(), build.requests);
+    // Counters are deltas: the next report starts from zero.
+    assert_eq!(
+        edgekv_edge::health::report(running.edge(), 1000).builds[0].requests,
+        0
+    );
+    origin.stop().await;
+    assert_eq!(kv.put(&ns, "k9", "v").await, 202);
+    let build = edgekv_edge::health::report(running.edge(), 1000).builds[0].clone();
+    assert!(build.errors_unavailable >= 1, "{build:?}");
+    assert!(!build.last_error.is_empty());
+    running.shutdown().await;
+}
