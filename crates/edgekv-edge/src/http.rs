@@ -57,6 +57,68 @@ where
     response
 }
 
+/// The hot read path, answered without awaiting anything: a GET of a value the
+/// hot tier holds while held entries may be served, with a valid token and no
+/// per-request options (`cache-control`, `edgekv-version-override`, a query).
+/// Anything else — including every error — is `None`: [`handle`] answers it
+/// fully. Keeping this path synchronous keeps the
+/// future hyper stores per request tiny (the full handler's is large, and hyper
+/// moves it into place on every request).
+pub fn try_hot<B>(edge: &Edge, request: &Request<B>) -> Option<Response<Body>> {
+    if request.method() != Method::GET || request.uri().query().is_some() {
+        return None;
+    }
+    let headers = request.headers();
+    if headers.contains_key(http::header::CACHE_CONTROL)
+        || headers.contains_key("edgekv-version-override")
+    {
+        return None;
+    }
+    let start = Instant::now();
+    let Some(Route::Value(scope, key)) = Route::parse(request.uri().path()) else {
+        return None;
+    };
+    let mut response = hot_value(edge, headers, &scope, &key)?;
+    if let Some(version) = &edge.routes().version_header {
+        response
+            .headers_mut()
+            .insert(respond::ROUTE_VERSION_HEADER.clone(), version.clone());
+    }
+    edge.metrics().record(
+        RouteLabel::Value,
+        response.status().as_u16(),
+        start.elapsed(),
+    );
+    Some(response)
+}
+
+/// The answer of the hot path for a value, if it has one.
+fn hot_value(
+    edge: &Edge,
+    headers: &HeaderMap,
+    scope: &Scope<'_>,
+    key: &[u8],
+) -> Option<Response<Body>> {
+    edge.authorize(
+        bearer(headers),
+        &scope.account,
+        Some(&scope.namespace),
+        false,
+    )
+    .ok()?;
+    let mode = edge.known_mode(&scope.account, &scope.namespace)?.ok()?;
+    edgekv_kv::validate::key(key).ok()?;
+    let lookup = edge.get_hot(&scope.namespace, mode, key)?;
+    Some(match lookup.record {
+        Some(record) => respond::raw(record.value, &lookup.source),
+        None => {
+            let mut response = respond::error(&Error::KeyNotFound);
+            respond::mark(&mut response, &lookup.source);
+            response
+        }
+    })
+}
+
 /// What every handler needs from the request, besides its route and body.
 #[derive(Clone, Copy)]
 struct Incoming<'a> {

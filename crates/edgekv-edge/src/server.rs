@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -54,9 +55,14 @@ impl RunningEdge {
             http,
             stopped.clone(),
             grace,
-            move |req: Request<Incoming>| {
-                let edge = api.clone();
-                async move { crate::http::handle(&edge, req).await }
+            move |req: Request<Incoming>| match crate::http::try_hot(&api, &req) {
+                Some(response) => Either::Left(std::future::ready(response)),
+                None => {
+                    let edge = api.clone();
+                    Either::Right(Box::pin(
+                        async move { crate::http::handle(&edge, req).await },
+                    ))
+                }
             },
         ));
         let ops = edge.clone();

@@ -620,7 +620,8 @@ impl Edge {
             .unwrap_or(Err(Error::NamespaceNotFound))
     }
 
-    fn known_mode(&self, account: &str, id: &str) -> Option<Result<Mode>> {
+    /// The mode of a namespace of `account` the edge knows now (no origin call).
+    pub fn known_mode(&self, account: &str, id: &str) -> Option<Result<Mode>> {
         self.namespaces.load().get(id).map(|ns| {
             if ns.account == account {
                 Ok(ns.mode)
@@ -777,6 +778,26 @@ impl Edge {
             .unwrap_or(self.config.cache_ttl_s)
             .saturating_mul(1000);
         age < lag_bound.saturating_add(ttl_ms)
+    }
+
+    /// The hot read path: the answer when the hot tier (or the outbox overlay)
+    /// holds the key and held entries may be served now; `None` when the read needs
+    /// the store or a build ([`Edge::get`] then). Takes no lock and does not wait.
+    pub fn get_hot(&self, namespace: &str, mode: Mode, key: &[u8]) -> Option<Lookup> {
+        if mode == Mode::Full && !self.feed.synced() {
+            return None;
+        }
+        let queued = if self.outbox.is_empty() {
+            None
+        } else {
+            self.outbox.overlay(namespace, key)
+        };
+        let record = match queued {
+            Some(queued) => queued,
+            None => self.hot.get(namespace, key)?,
+        };
+        self.usable(None)
+            .then(|| live(record, self.clock.now_s(), Source::Hit))
     }
 
     /// Reads a key: held and usable → HIT; else a build → MISS; on a build fault,

@@ -40,6 +40,84 @@ pub enum Command {
     /// Signed orders that work when everything else is down: pin edges to a build.
     #[command(name = "break-glass")]
     BreakGlass(BreakGlassArgs),
+    /// A load generator for the KV API of any edge: fills keys, then runs a
+    /// read/write mix and prints throughput and latency percentiles.
+    Bench(BenchArgs),
+}
+
+/// How `edgekv bench` picks keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Distribution {
+    /// Every key equally likely.
+    Uniform,
+    /// A few hot keys (rank i with probability ∝ 1/(i+1)^θ).
+    Zipfian,
+}
+
+/// Flags of `edgekv bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The edge's base URL (with --raw: the URL every request GETs).
+    #[arg(long, env = "EDGEKV_URL", default_value = "http://127.0.0.1:8787")]
+    pub url: String,
+    /// The bearer token.
+    #[arg(long, env = "EDGEKV_TOKEN", hide_env_values = true, default_value = "")]
+    pub token: String,
+    /// The account id.
+    #[arg(long, env = "EDGEKV_ACCOUNT", default_value = "dev")]
+    pub account: String,
+    /// The namespace to use (default: a new one).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// How many keys to fill and spread the load over.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// The size of each value, in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Skips the fill (the keys exist already).
+    #[arg(long)]
+    pub no_fill: bool,
+    /// After the fill, reads every key once (so an edge holds all of them hot).
+    #[arg(long)]
+    pub prime: bool,
+    /// The share of reads, in percent; the rest are writes of the same keys.
+    #[arg(long, default_value_t = 100.0)]
+    pub reads: f64,
+    /// How keys are picked.
+    #[arg(long, value_enum, default_value_t = Distribution::Uniform)]
+    pub distribution: Distribution,
+    /// θ of the zipfian distribution.
+    #[arg(long, default_value_t = 0.99)]
+    pub theta: f64,
+    /// Each request is a bulk get of this many keys (0: single-key requests).
+    #[arg(long, default_value_t = 0)]
+    pub bulk_get: usize,
+    /// Keep-alive connections.
+    #[arg(long, short = 'c', default_value_t = 64)]
+    pub connections: usize,
+    /// Requests per second in all (open loop, latency from each request's due
+    /// time); 0: as fast as the server answers (closed loop).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// How long to run, e.g. 10s.
+    #[arg(long, short = 'd', default_value = "10s")]
+    pub duration: String,
+    /// Stops after this many requests (or the duration, whichever comes first).
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// GETs --url as is: no namespace, no fill (for any HTTP server).
+    #[arg(long)]
+    pub raw: bool,
+    /// Worker threads of the load generator (default: one per core it may use).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Writes the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress lines.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// `edgekv break-glass ...`

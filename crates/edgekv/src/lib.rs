@@ -9,8 +9,12 @@
 //! - [`dev`]: `edgekv dev`, every role in one process.
 //! - [`roles`]: `edgekv origin`, `edgekv edge` and `edgekv control`.
 //! - [`client`]: `edgekv kv ...`, a client of the KV API.
-//! - [`ops`]: `edgekv build ...` and `edgekv deploy ...`, clients of the control plane.
+//! - [`ops`]: `edgekv build ...`, `edgekv deploy ...`, `edgekv token ...` and
+//!   `edgekv break-glass ...`, clients of the control plane and of edges' admin
+//!   listeners.
+//! - [`bench`]: `edgekv bench`, a load generator for the KV API.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -25,10 +29,13 @@ use cli::{Cli, Command};
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Bench(args) = &cli.command
+        && let Some(threads) = args.threads
     {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -47,6 +54,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Deploy(args) => ops::deploy(args).await,
             Command::Token(args) => ops::token(args).await,
             Command::BreakGlass(args) => ops::break_glass(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {
@@ -67,7 +75,8 @@ fn init_logging(cli: &Cli) {
         | Command::Build(_)
         | Command::Deploy(_)
         | Command::Token(_)
-        | Command::BreakGlass(_) => "warn",
+        | Command::BreakGlass(_)
+        | Command::Bench(_) => "warn",
         _ => "info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDGEKV_LOG")

@@ -519,6 +519,11 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Parses a duration flag like `10s` or `500ms`.
+pub fn parse_duration_arg(flag: &str, text: &str) -> anyhow::Result<std::time::Duration> {
+    edgekv_origin::fault::parse_duration(text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+}
+
 /// Signs a break-glass order with the private key in `path`.
 fn sign(
     path: &std::path::Path,
