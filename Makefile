@@ -4,7 +4,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/edgekv-target
 export CARGO_TARGET_DIR
 ARGS ?=
 
-.PHONY: dev test lint deps build bench
+.PHONY: dev test lint deps build bench bench-e2e bench-memory
 
 ## Installs what is missing, builds, and runs `edgekv dev` (ARGS="..." adds flags).
 dev: deps
@@ -28,6 +28,17 @@ build: deps
 bench: deps
 	cargo bench --locked -p edgekv-edge --bench hot_path
 	cargo run --locked --profile bench -p edgekv-benches --bin sync
+
+## The read path beside a bare hyper server, in one run: writes the table to
+## benches/RESULTS.md (needs 2 cores for pinning; taskset from util-linux).
+bench-e2e: deps
+	cargo build --locked --profile bench -p edgekv -p edgekv-benches
+	$(CARGO_TARGET_DIR)/release/e2e $(ARGS)
+
+## Resident memory per key of the hot tier (ARGS=N keys, default 1,000,000).
+bench-memory: deps
+	cargo build --locked --profile bench -p edgekv -p edgekv-benches
+	$(CARGO_TARGET_DIR)/release/memory $(ARGS)
 
 deps:
 	@./scripts/install-deps.sh

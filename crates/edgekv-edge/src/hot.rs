@@ -34,7 +34,7 @@ const ENTRY_OVERHEAD: usize = 96;
 /// The hot tier of an edge.
 #[derive(Debug)]
 pub struct HotTier {
-    map: DashMap<Box<[u8]>, Slot>,
+    map: DashMap<Box<[u8]>, Slot, foldhash::fast::RandomState>,
     stripes: Box<[AtomicU64]>,
     capacity: usize,
     max_entry: usize,
@@ -104,7 +104,7 @@ impl HotTier {
     /// it are not held, so one large value cannot flush the tier.
     pub fn new(capacity: usize) -> Self {
         HotTier {
-            map: DashMap::new(),
+            map: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             capacity,
             max_entry: capacity / 8,

@@ -58,8 +58,8 @@ where
 }
 
 /// The hot read path, answered without awaiting anything: a GET of a value the
-/// hot tier holds while held entries may be served, with a valid token and no
-/// per-request options (`cache-control`, `edgekv-version-override`, a query).
+/// edge holds (hot tier, else a point read of its store) while held entries may
+/// be served, with a valid token and no per-request options (`cache-control`, `edgekv-version-override`, a query).
 /// Anything else — including every error — is `None`: [`handle`] answers it
 /// fully. Keeping this path synchronous keeps the
 /// future hyper stores per request tiny (the full handler's is large, and hyper
@@ -108,7 +108,7 @@ fn hot_value(
     .ok()?;
     let mode = edge.known_mode(&scope.account, &scope.namespace)?.ok()?;
     edgekv_kv::validate::key(key).ok()?;
-    let lookup = edge.get_hot(&scope.namespace, mode, key)?;
+    let lookup = edge.get_held(&scope.namespace, mode, key)?;
     Some(match lookup.record {
         Some(record) => respond::raw(record.value, &lookup.source),
         None => {

@@ -765,11 +765,16 @@ impl Edge {
 
     /// Whether held entries may be served without asking a build.
     pub fn usable(&self, cache_ttl_s: Option<u64>) -> bool {
+        self.usable_at(cache_ttl_s, self.clock.now_ms())
+    }
+
+    /// [`Edge::usable`] at `now_ms`.
+    fn usable_at(&self, cache_ttl_s: Option<u64>, now_ms: u64) -> bool {
         let caught_up = self.feed.caught_up_ms.load(Ordering::Acquire);
         if caught_up == 0 {
             return false;
         }
-        let age = self.clock.now_ms().saturating_sub(caught_up);
+        let age = now_ms.saturating_sub(caught_up);
         let lag_bound = self.config.lag_bound_ms;
         if self.feed.connected() && age < lag_bound {
             return true;
@@ -780,24 +785,27 @@ impl Edge {
         age < lag_bound.saturating_add(ttl_ms)
     }
 
-    /// The hot read path: the answer when the hot tier (or the outbox overlay)
-    /// holds the key and held entries may be served now; `None` when the read needs
-    /// the store or a build ([`Edge::get`] then). Takes no lock and does not wait.
-    pub fn get_hot(&self, namespace: &str, mode: Mode, key: &[u8]) -> Option<Lookup> {
+    /// The read path without waiting: the answer when the edge holds the key (the
+    /// outbox overlay, the hot tier, then a point read of the local store) — or,
+    /// in a synced `full` namespace, knows it is absent — and held entries may be
+    /// served now. `None` when the read needs a build ([`Edge::get`] then). No
+    /// lock and no upstream call; a store read only on a hot-tier miss.
+    pub fn get_held(&self, namespace: &str, mode: Mode, key: &[u8]) -> Option<Lookup> {
         if mode == Mode::Full && !self.feed.synced() {
             return None;
         }
-        let queued = if self.outbox.is_empty() {
-            None
-        } else {
-            self.outbox.overlay(namespace, key)
-        };
-        let record = match queued {
-            Some(queued) => queued,
-            None => self.hot.get(namespace, key)?,
-        };
-        self.usable(None)
-            .then(|| live(record, self.clock.now_s(), Source::Hit))
+        let now_ms = self.clock.now_ms();
+        if !self.usable_at(None, now_ms) {
+            return None;
+        }
+        match self.held(namespace, key).ok()? {
+            Some(record) => Some(live(record, now_ms / 1000, Source::Hit)),
+            None if mode == Mode::Full => Some(Lookup {
+                record: None,
+                source: Source::Hit,
+            }),
+            None => None,
+        }
     }
 
     /// Reads a key: held and usable → HIT; else a build → MISS; on a build fault,

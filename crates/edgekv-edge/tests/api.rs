@@ -505,6 +505,18 @@ async fn bulk_write_get_and_delete() {
         body["result"]["values"],
         json!({"text": "hello", "json": "{\"a\":1}", "missing": null})
     );
+    // A key asked twice is answered once, and the answer stays valid JSON.
+    let (status, body) = json_of(
+        get(json!({"keys": ["text", "we\"ird", "text"]}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["result"]["values"],
+        json!({"text": "hello", "we\"ird": null})
+    );
     let (_, body) = json_of(
         get(json!({"keys": ["json"], "type": "json", "withMetadata": true}))
             .await

@@ -531,6 +531,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1e6;
     let report = json!({
         "url": args.url,
+        "namespace": ns,
         "mode": if raw { "raw" } else if args.bulk_get > 0 { "bulk-get" } else { "kv" },
         "connections": args.connections,
         "rate": args.rate,

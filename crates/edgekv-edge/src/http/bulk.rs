@@ -13,9 +13,8 @@ use edgekv_kv::validate;
 use http::Response;
 use hyper::body::Body as HttpBody;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::values::parse_metadata;
 use super::{Body, Incoming, Scope, body, respond};
 use crate::service::{Change, WriteOutcome};
 use crate::{Error, Result};
@@ -191,30 +190,69 @@ where
     for (index, key) in asked.keys.iter().enumerate() {
         validate::key(key.as_bytes()).map_err(|e| item_error(index, key, e))?;
     }
-    let mut values = Map::with_capacity(asked.keys.len());
-    for key in asked.keys {
-        let lookup = request
-            .edge
-            .get(&scope.namespace, mode, key.as_bytes(), options.clone())
-            .await?;
-        let entry = match lookup.record {
-            None => Value::Null,
-            Some(record) => {
-                let value = if as_json {
-                    serde_json::from_slice(&record.value).map_err(|e| {
-                        Error::BadRequest(format!("the value of key {key:?} is not JSON: {e}"))
-                    })?
-                } else {
-                    Value::String(String::from_utf8_lossy(&record.value).into_owned())
-                };
-                if asked.with_metadata {
-                    json!({ "value": value, "metadata": parse_metadata(record.metadata.as_ref()) })
-                } else {
-                    value
-                }
+    // The answer is written straight into one buffer in request order (a key asked
+    // twice is answered once): no JSON tree per key. Keys the edge holds are
+    // answered without awaiting, as a single held GET is.
+    let plain = !options.no_cache && options.build.is_none() && options.cache_ttl_s.is_none();
+    let mut out = Vec::with_capacity(96 + asked.keys.len() * (48 + 128));
+    out.extend_from_slice(br#"{"success":true,"errors":[],"messages":[],"result":{"values":{"#);
+    let mut seen = std::collections::HashSet::with_capacity(asked.keys.len());
+    for key in &asked.keys {
+        if !seen.insert(key.as_str()) {
+            continue;
+        }
+        let hot = if plain {
+            request
+                .edge
+                .get_held(&scope.namespace, mode, key.as_bytes())
+        } else {
+            None
+        };
+        let lookup = match hot {
+            Some(lookup) => lookup,
+            None => {
+                request
+                    .edge
+                    .get(&scope.namespace, mode, key.as_bytes(), options.clone())
+                    .await?
             }
         };
-        values.insert(key, entry);
+        if seen.len() > 1 {
+            out.push(b',');
+        }
+        write_json_string(&mut out, key);
+        out.push(b':');
+        let Some(record) = lookup.record else {
+            out.extend_from_slice(b"null");
+            continue;
+        };
+        if asked.with_metadata {
+            out.extend_from_slice(br#"{"value":"#);
+        }
+        if as_json {
+            serde_json::from_slice::<serde::de::IgnoredAny>(&record.value).map_err(|e| {
+                Error::BadRequest(format!("the value of key {key:?} is not JSON: {e}"))
+            })?;
+            out.extend_from_slice(&record.value);
+        } else {
+            write_json_string(&mut out, &String::from_utf8_lossy(&record.value));
+        }
+        if asked.with_metadata {
+            out.extend_from_slice(br#","metadata":"#);
+            // Metadata is stored as compact JSON, checked when it was written.
+            match &record.metadata {
+                Some(metadata) => out.extend_from_slice(metadata),
+                None => out.extend_from_slice(b"null"),
+            }
+            out.push(b'}');
+        }
     }
-    Ok(respond::ok(json!({ "values": values })))
+    out.extend_from_slice(b"}}}");
+    Ok(respond::ok_json_bytes(out))
+}
+
+/// Appends `text` as a JSON string.
+fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a `str` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
 }

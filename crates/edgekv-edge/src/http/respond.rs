@@ -68,6 +68,13 @@ pub fn written(outcome: WriteOutcome, result: impl Serialize) -> Response<Body> 
     }
 }
 
+/// A successful answer whose v4 envelope the caller wrote itself.
+pub fn ok_json_bytes(body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(CONTENT_TYPE, JSON.clone());
+    response
+}
+
 /// A successful v4 envelope with `result_info`.
 pub fn ok_with_info(result: impl Serialize, info: Value) -> Response<Body> {
     envelope(

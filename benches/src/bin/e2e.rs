@@ -1,0 +1,513 @@
+//! The end-to-end benchmark of the read path, beside the physical limit of the
+//! HTTP stack, in one run on one machine with one load tool (`edgekv bench`):
+//!
+//! - (a) `baseline`: a bare hyper server answering a fixed body of the same size;
+//! - (b) hot GET: every key fresh in the edge's hot tier;
+//! - (c) warm GET: keys in the edge's RocksDB, the hot tier at its 1 MiB minimum;
+//! - (d) a 90/10 read/write mix over the hot keys (writes go through the origin);
+//! - (e) bulk gets of 100 hot keys of 100 bytes, in keys per second;
+//! - and (a) and (b) again at one fixed rate, to compare p99 where neither server
+//!   is saturated.
+//!
+//! Servers run on core 0 and the load tool (and the origin) on core 1 when the
+//! machine has two cores and `taskset` exists. For each run it reports throughput,
+//! latency percentiles, and the server's CPU time per request (from
+//! `/proc/PID/stat`), which does not depend on the load generator. The table,
+//! with the machine and versions, replaces the section between the
+//! `<!-- e2e:begin -->` and `<!-- e2e:end -->` markers of `benches/RESULTS.md`.
+//!
+//! Run with `make bench-e2e` (it builds the `bench` profile first).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context as _, bail};
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+const ACCOUNT: &str = "bench";
+
+/// A process that is killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Setup {
+    bin: PathBuf,
+    pin: bool,
+    dir: tempfile::TempDir,
+    duration: String,
+    connections: usize,
+}
+
+impl Setup {
+    fn command(&self, core: u8, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.pin {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(core.to_string()).arg(path);
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+
+    /// Starts a server on `core` and waits for the line that names its URL.
+    fn start(
+        &self,
+        core: u8,
+        program: &str,
+        args: &[&str],
+        marker: &str,
+    ) -> anyhow::Result<Server> {
+        let mut child = self
+            .command(core, program)
+            .args(args)
+            .env("EDGEKV_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {program}"))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .with_context(|| format!("{program} exited before it was ready"))??;
+            if line.contains(marker) {
+                let url = line
+                    .split_whitespace()
+                    .find(|w| w.starts_with("http://"))
+                    .context("no URL in the ready line")?;
+                break url.trim_end_matches(')').to_string();
+            }
+        };
+        // Keep draining its output so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Server { child, url })
+    }
+
+    /// Runs `edgekv bench` on the load core; returns its JSON report.
+    fn bench(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let json = self.dir.path().join("run.json");
+        let status = self
+            .command(1, "edgekv")
+            .arg("bench")
+            .args(["--threads", "1", "--quiet", "--json"])
+            .arg(&json)
+            .args(["-c", &self.connections.to_string(), "-d", &self.duration])
+            .args(args)
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("edgekv bench {args:?} failed");
+        }
+        Ok(serde_json::from_slice(&std::fs::read(&json)?)?)
+    }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = stat.rsplit_once(") ").context("odd /proc stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // CLK_TCK is 100 on every Linux this runs on.
+    Ok(ticks / 100.0)
+}
+
+/// The pid of the server itself (under `taskset`, the child is exec'd in place).
+fn pid(server: &Server) -> u32 {
+    server.child.id()
+}
+
+/// One measured run.
+struct Row {
+    name: String,
+    report: serde_json::Value,
+    cpu_us_per_request: f64,
+    saturation: f64,
+    per_request: f64,
+}
+
+fn measure(setup: &Setup, name: &str, server: &Server, args: &[&str]) -> anyhow::Result<Row> {
+    let before = cpu_seconds(pid(server))?;
+    let report = setup.bench(args)?;
+    let cpu = cpu_seconds(pid(server))? - before;
+    let requests = report["requests"].as_f64().unwrap_or(0.0).max(1.0);
+    let wall = report["duration_s"].as_f64().unwrap_or(1.0);
+    let row = Row {
+        name: name.to_string(),
+        cpu_us_per_request: cpu * 1e6 / requests,
+        saturation: cpu / wall,
+        per_request: report["keys_per_s"].as_f64().unwrap_or(0.0)
+            / report["throughput_rps"].as_f64().unwrap_or(1.0).max(1e-9),
+        report,
+    };
+    eprintln!(
+        "{name}: {:.0} req/s, p99 {:.3} ms, {:.2} µs CPU/request, server core {:.0}% busy",
+        row.report["throughput_rps"].as_f64().unwrap_or(0.0),
+        row.report["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+        row.cpu_us_per_request,
+        row.saturation * 100.0
+    );
+    Ok(row)
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn shell(command: &str) -> String {
+    Command::new("sh")
+        .args(["-c", command])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut duration = "10s".to_string();
+    let mut keys = 10_000u64;
+    let mut connections = 64usize;
+    let mut out = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md"));
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--duration" => duration = value,
+            "--keys" => keys = value.parse()?,
+            "--connections" => connections = value.parse()?,
+            "--out" => out = value.into(),
+            other => {
+                bail!("unknown flag {other}: --duration D --keys N --connections C --out FILE")
+            }
+        }
+    }
+    let bin = std::env::current_exe()?
+        .parent()
+        .context("no directory")?
+        .to_path_buf();
+    for program in ["edgekv", "baseline"] {
+        if !bin.join(program).exists() {
+            bail!(
+                "{} is missing: build with `cargo build --profile bench -p edgekv -p edgekv-benches` (make bench-e2e does)",
+                bin.join(program).display()
+            );
+        }
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = cores >= 2 && Command::new("taskset").arg("-V").output().is_ok();
+    let setup = Setup {
+        bin,
+        pin,
+        dir: tempfile::tempdir()?,
+        duration,
+        connections,
+    };
+    let dir = setup.dir.path();
+    std::fs::write(dir.join("credential"), "bench-credential\n")?;
+    let credential = dir.join("credential");
+    let credential = credential.to_str().context("path")?;
+
+    // (a) the bare hyper server, with a body the size of a value.
+    let baseline = setup.start(
+        0,
+        "baseline",
+        &["--listen", "127.0.0.1:0", "--body-size", "100"],
+        "listening",
+    )?;
+    // The origin (on the load core: it only matters for the fill and the writes).
+    let origin_data = dir.join("origin");
+    let origin = setup.start(
+        1,
+        "edgekv",
+        &[
+            "origin",
+            "--data-dir",
+            origin_data.to_str().context("path")?,
+            "--environment",
+            "bench",
+            "--credential-file",
+            credential,
+            "--build",
+            "b1=127.0.0.1:0",
+        ],
+        "listening",
+    )?;
+    let edge = |name: &str, hot_bytes: &str| -> anyhow::Result<Server> {
+        let data = dir.join(name);
+        let server = setup.start(
+            0,
+            "edgekv",
+            &[
+                "edge",
+                "--origin",
+                &origin.url,
+                "--environment",
+                "bench",
+                "--credential-file",
+                credential,
+                "--data-dir",
+                data.to_str().context("path")?,
+                "--http",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--account",
+                ACCOUNT,
+                "--token",
+                TOKEN,
+                "--hot-tier-bytes",
+                hot_bytes,
+            ],
+            "listening on",
+        )?;
+        Ok(server)
+    };
+    let hot_edge = edge("edge-hot", "1073741824")?;
+    let hot_url = hot_edge.url.clone();
+    let keys_text = keys.to_string();
+    let kv = |url: &str| {
+        vec![
+            "--url".to_string(),
+            url.to_string(),
+            "--token".into(),
+            TOKEN.into(),
+            "--account".into(),
+            ACCOUNT.into(),
+        ]
+    };
+    // Fill and prime the hot edge; learn the namespace from the report's URL.
+    let namespace = {
+        let mut args = kv(&hot_url);
+        args.extend([
+            "--keys".into(),
+            keys_text.clone(),
+            "--prime".into(),
+            "--requests".into(),
+            "1".into(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let report = setup.bench(&args)?;
+        report["namespace"]
+            .as_str()
+            .context("the report names no namespace")?
+            .to_string()
+    };
+    let hot = |extra: &[&str]| -> Vec<String> {
+        let mut args = kv(&hot_url);
+        args.extend([
+            "--namespace".into(),
+            namespace.clone(),
+            "--no-fill".into(),
+            "--keys".into(),
+            keys_text.clone(),
+        ]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let value_path = format!(
+        "{}/client/v4/accounts/{ACCOUNT}/storage/kv/namespaces/{namespace}/values/bench-00000001",
+        baseline.url
+    );
+    let mut rows = Vec::new();
+    rows.push(measure(
+        &setup,
+        "(a) bare hyper, 100 B body",
+        &baseline,
+        &["--raw", "--url", &value_path],
+    )?);
+    rows.push(measure(
+        &setup,
+        "(b) edgekv hot GET, 100 B",
+        &hot_edge,
+        &refs(&hot(&[])),
+    )?);
+    rows.push(measure(
+        &setup,
+        "(d) edgekv 90/10 read/write, hot keys",
+        &hot_edge,
+        &refs(&hot(&["--reads", "90"])),
+    )?);
+    rows.push(measure(
+        &setup,
+        "(e) edgekv bulk get, 100 hot keys",
+        &hot_edge,
+        &refs(&hot(&["--bulk-get", "100"])),
+    )?);
+    // Fixed rate: half of what the baseline reached, so neither server saturates.
+    let rate = ((rows[0].report["throughput_rps"]
+        .as_f64()
+        .unwrap_or(20_000.0)
+        .min(
+            rows[1].report["throughput_rps"]
+                .as_f64()
+                .unwrap_or(20_000.0),
+        ))
+        / 2.0) as u64;
+    let rate_text = rate.to_string();
+    rows.push(measure(
+        &setup,
+        &format!("(a) bare hyper at {rate} req/s"),
+        &baseline,
+        &["--raw", "--url", &value_path, "--rate", &rate_text],
+    )?);
+    rows.push(measure(
+        &setup,
+        &format!("(b) edgekv hot GET at {rate} req/s"),
+        &hot_edge,
+        &refs(&hot(&["--rate", &rate_text])),
+    )?);
+    drop(hot_edge);
+
+    // (c) warm: the keys in RocksDB, the hot tier at its minimum.
+    let warm_keys = (keys * 10).to_string();
+    let warm_edge = edge("edge-warm", "1048576")?;
+    let warm_namespace = {
+        let mut args = kv(&warm_edge.url);
+        args.extend([
+            "--keys".into(),
+            warm_keys.clone(),
+            "--requests".into(),
+            "1".into(),
+        ]);
+        let report = setup.bench(&refs(&args))?;
+        report["namespace"]
+            .as_str()
+            .context("no namespace")?
+            .to_string()
+    };
+    let mut warm_args = kv(&warm_edge.url);
+    warm_args.extend([
+        "--namespace".into(),
+        warm_namespace,
+        "--no-fill".into(),
+        "--keys".into(),
+        warm_keys.clone(),
+    ]);
+    rows.insert(
+        2,
+        measure(
+            &setup,
+            "(c) edgekv warm GET (RocksDB), 100 B",
+            &warm_edge,
+            &refs(&warm_args),
+        )?,
+    );
+    drop(warm_edge);
+    drop(origin);
+    drop(baseline);
+
+    let table = render(&rows, keys, &warm_keys, pin, cores, &setup)?;
+    println!("{table}");
+    write_results(&out, &table)?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+fn render(
+    rows: &[Row],
+    keys: u64,
+    warm_keys: &str,
+    pin: bool,
+    cores: usize,
+    setup: &Setup,
+) -> anyhow::Result<String> {
+    let base = &rows[0];
+    let base_tput = base.report["throughput_rps"].as_f64().unwrap_or(1.0);
+    let mut t = String::new();
+    let machine = shell("lscpu | sed -n 's/^Model name: *//p' | head -1");
+    t.push_str(&format!(
+        "## {} — read path beside a bare hyper server (`make bench-e2e`)\n\n",
+        shell("date -u +%Y-%m-%d")
+    ));
+    t.push_str(&format!(
+        "Machine: {cores} × {machine}, {}, kernel {}; {}; edgekv {}; `bench` profile. \
+         {} connections, {} per run, 100 B values, {keys} hot keys (warm: {warm_keys} keys). \
+         Servers {}; the origin shares the load generator's core.\n\n",
+        shell("free -g | awk '/Mem:/ {print $2\" GiB\"}'"),
+        shell("uname -r"),
+        shell("rustc -V"),
+        env!("CARGO_PKG_VERSION"),
+        setup.connections,
+        setup.duration,
+        if pin {
+            "on core 0, `edgekv bench` on core 1 (taskset)"
+        } else {
+            "and load generator unpinned (one core, or no taskset)"
+        },
+    ));
+    t.push_str("| run | req/s | keys/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | server CPU µs/req | server core busy | vs bare hyper |\n");
+    t.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for row in rows {
+        let r = &row.report;
+        let l = &r["latency_ms"];
+        let tput = r["throughput_rps"].as_f64().unwrap_or(0.0);
+        let versus = if row.name.starts_with("(a)") {
+            "baseline".to_string()
+        } else if row.name.contains(" at ") {
+            let base_p99 = rows
+                .iter()
+                .find(|x| x.name.starts_with("(a)") && x.name.contains(" at "))
+                .map_or(0.0, |x| {
+                    x.report["latency_ms"]["p99"].as_f64().unwrap_or(0.0)
+                });
+            format!(
+                "p99 {:.2}×",
+                l["p99"].as_f64().unwrap_or(0.0) / base_p99.max(1e-9)
+            )
+        } else {
+            format!(
+                "{:.2}× req/s; {:.2}× CPU/req",
+                tput / base_tput,
+                row.cpu_us_per_request / base.cpu_us_per_request.max(1e-9)
+            )
+        };
+        t.push_str(&format!(
+            "| {} | {:.0} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {:.0}% | {} |\n",
+            row.name,
+            tput,
+            if row.per_request > 1.5 {
+                format!("{:.0}", r["keys_per_s"].as_f64().unwrap_or(0.0))
+            } else {
+                "".into()
+            },
+            l["p50"].as_f64().unwrap_or(0.0),
+            l["p90"].as_f64().unwrap_or(0.0),
+            l["p99"].as_f64().unwrap_or(0.0),
+            l["p99.9"].as_f64().unwrap_or(0.0),
+            l["max"].as_f64().unwrap_or(0.0),
+            row.cpu_us_per_request,
+            row.saturation * 100.0,
+            versus
+        ));
+    }
+    t.push_str("\nA throughput ratio means something only where the server core was saturated (busy ≈ 100%); otherwise compare the CPU per request, or p99 at the fixed rate.\n");
+    Ok(t)
+}
+
+/// Replaces the section between the markers (or appends it).
+fn write_results(path: &Path, table: &str) -> anyhow::Result<()> {
+    const BEGIN: &str = "<!-- e2e:begin -->";
+    const END: &str = "<!-- e2e:end -->";
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let section = format!("{BEGIN}\n{table}{END}");
+    let next = match (text.find(BEGIN), text.find(END)) {
+        (Some(b), Some(e)) if b < e => format!("{}{section}{}", &text[..b], &text[e + END.len()..]),
+        _ => format!("{}\n\n{section}\n", text.trim_end()),
+    };
+    std::fs::write(path, next)?;
+    Ok(())
+}
