@@ -322,31 +322,32 @@ fn main() -> anyhow::Result<()> {
         "{}/client/v4/accounts/{ACCOUNT}/storage/kv/namespaces/{namespace}/values/bench-00000001",
         baseline.url
     );
-    let mut rows = Vec::new();
-    rows.push(measure(
-        &setup,
-        "(a) bare hyper, 100 B body",
-        &baseline,
-        &["--raw", "--url", &value_path],
-    )?);
-    rows.push(measure(
-        &setup,
-        "(b) edgekv hot GET, 100 B",
-        &hot_edge,
-        &refs(&hot(&[])),
-    )?);
-    rows.push(measure(
-        &setup,
-        "(d) edgekv 90/10 read/write, hot keys",
-        &hot_edge,
-        &refs(&hot(&["--reads", "90"])),
-    )?);
-    rows.push(measure(
-        &setup,
-        "(e) edgekv bulk get, 100 hot keys",
-        &hot_edge,
-        &refs(&hot(&["--bulk-get", "100"])),
-    )?);
+    let mut rows = vec![
+        measure(
+            &setup,
+            "(a) bare hyper, 100 B body",
+            &baseline,
+            &["--raw", "--url", &value_path],
+        )?,
+        measure(
+            &setup,
+            "(b) edgekv hot GET, 100 B",
+            &hot_edge,
+            &refs(&hot(&[])),
+        )?,
+        measure(
+            &setup,
+            "(d) edgekv 90/10 read/write, hot keys",
+            &hot_edge,
+            &refs(&hot(&["--reads", "90"])),
+        )?,
+        measure(
+            &setup,
+            "(e) edgekv bulk get, 100 hot keys",
+            &hot_edge,
+            &refs(&hot(&["--bulk-get", "100"])),
+        )?,
+    ];
     // Fixed rate: half of what the baseline reached, so neither server saturates.
     let rate = ((rows[0].report["throughput_rps"]
         .as_f64()

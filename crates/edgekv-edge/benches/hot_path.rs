@@ -1,6 +1,8 @@
-//! Micro-costs of the hot read path: a hot-tier hit, a token lookup, and a whole
-//! hot GET through the HTTP handler (routing, auth, freshness, lookup, response),
-//! in process, on an edge synced with a real origin build.
+//! Micro-costs of the hot read path: a hot-tier hit, a token lookup, a route pick,
+//! building a response, and a whole hot GET through the HTTP handler (routing,
+//! auth, freshness, lookup, response) — both the synchronous held-read path the
+//! server takes first and the full async handler — in process, on an edge synced
+//! with a real origin build.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -50,6 +52,36 @@ fn token_lookup(c: &mut Criterion) {
     });
 }
 
+fn route_pick(c: &mut Criterion) {
+    let entry = |id: &str, weight_bp: u32| edgekv_routing::RouteEntry {
+        build_id: id.into(),
+        environment: "production".into(),
+        tenant: "production".into(),
+        artifact_digest: String::new(),
+        weight_bp,
+        endpoints: vec!["http://127.0.0.1:7001".into()],
+    };
+    let table = edgekv_routing::RouteTable {
+        version: 7,
+        environment: "production".into(),
+        tenant: "production".into(),
+        issued_at: 0,
+        known_good_build: "v1".into(),
+        entries: vec![entry("v1", 9_000), entry("v2", 1_000)],
+    };
+    c.bench_function("route_pick_two_builds", |b| {
+        b.iter(|| black_box(edgekv_routing::pick(&table, black_box(b"config/flags"))))
+    });
+}
+
+fn response_building(c: &mut Criterion) {
+    let value = Bytes::from(vec![1u8; 100]);
+    let source = edgekv_edge::service::Source::Hit;
+    c.bench_function("response_raw_100B_hit", |b| {
+        b.iter(|| black_box(edgekv_edge::http::respond::raw(value.clone(), &source)))
+    });
+}
+
 fn hot_get_through_http(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -73,6 +105,17 @@ fn hot_get_through_http(c: &mut Criterion) {
     let edge = test.edge().clone();
     let uri = format!("/client/v4/accounts/acct/storage/kv/namespaces/{ns}/values/hot-key");
     let auth = format!("Bearer {TOKEN}");
+    c.bench_function("hot_get_held_path_100B", |b| {
+        let request = http::Request::get(uri.as_str())
+            .header("authorization", auth.as_str())
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        b.iter(|| {
+            let response = edgekv_edge::http::try_hot(&edge, black_box(&request)).unwrap();
+            assert_eq!(response.headers()["edgekv-cache"], "HIT");
+            black_box(response)
+        })
+    });
     c.bench_function("hot_get_http_handler_100B", |b| {
         b.iter(|| {
             let request = http::Request::get(uri.as_str())
@@ -88,5 +131,12 @@ fn hot_get_through_http(c: &mut Criterion) {
     drop(test);
 }
 
-criterion_group!(benches, hot_tier, token_lookup, hot_get_through_http);
+criterion_group!(
+    benches,
+    hot_tier,
+    token_lookup,
+    route_pick,
+    response_building,
+    hot_get_through_http
+);
 criterion_main!(benches);

@@ -7,7 +7,7 @@ pub(crate) mod body;
 mod bulk;
 mod namespaces;
 mod query;
-mod respond;
+pub mod respond;
 mod route;
 mod values;
 

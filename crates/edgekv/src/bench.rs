@@ -330,6 +330,7 @@ async fn fill(args: &BenchArgs, base: &str, ns: &str, value: &[u8]) -> anyhow::R
     let client = reqwest::Client::new();
     let value = String::from_utf8_lossy(value).into_owned();
     let started = Instant::now();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut written = 0u64;
     while written < args.keys {
         let batch = (args.keys - written).min(5_000);
@@ -350,10 +351,23 @@ async fn fill(args: &BenchArgs, base: &str, ns: &str, value: &[u8]) -> anyhow::R
                 response.text().await.unwrap_or_default()
             );
         }
+        let before = written;
         written += batch;
-        eprint!("\rfilling: {written}/{} keys", args.keys);
+        // A line per tenth on a pipe or file; a live counter on a terminal.
+        if terminal {
+            eprint!("\rfilling: {written}/{} keys", args.keys);
+        } else if written * 10 / args.keys != before * 10 / args.keys {
+            eprintln!("filling: {written}/{} keys", args.keys);
+        }
     }
-    eprintln!(" in {:.1} s", started.elapsed().as_secs_f64());
+    if terminal {
+        eprintln!();
+    }
+    eprintln!(
+        "filled {} keys in {:.1} s",
+        args.keys,
+        started.elapsed().as_secs_f64()
+    );
     if args.prime {
         // One read of each key, so an edge holds them all in its hot tier.
         let started = Instant::now();
