@@ -85,6 +85,26 @@ struct KeyBuf {
     len: usize,
 }
 
+/// Runs `f` on the composite key of `(namespace, key)`, built in place on the
+/// stack for the keys of the hot path (no 544-byte buffer moved around on every
+/// lookup), on the heap for long ones; `None` for a malformed namespace or key.
+fn with_key<R>(namespace: &str, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    /// Composite keys up to this long are built on the stack.
+    const SHORT: usize = 128;
+    let len = namespace.len() + key.len();
+    if namespace.len() != NAMESPACE_ID_LEN || len > NAMESPACE_ID_LEN + MAX_KEY_BYTES {
+        return None;
+    }
+    if len <= SHORT {
+        let mut buf = [0u8; SHORT];
+        buf[..NAMESPACE_ID_LEN].copy_from_slice(namespace.as_bytes());
+        buf[NAMESPACE_ID_LEN..len].copy_from_slice(key);
+        Some(f(&buf[..len]))
+    } else {
+        Some(f(&[namespace.as_bytes(), key].concat()))
+    }
+}
+
 impl KeyBuf {
     fn new(namespace: &str, key: &[u8]) -> Option<Self> {
         let len = namespace.len() + key.len();
@@ -122,14 +142,15 @@ impl HotTier {
     /// Returns the record held for a key, if any (tombstones and expired records
     /// included: the caller decides what to serve).
     pub fn get(&self, namespace: &str, key: &[u8]) -> Option<Record> {
-        let found = KeyBuf::new(namespace, key).and_then(|k| {
-            self.map.get(k.as_slice()).map(|slot| {
+        let found = with_key(namespace, key, |k| {
+            self.map.get(k).map(|slot| {
                 if !slot.referenced.load(Ordering::Relaxed) {
                     slot.referenced.store(true, Ordering::Relaxed);
                 }
                 slot.record.clone()
             })
-        });
+        })
+        .flatten();
         let counter = if found.is_some() {
             &self.hits
         } else {

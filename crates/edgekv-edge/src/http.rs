@@ -69,8 +69,7 @@ pub fn try_hot<B>(edge: &Edge, request: &Request<B>) -> Option<Response<Body>> {
         return None;
     }
     let headers = request.headers();
-    if headers.contains_key(http::header::CACHE_CONTROL)
-        || headers.contains_key("edgekv-version-override")
+    if headers.contains_key(http::header::CACHE_CONTROL) || headers.contains_key(&VERSION_OVERRIDE)
     {
         return None;
     }
@@ -119,6 +118,12 @@ fn hot_value(
     })
 }
 
+/// `edgekv-version-override`: a build of the table to target (admin tokens only).
+static VERSION_OVERRIDE: http::HeaderName =
+    http::HeaderName::from_static("edgekv-version-override");
+/// `edgekv-version-key`: the affinity key that picks the build during a rollout.
+static VERSION_KEY: http::HeaderName = http::HeaderName::from_static("edgekv-version-key");
+
 /// What every handler needs from the request, besides its route and body.
 #[derive(Clone, Copy)]
 struct Incoming<'a> {
@@ -148,14 +153,14 @@ impl Incoming<'_> {
     /// `edgekv-version-key`, if the request sent one.
     fn version_key(&self) -> Option<Bytes> {
         self.headers
-            .get("edgekv-version-key")
+            .get(&VERSION_KEY)
             .map(|v| Bytes::copy_from_slice(v.as_bytes()))
     }
 
     /// `edgekv-version-override`: a build of the current table to target directly;
     /// admin tokens only.
     fn version_override(&self, scope: &Scope<'_>) -> Result<Option<std::sync::Arc<str>>> {
-        let build = match self.headers.get("edgekv-version-override") {
+        let build = match self.headers.get(&VERSION_OVERRIDE) {
             None => None,
             Some(value) => {
                 let access = self.edge.authorize(

@@ -47,6 +47,10 @@ pub(crate) const SYNCED: &str = "synced";
 const NODE_ID: &str = "node_id";
 const SEQUENCE_RESERVED: &str = "write_sequence_reserved";
 
+/// Every namespace by id. Looked up on every request: foldhash (seeded per map)
+/// instead of SipHash.
+pub(crate) type NamespaceMap = HashMap<String, Namespace, foldhash::fast::RandomState>;
+
 /// What an authorised request may do beyond its scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Access {
@@ -200,7 +204,7 @@ pub struct Edge {
     clock: Arc<dyn Clock>,
     hlc: Hlc,
     /// Every namespace by id; read lock-free on each request.
-    pub(crate) namespaces: ArcSwap<HashMap<String, Namespace>>,
+    pub(crate) namespaces: ArcSwap<NamespaceMap>,
     tokens: ArcSwap<TokenTable>,
     /// The tokens given at start (`--account/--token`), kept beside control's.
     bootstrap_tokens: TokenTable,
@@ -723,7 +727,7 @@ impl Edge {
             ..Commit::default()
         })?;
         self.namespaces.rcu(|all| {
-            let mut all = HashMap::clone(all);
+            let mut all = NamespaceMap::clone(all);
             for op in &ops {
                 match op {
                     NamespaceOp::Put(ns) => {
