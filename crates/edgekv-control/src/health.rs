@@ -2,16 +2,17 @@
 //! judged against a deployment's thresholds.
 //!
 //! The verdict on the deploying build, in this order:
-//! 1. an edge holding a break-glass pin in the environment holds promotion
-//!    (inconclusive) while the pin lasts;
-//! 2. an edge that ejected the deploying build is a breach;
-//! 3. too few requests to the deploying build in the window is inconclusive
+//! 1. an edge that ejected the deploying build is a breach;
+//! 2. too few requests to the deploying build in the window is inconclusive
 //!    (promotion waits; nothing rolls back);
-//! 4. an error rate (build faults: auth, unavailable, deadline, other) above the
+//! 3. an error rate (build faults: auth, unavailable, deadline, other) above the
 //!    absolute ceiling, or above known-good's rate × the relative factor + one
 //!    percentage point, is a breach;
-//! 5. a p99 latency above the absolute ceiling, or above known-good's p99 × the
-//!    relative factor (only past 50 ms), is a breach.
+//! 4. a p99 latency above the absolute ceiling, or above known-good's p99 × the
+//!    relative factor (only past 50 ms), is a breach;
+//! 5. otherwise healthy — unless an edge of the environment holds a break-glass
+//!    pin: then promotion is held (inconclusive) while the pin lasts. A pin never
+//!    hides a breach.
 //!
 //! An edge whose own calls to known-good fail authentication is itself unhealthy:
 //! its reports are left out. Reports older than the window are dropped.
@@ -234,6 +235,8 @@ impl Analyzer {
     }
 
     /// The verdict on `build` (deploying) against `known_good` in `environment`.
+    /// A break-glass pin holds promotion (a healthy verdict becomes inconclusive)
+    /// but never hides a breach: a pin must not stop an automatic rollback.
     pub fn verdict(
         &self,
         environment: &str,
@@ -242,12 +245,26 @@ impl Analyzer {
         thresholds: &Thresholds,
         now_ms: u64,
     ) -> Health {
-        let pins = self.pins(environment, now_ms);
-        if let Some((node, (pinned, until))) = pins.iter().next() {
-            return Health::Inconclusive(format!(
-                "edge {node} is pinned to {pinned} by break-glass until {until} ms: promotions are held"
-            ));
+        let verdict = self.judge(environment, build, known_good, thresholds, now_ms);
+        if verdict != Health::Healthy {
+            return verdict;
         }
+        match self.pins(environment, now_ms).iter().next() {
+            Some((node, (pinned, until))) => Health::Inconclusive(format!(
+                "edge {node} is pinned to {pinned} by break-glass until {until} ms: promotions are held"
+            )),
+            None => Health::Healthy,
+        }
+    }
+
+    fn judge(
+        &self,
+        environment: &str,
+        build: &str,
+        known_good: Option<&str>,
+        thresholds: &Thresholds,
+        now_ms: u64,
+    ) -> Health {
         let edges = self.edges.lock();
         let mut deploying = Totals::default();
         let mut reference = Totals::default();

@@ -75,7 +75,7 @@ impl Edge {
                     nonce: order.nonce.clone(),
                 };
                 self.store
-                    .set_meta(PIN, format!("{}\n{}\n{}", pin.build, pin.until_ms, pin.nonce).as_bytes())?;
+                    .set_meta_synced(PIN, format!("{}\n{}\n{}", pin.build, pin.until_ms, pin.nonce).as_bytes())?;
                 self.pin.store(Some(Arc::new(pin)));
                 tracing::error!(
                     build = %order.build,
@@ -91,7 +91,7 @@ impl Edge {
                 })
             }
             Action::Unpin => {
-                self.store.set_meta(PIN, b"")?;
+                self.store.set_meta_synced(PIN, b"")?;
                 self.pin.store(None);
                 tracing::error!(nonce = %order.nonce, "BREAK-GLASS: pin lifted; the route table decides again");
                 Ok(Applied {

@@ -44,6 +44,9 @@ pub struct Outbox {
     overlay: DashMap<Box<[u8]>, (u64, Record)>,
     /// Woken when a write is queued, so replay starts without waiting for a tick.
     pub(crate) wake: tokio::sync::Notify,
+    /// Orders the bound check, the push and the depth/oldest bookkeeping against
+    /// removals, so the figures stay consistent with the queue.
+    books: parking_lot::Mutex<()>,
 }
 
 /// A snapshot of the outbox's figures, for `/metrics` and the admin listener.
@@ -150,15 +153,18 @@ impl Outbox {
         }
     }
 
-    /// Takes keys out of the overlay: a write answered by a build overtook the
-    /// queued ones (its stamp is newer), so reads here must see it.
-    pub(crate) fn overtaken(&self, namespace: &str, keys: &[Bytes]) {
+    /// Takes keys out of the overlay where a write a build answered overtook the
+    /// queued one (its record's stamp is not older), so reads here see it; a queued
+    /// write with a newer stamp stays.
+    pub(crate) fn overtaken(&self, namespace: &str, keys: &[Bytes], records: &[Record]) {
         if self.overlay.is_empty() {
             return;
         }
-        for key in keys {
-            self.overlay
-                .remove(keys::data_key(namespace, key).as_slice());
+        for (key, record) in keys.iter().zip(records) {
+            self.overlay.remove_if(
+                keys::data_key(namespace, key).as_slice(),
+                |_, (_, queued)| queued.hlc <= record.hlc,
+            );
         }
     }
 
@@ -170,6 +176,7 @@ impl Outbox {
         bound: u64,
         entry: v1::OutboxEntry,
     ) -> Result<u64> {
+        let _books = self.books.lock();
         if self.depth.load(Ordering::Acquire) >= bound {
             return Err(Error::Unavailable(format!(
                 "origin unavailable and this edge's outbox is full ({bound} writes wait); retry later"
@@ -259,6 +266,7 @@ impl Outbox {
     }
 
     fn after_removal(&self, store: &dyn Store) -> Result<()> {
+        let _books = self.books.lock();
         self.depth.fetch_sub(1, Ordering::AcqRel);
         let oldest = store
             .queue_read(OUTBOX, 1)?

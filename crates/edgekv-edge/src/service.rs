@@ -748,14 +748,30 @@ impl Edge {
         Ok(())
     }
 
-    /// Returns the record held locally for a key (hot tier, then store).
+    /// Returns the record held locally for a key: a queued write of it, unless the
+    /// store holds a newer one (by stamp); else the hot tier, then the store.
     fn held(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
-        // A queued write is this edge's newest knowledge of the key.
-        if !self.outbox.is_empty()
-            && let Some(record) = self.outbox.overlay(namespace, key)
-        {
-            return Ok(Some(record));
-        }
+        Ok(self.held_queued(namespace, key)?.0)
+    }
+
+    /// [`Edge::held`], and whether the answer is a write still in the outbox (this
+    /// edge's newest knowledge of the key: no build has it yet).
+    fn held_queued(&self, namespace: &str, key: &[u8]) -> Result<(Option<Record>, bool)> {
+        let queued = if self.outbox.is_empty() {
+            None
+        } else {
+            self.outbox.overlay(namespace, key)
+        };
+        let stored = self.held_stored(namespace, key)?;
+        Ok(match (queued, stored) {
+            (Some(queued), Some(stored)) if stored.hlc > queued.hlc => (Some(stored), false),
+            (Some(queued), _) => (Some(queued), true),
+            (None, stored) => (stored, false),
+        })
+    }
+
+    /// The record of the hot tier, then of the store (filling the hot tier).
+    fn held_stored(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
         if let Some(record) = self.hot.get(namespace, key) {
             return Ok(Some(record));
         }
@@ -842,7 +858,12 @@ impl Edge {
                 },
             ));
         }
-        let held = self.held(namespace, key)?;
+        let (held, queued) = self.held_queued(namespace, key)?;
+        if queued && let Some(record) = held {
+            // A write of this edge no build has yet: every read here sees it, even
+            // one that asks a build (which would answer the older value).
+            return Ok(live(record, now_s, Source::Hit));
+        }
         if !options.no_cache && self.usable(options.cache_ttl_s) {
             match held {
                 Some(record) => return Ok(live(record, now_s, Source::Hit)),
@@ -1072,6 +1093,7 @@ impl Edge {
         version_key: Option<&[u8]>,
         build: Option<&str>,
     ) -> Result<WriteOutcome> {
+        let changes = last_per_key(changes);
         let keys: Vec<Bytes> = changes.iter().map(|(k, _)| k.clone()).collect();
         let header = v1::WriteHeader {
             namespace: namespace.to_string(),
@@ -1093,6 +1115,15 @@ impl Edge {
             None if keys.len() == 1 => keys[0].as_ref(),
             None => namespace.as_bytes(),
         };
+        if build.is_none() && !self.outbox.is_empty() {
+            // Writes leave this edge in the order it took them: behind the queue.
+            drop(marks);
+            return self.enqueue(
+                header,
+                mutations,
+                "earlier writes of this edge are still queued".into(),
+            );
+        }
         let target = self.target(build, affinity)?;
         let written = match target.write(header.clone(), mutations.clone()).await {
             Ok(written) => written,
@@ -1131,7 +1162,7 @@ impl Edge {
     ) -> Result<()> {
         let _lock = self.lock_keys(namespace, keys.iter().map(|k| k.as_ref()));
         if overtake {
-            self.outbox.overtaken(namespace, &keys);
+            self.outbox.overtaken(namespace, &keys, &records);
         }
         let keep = keys
             .into_iter()
@@ -1201,7 +1232,7 @@ impl Edge {
 
     /// Replays the waiting writes in order until one meets a build fault; returns
     /// whether every write it read was settled.
-    pub(crate) async fn replay_round(&self) -> Result<bool> {
+    pub async fn replay_round(&self) -> Result<bool> {
         let head = self.outbox.head(&*self.store, 64)?;
         for item in head {
             let queued = match item {
@@ -1346,8 +1377,10 @@ impl Edge {
         let mut reserved = self.sequence_reserved.lock();
         if sequence > *reserved {
             let next = sequence + SEQUENCE_BLOCK;
+            // Synced: a sequence handed out twice would make the origin take a new
+            // write for a retry of an old one and drop it.
             self.store
-                .set_meta(SEQUENCE_RESERVED, &next.to_be_bytes())?;
+                .set_meta_synced(SEQUENCE_RESERVED, &next.to_be_bytes())?;
             *reserved = next;
         }
         Ok(sequence)
@@ -1446,6 +1479,28 @@ impl Edge {
         };
         tokio::time::timeout(deadline, wait).await.is_ok()
     }
+}
+
+/// One change per key, the last one given for it (as in Workers KV, the last of
+/// repeated keys in a bulk write wins): the origin answers one record per distinct
+/// key, and the edge pairs them with its keys in order.
+fn last_per_key(changes: Vec<(Bytes, Change)>) -> Vec<(Bytes, Change)> {
+    if changes.len() < 2 {
+        return changes;
+    }
+    let mut last: HashMap<Bytes, usize> = HashMap::with_capacity(changes.len());
+    for (i, (key, _)) in changes.iter().enumerate() {
+        last.insert(key.clone(), i);
+    }
+    if last.len() == changes.len() {
+        return changes;
+    }
+    changes
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (key, _))| last.get(key) == Some(i))
+        .map(|(_, change)| change)
+        .collect()
 }
 
 /// The lookup of a held or answered record at `now_s`: only live records are served.

@@ -68,8 +68,8 @@ pub struct RocksStore {
     write_options: WriteOptions,
     /// Serialises writes: it holds the last revision, which each batch advances.
     writer: Mutex<u64>,
-    /// Queue writes are always fsynced: an acknowledged queued write must survive
-    /// a machine crash even where cache writes need not.
+    /// Always fsynced (queue writes, synced metadata): an acknowledged queued write
+    /// must survive a machine crash even where cache writes need not.
     queue_options: WriteOptions,
     /// Serialises queue pushes and moves (each reads and advances a sequence).
     queues: Mutex<()>,
@@ -480,6 +480,14 @@ impl Store for RocksStore {
         batch.put_cf(self.cf(CF_META), user_meta_key(name), value);
         self.db
             .write_opt(batch, &self.write_options)
+            .map_err(engine)
+    }
+
+    fn set_meta_synced(&self, name: &str, value: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META), user_meta_key(name), value);
+        self.db
+            .write_opt(batch, &self.queue_options)
             .map_err(engine)
     }
 

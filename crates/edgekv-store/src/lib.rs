@@ -202,8 +202,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reads a value of the node's own metadata (generated secrets, sync positions).
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
-    /// Writes a value of the node's own metadata, durably.
+    /// Writes a value of the node's own metadata, with the store's write policy
+    /// (fsynced only where the store syncs every write).
     fn set_meta(&self, name: &str, value: &[u8]) -> Result<()>;
+    /// Writes a value of the node's own metadata and fsyncs it before returning,
+    /// whatever the store's write policy (sequence reservations, break-glass pins).
+    fn set_meta_synced(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.set_meta(name, value)
+    }
 
     /// Appends an entry to a named durable queue (an edge's outbox, its dead
     /// letters). The entry is on disk — fsynced, whatever the store's write policy —

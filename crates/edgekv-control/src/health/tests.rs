@@ -204,6 +204,15 @@ fn a_pin_holds_promotion_while_it_lasts() {
 }
 
 #[test]
+fn a_pin_never_hides_a_breach() {
+    let analyzer = Analyzer::default();
+    let mut pinned = report("e1", vec![build("v1", 100, 0, 3), build("v2", 100, 100, 3)]);
+    pinned.pinned = "v1,9000".into();
+    analyzer.record(1_000, pinned);
+    assert!(matches!(verdict(&analyzer, 2_000), Health::Breach(_)));
+}
+
+#[test]
 fn p99_reads_the_histogram() {
     let mut totals = Totals {
         latency: vec![0; LATENCY_BOUNDS_MS.len() + 1],
