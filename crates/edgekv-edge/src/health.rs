@@ -2,8 +2,9 @@
 //! edge saw of each build to control for its health analysis.
 //!
 //! A probe is a `Health` call made with this edge's own credential. A build other
-//! than known-good whose probe fails is ejected (its share goes to known-good) and
-//! comes back once a probe succeeds; a new route table starts afresh. A failing
+//! than known-good whose probe is refused authentication, or fails three times in
+//! a row, is ejected (its share goes to known-good) and comes back once a probe
+//! succeeds; a new route table starts afresh. A failing
 //! probe of known-good is never an ejection — known-good is the fallback — but
 //! when it fails *authentication* this edge is itself unhealthy: it fails
 //! `/readyz` and says so in its reports, and control leaves it out.
@@ -55,6 +56,15 @@ pub async fn run(
     }
 }
 
+/// Probes failed in a row (other than auth refusals) that eject a build.
+pub const EJECT_AFTER_PROBES: u32 = 3;
+
+fn failed_probes(routes: &crate::routes::Routes, build_id: &str) -> u32 {
+    routes
+        .build(build_id)
+        .map_or(0, |upstream| upstream.stats().failed_probes())
+}
+
 /// Probes every build of the current table at once and ejects or restores each.
 pub async fn probe_all(edge: &Edge) {
     let routes = edge.routes.load_full();
@@ -79,7 +89,14 @@ pub async fn probe_all(edge: &Edge) {
                 routes.restore(&build_id);
             }
             Ok(_) => {}
-            Err(err) if !routes.is_ejected(&build_id) => {
+            // A refused credential (the 2023 failure) ejects at once; other
+            // failures — a timeout, a restart — only when they repeat, so one lost
+            // probe at one edge does not roll a deployment back.
+            Err(err)
+                if !routes.is_ejected(&build_id)
+                    && (Upstream::is_auth_fault(&err)
+                        || failed_probes(&routes, &build_id) >= EJECT_AFTER_PROBES) =>
+            {
                 tracing::warn!(build = %build_id, error = %err, "ejecting a build whose probe failed");
                 routes.eject(&build_id);
             }

@@ -114,6 +114,7 @@ pub struct BuildStats {
     probes_ok: AtomicU64,
     probes_failed: AtomicU64,
     consecutive_faults: AtomicU32,
+    failed_probes: AtomicU32,
     last_error: parking_lot::Mutex<String>,
 }
 
@@ -174,12 +175,19 @@ impl BuildStats {
         match result {
             Ok(()) => {
                 self.probes_ok.fetch_add(1, Ordering::Relaxed);
+                self.failed_probes.store(0, Ordering::Relaxed);
             }
             Err(message) => {
                 self.probes_failed.fetch_add(1, Ordering::Relaxed);
+                self.failed_probes.fetch_add(1, Ordering::Relaxed);
                 *self.last_error.lock() = message.to_string();
             }
         }
+    }
+
+    /// Probes failed in a row since the last one that succeeded.
+    pub fn failed_probes(&self) -> u32 {
+        self.failed_probes.load(Ordering::Relaxed)
     }
 
     /// Build faults in a row since the last answer.

@@ -304,3 +304,62 @@ async fn writes_leave_in_the_order_the_edge_took_them() {
     };
     assert_eq!((&kept("a")[..], &kept("b")[..]), (&b"a2"[..], &b"b"[..]));
 }
+
+#[tokio::test]
+async fn one_lost_probe_does_not_eject_a_build_three_do() {
+    use edgekv_edge::routes::Routes;
+    use edgekv_edge::upstream::Expected;
+    use edgekv_routing::{RouteEntry, RouteTable};
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let origin = TestOrigin::start(clock.clone(), 1_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = EdgeConfig {
+        data_dir: dir.path().to_path_buf(),
+        origin: origin.url.clone(),
+        environment: ENVIRONMENT.into(),
+        tenant: ENVIRONMENT.into(),
+        upstream_timeout_ms: 300,
+        ..EdgeConfig::default()
+    };
+    let edge =
+        edgekv_edge::open(config, clock as Arc<dyn Clock>, token_table(), CREDENTIAL).unwrap();
+    // A port nothing listens on: every probe of v2 fails (not an auth refusal).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let entry = |id: &str, weight_bp: u32, url: &str| RouteEntry {
+        build_id: id.into(),
+        environment: ENVIRONMENT.into(),
+        tenant: ENVIRONMENT.into(),
+        artifact_digest: String::new(),
+        weight_bp,
+        endpoints: vec![url.into()],
+    };
+    let table = RouteTable {
+        version: 2,
+        environment: ENVIRONMENT.into(),
+        tenant: ENVIRONMENT.into(),
+        issued_at: 0,
+        known_good_build: "v1".into(),
+        entries: vec![
+            entry("v1", 5_000, &origin.url),
+            entry("v2", 5_000, &dead_url),
+        ],
+    };
+    let expected = Expected {
+        environment: ENVIRONMENT.into(),
+        tenant: ENVIRONMENT.into(),
+    };
+    let routes =
+        Routes::from_table(table, CREDENTIAL, &expected, Duration::from_millis(300)).unwrap();
+    edge.set_routes(Arc::new(routes));
+    for round in 1..=3 {
+        edgekv_edge::health::probe_all(&edge).await;
+        let ejected = edge.routes().is_ejected("v2");
+        assert_eq!(ejected, round == 3, "after {round} failed probes");
+        assert!(
+            !edge.routes().is_ejected("v1"),
+            "known-good is never ejected"
+        );
+    }
+}
