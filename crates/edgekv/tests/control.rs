@@ -145,17 +145,7 @@ async fn builds_pre_checks_and_a_progressive_rollout() {
     );
 
     // Bootstrap, then a rollout 10% → 50% → 100%.
-    control.ok(&[
-        "deploy",
-        "start",
-        "kv-v1",
-        "--environment",
-        "production",
-        "--min-requests",
-        "0",
-        "--steps",
-        "100:0s",
-    ]);
+    control.bootstrap("kv-v1", "production");
     eventually(
         Duration::from_secs(10),
         "the bootstrap completes",
@@ -269,27 +259,9 @@ async fn edges_follow_a_rollout_in_the_shares_of_its_steps() {
         &dirs[1].path().join("credentials"),
     );
     for id in ["kv-v1", "kv-v2"] {
-        control.ok(&[
-            "build",
-            "register",
-            id,
-            "--environment",
-            "production",
-            "--endpoint",
-            &production.url(id),
-        ]);
+        control.register(id, "production", &production.url(id));
     }
-    control.ok(&[
-        "deploy",
-        "start",
-        "kv-v1",
-        "--environment",
-        "production",
-        "--min-requests",
-        "0",
-        "--steps",
-        "100:0s",
-    ]);
+    control.bootstrap("kv-v1", "production");
     let edges = [
         Edge::start_with_control(
             dirs[3].path(),
@@ -479,27 +451,9 @@ async fn edges_follow_a_rollout_in_the_shares_of_its_steps() {
     // Same address (its args carry it): the edges reconnect to it.
     control = Control::run(control.args.clone());
     for id in ["kv-v1", "kv-v2"] {
-        control.ok(&[
-            "build",
-            "register",
-            id,
-            "--environment",
-            "production",
-            "--endpoint",
-            &production.url(id),
-        ]);
+        control.register(id, "production", &production.url(id));
     }
-    control.ok(&[
-        "deploy",
-        "start",
-        "kv-v1",
-        "--environment",
-        "production",
-        "--min-requests",
-        "0",
-        "--steps",
-        "100:0s",
-    ]);
+    control.bootstrap("kv-v1", "production");
     for kv in &kvs {
         eventually(
             Duration::from_secs(15),

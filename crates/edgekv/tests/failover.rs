@@ -216,17 +216,7 @@ async fn the_2023_incident_replayed_never_reaches_a_client_as_a_401() {
             &url,
         ]);
     }
-    control.ok(&[
-        "deploy",
-        "start",
-        "kv-v1",
-        "--environment",
-        "production",
-        "--min-requests",
-        "0",
-        "--steps",
-        "100:0s",
-    ]);
+    control.bootstrap("kv-v1", "production");
     eventually(Duration::from_secs(20), "kv-v1 is known-good", || async {
         control.status("production-1")["phase"] == "completed"
     })
@@ -440,27 +430,9 @@ async fn with_control_dead_edges_serve_and_a_break_glass_pin_takes_effect() {
         &["--break-glass-key", public.to_str().unwrap()],
     );
     for id in ["kv-v1", "kv-v2"] {
-        control.ok(&[
-            "build",
-            "register",
-            id,
-            "--environment",
-            "production",
-            "--endpoint",
-            &production.url(id),
-        ]);
+        control.register(id, "production", &production.url(id));
     }
-    control.ok(&[
-        "deploy",
-        "start",
-        "kv-v1",
-        "--environment",
-        "production",
-        "--min-requests",
-        "0",
-        "--steps",
-        "100:0s",
-    ]);
+    control.bootstrap("kv-v1", "production");
     let edge = Edge::start_with_control(
         dirs[2].path(),
         &control.url,

@@ -542,6 +542,34 @@ impl Control {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// Registers a build of an environment at `url`.
+    pub fn register(&self, id: &str, environment: &str, url: &str) {
+        self.ok(&[
+            "build",
+            "register",
+            id,
+            "--environment",
+            environment,
+            "--endpoint",
+            url,
+        ]);
+    }
+
+    /// Deploys the first build of `environment` (a bootstrap, no traffic needed).
+    pub fn bootstrap(&self, build: &str, environment: &str) {
+        self.ok(&[
+            "deploy",
+            "start",
+            build,
+            "--environment",
+            environment,
+            "--min-requests",
+            "0",
+            "--steps",
+            "100:0s",
+        ]);
+    }
+
     pub fn status(&self, id: &str) -> serde_json::Value {
         let text = self.ok(&["deploy", "status", id, "--json"]);
         serde_json::from_str::<serde_json::Value>(&text).unwrap()[0].clone()
