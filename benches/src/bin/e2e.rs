@@ -164,9 +164,10 @@ fn measure(setup: &Setup, name: &str, server: &Server, args: &[&str]) -> anyhow:
     Ok(row)
 }
 
-/// Runs `wrk` (when installed) against the bare server with the same connections
-/// and duration on the same core as `edgekv bench`: the load tool must not be the
-/// bottleneck, so it should reach at least what wrk does.
+/// Runs `wrk` (when installed) against the bare server with the same connections,
+/// duration, core and request bytes (the `authorization` header too) as `edgekv
+/// bench`: the load tool must not be the bottleneck, so it should reach at least
+/// what wrk does.
 fn wrk_check(setup: &Setup, url: &str, ours: &Row) -> Option<String> {
     let mut command = if setup.pin {
         let mut c = Command::new("taskset");
@@ -180,6 +181,8 @@ fn wrk_check(setup: &Setup, url: &str, ours: &Row) -> Option<String> {
             "-t1",
             &format!("-c{}", setup.connections),
             &format!("-d{}", setup.duration),
+            "-H",
+            &format!("authorization: Bearer {TOKEN}"),
             url,
         ])
         .output()

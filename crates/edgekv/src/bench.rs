@@ -565,7 +565,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "distribution": format!("{:?}", args.distribution).to_lowercase(), "theta": args.theta,
         "bulk_get": args.bulk_get,
     });
-    println!(
+    // A closed pipe (`| head -1`) is not an error of the run: write, ignore it.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "{requests} requests in {:.2} s: {throughput:.0} req/s{}, {errors} errors {statuses:?}",
         elapsed.as_secs_f64(),
         if per_request > 1 {
@@ -574,7 +577,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             String::new()
         }
     );
-    println!(
+    let _ = writeln!(
+        out,
         "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
         ms(0.5),
         ms(0.9),

@@ -181,12 +181,15 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
          try:\n  export EDGEKV_URL=http://{http} EDGEKV_TOKEN={token} EDGEKV_ACCOUNT={account}\n  \
          edgekv kv namespace create my-first-namespace\n\
          a rollout:\n  export EDGEKV_CONTROL={control_url} EDGEKV_ADMIN_TOKEN={admin_token}\n  \
-         edgekv deploy start {second} --environment dev --steps 10:30s,50:30s,100:30s\n  \
-         edgekv deploy status --environment dev\n",
+         edgekv deploy start {second} --environment dev --steps 10:30s,50:30s,100:30s --min-requests 0\n  \
+         edgekv deploy status --environment dev\n  \
+         (each step waits for {min} requests to {second} per health window unless --min-requests says less;\n  \
+         try `edgekv bench` for traffic)\n",
         http = running.http_addr,
         builds = BUILDS.join(", "),
         first = BUILDS[0],
         second = BUILDS[1],
+        min = edgekv_control::health::Thresholds::default().min_requests,
         admin = running.admin_addr,
         account = dev.account,
         dir = dev.data_dir.display(),
