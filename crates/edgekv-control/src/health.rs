@@ -25,9 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rollout::Health;
 
-/// Upper bounds of the latency buckets edges report, in ms (one more bucket holds
-/// everything slower); the same as the edge's.
-pub const LATENCY_BOUNDS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000];
+pub use edgekv_proto::LATENCY_BOUNDS_MS;
 /// The latency assigned to the overflow bucket, in ms.
 const OVERFLOW_MS: u64 = 10_000;
 /// Below this p99, the relative latency threshold is not applied: small absolute

@@ -18,7 +18,7 @@ use futures_util::future::join_all;
 use tokio::sync::{mpsc, watch};
 
 use crate::Edge;
-use crate::upstream::{StatsDelta, Upstream};
+use crate::upstream::{ProbeFailure, StatsDelta};
 
 /// Probes the builds and reports to control (when `control` is given) every
 /// `probe_interval_ms`, until `stop` changes.
@@ -94,7 +94,7 @@ pub async fn probe_all(edge: &Edge) {
             // probe at one edge does not roll a deployment back.
             Err(err)
                 if !routes.is_ejected(&build_id)
-                    && (Upstream::is_auth_fault(&err)
+                    && (err.refused_auth()
                         || failed_probes(&routes, &build_id) >= EJECT_AFTER_PROBES) =>
             {
                 tracing::warn!(build = %build_id, error = %err, "ejecting a build whose probe failed");
@@ -109,8 +109,8 @@ pub async fn probe_all(edge: &Edge) {
     }
 }
 
-fn known_good_probed(edge: &Edge, build_id: &str, error: Option<crate::upstream::UpstreamError>) {
-    let failing = error.as_ref().is_some_and(Upstream::is_auth_fault);
+fn known_good_probed(edge: &Edge, build_id: &str, error: Option<ProbeFailure>) {
+    let failing = error.as_ref().is_some_and(ProbeFailure::refused_auth);
     let was = edge.known_good_auth_failing.swap(failing, Ordering::AcqRel);
     if failing && !was {
         tracing::error!(build = %build_id, error = ?error, "this edge's calls to known-good fail authentication: not ready, and left out of control's health analysis");

@@ -28,7 +28,7 @@ use edgekv_store::keys::NAMESPACE_ID_LEN;
 /// The number of write counters keys are spread over.
 const STRIPES: usize = 1024;
 /// Bytes counted for each entry beyond its key, value and metadata: the map slot
-/// (record fields and `Bytes` handles, about 136 B) at the map's load factor, the
+/// (record fields and `Bytes` handles, about 136 B by layout) at the map's load factor, the
 /// key's own allocation and the allocator's headers. Measured, not derived:
 /// `make bench-memory` found 458 B resident per hot key of 14 + 100 B (1,000,000
 /// keys, benches/RESULTS.md), so the budget counts what memory really holds.

@@ -818,14 +818,7 @@ impl Edge {
         if !self.usable_at(None, now_ms) {
             return None;
         }
-        match self.held(namespace, key).ok()? {
-            Some(record) => Some(live(record, now_ms / 1000, Source::Hit)),
-            None if mode == Mode::Full => Some(Lookup {
-                record: None,
-                source: Source::Hit,
-            }),
-            None => None,
-        }
+        answer_held(self.held(namespace, key).ok()?, mode, now_ms / 1000)
     }
 
     /// Reads a key: held and usable → HIT; else a build → MISS; on a build fault,
@@ -864,17 +857,11 @@ impl Edge {
             // one that asks a build (which would answer the older value).
             return Ok(live(record, now_s, Source::Hit));
         }
-        if !options.no_cache && self.usable(options.cache_ttl_s) {
-            match held {
-                Some(record) => return Ok(live(record, now_s, Source::Hit)),
-                None if mode == Mode::Full => {
-                    return Ok(Lookup {
-                        record: None,
-                        source: Source::Hit,
-                    });
-                }
-                None => {}
-            }
+        if !options.no_cache
+            && self.usable(options.cache_ttl_s)
+            && let Some(lookup) = answer_held(held.clone(), mode, now_s)
+        {
+            return Ok(lookup);
         }
         let affinity = options.version_key.clone();
         // A key the edge does not hold falls back to known-good on a build fault; a
@@ -1501,6 +1488,20 @@ fn last_per_key(changes: Vec<(Bytes, Change)>) -> Vec<(Bytes, Change)> {
         .filter(|(i, (key, _))| last.get(key) == Some(i))
         .map(|(_, change)| change)
         .collect()
+}
+
+/// The answer from what the edge holds, while held entries may be served: the
+/// record, or — in a `full` namespace, where the edge holds every key — its
+/// absence; `None` when a build must be asked.
+fn answer_held(held: Option<Record>, mode: Mode, now_s: u64) -> Option<Lookup> {
+    match held {
+        Some(record) => Some(live(record, now_s, Source::Hit)),
+        None if mode == Mode::Full => Some(Lookup {
+            record: None,
+            source: Source::Hit,
+        }),
+        None => None,
+    }
 }
 
 /// The lookup of a held or answered record at `now_s`: only live records are served.

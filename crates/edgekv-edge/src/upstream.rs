@@ -73,9 +73,7 @@ fn title_taken(status: &Status) -> bool {
         .is_some_and(|v| v == "title-taken")
 }
 
-/// Upper bounds of the latency buckets reported to control, in ms; one more
-/// bucket holds everything slower.
-pub const LATENCY_BOUNDS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000];
+pub use edgekv_proto::LATENCY_BOUNDS_MS;
 
 /// The class of a build fault, as health reports count them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +98,23 @@ impl FaultClass {
             Code::DeadlineExceeded | Code::Cancelled => FaultClass::Deadline,
             _ => FaultClass::Other,
         }
+    }
+}
+
+/// A failed probe: why, and its class.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct ProbeFailure {
+    /// The class of the fault.
+    pub class: FaultClass,
+    /// The fault.
+    pub error: UpstreamError,
+}
+
+impl ProbeFailure {
+    /// Whether the build refused this edge's credential.
+    pub fn refused_auth(&self) -> bool {
+        self.class == FaultClass::Auth
     }
 }
 
@@ -401,28 +416,34 @@ impl Upstream {
     }
 
     /// Asks the build who it is (a probe: counted apart from requests).
-    pub async fn health(&self) -> Result<v1::HealthResponse, UpstreamError> {
+    pub async fn health(&self) -> Result<v1::HealthResponse, ProbeFailure> {
         let mut client = self.client.clone();
         let outcome = tokio::time::timeout(self.timeout, client.health(v1::HealthRequest {})).await;
         let result = match outcome {
             Ok(Ok(response)) => {
                 let answer = response.into_inner();
-                self.check_inner(answer.stamp.as_ref()).map(|_| answer)
+                self.check_inner(answer.stamp.as_ref())
+                    .map(|_| answer)
+                    .map_err(|error| ProbeFailure {
+                        class: FaultClass::Other,
+                        error,
+                    })
             }
-            Ok(Err(status)) => Err(classify(&status)),
-            Err(_) => Err(UpstreamError::Build(format!(
-                "no answer within {:?} from {}",
-                self.timeout, self.url
-            ))),
+            Ok(Err(status)) => Err(ProbeFailure {
+                class: FaultClass::of(status.code()),
+                error: classify(&status),
+            }),
+            Err(_) => Err(ProbeFailure {
+                class: FaultClass::Deadline,
+                error: UpstreamError::Build(format!(
+                    "no answer within {:?} from {}",
+                    self.timeout, self.url
+                )),
+            }),
         };
         let message = result.as_ref().err().map(ToString::to_string);
         self.stats.probe(message.as_deref().map_or(Ok(()), Err));
         result
-    }
-
-    /// Whether a probe failure is an authentication refusal.
-    pub fn is_auth_fault(err: &UpstreamError) -> bool {
-        matches!(err, UpstreamError::Build(m) if m.starts_with("Unauthenticated") || m.starts_with("PermissionDenied"))
     }
 
     /// Reads a key.

@@ -206,15 +206,7 @@ async fn the_2023_incident_replayed_never_reaches_a_client_as_a_401() {
         ("kv-v2", "production", production.url("kv-v2")),
         ("kv-v2-stg", "staging", staging.url("kv-v2-stg")),
     ] {
-        control.ok(&[
-            "build",
-            "register",
-            id,
-            "--environment",
-            environment,
-            "--endpoint",
-            &url,
-        ]);
+        control.register(id, environment, &url);
     }
     control.bootstrap("kv-v1", "production");
     eventually(Duration::from_secs(20), "kv-v1 is known-good", || async {
