@@ -11,14 +11,24 @@
 //! writer has installed its record (before the write is answered), no fill with an
 //! older read can replace it.
 //!
+//! # Layout
+//! The map holds each composite key inline in its slot up to [`INLINE_KEY`] bytes,
+//! and each value packed into an allocation of its own with its reference count
+//! beside the bytes ([`pack`]). A hit on a key not in the CPU's caches then
+//! touches the slot and the value's one allocation — not also a key allocation and
+//! a separate reference count. Packing also means a held value never keeps a
+//! larger buffer alive (the request body or store read it arrived in).
+//!
 //! # Eviction
 //! Second chance (CLOCK): a hit marks its entry; when the tier is over budget, one
 //! thread sweeps the map, clearing marks and evicting unmarked entries until the
 //! tier is under 90% of its budget.
 
-use std::hash::BuildHasher;
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use edgekv_kv::Record;
@@ -37,7 +47,7 @@ const ENTRY_OVERHEAD: usize = 320;
 /// The hot tier of an edge.
 #[derive(Debug)]
 pub struct HotTier {
-    map: DashMap<Box<[u8]>, Slot, foldhash::fast::RandomState>,
+    map: DashMap<HotKey, Slot, foldhash::fast::RandomState>,
     stripes: Box<[AtomicU64]>,
     capacity: usize,
     max_entry: usize,
@@ -83,6 +93,123 @@ pub struct HotStats {
 struct KeyBuf {
     buf: [u8; NAMESPACE_ID_LEN + MAX_KEY_BYTES],
     len: usize,
+}
+
+/// Composite keys up to this long are held inline in their map slot.
+pub const INLINE_KEY: usize = 62;
+
+/// A composite key as the map holds it: inline up to [`INLINE_KEY`] bytes (a
+/// namespace id and a key of up to 30 bytes), else on the heap. Hashes and
+/// compares as its bytes, so the map is probed with a plain `&[u8]`.
+#[derive(Debug)]
+enum HotKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+impl HotKey {
+    fn new(key: &[u8]) -> Self {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(key);
+            HotKey::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            HotKey::Heap(key.into())
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            HotKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            HotKey::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl Borrow<[u8]> for HotKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl Hash for HotKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl PartialEq for HotKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for HotKey {}
+
+/// A value's bytes copied into one allocation with its reference count ahead of
+/// them, in size classes up to 512 bytes; longer values get an exact-size buffer of
+/// their own. Either way the held value shares no larger buffer.
+fn pack(value: &Bytes) -> Bytes {
+    match value.len() {
+        0 => Bytes::new(),
+        1..=32 => packed::<32>(value),
+        33..=64 => packed::<64>(value),
+        65..=96 => packed::<96>(value),
+        97..=128 => packed::<128>(value),
+        129..=192 => packed::<192>(value),
+        193..=256 => packed::<256>(value),
+        257..=384 => packed::<384>(value),
+        385..=512 => packed::<512>(value),
+        _ => Bytes::copy_from_slice(value),
+    }
+}
+
+/// The bytes a packed value of `len` bytes occupies: its size class and the
+/// header ahead of it (reference count, drop function, length).
+fn packed_size(len: usize) -> usize {
+    match len {
+        0 => 0,
+        1..=512 => {
+            24 + [32, 64, 96, 128, 192, 256, 384, 512]
+                .into_iter()
+                .find(|&c| len <= c)
+                .unwrap_or(512)
+        }
+        _ => len,
+    }
+}
+
+/// The owner of a packed value: its length and bytes, inline.
+struct Packed<const N: usize> {
+    len: usize,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> AsRef<[u8]> for Packed<N> {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+fn packed<const N: usize>(value: &[u8]) -> Bytes {
+    let mut bytes = [0; N];
+    bytes[..value.len()].copy_from_slice(value);
+    Bytes::from_owner(Packed {
+        len: value.len(),
+        bytes,
+    })
+}
+
+/// The record as the hot tier holds it: value and metadata packed.
+fn packed_record(record: Record) -> Record {
+    Record {
+        value: pack(&record.value),
+        metadata: record.metadata.as_ref().map(pack),
+        ..record
+    }
 }
 
 /// Runs `f` on the composite key of `(namespace, key)`, built in place on the
@@ -184,7 +311,8 @@ impl HotTier {
         if weight > self.max_entry {
             return;
         }
-        let entry = self.map.entry(k.as_slice().into());
+        let record = packed_record(record);
+        let entry = self.map.entry(HotKey::new(k.as_slice()));
         if self.stripes[token.stripe].load(Ordering::Acquire) != token.version {
             return;
         }
@@ -209,7 +337,12 @@ impl HotTier {
             return;
         };
         let weight = Self::weight(k.len, &record);
-        let entry = self.map.entry(k.as_slice().into());
+        let record = if weight > self.max_entry {
+            record
+        } else {
+            packed_record(record)
+        };
+        let entry = self.map.entry(HotKey::new(k.as_slice()));
         let stripe = self.stripe(k.as_slice());
         self.stripes[stripe].fetch_add(1, Ordering::AcqRel);
         if weight > self.max_entry {
@@ -241,7 +374,7 @@ impl HotTier {
         }
         let mut freed = 0;
         self.map.retain(|k, slot| {
-            let keep = !k.starts_with(namespace.as_bytes());
+            let keep = !k.as_slice().starts_with(namespace.as_bytes());
             if !keep {
                 freed += slot.weight;
             }
@@ -276,7 +409,9 @@ impl HotTier {
     }
 
     fn weight(key_len: usize, record: &Record) -> usize {
-        key_len + record.weight() + ENTRY_OVERHEAD
+        let key = if key_len <= INLINE_KEY { 0 } else { key_len };
+        let metadata = record.metadata.as_ref().map_or(0, |m| packed_size(m.len()));
+        key + packed_size(record.value.len()) + metadata + ENTRY_OVERHEAD
     }
 
     fn stripe(&self, key: &[u8]) -> usize {

@@ -15,13 +15,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use hyper::body::Body as HttpBody;
 
 pub use respond::Body;
 pub use route::{Route, Scope};
 
 use crate::metrics::RouteLabel;
+use crate::tokens::{TokenHash, TokenMemo};
 use crate::{Edge, Error, Result};
 
 /// Answers one request of the KV API. Never panics on input and never answers a
@@ -64,20 +65,26 @@ where
 /// fully. Keeping this path synchronous keeps the
 /// future hyper stores per request tiny (the full handler's is large, and hyper
 /// moves it into place on every request).
-pub fn try_hot<B>(edge: &Edge, request: &Request<B>) -> Option<Response<Body>> {
+pub fn try_hot<B>(edge: &Edge, request: &Request<B>, memo: &TokenMemo) -> Option<Response<Body>> {
     if request.method() != Method::GET || request.uri().query().is_some() {
         return None;
     }
-    let headers = request.headers();
-    if headers.contains_key(http::header::CACHE_CONTROL) || headers.contains_key(&VERSION_OVERRIDE)
-    {
-        return None;
+    // One pass over the headers (a request has a handful): the token, and whether
+    // any header asks for more than a held read.
+    let mut authorization = None;
+    for (name, value) in request.headers() {
+        if name == http::header::AUTHORIZATION {
+            authorization.get_or_insert(value);
+        } else if name == http::header::CACHE_CONTROL || name == VERSION_OVERRIDE {
+            return None;
+        }
     }
     let start = Instant::now();
     let Some(Route::Value(scope, key)) = Route::parse(request.uri().path()) else {
         return None;
     };
-    let mut response = hot_value(edge, headers, &scope, &key)?;
+    let token = authorization.and_then(bearer_token).map(|t| memo.hash(t));
+    let mut response = hot_value(edge, token, &scope, &key)?;
     if let Some(version) = &edge.routes().version_header {
         response
             .headers_mut()
@@ -94,17 +101,12 @@ pub fn try_hot<B>(edge: &Edge, request: &Request<B>) -> Option<Response<Body>> {
 /// The answer of the hot path for a value, if it has one.
 fn hot_value(
     edge: &Edge,
-    headers: &HeaderMap,
+    token: Option<TokenHash>,
     scope: &Scope<'_>,
     key: &[u8],
 ) -> Option<Response<Body>> {
-    edge.authorize(
-        bearer(headers),
-        &scope.account,
-        Some(&scope.namespace),
-        false,
-    )
-    .ok()?;
+    edge.authorize_hashed(token, &scope.account, Some(&scope.namespace), false)
+        .ok()?;
     let mode = edge.known_mode(&scope.account, &scope.namespace)?.ok()?;
     edgekv_kv::validate::key(key).ok()?;
     let lookup = edge.get_held(&scope.namespace, mode, key)?;
@@ -249,10 +251,35 @@ where
 
 /// The bearer token of a request, if it sent one.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    bearer_token(headers.get(http::header::AUTHORIZATION)?)
+}
+
+/// The token of an `Authorization: Bearer <token>` value (scheme in any case).
+fn bearer_token(value: &HeaderValue) -> Option<&str> {
+    // A header value that is text holds visible ASCII and tabs only, so ASCII
+    // trimming is all the trimming there is.
+    let value = value.to_str().ok()?.trim_ascii();
+    let space = value.bytes().position(|b| b == b' ')?;
+    let token = value[space + 1..].trim_ascii();
+    (value[..space].eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_in_any_case_and_trimmed() {
+        let token =
+            |raw: &'static str| bearer_token(&HeaderValue::from_static(raw)).map(str::to_owned);
+        assert_eq!(token("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(token("bearer  abc ").as_deref(), Some("abc"));
+        assert_eq!(token("BEARER abc").as_deref(), Some("abc"));
+        assert_eq!(token("Basic abc"), None);
+        assert_eq!(token("Bearer"), None);
+        assert_eq!(token("Bearer   "), None);
+        assert_eq!(token("Bearerabc"), None);
+        assert_eq!(token("\tBearer\tabc"), None);
+        assert_eq!(token(" Bearer \tabc\t").as_deref(), Some("abc"));
+    }
 }

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::tokens::TokenMemo;
 use crate::{Edge, Error, Result, admin, http::Body};
 
 /// A running edge: its listeners' addresses and the handle that stops it.
@@ -51,11 +52,13 @@ impl RunningEdge {
         let mut tasks = JoinSet::new();
 
         let api = edge.clone();
+        // Cloned for each connection, so each has its own token memo.
+        let memo = TokenMemo::default();
         tasks.spawn(serve(
             http,
             stopped.clone(),
             grace,
-            move |req: Request<Incoming>| match crate::http::try_hot(&api, &req) {
+            move |req: Request<Incoming>| match crate::http::try_hot(&api, &req, &memo) {
                 Some(response) => Either::Left(std::future::ready(response)),
                 None => {
                     let edge = api.clone();
@@ -141,7 +144,7 @@ async fn serve<F, Fut>(
     grace: Duration,
     handler: F,
 ) where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let builder = auto::Builder::new(TokioExecutor::new());

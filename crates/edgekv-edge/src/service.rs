@@ -32,7 +32,7 @@ use crate::hot::HotTier;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Queued};
 use crate::routes::Routes;
-use crate::tokens::TokenTable;
+use crate::tokens::{self, TokenHash, TokenTable};
 use crate::upstream::{Upstream, UpstreamError};
 use crate::{EdgeConfig, Error, Result};
 
@@ -540,7 +540,18 @@ impl Edge {
         namespace: Option<&str>,
         write: bool,
     ) -> Result<Access> {
-        let token = bearer.ok_or(Error::Unauthorized(
+        self.authorize_hashed(bearer.map(tokens::hash), account, namespace, write)
+    }
+
+    /// [`Edge::authorize`] for a token already hashed ([`tokens::TokenMemo`]).
+    pub fn authorize_hashed(
+        &self,
+        token: Option<TokenHash>,
+        account: &str,
+        namespace: Option<&str>,
+        write: bool,
+    ) -> Result<Access> {
+        let token = token.ok_or(Error::Unauthorized(
             "missing bearer token: send `Authorization: Bearer <token>`",
         ))?;
         let tokens = self.tokens.load();
@@ -552,7 +563,7 @@ impl Edge {
             ));
         }
         let grant = tokens
-            .lookup(token)
+            .lookup_hash(&token)
             .ok_or(Error::Unauthorized("invalid or revoked token"))?;
         if grant.account != account {
             return Err(Error::Forbidden(format!(

@@ -4,6 +4,7 @@
 //! or in memory) gives nobody access. Tokens are 128-bit random secrets, so one
 //! SHA-256 is as strong as a slow KDF would be and costs well under a microsecond.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -109,7 +110,36 @@ impl TokenTable {
 
     /// Returns the grant of a presented token.
     pub fn lookup(&self, token: &str) -> Option<&Grant> {
-        self.grants.get(&hash(token))
+        self.lookup_hash(&hash(token))
+    }
+
+    /// Returns the grant of the token with this hash.
+    pub fn lookup_hash(&self, hash: &TokenHash) -> Option<&Grant> {
+        self.grants.get(hash)
+    }
+}
+
+/// The hash of the token a connection presented last, so that its later requests
+/// skip the SHA-256: a client sends the same token on every request of a keep-alive
+/// connection. The memo keeps that token's bytes to compare with, for the life of
+/// the connection that carried them (one memo per connection, never shared, never
+/// written anywhere); the table itself still holds hashes only.
+#[derive(Debug, Default, Clone)]
+pub struct TokenMemo {
+    last: RefCell<Option<(Box<str>, TokenHash)>>,
+}
+
+impl TokenMemo {
+    /// The hash of `token`: remembered when it is the connection's last token.
+    pub fn hash(&self, token: &str) -> TokenHash {
+        if let Some((last, digest)) = &*self.last.borrow()
+            && **last == *token
+        {
+            return *digest;
+        }
+        let digest = hash(token);
+        *self.last.borrow_mut() = Some((token.into(), digest));
+        digest
     }
 }
 
@@ -140,6 +170,14 @@ mod tests {
         );
         assert!(table.lookup("other").is_none());
         assert_ne!(generate(), token);
+    }
+
+    #[test]
+    fn a_memo_hashes_as_the_table_does_whatever_the_order_of_tokens() {
+        let memo = TokenMemo::default();
+        for token in ["a", "a", "b", "a", "", "bb", "b"] {
+            assert_eq!(memo.hash(token), hash(token), "{token:?}");
+        }
     }
 
     #[test]

@@ -755,6 +755,66 @@ async fn tokens_are_checked() {
     assert_eq!(kv.get(&ns, "k").await, (200, b"v".to_vec()));
 }
 
+/// One keep-alive connection, one token after another: each request is judged by
+/// its own token, whatever the connection sent before (the edge remembers the
+/// hash of a connection's last token).
+#[tokio::test]
+async fn each_request_on_a_connection_is_judged_by_its_own_token() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    let ns = kv.create_namespace("memo").await;
+    kv.put(&ns, "k", "v").await;
+    assert_eq!(kv.get(&ns, "k").await, (200, b"v".to_vec()));
+    let addr = edge.running.as_ref().unwrap().http_addr;
+    let path = format!("/client/v4/accounts/{ACCOUNT}/storage/kv/namespaces/{ns}/values/k");
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stream = BufReader::new(stream);
+    let cases = [
+        (Some(TOKEN), 200),
+        (Some("wrong-token"), 401),
+        (Some(TOKEN), 200),
+        (Some(OTHER_ACCOUNT_TOKEN), 403),
+        (None, 401),
+        (Some(READ_ONLY_TOKEN), 200),
+        (Some(TOKEN), 200),
+        (Some(""), 401),
+        (Some(TOKEN), 200),
+    ];
+    for (token, expected) in cases {
+        let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+        let head = format!("GET {path} HTTP/1.1\r\nhost: edge\r\n{auth}\r\n");
+        stream.get_mut().write_all(head.as_bytes()).await.unwrap();
+        let mut status_line = String::new();
+        stream.read_line(&mut status_line).await.unwrap();
+        let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            stream.read_line(&mut line).await.unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body).await.unwrap();
+        assert_eq!(
+            status,
+            expected,
+            "token {token:?}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        if expected == 200 {
+            assert_eq!(body, b"v");
+        }
+    }
+}
+
 #[tokio::test]
 async fn writes_survive_a_restart() {
     let edge = TestEdge::start().await;
