@@ -119,6 +119,50 @@ fn hot_get_through_http(c: &mut Criterion) {
             black_box(response)
         })
     });
+    // The same over 10,000 keys in a shuffled order: each hit's map slot and value
+    // are then seldom in the CPU's caches, as under real load.
+    let keys: Vec<String> = (0..10_000).map(|i| format!("key-{i:05}")).collect();
+    rt.block_on(async {
+        for chunk in keys.chunks(1000) {
+            let writes = chunk
+                .iter()
+                .map(|key| {
+                    let change = Change::Put {
+                        value: Bytes::from(vec![2u8; 100]),
+                        metadata: None,
+                        expiration: None,
+                    };
+                    (Bytes::from(key.clone()), change)
+                })
+                .collect();
+            edge.write(&ns, writes).await.unwrap();
+        }
+    });
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    // A fixed shuffle (multiplicative hashing of the index), the same every run.
+    order.sort_by_key(|&i| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let requests: Vec<_> = order
+        .iter()
+        .map(|&i| {
+            http::Request::get(format!(
+                "/client/v4/accounts/acct/storage/kv/namespaces/{ns}/values/{}",
+                keys[i]
+            ))
+            .header("authorization", auth.as_str())
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+        })
+        .collect();
+    c.bench_function("hot_get_held_path_10k_keys", |b| {
+        let memo = edgekv_edge::tokens::TokenMemo::default();
+        let mut next = 0;
+        b.iter(|| {
+            next = (next + 1) % requests.len();
+            let response = edgekv_edge::http::try_hot(&edge, &requests[next], &memo).unwrap();
+            assert_eq!(response.headers()[&CACHE_HEADER], "HIT");
+            black_box(response)
+        })
+    });
     c.bench_function("hot_get_http_handler_100B", |b| {
         b.iter(|| {
             let request = http::Request::get(uri.as_str())

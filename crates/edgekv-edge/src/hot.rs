@@ -13,11 +13,12 @@
 //!
 //! # Layout
 //! The map holds each composite key inline in its slot up to [`INLINE_KEY`] bytes,
-//! and each value packed into an allocation of its own with its reference count
-//! beside the bytes ([`pack`]). A hit on a key not in the CPU's caches then
-//! touches the slot and the value's one allocation — not also a key allocation and
-//! a separate reference count. Packing also means a held value never keeps a
-//! larger buffer alive (the request body or store read it arrived in).
+//! beside a 72-byte record, and each value packed with its metadata into an
+//! allocation of its own with the reference count ahead of the bytes ([`pack`]).
+//! A hit on a key not in the CPU's caches then touches the slot and that one
+//! allocation — not also a key allocation, a separate reference count and a
+//! metadata handle. Packing also means a held value never keeps a larger buffer
+//! alive (the request body or store read it arrived in).
 //!
 //! # Eviction
 //! Second chance (CLOCK): a hit marks its entry; when the tier is over budget, one
@@ -58,12 +59,24 @@ pub struct HotTier {
     evictions: AtomicU64,
 }
 
+/// An entry of the tier: a record in 72 bytes. Value and metadata share one
+/// packed allocation; absent options are flags.
 #[derive(Debug)]
 struct Slot {
-    record: Record,
-    weight: usize,
+    /// The value's bytes, then the metadata's.
+    bytes: Bytes,
+    expiration: u64,
+    revision: u64,
+    hlc: u64,
+    value_len: u32,
+    weight: u32,
+    flags: u8,
     referenced: AtomicBool,
 }
+
+const TOMBSTONE: u8 = 1;
+const METADATA: u8 = 2;
+const EXPIRATION: u8 = 4;
 
 /// Taken before a store read; lets the fill that follows detect a racing write.
 #[derive(Debug, Clone, Copy)]
@@ -87,12 +100,6 @@ pub struct HotStats {
     pub bytes: usize,
     /// The budget.
     pub capacity: usize,
-}
-
-/// The composite key of `(namespace, key)`, built on the stack.
-struct KeyBuf {
-    buf: [u8; NAMESPACE_ID_LEN + MAX_KEY_BYTES],
-    len: usize,
 }
 
 /// Composite keys up to this long are held inline in their map slot.
@@ -149,40 +156,36 @@ impl PartialEq for HotKey {
 
 impl Eq for HotKey {}
 
-/// A value's bytes copied into one allocation with its reference count ahead of
-/// them, in size classes up to 512 bytes; longer values get an exact-size buffer of
-/// their own. Either way the held value shares no larger buffer.
-fn pack(value: &Bytes) -> Bytes {
-    match value.len() {
+/// Bytes (a value and its metadata) copied into one allocation with its reference
+/// count ahead of them, in size classes up to 512 bytes; longer ones get an
+/// exact-size buffer of their own. Either way they share no larger buffer.
+fn pack(parts: &[&[u8]]) -> Bytes {
+    match parts.iter().map(|p| p.len()).sum::<usize>() {
         0 => Bytes::new(),
-        1..=32 => packed::<32>(value),
-        33..=64 => packed::<64>(value),
-        65..=96 => packed::<96>(value),
-        97..=128 => packed::<128>(value),
-        129..=192 => packed::<192>(value),
-        193..=256 => packed::<256>(value),
-        257..=384 => packed::<384>(value),
-        385..=512 => packed::<512>(value),
-        _ => Bytes::copy_from_slice(value),
+        1..=32 => packed::<32>(parts),
+        33..=64 => packed::<64>(parts),
+        65..=96 => packed::<96>(parts),
+        97..=128 => packed::<128>(parts),
+        129..=192 => packed::<192>(parts),
+        193..=256 => packed::<256>(parts),
+        257..=384 => packed::<384>(parts),
+        385..=512 => packed::<512>(parts),
+        _ => Bytes::from(parts.concat()),
     }
 }
 
-/// The bytes a packed value of `len` bytes occupies: its size class and the
-/// header ahead of it (reference count, drop function, length).
+/// The bytes that [`pack`] takes for `len` bytes: the size class and the header
+/// ahead of it (reference count, drop function, length).
 fn packed_size(len: usize) -> usize {
+    const CLASSES: [usize; 8] = [32, 64, 96, 128, 192, 256, 384, 512];
     match len {
         0 => 0,
-        1..=512 => {
-            24 + [32, 64, 96, 128, 192, 256, 384, 512]
-                .into_iter()
-                .find(|&c| len <= c)
-                .unwrap_or(512)
-        }
+        1..=512 => 24 + CLASSES.into_iter().find(|&c| len <= c).unwrap_or(512),
         _ => len,
     }
 }
 
-/// The owner of a packed value: its length and bytes, inline.
+/// The owner of packed bytes: their length and the bytes, inline.
 struct Packed<const N: usize> {
     len: usize,
     bytes: [u8; N],
@@ -194,22 +197,14 @@ impl<const N: usize> AsRef<[u8]> for Packed<N> {
     }
 }
 
-fn packed<const N: usize>(value: &[u8]) -> Bytes {
+fn packed<const N: usize>(parts: &[&[u8]]) -> Bytes {
     let mut bytes = [0; N];
-    bytes[..value.len()].copy_from_slice(value);
-    Bytes::from_owner(Packed {
-        len: value.len(),
-        bytes,
-    })
-}
-
-/// The record as the hot tier holds it: value and metadata packed.
-fn packed_record(record: Record) -> Record {
-    Record {
-        value: pack(&record.value),
-        metadata: record.metadata.as_ref().map(pack),
-        ..record
+    let mut len = 0;
+    for part in parts {
+        bytes[len..len + part.len()].copy_from_slice(part);
+        len += part.len();
     }
+    Bytes::from_owner(Packed { len, bytes })
 }
 
 /// Runs `f` on the composite key of `(namespace, key)`, built in place on the
@@ -229,23 +224,6 @@ fn with_key<R>(namespace: &str, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Optio
         Some(f(&buf[..len]))
     } else {
         Some(f(&[namespace.as_bytes(), key].concat()))
-    }
-}
-
-impl KeyBuf {
-    fn new(namespace: &str, key: &[u8]) -> Option<Self> {
-        let len = namespace.len() + key.len();
-        if namespace.len() != NAMESPACE_ID_LEN || len > NAMESPACE_ID_LEN + MAX_KEY_BYTES {
-            return None;
-        }
-        let mut buf = [0; NAMESPACE_ID_LEN + MAX_KEY_BYTES];
-        buf[..NAMESPACE_ID_LEN].copy_from_slice(namespace.as_bytes());
-        buf[NAMESPACE_ID_LEN..len].copy_from_slice(key);
-        Some(KeyBuf { buf, len })
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        &self.buf[..self.len]
     }
 }
 
@@ -274,7 +252,7 @@ impl HotTier {
                 if !slot.referenced.load(Ordering::Relaxed) {
                     slot.referenced.store(true, Ordering::Relaxed);
                 }
-                slot.record.clone()
+                slot.record()
             })
         })
         .flatten();
@@ -289,12 +267,12 @@ impl HotTier {
 
     /// Whether a key is held, without counting a hit or a miss.
     pub fn contains(&self, namespace: &str, key: &[u8]) -> bool {
-        KeyBuf::new(namespace, key).is_some_and(|k| self.map.contains_key(k.as_slice()))
+        with_key(namespace, key, |k| self.map.contains_key(k)).unwrap_or(false)
     }
 
     /// Takes the token a fill after a store read must present.
     pub fn fill_token(&self, namespace: &str, key: &[u8]) -> FillToken {
-        let stripe = KeyBuf::new(namespace, key).map_or(0, |k| self.stripe(k.as_slice()));
+        let stripe = with_key(namespace, key, |k| self.stripe(k)).unwrap_or(0);
         FillToken {
             stripe,
             version: self.stripes[stripe].load(Ordering::Acquire),
@@ -304,23 +282,23 @@ impl HotTier {
     /// Holds a record read from the store, unless a write to its key was installed
     /// since `token` was taken, or a newer revision is already held.
     pub fn fill(&self, namespace: &str, key: &[u8], record: Record, token: FillToken) {
-        let Some(k) = KeyBuf::new(namespace, key) else {
-            return;
-        };
-        let weight = Self::weight(k.len, &record);
+        with_key(namespace, key, |k| self.fill_key(k, record, token));
+    }
+
+    fn fill_key(&self, k: &[u8], record: Record, token: FillToken) {
+        let weight = Self::weight(k.len(), &record);
         if weight > self.max_entry {
             return;
         }
-        let record = packed_record(record);
-        let entry = self.map.entry(HotKey::new(k.as_slice()));
+        let entry = self.map.entry(HotKey::new(k));
         if self.stripes[token.stripe].load(Ordering::Acquire) != token.version {
             return;
         }
         match entry {
             Entry::Occupied(mut held) => {
-                if held.get().record.revision < record.revision {
+                if held.get().revision < record.revision {
                     let old = std::mem::replace(held.get_mut(), Slot::new(record, weight));
-                    self.account(weight, old.weight);
+                    self.account(weight, old.weight as usize);
                 }
             }
             Entry::Vacant(vacant) => {
@@ -333,29 +311,25 @@ impl HotTier {
 
     /// Installs the record a write just stored; no earlier read can replace it.
     pub fn update(&self, namespace: &str, key: &[u8], record: Record) {
-        let Some(k) = KeyBuf::new(namespace, key) else {
-            return;
-        };
-        let weight = Self::weight(k.len, &record);
-        let record = if weight > self.max_entry {
-            record
-        } else {
-            packed_record(record)
-        };
-        let entry = self.map.entry(HotKey::new(k.as_slice()));
-        let stripe = self.stripe(k.as_slice());
+        with_key(namespace, key, |k| self.update_key(k, record));
+    }
+
+    fn update_key(&self, k: &[u8], record: Record) {
+        let weight = Self::weight(k.len(), &record);
+        let entry = self.map.entry(HotKey::new(k));
+        let stripe = self.stripe(k);
         self.stripes[stripe].fetch_add(1, Ordering::AcqRel);
         if weight > self.max_entry {
             if let Entry::Occupied(held) = entry {
                 let (_, old) = held.remove_entry();
-                self.account(0, old.weight);
+                self.account(0, old.weight as usize);
             }
             return;
         }
         match entry {
             Entry::Occupied(mut held) => {
                 let old = std::mem::replace(held.get_mut(), Slot::new(record, weight));
-                self.account(weight, old.weight);
+                self.account(weight, old.weight as usize);
             }
             Entry::Vacant(vacant) => {
                 vacant.insert(Slot::new(record, weight));
@@ -376,7 +350,7 @@ impl HotTier {
         self.map.retain(|k, slot| {
             let keep = !k.as_slice().starts_with(namespace.as_bytes());
             if !keep {
-                freed += slot.weight;
+                freed += slot.weight as usize;
             }
             keep
         });
@@ -390,7 +364,7 @@ impl HotTier {
         }
         let mut freed = 0;
         self.map.retain(|_, slot| {
-            freed += slot.weight;
+            freed += slot.weight as usize;
             false
         });
         self.account(0, freed);
@@ -410,8 +384,7 @@ impl HotTier {
 
     fn weight(key_len: usize, record: &Record) -> usize {
         let key = if key_len <= INLINE_KEY { 0 } else { key_len };
-        let metadata = record.metadata.as_ref().map_or(0, |m| packed_size(m.len()));
-        key + packed_size(record.value.len()) + metadata + ENTRY_OVERHEAD
+        key + packed_size(record.weight()) + ENTRY_OVERHEAD
     }
 
     fn stripe(&self, key: &[u8]) -> usize {
@@ -445,8 +418,8 @@ impl HotTier {
                 if slot.referenced.swap(false, Ordering::Relaxed) {
                     return true;
                 }
-                over = over.saturating_sub(slot.weight);
-                freed += slot.weight;
+                over = over.saturating_sub(slot.weight as usize);
+                freed += slot.weight as usize;
                 evicted += 1;
                 false
             });
@@ -462,10 +435,40 @@ impl HotTier {
 
 impl Slot {
     fn new(record: Record, weight: usize) -> Self {
+        let metadata = record.metadata.as_deref();
+        let mut flags = 0;
+        for (set, flag) in [
+            (record.tombstone, TOMBSTONE),
+            (metadata.is_some(), METADATA),
+            (record.expiration.is_some(), EXPIRATION),
+        ] {
+            if set {
+                flags |= flag;
+            }
+        }
         Slot {
-            record,
-            weight,
+            bytes: pack(&[&record.value, metadata.unwrap_or_default()]),
+            expiration: record.expiration.unwrap_or_default(),
+            revision: record.revision,
+            hlc: record.hlc,
+            // Entries are at most an eighth of the tier, and values at most 25 MiB.
+            value_len: record.value.len() as u32,
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+            flags,
             referenced: AtomicBool::new(false),
+        }
+    }
+
+    /// The record held, sharing the slot's bytes.
+    fn record(&self) -> Record {
+        let value_len = self.value_len as usize;
+        Record {
+            value: self.bytes.slice(..value_len),
+            metadata: (self.flags & METADATA != 0).then(|| self.bytes.slice(value_len..)),
+            expiration: (self.flags & EXPIRATION != 0).then_some(self.expiration),
+            revision: self.revision,
+            hlc: self.hlc,
+            tombstone: self.flags & TOMBSTONE != 0,
         }
     }
 }

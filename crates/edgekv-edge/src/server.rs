@@ -14,13 +14,15 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use self::drain::Drain;
 use crate::tokens::TokenMemo;
 use crate::{Edge, Error, Result, admin, http::Body};
+
+mod drain;
 
 /// A running edge: its listeners' addresses and the handle that stops it.
 #[derive(Debug)]
@@ -148,7 +150,7 @@ async fn serve<F, Fut>(
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
+    let drain = Drain::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -172,7 +174,7 @@ async fn serve<F, Fut>(
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
+        let connection = drain.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "connection ended with an error");
@@ -180,10 +182,7 @@ async fn serve<F, Fut>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, drain.shutdown()).await.is_err() {
         tracing::warn!(
             ?grace,
             "requests still in flight after the grace period; closing"

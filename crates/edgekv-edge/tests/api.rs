@@ -815,6 +815,66 @@ async fn each_request_on_a_connection_is_judged_by_its_own_token() {
     }
 }
 
+/// Shutting down: a request the edge has begun is finished and answered, an idle
+/// keep-alive connection is closed at once, and the edge stops once both are done.
+#[tokio::test]
+async fn shutdown_finishes_requests_in_flight_and_closes_idle_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let mut edge = TestEdge::start().await;
+    let kv = edge.client();
+    let ns = kv.create_namespace("drain").await;
+    let addr = edge.running.as_ref().unwrap().http_addr;
+    let path = format!("/client/v4/accounts/{ACCOUNT}/storage/kv/namespaces/{ns}/values/k");
+    let head = |method: &str, extra: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nhost: edge\r\nauthorization: Bearer {TOKEN}\r\n{extra}\r\n"
+        )
+    };
+    // An idle keep-alive connection: one request answered, then nothing.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(head("GET", "").as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    // A PUT whose body has not arrived: begun, not finished.
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    busy.write_all(head("PUT", "content-length: 5\r\n").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let stopping = tokio::spawn(async move {
+        edge.stop().await;
+        edge
+    });
+    let n = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut buf))
+        .await
+        .expect("the idle connection was not closed")
+        .unwrap();
+    assert_eq!(n, 0, "the idle connection was answered instead of closed");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !stopping.is_finished(),
+        "the edge stopped with a request in flight"
+    );
+    busy.write_all(b"hello").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut answer))
+        .await
+        .expect("the request in flight was not answered and closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let edge = tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("the edge did not stop once its last request was answered")
+        .unwrap();
+    let edge = edge.restart().await;
+    assert_eq!(edge.client().get(&ns, "k").await, (200, b"hello".to_vec()));
+}
+
 #[tokio::test]
 async fn writes_survive_a_restart() {
     let edge = TestEdge::start().await;

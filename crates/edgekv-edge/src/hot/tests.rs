@@ -74,10 +74,40 @@ fn keys_of_every_length_are_found_inline_or_not() {
 #[test]
 fn packing_keeps_the_bytes_and_sizes_classes_as_counted() {
     for len in 0..=1100 {
-        let value = Bytes::from((0..len).map(|i| i as u8).collect::<Vec<u8>>());
-        let packed = pack(&value);
-        assert_eq!(packed, value, "{len}");
+        let value: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        assert_eq!(pack(&[&value]), value, "{len}");
+        let (a, b) = value.split_at(len / 3);
+        assert_eq!(pack(&[a, b]), value, "{len} in two parts");
         assert!(packed_size(len) >= len, "{len}");
+    }
+}
+
+#[test]
+fn a_slot_gives_back_the_record_it_was_given() {
+    assert_eq!(std::mem::size_of::<Slot>(), 72, "the slot grew");
+    let value = Bytes::from_static(b"value");
+    for metadata in [
+        None,
+        Some(Bytes::new()),
+        Some(Bytes::from_static(b"{\"m\":1}")),
+    ] {
+        for expiration in [None, Some(0), Some(1_700_000_000)] {
+            for tombstone in [false, true] {
+                let record = Record {
+                    value: if tombstone {
+                        Bytes::new()
+                    } else {
+                        value.clone()
+                    },
+                    metadata: metadata.clone(),
+                    expiration,
+                    revision: 7,
+                    hlc: 9,
+                    tombstone,
+                };
+                assert_eq!(Slot::new(record.clone(), 1).record(), record);
+            }
+        }
     }
 }
 
