@@ -211,6 +211,26 @@ fn median(mut runs: Vec<Row>) -> Row {
     runs.swap_remove(middle)
 }
 
+/// The CPU-per-request ratio of each back-to-back pair, and their median.
+fn paired(what: &str, base: &[Row], ours: &[Row]) -> String {
+    let mut ratios: Vec<f64> = base
+        .iter()
+        .zip(ours)
+        .map(|(a, b)| b.cpu_us_per_request / a.cpu_us_per_request.max(1e-9))
+        .collect();
+    let list = ratios
+        .iter()
+        .map(|r| format!("{r:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios.get(ratios.len() / 2).copied().unwrap_or(0.0);
+    format!(
+        "{what} ÷ bare hyper, CPU per request, pair by pair: {list}; median **{median:.2}×** (on a saturated core: {:.2}× the throughput).",
+        1.0 / median.max(1e-9)
+    )
+}
+
 fn cpu_list(runs: &[Row]) -> String {
     runs.iter()
         .map(|r| format!("{:.2}", r.cpu_us_per_request))
@@ -234,6 +254,7 @@ fn main() -> anyhow::Result<()> {
     let mut duration = "10s".to_string();
     let mut keys = 10_000u64;
     let mut connections = 64usize;
+    let mut pair_count = 5usize;
     let mut out = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md"));
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -244,9 +265,12 @@ fn main() -> anyhow::Result<()> {
             "--duration" => duration = value,
             "--keys" => keys = value.parse()?,
             "--connections" => connections = value.parse()?,
+            "--pairs" => pair_count = value.parse::<usize>()?.max(1),
             "--out" => out = value.into(),
             other => {
-                bail!("unknown flag {other}: --duration D --keys N --connections C --out FILE")
+                bail!(
+                    "unknown flag {other}: --duration D --keys N --connections C --pairs P --out FILE"
+                )
             }
         }
     }
@@ -377,10 +401,11 @@ fn main() -> anyhow::Result<()> {
         "{}/client/v4/accounts/{ACCOUNT}/storage/kv/namespaces/{namespace}/values/bench-00000001",
         baseline.url
     );
-    // (a) and (b) alternate three times and each reports its median run (by CPU
-    // per request): the machine's own drift then hits both alike.
+    // (a) and (b) alternate and each reports its median run (by CPU per request);
+    // the ratio of each back-to-back pair is reported too: the machine's drift
+    // then hits both sides of a ratio alike.
     let mut pairs = (Vec::new(), Vec::new());
-    for _ in 0..3 {
+    for _ in 0..pair_count {
         pairs.0.push(measure(
             &setup,
             "(a) bare hyper, 100 B body",
@@ -394,10 +419,11 @@ fn main() -> anyhow::Result<()> {
             &refs(&hot(&[])),
         )?);
     }
-    let spread = format!(
-        "CPU µs/request of the three alternating runs: bare hyper {}; hot GET {}.",
+    let mut spread = format!(
+        "CPU µs/request of the {pair_count} alternating runs: bare hyper {}; hot GET {}. {}",
         cpu_list(&pairs.0),
-        cpu_list(&pairs.1)
+        cpu_list(&pairs.1),
+        paired("hot GET", &pairs.0, &pairs.1),
     );
     let mut rows = vec![median(pairs.0), median(pairs.1)];
     let generator = wrk_check(&setup, &value_path, &rows[0]);
@@ -473,15 +499,29 @@ fn main() -> anyhow::Result<()> {
         "--keys".into(),
         warm_keys.clone(),
     ]);
-    rows.insert(
-        2,
-        measure(
+    // Warm runs alternate with the bare server too (three pairs).
+    let mut warm_pairs = (Vec::new(), Vec::new());
+    for _ in 0..pair_count.min(3) {
+        warm_pairs.0.push(measure(
+            &setup,
+            "(a) bare hyper, 100 B body",
+            &baseline,
+            &["--raw", "--token", TOKEN, "--url", &value_path],
+        )?);
+        warm_pairs.1.push(measure(
             &setup,
             "(c) edgekv warm GET (RocksDB), 100 B",
             &warm_edge,
             &refs(&warm_args),
-        )?,
-    );
+        )?);
+    }
+    spread.push_str(&format!(
+        "\n\nCPU µs/request of the warm runs: bare hyper {}; warm GET {}. {}",
+        cpu_list(&warm_pairs.0),
+        cpu_list(&warm_pairs.1),
+        paired("warm GET", &warm_pairs.0, &warm_pairs.1),
+    ));
+    rows.insert(2, median(warm_pairs.1));
     drop(warm_edge);
     drop(origin);
     drop(baseline);

@@ -20,6 +20,15 @@
 //! metadata handle. Packing also means a held value never keeps a larger buffer
 //! alive (the request body or store read it arrived in).
 //!
+//! # Admission
+//! Until the tier is nearly full, every read from the store is held. From then on
+//! a key read from the store is held only on its second miss within a window (a
+//! doorkeeper, as in TinyLFU): a workload that reads more distinct keys than fit
+//! — a scan, a uniform spread over a large keyspace — stops churning the tier
+//! (a fill and an eviction on every read, for entries evicted before they are
+//! read again), while a key read twice soon is held as before. Writes always
+//! install their record.
+//!
 //! # Eviction
 //! Second chance (CLOCK): a hit marks its entry; when the tier is over budget, one
 //! thread sweeps the map, clearing marks and evicting unmarked entries until the
@@ -38,12 +47,13 @@ use edgekv_store::keys::NAMESPACE_ID_LEN;
 
 /// The number of write counters keys are spread over.
 const STRIPES: usize = 1024;
-/// Bytes counted for each entry beyond its key, value and metadata: the map slot
-/// (record fields and `Bytes` handles, about 136 B by layout) at the map's load factor, the
-/// key's own allocation and the allocator's headers. Measured, not derived:
-/// `make bench-memory` found 458 B resident per hot key of 14 + 100 B (1,000,000
-/// keys, benches/RESULTS.md), so the budget counts what memory really holds.
-const ENTRY_OVERHEAD: usize = 320;
+/// Bytes counted for each entry beyond its packed value and metadata (and its key,
+/// when that is too long to be inline): the map slot (inline key and record, 136 B)
+/// at the map's load factor, and the allocator's header on the packed value.
+/// Measured, not derived: `make bench-memory` found 432 B resident per hot key of
+/// 14 + 100 B (1,000,000 keys, benches/RESULTS.md), of which the packed value is
+/// 152 B, so the budget counts what memory really holds.
+const ENTRY_OVERHEAD: usize = 280;
 
 /// The hot tier of an edge.
 #[derive(Debug)]
@@ -54,6 +64,7 @@ pub struct HotTier {
     max_entry: usize,
     bytes: AtomicUsize,
     evicting: AtomicBool,
+    doorkeeper: Doorkeeper,
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
@@ -238,6 +249,7 @@ impl HotTier {
             max_entry: capacity / 8,
             bytes: AtomicUsize::new(0),
             evicting: AtomicBool::new(false),
+            doorkeeper: Doorkeeper::new(capacity),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
@@ -288,6 +300,11 @@ impl HotTier {
     fn fill_key(&self, k: &[u8], record: Record, token: FillToken) {
         let weight = Self::weight(k.len(), &record);
         if weight > self.max_entry {
+            return;
+        }
+        if self.bytes.load(Ordering::Relaxed) > self.capacity / 10 * 9
+            && !self.doorkeeper.admit(self.map.hasher().hash_one(k))
+        {
             return;
         }
         let entry = self.map.entry(HotKey::new(k));
@@ -430,6 +447,42 @@ impl HotTier {
             }
         }
         self.evicting.store(false, Ordering::Release);
+    }
+}
+
+/// Remembers which keys missed recently: one bit per key hash, all cleared once an
+/// eighth of them are set (so about one first miss in eight or fewer is admitted
+/// by a collision, which costs only a fill).
+#[derive(Debug)]
+struct Doorkeeper {
+    bits: Box<[AtomicU64]>,
+    seen: AtomicUsize,
+}
+
+impl Doorkeeper {
+    /// Sized for the tier: about one bit per 32 bytes of budget, at least 2^16.
+    fn new(capacity: usize) -> Self {
+        let bits = (capacity / 32).clamp(1 << 16, 1 << 30).next_power_of_two();
+        Doorkeeper {
+            bits: (0..bits / 64).map(|_| AtomicU64::new(0)).collect(),
+            seen: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether a key with this hash missed since the last clearing; marks it.
+    fn admit(&self, hash: u64) -> bool {
+        let bit = (hash as usize) & (self.bits.len() * 64 - 1);
+        let mask = 1u64 << (bit % 64);
+        if self.bits[bit / 64].fetch_or(mask, Ordering::Relaxed) & mask != 0 {
+            return true;
+        }
+        if self.seen.fetch_add(1, Ordering::Relaxed) + 1 >= self.bits.len() * 8 {
+            self.seen.store(0, Ordering::Relaxed);
+            for word in self.bits.iter() {
+                word.store(0, Ordering::Relaxed);
+            }
+        }
+        false
     }
 }
 

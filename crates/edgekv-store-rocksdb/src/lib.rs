@@ -21,7 +21,7 @@ use edgekv_store::{
 use parking_lot::Mutex;
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
-    WriteBatch, WriteOptions,
+    ReadOptions, WriteBatch, WriteOptions,
 };
 
 const CF_DATA: &str = "data";
@@ -66,6 +66,9 @@ pub struct RocksStore {
     db: DB,
     path: PathBuf,
     write_options: WriteOptions,
+    /// The options of point reads, made once (the default ones are allocated and
+    /// freed by RocksDB on every call).
+    point_read: ReadOptions,
     /// Serialises writes: it holds the last revision, which each batch advances.
     writer: Mutex<u64>,
     /// Always fsynced (queue writes, synced metadata): an acknowledged queued write
@@ -121,6 +124,7 @@ impl RocksStore {
             db,
             path,
             write_options,
+            point_read: ReadOptions::default(),
             queue_options,
             writer: Mutex::new(0),
             queues: Mutex::new(()),
@@ -187,8 +191,14 @@ impl Store for RocksStore {
 
     fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
         let stored = keys::data_key(namespace, key);
-        match self.db.get_cf(self.cf(CF_DATA), stored).map_err(engine)? {
-            Some(raw) => Ok(Some(Record::decode(Bytes::from(raw))?)),
+        // Pinned: the record is decoded from RocksDB's own buffer, its value copied
+        // once (a plain `get` copies the whole record out first).
+        match self
+            .db
+            .get_pinned_cf_opt(self.cf(CF_DATA), stored, &self.point_read)
+            .map_err(engine)?
+        {
+            Some(raw) => Ok(Some(Record::decode_slice(&raw)?)),
             None => Ok(None),
         }
     }
