@@ -31,19 +31,19 @@
 //!
 //! # Eviction
 //! Second chance (CLOCK): a hit marks its entry; when the tier is over budget, one
-//! thread sweeps the map, clearing marks and evicting unmarked entries until the
-//! tier is under 90% of its budget.
+//! thread sweeps on from where the last sweep stopped, a shard at a time, clearing
+//! marks and evicting unmarked entries until the tier is under 90% of its budget.
 
 use std::borrow::Borrow;
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
 use edgekv_kv::Record;
 use edgekv_kv::limits::MAX_KEY_BYTES;
 use edgekv_store::keys::NAMESPACE_ID_LEN;
+use parking_lot::RwLock;
 
 /// The number of write counters keys are spread over.
 const STRIPES: usize = 1024;
@@ -58,7 +58,10 @@ const ENTRY_OVERHEAD: usize = 280;
 /// The hot tier of an edge.
 #[derive(Debug)]
 pub struct HotTier {
-    map: DashMap<HotKey, Slot, foldhash::fast::RandomState>,
+    shards: Box<[Shard]>,
+    hasher: foldhash::fast::RandomState,
+    /// The CLOCK hand: the shard the next eviction sweep starts at.
+    hand: AtomicUsize,
     stripes: Box<[AtomicU64]>,
     capacity: usize,
     max_entry: usize,
@@ -69,6 +72,16 @@ pub struct HotTier {
     misses: AtomicU64,
     evictions: AtomicU64,
 }
+
+/// The number of shards the map is split into, each under its own lock. Also the
+/// grain of the CLOCK hand: a sweep visits whole shards, from where the last
+/// one stopped.
+const SHARDS: usize = 64;
+
+/// One shard of the map, on cache lines of its own.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Shard(RwLock<HashMap<HotKey, Slot, foldhash::fast::RandomState>>);
 
 /// An entry of the tier: a record in 72 bytes. Value and metadata share one
 /// packed allocation; absent options are flags.
@@ -242,8 +255,13 @@ impl HotTier {
     /// A hot tier holding at most `capacity` bytes. Entries larger than an eighth of
     /// it are not held, so one large value cannot flush the tier.
     pub fn new(capacity: usize) -> Self {
+        let hasher = foldhash::fast::RandomState::default();
         HotTier {
-            map: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            shards: (0..SHARDS)
+                .map(|_| Shard(RwLock::new(HashMap::with_hasher(hasher.clone()))))
+                .collect(),
+            hasher,
+            hand: AtomicUsize::new(0),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             capacity,
             max_entry: capacity / 8,
@@ -260,7 +278,7 @@ impl HotTier {
     /// included: the caller decides what to serve).
     pub fn get(&self, namespace: &str, key: &[u8]) -> Option<Record> {
         let found = with_key(namespace, key, |k| {
-            self.map.get(k).map(|slot| {
+            self.shard(k).0.read().get(k).map(|slot| {
                 if !slot.referenced.load(Ordering::Relaxed) {
                     slot.referenced.store(true, Ordering::Relaxed);
                 }
@@ -279,7 +297,7 @@ impl HotTier {
 
     /// Whether a key is held, without counting a hit or a miss.
     pub fn contains(&self, namespace: &str, key: &[u8]) -> bool {
-        with_key(namespace, key, |k| self.map.contains_key(k)).unwrap_or(false)
+        with_key(namespace, key, |k| self.shard(k).0.read().contains_key(k)).unwrap_or(false)
     }
 
     /// Takes the token a fill after a store read must present.
@@ -303,24 +321,26 @@ impl HotTier {
             return;
         }
         if self.bytes.load(Ordering::Relaxed) > self.capacity / 10 * 9
-            && !self.doorkeeper.admit(self.map.hasher().hash_one(k))
+            && !self.doorkeeper.admit(self.hasher.hash_one(k))
         {
             return;
         }
-        let entry = self.map.entry(HotKey::new(k));
-        if self.stripes[token.stripe].load(Ordering::Acquire) != token.version {
-            return;
-        }
-        match entry {
-            Entry::Occupied(mut held) => {
-                if held.get().revision < record.revision {
-                    let old = std::mem::replace(held.get_mut(), Slot::new(record, weight));
-                    self.account(weight, old.weight as usize);
-                }
+        {
+            let mut map = self.shard(k).0.write();
+            if self.stripes[token.stripe].load(Ordering::Acquire) != token.version {
+                return;
             }
-            Entry::Vacant(vacant) => {
-                vacant.insert(Slot::new(record, weight));
-                self.account(weight, 0);
+            match map.get_mut(k) {
+                Some(held) => {
+                    if held.revision < record.revision {
+                        let old = std::mem::replace(held, Slot::new(record, weight));
+                        self.account(weight, old.weight as usize);
+                    }
+                }
+                None => {
+                    map.insert(HotKey::new(k), Slot::new(record, weight));
+                    self.account(weight, 0);
+                }
             }
         }
         self.evict_if_over();
@@ -333,24 +353,24 @@ impl HotTier {
 
     fn update_key(&self, k: &[u8], record: Record) {
         let weight = Self::weight(k.len(), &record);
-        let entry = self.map.entry(HotKey::new(k));
-        let stripe = self.stripe(k);
-        self.stripes[stripe].fetch_add(1, Ordering::AcqRel);
-        if weight > self.max_entry {
-            if let Entry::Occupied(held) = entry {
-                let (_, old) = held.remove_entry();
-                self.account(0, old.weight as usize);
+        {
+            let mut map = self.shard(k).0.write();
+            self.stripes[self.stripe(k)].fetch_add(1, Ordering::AcqRel);
+            if weight > self.max_entry {
+                if let Some(old) = map.remove(k) {
+                    self.account(0, old.weight as usize);
+                }
+                return;
             }
-            return;
-        }
-        match entry {
-            Entry::Occupied(mut held) => {
-                let old = std::mem::replace(held.get_mut(), Slot::new(record, weight));
-                self.account(weight, old.weight as usize);
-            }
-            Entry::Vacant(vacant) => {
-                vacant.insert(Slot::new(record, weight));
-                self.account(weight, 0);
+            match map.get_mut(k) {
+                Some(held) => {
+                    let old = std::mem::replace(held, Slot::new(record, weight));
+                    self.account(weight, old.weight as usize);
+                }
+                None => {
+                    map.insert(HotKey::new(k), Slot::new(record, weight));
+                    self.account(weight, 0);
+                }
             }
         }
         self.evict_if_over();
@@ -364,13 +384,15 @@ impl HotTier {
             stripe.fetch_add(1, Ordering::AcqRel);
         }
         let mut freed = 0;
-        self.map.retain(|k, slot| {
-            let keep = !k.as_slice().starts_with(namespace.as_bytes());
-            if !keep {
-                freed += slot.weight as usize;
-            }
-            keep
-        });
+        for shard in self.shards.iter() {
+            shard.0.write().retain(|k, slot| {
+                let keep = !k.as_slice().starts_with(namespace.as_bytes());
+                if !keep {
+                    freed += slot.weight as usize;
+                }
+                keep
+            });
+        }
         self.account(0, freed);
     }
 
@@ -380,10 +402,11 @@ impl HotTier {
             stripe.fetch_add(1, Ordering::AcqRel);
         }
         let mut freed = 0;
-        self.map.retain(|_, slot| {
-            freed += slot.weight as usize;
-            false
-        });
+        for shard in self.shards.iter() {
+            let mut map = shard.0.write();
+            freed += map.values().map(|slot| slot.weight as usize).sum::<usize>();
+            map.clear();
+        }
         self.account(0, freed);
     }
 
@@ -393,7 +416,7 @@ impl HotTier {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
-            entries: self.map.len(),
+            entries: self.shards.iter().map(|shard| shard.0.read().len()).sum(),
             bytes: self.bytes.load(Ordering::Relaxed),
             capacity: self.capacity,
         }
@@ -405,7 +428,14 @@ impl HotTier {
     }
 
     fn stripe(&self, key: &[u8]) -> usize {
-        (self.map.hasher().hash_one(key) as usize) % STRIPES
+        (self.hasher.hash_one(key) as usize) % STRIPES
+    }
+
+    /// The shard of a key: by bits of its hash that the shard's own table does not
+    /// use for its control bytes (the top seven) or its bucket (the low ones).
+    fn shard(&self, key: &[u8]) -> &Shard {
+        let hash = self.hasher.hash_one(key);
+        &self.shards[((hash << 7) >> (64 - SHARDS.trailing_zeros())) as usize]
     }
 
     fn account(&self, added: usize, removed: usize) {
@@ -416,6 +446,9 @@ impl HotTier {
         }
     }
 
+    /// Second chance from where the last sweep stopped, a shard at a time, until
+    /// the tier is under 90% of its budget: each sweep visits only the shards it
+    /// needs (about a tenth of the tier), never the whole map.
     fn evict_if_over(&self) {
         if self.bytes.load(Ordering::Relaxed) <= self.capacity
             || self.evicting.swap(true, Ordering::Acquire)
@@ -423,29 +456,30 @@ impl HotTier {
             return;
         }
         let target = self.capacity / 10 * 9;
-        // Two sweeps: the first may only clear marks.
-        for _ in 0..2 {
+        let mut hand = self.hand.load(Ordering::Relaxed);
+        // Twice round at most: the first round may only clear marks.
+        for _ in 0..2 * SHARDS {
+            let over = self.bytes.load(Ordering::Relaxed).saturating_sub(target);
+            if over == 0 {
+                break;
+            }
+            let mut left = over;
             let mut freed = 0;
             let mut evicted = 0;
-            let mut over = self.bytes.load(Ordering::Relaxed).saturating_sub(target);
-            self.map.retain(|_, slot| {
-                if over == 0 {
+            self.shards[hand].0.write().retain(|_, slot| {
+                if left == 0 || slot.referenced.swap(false, Ordering::Relaxed) {
                     return true;
                 }
-                if slot.referenced.swap(false, Ordering::Relaxed) {
-                    return true;
-                }
-                over = over.saturating_sub(slot.weight as usize);
+                left = left.saturating_sub(slot.weight as usize);
                 freed += slot.weight as usize;
                 evicted += 1;
                 false
             });
             self.account(0, freed);
             self.evictions.fetch_add(evicted, Ordering::Relaxed);
-            if self.bytes.load(Ordering::Relaxed) <= target {
-                break;
-            }
+            hand = (hand + 1) % SHARDS;
         }
+        self.hand.store(hand, Ordering::Relaxed);
         self.evicting.store(false, Ordering::Release);
     }
 }

@@ -303,3 +303,29 @@ fn a_doorkeeper_admits_what_it_has_seen_and_forgets_in_time() {
     }
     assert!(!door.admit(42));
 }
+
+#[test]
+fn a_sweep_frees_a_tenth_and_moves_the_hand_only_as_far_as_it_needed() {
+    let hot = HotTier::new(1_000_000);
+    let mut i = 0;
+    while hot.stats().evictions == 0 {
+        hot.update(NS, format!("key-{i}").as_bytes(), rec(&[7; 100], 1));
+        i += 1;
+    }
+    let stats = hot.stats();
+    assert!(
+        (850_000..=900_000).contains(&stats.bytes),
+        "one sweep should stop just under 90% of the budget: {stats:?}"
+    );
+    let hand = hot.hand.load(Ordering::Relaxed);
+    assert!(
+        (1..SHARDS / 2).contains(&hand),
+        "the sweep visited {hand} of {SHARDS} shards to free a tenth of the tier"
+    );
+    // The next sweep goes on from there.
+    while hot.stats().evictions == stats.evictions {
+        hot.update(NS, format!("key-{i}").as_bytes(), rec(&[7; 100], 1));
+        i += 1;
+    }
+    assert!(hot.hand.load(Ordering::Relaxed) > hand);
+}
