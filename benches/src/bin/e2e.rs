@@ -226,7 +226,7 @@ fn paired(what: &str, base: &[Row], ours: &[Row]) -> String {
     ratios.sort_by(f64::total_cmp);
     let median = ratios.get(ratios.len() / 2).copied().unwrap_or(0.0);
     format!(
-        "{what} ÷ bare hyper, CPU per request, pair by pair: {list}; median **{median:.2}×** (on a saturated core: {:.2}× the throughput).",
+        "{what} ÷ bare hyper, CPU per request, pair by pair: {list}; median **{median:.2}×** (on a saturated core that is an estimated {:.2}× the throughput).",
         1.0 / median.max(1e-9)
     )
 }

@@ -21,13 +21,14 @@
 //! alive (the request body or store read it arrived in).
 //!
 //! # Admission
-//! Until the tier is nearly full, every read from the store is held. From then on
-//! a key read from the store is held only on its second miss within a window (a
-//! doorkeeper, as in TinyLFU): a workload that reads more distinct keys than fit
-//! — a scan, a uniform spread over a large keyspace — stops churning the tier
-//! (a fill and an eviction on every read, for entries evicted before they are
-//! read again), while a key read twice soon is held as before. Writes always
-//! install their record.
+//! Until the tier is nearly full, every record read from the local store is held.
+//! From then on such a record is held only on its key's second miss within a
+//! window (a doorkeeper, as in TinyLFU): a workload that reads more distinct
+//! stored keys than fit — a scan, a uniform spread over a large keyspace — stops
+//! churning the tier (a fill and an eviction on every read, for entries evicted
+//! before they are read again), while a key read twice soon is held as before.
+//! Records installed by [`HotTier::update`] — writes, the change feed, answers read
+//! through from a build — are always held: they must replace what is there.
 //!
 //! # Eviction
 //! Second chance (CLOCK): a hit marks its entry; when the tier is over budget, one
@@ -52,8 +53,8 @@ const STRIPES: usize = 1024;
 /// at the map's load factor, and the allocator's header on the packed value.
 /// Measured, not derived: `make bench-memory` found 432 B resident per hot key of
 /// 14 + 100 B (1,000,000 keys, benches/RESULTS.md), of which the packed value is
-/// 152 B, so the budget counts what memory really holds.
-const ENTRY_OVERHEAD: usize = 280;
+/// 144 B, so the budget counts what memory really holds.
+const ENTRY_OVERHEAD: usize = 288;
 
 /// The hot tier of an edge.
 #[derive(Debug)]
@@ -182,7 +183,8 @@ impl Eq for HotKey {}
 
 /// Bytes (a value and its metadata) copied into one allocation with its reference
 /// count ahead of them, in size classes up to 512 bytes; longer ones get an
-/// exact-size buffer of their own. Either way they share no larger buffer.
+/// exact-size buffer of their own (its reference count allocated apart when first
+/// shared). Either way they share no larger buffer.
 fn pack(parts: &[&[u8]]) -> Bytes {
     match parts.iter().map(|p| p.len()).sum::<usize>() {
         0 => Bytes::new(),
@@ -199,12 +201,12 @@ fn pack(parts: &[&[u8]]) -> Bytes {
 }
 
 /// The bytes that [`pack`] takes for `len` bytes: the size class and the header
-/// ahead of it (reference count, drop function, length).
+/// ahead of it (reference count, length).
 fn packed_size(len: usize) -> usize {
     const CLASSES: [usize; 8] = [32, 64, 96, 128, 192, 256, 384, 512];
     match len {
         0 => 0,
-        1..=512 => 24 + CLASSES.into_iter().find(|&c| len <= c).unwrap_or(512),
+        1..=512 => 16 + CLASSES.into_iter().find(|&c| len <= c).unwrap_or(512),
         _ => len,
     }
 }
@@ -486,7 +488,8 @@ impl HotTier {
 
 /// Remembers which keys missed recently: one bit per key hash, all cleared once an
 /// eighth of them are set (so about one first miss in eight or fewer is admitted
-/// by a collision, which costs only a fill).
+/// by a collision, which costs only a fill). At most 2^22 bits (512 KiB, cleared
+/// in well under a millisecond by the fill that crosses the threshold).
 #[derive(Debug)]
 struct Doorkeeper {
     bits: Box<[AtomicU64]>,
@@ -494,9 +497,9 @@ struct Doorkeeper {
 }
 
 impl Doorkeeper {
-    /// Sized for the tier: about one bit per 32 bytes of budget, at least 2^16.
+    /// Sized for the tier: about one bit per 32 bytes of budget, 2^16 to 2^22.
     fn new(capacity: usize) -> Self {
-        let bits = (capacity / 32).clamp(1 << 16, 1 << 30).next_power_of_two();
+        let bits = (capacity / 32).clamp(1 << 16, 1 << 22).next_power_of_two();
         Doorkeeper {
             bits: (0..bits / 64).map(|_| AtomicU64::new(0)).collect(),
             seen: AtomicUsize::new(0),
@@ -522,6 +525,7 @@ impl Doorkeeper {
 
 impl Slot {
     fn new(record: Record, weight: usize) -> Self {
+        debug_assert!(weight <= u32::MAX as usize && record.value.len() <= u32::MAX as usize);
         let metadata = record.metadata.as_deref();
         let mut flags = 0;
         for (set, flag) in [
@@ -538,8 +542,9 @@ impl Slot {
             expiration: record.expiration.unwrap_or_default(),
             revision: record.revision,
             hlc: record.hlc,
-            // Entries are at most an eighth of the tier, and values at most 25 MiB.
-            value_len: record.value.len() as u32,
+            // Values are at most 25 MiB, and a held entry at most that plus its
+            // metadata and overhead: both fit.
+            value_len: u32::try_from(record.value.len()).unwrap_or(u32::MAX),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
             flags,
             referenced: AtomicBool::new(false),

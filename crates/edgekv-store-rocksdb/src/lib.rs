@@ -191,14 +191,14 @@ impl Store for RocksStore {
 
     fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
         let stored = keys::data_key(namespace, key);
-        // Pinned: the record is decoded from RocksDB's own buffer, its value copied
-        // once (a plain `get` copies the whole record out first).
+        // With read options made once; the record copied out of RocksDB's pinned
+        // buffer once, its value and metadata sharing that copy.
         match self
             .db
             .get_pinned_cf_opt(self.cf(CF_DATA), stored, &self.point_read)
             .map_err(engine)?
         {
-            Some(raw) => Ok(Some(Record::decode_slice(&raw)?)),
+            Some(raw) => Ok(Some(Record::decode(Bytes::copy_from_slice(&raw))?)),
             None => Ok(None),
         }
     }

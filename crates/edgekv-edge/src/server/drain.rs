@@ -39,7 +39,7 @@ impl Drain {
     pub(crate) fn watch<C: GracefulConnection>(&self, conn: C) -> Watched<C> {
         self.shared.live.fetch_add(1, Ordering::AcqRel);
         Watched {
-            conn: Box::pin(conn),
+            conn: Some(Box::pin(conn)),
             shared: self.shared.clone(),
             id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
             registered: None,
@@ -74,7 +74,9 @@ impl Drain {
 
 /// A connection watched by a [`Drain`].
 pub(crate) struct Watched<C> {
-    conn: Pin<Box<C>>,
+    /// Taken in `drop`, so the connection (its socket, its service's hold on the
+    /// edge) is gone before the drain hears that it finished.
+    conn: Option<Pin<Box<C>>>,
     shared: Arc<Shared>,
     id: u64,
     registered: Option<Waker>,
@@ -86,6 +88,9 @@ impl<C: GracefulConnection> Future for Watched<C> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
         let this = &mut *self;
+        let Some(conn) = this.conn.as_mut() else {
+            unreachable!("the connection is taken only in drop");
+        };
         if !this.told {
             // Register before reading the flag: a shutdown that set the flag after
             // this read finds the waker (it takes the lock after setting it).
@@ -103,15 +108,16 @@ impl<C: GracefulConnection> Future for Watched<C> {
             }
             if this.shared.stopping.load(Ordering::Acquire) {
                 this.told = true;
-                this.conn.as_mut().graceful_shutdown();
+                conn.as_mut().graceful_shutdown();
             }
         }
-        this.conn.as_mut().poll(cx)
+        conn.as_mut().poll(cx)
     }
 }
 
 impl<C> Drop for Watched<C> {
     fn drop(&mut self) {
+        drop(self.conn.take());
         if self.registered.is_some() {
             self.shared
                 .wakers
