@@ -9,6 +9,13 @@ use super::*;
 
 const NS: &str = "0123456789abcdef0123456789abcdef";
 
+/// Fills `key` with 100 bytes, as a read from the store would.
+fn fill_100(hot: &HotTier, key: &str) {
+    let token = hot.fill_token(NS, key.as_bytes());
+    let record = Record::value(Bytes::from(vec![0; 100]), None, None);
+    hot.fill(NS, key.as_bytes(), record, token);
+}
+
 fn rec(value: &'static [u8], revision: u64) -> Record {
     Record {
         revision,
@@ -147,13 +154,7 @@ fn the_budget_holds() {
         let key = format!("key-{i}");
         // Twice: once the tier is full, a key is held on its second miss.
         for _ in 0..2 {
-            let token = hot.fill_token(NS, key.as_bytes());
-            hot.fill(
-                NS,
-                key.as_bytes(),
-                Record::value(Bytes::from(vec![0; 100]), None, None),
-                token,
-            );
+            fill_100(&hot, &key);
         }
         assert!(hot.stats().bytes <= 100_000 + 500, "over budget at {i}");
     }
@@ -169,15 +170,7 @@ fn the_budget_holds() {
 #[test]
 fn recently_read_entries_survive_eviction() {
     let hot = HotTier::new(50_000);
-    let fill = |key: &str| {
-        let token = hot.fill_token(NS, key.as_bytes());
-        hot.fill(
-            NS,
-            key.as_bytes(),
-            Record::value(Bytes::from(vec![0; 100]), None, None),
-            token,
-        );
-    };
+    let fill = |key: &str| fill_100(&hot, key);
     fill("favourite");
     for i in 0..1_000 {
         assert!(
@@ -259,15 +252,7 @@ fn concurrent_writes_are_never_undone() {
 #[test]
 fn once_full_a_key_is_held_on_its_second_miss() {
     let hot = HotTier::new(100_000);
-    let fill = |key: &str| {
-        let token = hot.fill_token(NS, key.as_bytes());
-        hot.fill(
-            NS,
-            key.as_bytes(),
-            Record::value(Bytes::from(vec![0; 100]), None, None),
-            token,
-        );
-    };
+    let fill = |key: &str| fill_100(&hot, key);
     // Until nearly full, a first miss is held.
     let mut i = 0;
     while hot.stats().bytes <= 90_000 {
