@@ -99,23 +99,6 @@ impl Record {
 
     /// Decodes a stored record. The value and metadata share `raw`'s buffer.
     pub fn decode(raw: Bytes) -> Result<Self, DecodeError> {
-        let (head, metadata, value) = Self::parse(&raw)?;
-        Ok(head.with(metadata.map(|m| raw.slice(m)), raw.slice(value)))
-    }
-
-    /// Reads the header of an encoded record: the record without its bytes, and
-    /// where its metadata (if any) and value lie.
-    #[allow(clippy::type_complexity)]
-    fn parse(
-        raw: &[u8],
-    ) -> Result<
-        (
-            Record,
-            Option<std::ops::Range<usize>>,
-            std::ops::RangeFrom<usize>,
-        ),
-        DecodeError,
-    > {
         if raw.len() < HEADER {
             return Err(DecodeError("shorter than its header"));
         }
@@ -131,25 +114,15 @@ impl Record {
         if raw.len() < HEADER + meta_len {
             return Err(DecodeError("metadata runs past the end"));
         }
-        let record = Record {
-            value: Bytes::new(),
-            metadata: None,
+        let metadata = (flags & FLAG_METADATA != 0).then(|| raw.slice(HEADER..HEADER + meta_len));
+        Ok(Record {
+            value: raw.slice(HEADER + meta_len..),
+            metadata,
             expiration: (flags & FLAG_EXPIRATION != 0).then_some(expiration),
             revision,
             hlc,
             tombstone: flags & FLAG_TOMBSTONE != 0,
-        };
-        let metadata = (flags & FLAG_METADATA != 0).then_some(HEADER..HEADER + meta_len);
-        Ok((record, metadata, HEADER + meta_len..))
-    }
-
-    /// This record with its bytes.
-    fn with(self, metadata: Option<Bytes>, value: Bytes) -> Self {
-        Record {
-            value,
-            metadata,
-            ..self
-        }
+        })
     }
 }
 
