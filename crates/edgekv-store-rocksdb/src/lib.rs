@@ -190,15 +190,13 @@ impl Store for RocksStore {
     }
 
     fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
-        let stored = keys::data_key(namespace, key);
-        // With read options made once; the record copied out of RocksDB's pinned
-        // buffer once, its value and metadata sharing that copy.
-        match self
+        let data_key = keys::data_key(namespace, key);
+        let stored = self
             .db
-            .get_pinned_cf_opt(self.cf(CF_DATA), stored, &self.point_read)
-            .map_err(engine)?
-        {
-            Some(raw) => Ok(Some(Record::decode(Bytes::copy_from_slice(&raw))?)),
+            .get_cf_opt(self.cf(CF_DATA), data_key, &self.point_read)
+            .map_err(engine)?;
+        match stored {
+            Some(raw) => Ok(Some(Record::decode(Bytes::from(raw))?)),
             None => Ok(None),
         }
     }
