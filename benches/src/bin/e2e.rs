@@ -3,7 +3,9 @@
 //!
 //! - (a) `baseline`: a bare hyper server answering a fixed body of the same size,
 //!   sent the same request (path and `authorization` header) as the edge;
-//! - (b) hot GET: every key fresh in the edge's hot tier;
+//! - (b) hot GET: every key fresh in the edge's hot tier; and the same over one
+//!   key, which leaves out the cost of cache misses over many keys and so shows
+//!   the request path's own work;
 //! - (c) warm GET: keys in the edge's RocksDB, the hot tier at its 1 MiB minimum;
 //! - (d) a 90/10 read/write mix over the hot keys (writes go through the origin);
 //! - (e) bulk gets of 100 hot keys of 100 bytes, in keys per second;
@@ -404,7 +406,16 @@ fn main() -> anyhow::Result<()> {
     // (a) and (b) alternate and each reports its median run (by CPU per request);
     // the ratio of each back-to-back pair is reported too: the machine's drift
     // then hits both sides of a ratio alike.
-    let mut pairs = (Vec::new(), Vec::new());
+    let mut pairs = (Vec::new(), Vec::new(), Vec::new());
+    let one_key = {
+        let mut args = hot(&[]);
+        let at = args
+            .iter()
+            .position(|a| a == "--keys")
+            .context("no --keys")?;
+        args[at + 1] = "1".into();
+        args
+    };
     for _ in 0..pair_count {
         pairs.0.push(measure(
             &setup,
@@ -418,14 +429,23 @@ fn main() -> anyhow::Result<()> {
             &hot_edge,
             &refs(&hot(&[])),
         )?);
+        pairs.2.push(measure(
+            &setup,
+            "(b) edgekv hot GET, one key, 100 B",
+            &hot_edge,
+            &refs(&one_key),
+        )?);
     }
     let mut spread = format!(
-        "CPU µs/request of the {pair_count} alternating runs: bare hyper {}; hot GET {}. {}",
+        "CPU µs/request of the {pair_count} alternating rounds: bare hyper {}; hot GET {}; \
+         hot GET of one key {}. {} {}",
         cpu_list(&pairs.0),
         cpu_list(&pairs.1),
+        cpu_list(&pairs.2),
         paired("hot GET", &pairs.0, &pairs.1),
+        paired("hot GET of one key", &pairs.0, &pairs.2),
     );
-    let mut rows = vec![median(pairs.0), median(pairs.1)];
+    let mut rows = vec![median(pairs.0), median(pairs.1), median(pairs.2)];
     let generator = wrk_check(&setup, &value_path, &rows[0]);
     rows.push(measure(
         &setup,
@@ -499,9 +519,9 @@ fn main() -> anyhow::Result<()> {
         "--keys".into(),
         warm_keys.clone(),
     ]);
-    // Warm runs alternate with the bare server too (three pairs).
+    // Warm runs alternate with the bare server too.
     let mut warm_pairs = (Vec::new(), Vec::new());
-    for _ in 0..pair_count.min(3) {
+    for _ in 0..pair_count {
         warm_pairs.0.push(measure(
             &setup,
             "(a) bare hyper, 100 B body",
@@ -521,7 +541,7 @@ fn main() -> anyhow::Result<()> {
         cpu_list(&warm_pairs.1),
         paired("warm GET", &warm_pairs.0, &warm_pairs.1),
     ));
-    rows.insert(2, median(warm_pairs.1));
+    rows.insert(3, median(warm_pairs.1));
     drop(warm_edge);
     drop(origin);
     drop(baseline);

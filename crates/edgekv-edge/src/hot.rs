@@ -69,8 +69,6 @@ pub struct HotTier {
     bytes: AtomicUsize,
     evicting: AtomicBool,
     doorkeeper: Doorkeeper,
-    hits: AtomicU64,
-    misses: AtomicU64,
     evictions: AtomicU64,
 }
 
@@ -79,10 +77,16 @@ pub struct HotTier {
 /// one stopped.
 const SHARDS: usize = 64;
 
-/// One shard of the map, on cache lines of its own.
+/// One shard of the map, on cache lines of its own, with the hit and miss counts
+/// of its keys: a lookup writes the lines its lock is on anyway, and lookups on
+/// different cores count in different places.
 #[derive(Debug)]
 #[repr(align(128))]
-struct Shard(RwLock<HashMap<HotKey, Slot, foldhash::fast::RandomState>>);
+struct Shard {
+    map: RwLock<HashMap<HotKey, Slot, foldhash::fast::RandomState>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
 
 /// An entry of the tier: a record in 72 bytes. Value and metadata share one
 /// packed allocation; absent options are flags.
@@ -260,7 +264,11 @@ impl HotTier {
         let hasher = foldhash::fast::RandomState::default();
         HotTier {
             shards: (0..SHARDS)
-                .map(|_| Shard(RwLock::new(HashMap::with_hasher(hasher.clone()))))
+                .map(|_| Shard {
+                    map: RwLock::new(HashMap::with_hasher(hasher.clone())),
+                    hits: AtomicU64::new(0),
+                    misses: AtomicU64::new(0),
+                })
                 .collect(),
             hasher,
             hand: AtomicUsize::new(0),
@@ -270,8 +278,6 @@ impl HotTier {
             bytes: AtomicUsize::new(0),
             evicting: AtomicBool::new(false),
             doorkeeper: Doorkeeper::new(capacity),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
         }
     }
@@ -279,27 +285,32 @@ impl HotTier {
     /// Returns the record held for a key, if any (tombstones and expired records
     /// included: the caller decides what to serve).
     pub fn get(&self, namespace: &str, key: &[u8]) -> Option<Record> {
-        let found = with_key(namespace, key, |k| {
-            self.shard(k).0.read().get(k).map(|slot| {
+        with_key(namespace, key, |k| {
+            let shard = self.shard(k);
+            let found = shard.map.read().get(k).map(|slot| {
                 if !slot.referenced.load(Ordering::Relaxed) {
                     slot.referenced.store(true, Ordering::Relaxed);
                 }
                 slot.record()
-            })
+            });
+            let counter = if found.is_some() {
+                &shard.hits
+            } else {
+                &shard.misses
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            found
         })
-        .flatten();
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        found
+        .unwrap_or_else(|| {
+            // A malformed key is held nowhere: a miss.
+            self.shards[0].misses.fetch_add(1, Ordering::Relaxed);
+            None
+        })
     }
 
     /// Whether a key is held, without counting a hit or a miss.
     pub fn contains(&self, namespace: &str, key: &[u8]) -> bool {
-        with_key(namespace, key, |k| self.shard(k).0.read().contains_key(k)).unwrap_or(false)
+        with_key(namespace, key, |k| self.shard(k).map.read().contains_key(k)).unwrap_or(false)
     }
 
     /// Takes the token a fill after a store read must present.
@@ -328,7 +339,7 @@ impl HotTier {
             return;
         }
         {
-            let mut map = self.shard(k).0.write();
+            let mut map = self.shard(k).map.write();
             if self.stripes[token.stripe].load(Ordering::Acquire) != token.version {
                 return;
             }
@@ -356,7 +367,7 @@ impl HotTier {
     fn update_key(&self, k: &[u8], record: Record) {
         let weight = Self::weight(k.len(), &record);
         {
-            let mut map = self.shard(k).0.write();
+            let mut map = self.shard(k).map.write();
             self.stripes[self.stripe(k)].fetch_add(1, Ordering::AcqRel);
             if weight > self.max_entry {
                 if let Some(old) = map.remove(k) {
@@ -387,7 +398,7 @@ impl HotTier {
         }
         let mut freed = 0;
         for shard in self.shards.iter() {
-            shard.0.write().retain(|k, slot| {
+            shard.map.write().retain(|k, slot| {
                 let keep = !k.as_slice().starts_with(namespace.as_bytes());
                 if !keep {
                     freed += slot.weight as usize;
@@ -405,7 +416,7 @@ impl HotTier {
         }
         let mut freed = 0;
         for shard in self.shards.iter() {
-            let mut map = shard.0.write();
+            let mut map = shard.map.write();
             freed += map.values().map(|slot| slot.weight as usize).sum::<usize>();
             map.clear();
         }
@@ -415,13 +426,21 @@ impl HotTier {
     /// The tier's counters.
     pub fn stats(&self) -> HotStats {
         HotStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
+            hits: self.count(|shard| &shard.hits),
+            misses: self.count(|shard| &shard.misses),
             evictions: self.evictions.load(Ordering::Relaxed),
-            entries: self.shards.iter().map(|shard| shard.0.read().len()).sum(),
+            entries: self.shards.iter().map(|shard| shard.map.read().len()).sum(),
             bytes: self.bytes.load(Ordering::Relaxed),
             capacity: self.capacity,
         }
+    }
+
+    /// The sum over the shards of one counter.
+    fn count(&self, counter: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|shard| counter(shard).load(Ordering::Relaxed))
+            .sum()
     }
 
     fn weight(key_len: usize, record: &Record) -> usize {
@@ -468,7 +487,7 @@ impl HotTier {
             let mut left = over;
             let mut freed = 0;
             let mut evicted = 0;
-            self.shards[hand].0.write().retain(|_, slot| {
+            self.shards[hand].map.write().retain(|_, slot| {
                 if left == 0 || slot.referenced.swap(false, Ordering::Relaxed) {
                     return true;
                 }

@@ -1,10 +1,13 @@
 //! Request counters and latency histograms, rendered as Prometheus text.
 //!
 //! Everything is a fixed array of atomics indexed by route and status, so
-//! recording a request takes no lock and allocates nothing.
+//! recording a request takes no lock and allocates nothing. The arrays are
+//! striped: each thread counts into the stripe it was given on its first request,
+//! on cache lines of its own, and a scrape sums the stripes. Workers on different
+//! cores then never write the same line on the request path.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::hot::HotStats;
@@ -57,6 +60,14 @@ const ROUTES: usize = RouteLabel::ALL.len();
 /// Statuses counted one by one; any other lands in the last slot, labelled `other`.
 const STATUSES: [u16; 12] = [200, 202, 400, 401, 403, 404, 405, 413, 414, 415, 500, 503];
 const STATUS_SLOTS: usize = STATUSES.len() + 1;
+/// The counter slot of a status.
+fn status_slot(status: u16) -> usize {
+    STATUSES
+        .iter()
+        .position(|&c| c == status)
+        .unwrap_or(STATUSES.len())
+}
+
 /// Upper bounds of the latency buckets, in microseconds.
 const BUCKETS_US: [u64; 15] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
@@ -67,14 +78,22 @@ const BUCKET_SLOTS: usize = BUCKETS_US.len() + 1;
 /// The edge's request metrics.
 #[derive(Debug)]
 pub struct Metrics {
+    stripes: Box<[Stripe]>,
+}
+
+/// One thread's share of the counters (threads share a stripe only when there are
+/// more of them than stripes).
+#[derive(Debug)]
+#[repr(align(128))]
+struct Stripe {
     requests: [[AtomicU64; STATUS_SLOTS]; ROUTES],
     latency: [[AtomicU64; BUCKET_SLOTS]; ROUTES],
     latency_sum_us: [AtomicU64; ROUTES],
 }
 
-impl Default for Metrics {
+impl Default for Stripe {
     fn default() -> Self {
-        Metrics {
+        Stripe {
             requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             latency: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             latency_sum_us: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -82,31 +101,67 @@ impl Default for Metrics {
     }
 }
 
+/// The most stripes a [`Metrics`] has, whatever the number of cores.
+const MAX_STRIPES: usize = 64;
+
+/// Hands each thread its stripe number, round-robin, on first use.
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Metrics::with_stripes(cores)
+    }
+}
+
 impl Metrics {
+    /// Metrics with `stripes` stripes (at least one, at most 64); one per core
+    /// running requests is enough.
+    pub fn with_stripes(stripes: usize) -> Self {
+        Metrics {
+            stripes: (0..stripes.clamp(1, MAX_STRIPES))
+                .map(|_| Stripe::default())
+                .collect(),
+        }
+    }
+
+    /// The calling thread's stripe.
+    fn stripe(&self) -> &Stripe {
+        let n = STRIPE.with(|n| *n);
+        &self.stripes[n % self.stripes.len()]
+    }
+
     /// Counts one answered request.
     pub fn record(&self, route: RouteLabel, status: u16, elapsed: Duration) {
         let r = route as usize;
-        let s = STATUSES
-            .iter()
-            .position(|&c| c == status)
-            .unwrap_or(STATUSES.len());
-        self.requests[r][s].fetch_add(1, Ordering::Relaxed);
+        let s = status_slot(status);
+        let stripe = self.stripe();
+        stripe.requests[r][s].fetch_add(1, Ordering::Relaxed);
         let us = elapsed.as_micros() as u64;
         let b = BUCKETS_US
             .iter()
             .position(|&le| us <= le)
             .unwrap_or(BUCKETS_US.len());
-        self.latency[r][b].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us[r].fetch_add(us, Ordering::Relaxed);
+        stripe.latency[r][b].fetch_add(1, Ordering::Relaxed);
+        stripe.latency_sum_us[r].fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// The sum over the stripes of one counter.
+    fn sum(&self, counter: impl Fn(&Stripe) -> &AtomicU64) -> u64 {
+        self.stripes
+            .iter()
+            .map(|stripe| counter(stripe).load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The number of requests counted for a route and status.
     pub fn requests(&self, route: RouteLabel, status: u16) -> u64 {
-        let s = STATUSES
-            .iter()
-            .position(|&c| c == status)
-            .unwrap_or(STATUSES.len());
-        self.requests[route as usize][s].load(Ordering::Relaxed)
+        let s = status_slot(status);
+        self.sum(|stripe| &stripe.requests[route as usize][s])
     }
 
     /// Renders the metrics and the hot tier's counters as Prometheus text.
@@ -115,8 +170,8 @@ impl Metrics {
         out.push_str("# HELP edgekv_http_requests_total Requests answered, by route and status.\n");
         out.push_str("# TYPE edgekv_http_requests_total counter\n");
         for route in RouteLabel::ALL {
-            for (slot, count) in self.requests[route as usize].iter().enumerate() {
-                let count = count.load(Ordering::Relaxed);
+            for slot in 0..STATUS_SLOTS {
+                let count = self.sum(|stripe| &stripe.requests[route as usize][slot]);
                 if count == 0 {
                     continue;
                 }
@@ -135,8 +190,8 @@ impl Metrics {
         for route in RouteLabel::ALL {
             let r = route as usize;
             let mut cumulative = 0;
-            for (b, count) in self.latency[r].iter().enumerate() {
-                cumulative += count.load(Ordering::Relaxed);
+            for b in 0..BUCKET_SLOTS {
+                cumulative += self.sum(|stripe| &stripe.latency[r][b]);
                 let le = BUCKETS_US
                     .get(b)
                     .map_or("+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
@@ -146,7 +201,7 @@ impl Metrics {
                     route.as_str()
                 );
             }
-            let sum = self.latency_sum_us[r].load(Ordering::Relaxed) as f64 / 1e6;
+            let sum = self.sum(|stripe| &stripe.latency_sum_us[r]) as f64 / 1e6;
             let _ = writeln!(
                 out,
                 "edgekv_http_request_duration_seconds_sum{{route=\"{}\"}} {sum}",
@@ -203,5 +258,90 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+    }
+
+    #[test]
+    fn counts_from_many_threads_sum_over_the_stripes() {
+        // Fewer stripes than threads: some threads share one, none is lost.
+        let metrics = Metrics::with_stripes(3);
+        std::thread::scope(|scope| {
+            for t in 0..8u64 {
+                let metrics = &metrics;
+                scope.spawn(move || {
+                    for _ in 0..1000 {
+                        metrics.record(RouteLabel::Value, 200, Duration::from_micros(t * 100));
+                    }
+                    metrics.record(RouteLabel::Keys, 404, Duration::from_millis(3));
+                });
+            }
+        });
+        assert_eq!(metrics.requests(RouteLabel::Value, 200), 8000);
+        assert_eq!(metrics.requests(RouteLabel::Keys, 404), 8);
+        assert_eq!(metrics.requests(RouteLabel::Value, 404), 0);
+        let used = metrics
+            .stripes
+            .iter()
+            .filter(|s| s.requests[RouteLabel::Value as usize][0].load(Ordering::Relaxed) > 0)
+            .count();
+        assert!(
+            used > 1,
+            "threads should spread over the stripes, used {used}"
+        );
+
+        let text = metrics.render(&crate::hot::HotTier::new(1 << 20).stats());
+        assert_eq!(
+            line(
+                &text,
+                "edgekv_http_requests_total{route=\"value\",status=\"200\"}"
+            ),
+            Some("8000")
+        );
+        // Latencies 0, 100, …, 700 µs: 2000 within 100 µs, all 8000 within 1 ms.
+        assert_eq!(
+            line(
+                &text,
+                "edgekv_http_request_duration_seconds_bucket{route=\"value\",le=\"0.0001\"}"
+            ),
+            Some("2000")
+        );
+        assert_eq!(
+            line(
+                &text,
+                "edgekv_http_request_duration_seconds_bucket{route=\"value\",le=\"0.001\"}"
+            ),
+            Some("8000")
+        );
+        // Σ 1000 × (0 + 100 + … + 700) µs = 2.8 s.
+        assert_eq!(
+            line(
+                &text,
+                "edgekv_http_request_duration_seconds_sum{route=\"value\"}"
+            ),
+            Some("2.8")
+        );
+        assert_eq!(
+            line(
+                &text,
+                "edgekv_http_request_duration_seconds_count{route=\"keys\"}"
+            ),
+            Some("8")
+        );
+    }
+
+    #[test]
+    fn stripes_are_bounded() {
+        assert_eq!(Metrics::with_stripes(0).stripes.len(), 1);
+        assert_eq!(Metrics::with_stripes(1000).stripes.len(), MAX_STRIPES);
     }
 }

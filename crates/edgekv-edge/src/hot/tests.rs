@@ -58,6 +58,30 @@ fn hits_share_the_held_value_which_shares_no_larger_buffer() {
 }
 
 #[test]
+fn hits_and_misses_from_many_threads_are_all_counted() {
+    let hot = HotTier::new(1 << 20);
+    for i in 0..50 {
+        fill_100(&hot, &format!("key-{i}"));
+    }
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for i in 0..1000 {
+                    // 50 held keys, 50 absent ones, a malformed namespace.
+                    assert_eq!(
+                        hot.get(NS, format!("key-{}", i % 100).as_bytes()).is_some(),
+                        i % 100 < 50
+                    );
+                }
+                assert!(hot.get("short", b"key-1").is_none());
+            });
+        }
+    });
+    let stats = hot.stats();
+    assert_eq!((stats.hits, stats.misses), (2000, 2004));
+}
+
+#[test]
 fn keys_of_every_length_are_found_inline_or_not() {
     let hot = HotTier::new(1 << 24);
     let lengths = [0, 1, 29, 30, 31, 32, 100, 512];
