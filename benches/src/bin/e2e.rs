@@ -387,18 +387,20 @@ fn main() -> anyhow::Result<()> {
             .context("the report names no namespace")?
             .to_string()
     };
-    let hot = |extra: &[&str]| -> Vec<String> {
+    // Reads of the first `keys` of the filled hot namespace.
+    let hot_over = |keys: &str, extra: &[&str]| -> Vec<String> {
         let mut args = kv(&hot_url);
         args.extend([
             "--namespace".into(),
             namespace.clone(),
             "--no-fill".into(),
             "--keys".into(),
-            keys_text.clone(),
+            keys.into(),
         ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     };
+    let hot = |extra: &[&str]| hot_over(&keys_text, extra);
     let value_path = format!(
         "{}/client/v4/accounts/{ACCOUNT}/storage/kv/namespaces/{namespace}/values/bench-00000001",
         baseline.url
@@ -406,23 +408,18 @@ fn main() -> anyhow::Result<()> {
     // (a) and (b) alternate and each reports its median run (by CPU per request);
     // the ratio of each back-to-back pair is reported too: the machine's drift
     // then hits both sides of a ratio alike.
-    let mut pairs = (Vec::new(), Vec::new(), Vec::new());
-    let one_key = {
-        let mut args = hot(&[]);
-        let at = args
-            .iter()
-            .position(|a| a == "--keys")
-            .context("no --keys")?;
-        args[at + 1] = "1".into();
-        args
-    };
-    for _ in 0..pair_count {
-        pairs.0.push(measure(
+    let bare = || {
+        measure(
             &setup,
             "(a) bare hyper, 100 B body",
             &baseline,
             &["--raw", "--token", TOKEN, "--url", &value_path],
-        )?);
+        )
+    };
+    let mut pairs = (Vec::new(), Vec::new(), Vec::new());
+    let one_key = hot_over("1", &[]);
+    for _ in 0..pair_count {
+        pairs.0.push(bare()?);
         pairs.1.push(measure(
             &setup,
             "(b) edgekv hot GET, 100 B",
@@ -522,12 +519,7 @@ fn main() -> anyhow::Result<()> {
     // Warm runs alternate with the bare server too.
     let mut warm_pairs = (Vec::new(), Vec::new());
     for _ in 0..pair_count {
-        warm_pairs.0.push(measure(
-            &setup,
-            "(a) bare hyper, 100 B body",
-            &baseline,
-            &["--raw", "--token", TOKEN, "--url", &value_path],
-        )?);
+        warm_pairs.0.push(bare()?);
         warm_pairs.1.push(measure(
             &setup,
             "(c) edgekv warm GET (RocksDB), 100 B",
