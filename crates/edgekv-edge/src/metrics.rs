@@ -81,8 +81,9 @@ pub struct Metrics {
     stripes: Box<[Stripe]>,
 }
 
-/// One thread's share of the counters (threads share a stripe only when there are
-/// more of them than stripes).
+/// One thread's share of the counters. Stripes are handed out round-robin to
+/// threads as they first count, so two threads share one once more threads have
+/// counted than there are stripes: that costs only contention, never a count.
 #[derive(Debug)]
 #[repr(align(128))]
 struct Stripe {
