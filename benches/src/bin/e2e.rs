@@ -117,15 +117,24 @@ impl Setup {
     }
 }
 
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+/// The user and system CPU time of a process so far, in seconds.
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    user: f64,
+    system: f64,
+}
+
+fn cpu_seconds(pid: u32) -> anyhow::Result<Cpu> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start at ") ".
     let rest = stat.rsplit_once(") ").context("odd /proc stat")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    // CLK_TCK is 100 on every Linux this runs on.
-    Ok(ticks / 100.0)
+    // utime and stime, in ticks; CLK_TCK is 100 on every Linux this runs on.
+    let seconds = |i: usize| -> anyhow::Result<f64> { Ok(fields[i].parse::<f64>()? / 100.0) };
+    Ok(Cpu {
+        user: seconds(11)?,
+        system: seconds(12)?,
+    })
 }
 
 /// The pid of the server itself (under `taskset`, the child is exec'd in place).
@@ -138,6 +147,9 @@ struct Row {
     name: String,
     report: serde_json::Value,
     cpu_us_per_request: f64,
+    /// The user-space part of `cpu_us_per_request`: the server's own work, where
+    /// the rest is the kernel's (sockets, wake-ups).
+    user_us_per_request: f64,
     saturation: f64,
     per_request: f64,
 }
@@ -145,22 +157,26 @@ struct Row {
 fn measure(setup: &Setup, name: &str, server: &Server, args: &[&str]) -> anyhow::Result<Row> {
     let before = cpu_seconds(pid(server))?;
     let report = setup.bench(args)?;
-    let cpu = cpu_seconds(pid(server))? - before;
+    let after = cpu_seconds(pid(server))?;
+    let user = after.user - before.user;
+    let cpu = user + after.system - before.system;
     let requests = report["requests"].as_f64().unwrap_or(0.0).max(1.0);
     let wall = report["duration_s"].as_f64().unwrap_or(1.0);
     let row = Row {
         name: name.to_string(),
         cpu_us_per_request: cpu * 1e6 / requests,
+        user_us_per_request: user * 1e6 / requests,
         saturation: cpu / wall,
         per_request: report["keys_per_s"].as_f64().unwrap_or(0.0)
             / report["throughput_rps"].as_f64().unwrap_or(1.0).max(1e-9),
         report,
     };
     eprintln!(
-        "{name}: {:.0} req/s, p99 {:.3} ms, {:.2} µs CPU/request, server core {:.0}% busy",
+        "{name}: {:.0} req/s, p99 {:.3} ms, {:.2} µs CPU/request ({:.2} user), server core {:.0}% busy",
         row.report["throughput_rps"].as_f64().unwrap_or(0.0),
         row.report["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
         row.cpu_us_per_request,
+        row.user_us_per_request,
         row.saturation * 100.0
     );
     Ok(row)
@@ -215,27 +231,31 @@ fn median(mut runs: Vec<Row>) -> Row {
 
 /// The CPU-per-request ratio of each back-to-back pair, and their median.
 fn paired(what: &str, base: &[Row], ours: &[Row]) -> String {
-    let mut ratios: Vec<f64> = base
-        .iter()
-        .zip(ours)
-        .map(|(a, b)| b.cpu_us_per_request / a.cpu_us_per_request.max(1e-9))
-        .collect();
-    let list = ratios
-        .iter()
-        .map(|r| format!("{r:.2}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    ratios.sort_by(f64::total_cmp);
-    let median = ratios.get(ratios.len() / 2).copied().unwrap_or(0.0);
+    let ratios = |part: fn(&Row) -> f64| -> (String, f64) {
+        let mut ratios: Vec<f64> = base
+            .iter()
+            .zip(ours)
+            .map(|(a, b)| part(b) / part(a).max(1e-9))
+            .collect();
+        let list = ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        ratios.sort_by(f64::total_cmp);
+        (list, ratios.get(ratios.len() / 2).copied().unwrap_or(0.0))
+    };
+    let (list, median) = ratios(|row| row.cpu_us_per_request);
+    let (user_list, user_median) = ratios(|row| row.user_us_per_request);
     format!(
-        "{what} ÷ bare hyper, CPU per request, pair by pair: {list}; median **{median:.2}×** (on a saturated core that is an estimated {:.2}× the throughput).",
+        "{what} ÷ bare hyper, CPU per request, pair by pair: {list}; median **{median:.2}×** (on a saturated core that is an estimated {:.2}× the throughput). User-space CPU alone: {user_list}; median {user_median:.2}×.",
         1.0 / median.max(1e-9)
     )
 }
 
 fn cpu_list(runs: &[Row]) -> String {
     runs.iter()
-        .map(|r| format!("{:.2}", r.cpu_us_per_request))
+        .map(|r| format!("{:.2} ({:.2})", r.cpu_us_per_request, r.user_us_per_request))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -434,7 +454,7 @@ fn main() -> anyhow::Result<()> {
         )?);
     }
     let mut spread = format!(
-        "CPU µs/request of the {pair_count} alternating rounds: bare hyper {}; hot GET {}; \
+        "CPU µs/request (user-space part in brackets) of the {pair_count} alternating rounds: bare hyper {}; hot GET {}; \
          hot GET of one key {}. {} {}",
         cpu_list(&pairs.0),
         cpu_list(&pairs.1),
@@ -528,7 +548,7 @@ fn main() -> anyhow::Result<()> {
         )?);
     }
     spread.push_str(&format!(
-        "\n\nCPU µs/request of the warm runs: bare hyper {}; warm GET {}. {}",
+        "\n\nCPU µs/request (user-space part in brackets) of the warm runs: bare hyper {}; warm GET {}. {}",
         cpu_list(&warm_pairs.0),
         cpu_list(&warm_pairs.1),
         paired("warm GET", &warm_pairs.0, &warm_pairs.1),
@@ -581,7 +601,7 @@ fn render(
             "and load generator unpinned (one core, or no taskset)"
         },
     ));
-    t.push_str("| run | req/s | keys/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | server CPU µs/req | server core busy | vs bare hyper |\n");
+    t.push_str("| run | req/s | keys/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | server CPU µs/req (user) | server core busy | vs bare hyper |\n");
     t.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for row in rows {
         let r = &row.report;
@@ -613,7 +633,7 @@ fn render(
             )
         };
         t.push_str(&format!(
-            "| {} | {:.0} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {:.0}% | {} |\n",
+            "| {} | {:.0} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} ({:.2}) | {:.0}% | {} |\n",
             row.name,
             tput,
             if row.per_request > 1.5 {
@@ -627,6 +647,7 @@ fn render(
             l["p99.9"].as_f64().unwrap_or(0.0),
             l["max"].as_f64().unwrap_or(0.0),
             row.cpu_us_per_request,
+            row.user_us_per_request,
             row.saturation * 100.0,
             versus
         ));
