@@ -83,8 +83,8 @@ pub fn try_hot<B>(edge: &Edge, request: &Request<B>, memo: &TokenMemo) -> Option
     let Some(Route::Value(scope, key)) = Route::parse(request.uri().path()) else {
         return None;
     };
-    let token = authorization.and_then(bearer_token).map(|t| memo.hash(t));
-    let mut response = hot_value(edge, token, &scope, &key)?;
+    let token = authorization.and_then(bearer_token).map(|t| memo.hash(t))?;
+    let mut response = hot_value(edge, memo, token, &scope, &key)?;
     if let Some(version) = &edge.routes().version_header {
         response
             .headers_mut()
@@ -101,13 +101,23 @@ pub fn try_hot<B>(edge: &Edge, request: &Request<B>, memo: &TokenMemo) -> Option
 /// The answer of the hot path for a value, if it has one.
 fn hot_value(
     edge: &Edge,
-    token: Option<TokenHash>,
+    memo: &TokenMemo,
+    token: TokenHash,
     scope: &Scope<'_>,
     key: &[u8],
 ) -> Option<Response<Body>> {
-    edge.authorize_hashed(token, &scope.account, Some(&scope.namespace), false)
-        .ok()?;
-    let mode = edge.known_mode(&scope.account, &scope.namespace)?.ok()?;
+    // Read before the tables: a decision made from them holds while it stands.
+    let generation = edge.scope_generation();
+    let mode = match memo.admitted(generation, &token, &scope.account, &scope.namespace) {
+        Some(mode) => mode,
+        None => {
+            edge.authorize_hashed(Some(token), &scope.account, Some(&scope.namespace), false)
+                .ok()?;
+            let mode = edge.known_mode(&scope.account, &scope.namespace)?.ok()?;
+            memo.admit(generation, token, &scope.account, &scope.namespace, mode);
+            mode
+        }
+    };
     edgekv_kv::validate::key(key).ok()?;
     let lookup = edge.get_held(&scope.namespace, mode, key)?;
     Some(match lookup.record {

@@ -206,6 +206,9 @@ pub struct Edge {
     /// Every namespace by id; read lock-free on each request.
     pub(crate) namespaces: ArcSwap<NamespaceMap>,
     tokens: ArcSwap<TokenTable>,
+    /// Moves after every new token table and namespace change, once it is in
+    /// place: what a connection memoised about a read scope holds while it stands.
+    scope_generation: AtomicU64,
     /// The tokens given at start (`--account/--token`), kept beside control's.
     bootstrap_tokens: TokenTable,
     /// The builds this edge calls; swapped whole when a new route table arrives.
@@ -331,6 +334,7 @@ impl Edge {
             namespaces: ArcSwap::from_pointee(namespaces),
             bootstrap_tokens: tokens.clone(),
             tokens: ArcSwap::from_pointee(tokens),
+            scope_generation: AtomicU64::new(0),
             routes: ArcSwap::from_pointee(routes),
             credential,
             feed,
@@ -518,6 +522,13 @@ impl Edge {
             version,
             grants.into_iter().chain(bootstrap),
         )));
+        self.scope_generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The scope generation: read it before the token and namespace tables, and a
+    /// decision made from them holds while it stands (see [`crate::tokens::TokenMemo`]).
+    pub fn scope_generation(&self) -> u64 {
+        self.scope_generation.load(Ordering::Acquire)
     }
 
     /// Whether the token table is empty (no client can be served).
@@ -751,6 +762,7 @@ impl Edge {
             }
             all
         });
+        self.scope_generation.fetch_add(1, Ordering::Release);
         for op in &ops {
             if let NamespaceOp::Delete(id) = op {
                 self.hot.remove_namespace(id);

@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use edgekv_kv::Mode;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -126,12 +127,30 @@ impl TokenTable {
 /// the connection that carried them (one memo per connection, never shared, never
 /// written anywhere); the table itself still holds hashes only.
 ///
+/// It also keeps the last scope its token was admitted to on the hot read path:
+/// the account, the namespace and that namespace's mode, stamped with the edge's
+/// scope generation ([`crate::Edge::scope_generation`]) read before the check. A
+/// read of the same scope with the same token skips the token and namespace
+/// lookups while the generation stands; any new token table or namespace change
+/// moves it, and the next request is checked in full again.
+///
 /// Behind a proxy that sends many clients' requests over one connection the memo
 /// misses more than it hits; each miss costs the SHA-256 it would have cost anyway
-/// and one small allocation.
+/// and a few small allocations.
 #[derive(Debug, Default)]
 pub struct TokenMemo {
     last: RefCell<Option<(Box<str>, TokenHash)>>,
+    admitted: RefCell<Option<Admitted>>,
+}
+
+/// A read scope a token was admitted to, and when.
+#[derive(Debug)]
+struct Admitted {
+    generation: u64,
+    token: TokenHash,
+    account: Box<str>,
+    namespace: Box<str>,
+    mode: Mode,
 }
 
 /// A clone remembers nothing: each connection starts with an empty memo of its own.
@@ -152,6 +171,46 @@ impl TokenMemo {
         let digest = hash(token);
         *self.last.borrow_mut() = Some((token.into(), digest));
         digest
+    }
+
+    /// The mode of `namespace` if this token was admitted to read it in `account`
+    /// at scope generation `generation`.
+    pub fn admitted(
+        &self,
+        generation: u64,
+        token: &TokenHash,
+        account: &str,
+        namespace: &str,
+    ) -> Option<Mode> {
+        self.admitted
+            .borrow()
+            .as_ref()
+            .filter(|a| {
+                a.generation == generation
+                    && a.token == *token
+                    && *a.account == *account
+                    && *a.namespace == *namespace
+            })
+            .map(|a| a.mode)
+    }
+
+    /// Remembers that the token was admitted to read `namespace` (of `mode`) in
+    /// `account`, checked against tables read after `generation` was.
+    pub fn admit(
+        &self,
+        generation: u64,
+        token: TokenHash,
+        account: &str,
+        namespace: &str,
+        mode: Mode,
+    ) {
+        *self.admitted.borrow_mut() = Some(Admitted {
+            generation,
+            token,
+            account: account.into(),
+            namespace: namespace.into(),
+            mode,
+        });
     }
 }
 

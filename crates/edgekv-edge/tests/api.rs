@@ -760,16 +760,13 @@ async fn tokens_are_checked() {
 /// hash of a connection's last token).
 #[tokio::test]
 async fn each_request_on_a_connection_is_judged_by_its_own_token() {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let edge = TestEdge::start().await;
     let kv = edge.client();
     let ns = kv.create_namespace("memo").await;
     kv.put(&ns, "k", "v").await;
     assert_eq!(kv.get(&ns, "k").await, (200, b"v".to_vec()));
-    let addr = edge.running.as_ref().unwrap().http_addr;
+    let mut connection = KeepAlive::open(&edge).await;
     let path = format!("/client/v4/accounts/{ACCOUNT}/storage/kv/namespaces/{ns}/values/k");
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut stream = BufReader::new(stream);
     let cases = [
         (Some(TOKEN), 200),
         (Some("wrong-token"), 401),
@@ -782,16 +779,116 @@ async fn each_request_on_a_connection_is_judged_by_its_own_token() {
         (Some(TOKEN), 200),
     ];
     for (token, expected) in cases {
+        let (status, body) = connection.get(&path, token).await;
+        assert_eq!(
+            status,
+            expected,
+            "token {token:?}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        if expected == 200 {
+            assert_eq!(body, b"v");
+        }
+    }
+}
+
+/// What a keep-alive connection learnt about its token and namespace lasts only
+/// until either changes: a revoked token and a deleted namespace take effect on
+/// the very next request of a connection that was just served from them.
+#[tokio::test]
+async fn a_revoked_token_or_deleted_namespace_is_refused_on_a_connection_it_was_served_on() {
+    use edgekv_edge::tokens::{self, Grant};
+    const CONTROL_TOKEN: &str = "0000000000000000000000000000000c";
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    // A full namespace: the edge answers for absent keys too, so a stale scope
+    // would answer "key not found" where the namespace is gone.
+    let created: Value = kv
+        .request(Method::POST, "/namespaces")
+        .json(&json!({"title": "memo", "mode": "full"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ns = created["result"]["id"].as_str().unwrap().to_string();
+    let other = kv.create_namespace("other").await;
+    kv.put(&ns, "k", "v").await;
+    kv.put(&other, "k", "w").await;
+    edge.edge().set_control_tokens(
+        2,
+        vec![(tokens::hash(CONTROL_TOKEN), Grant::full("ctl", ACCOUNT))],
+    );
+    let mut connection = KeepAlive::open(&edge).await;
+    let path =
+        |ns: &str| format!("/client/v4/accounts/{ACCOUNT}/storage/kv/namespaces/{ns}/values/k");
+    for _ in 0..3 {
+        assert_eq!(
+            connection.get(&path(&ns), Some(CONTROL_TOKEN)).await,
+            (200, b"v".to_vec())
+        );
+    }
+    // Control's next table leaves the token out.
+    edge.edge().set_control_tokens(3, vec![]);
+    assert_eq!(connection.get(&path(&ns), Some(CONTROL_TOKEN)).await.0, 401);
+    // A bootstrap token still reads; then its namespace is deleted.
+    assert_eq!(
+        connection.get(&path(&ns), Some(TOKEN)).await,
+        (200, b"v".to_vec())
+    );
+    assert_eq!(
+        connection.get(&path(&ns), Some(TOKEN)).await,
+        (200, b"v".to_vec())
+    );
+    let deleted = kv
+        .request(Method::DELETE, &format!("/namespaces/{ns}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let (status, body) = connection.get(&path(&ns), Some(TOKEN)).await;
+    assert_eq!(status, 404);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["errors"][0]["code"], 10013, "{body}");
+    // The other namespace is unaffected.
+    assert_eq!(
+        connection.get(&path(&other), Some(TOKEN)).await,
+        (200, b"w".to_vec())
+    );
+}
+
+/// One raw HTTP/1.1 keep-alive connection to an edge's KV API.
+struct KeepAlive {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl KeepAlive {
+    async fn open(edge: &TestEdge) -> KeepAlive {
+        let addr = edge.running.as_ref().unwrap().http_addr;
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        KeepAlive {
+            stream: tokio::io::BufReader::new(stream),
+        }
+    }
+
+    /// A GET of `path` with `token` (if any); the status and body.
+    async fn get(&mut self, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
         let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
         let head = format!("GET {path} HTTP/1.1\r\nhost: edge\r\n{auth}\r\n");
-        stream.get_mut().write_all(head.as_bytes()).await.unwrap();
+        self.stream
+            .get_mut()
+            .write_all(head.as_bytes())
+            .await
+            .unwrap();
         let mut status_line = String::new();
-        stream.read_line(&mut status_line).await.unwrap();
+        self.stream.read_line(&mut status_line).await.unwrap();
         let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
         let mut length = 0;
         loop {
             let mut line = String::new();
-            stream.read_line(&mut line).await.unwrap();
+            self.stream.read_line(&mut line).await.unwrap();
             if line == "\r\n" {
                 break;
             }
@@ -802,16 +899,8 @@ async fn each_request_on_a_connection_is_judged_by_its_own_token() {
             }
         }
         let mut body = vec![0; length];
-        stream.read_exact(&mut body).await.unwrap();
-        assert_eq!(
-            status,
-            expected,
-            "token {token:?}: {}",
-            String::from_utf8_lossy(&body)
-        );
-        if expected == 200 {
-            assert_eq!(body, b"v");
-        }
+        self.stream.read_exact(&mut body).await.unwrap();
+        (status, body)
     }
 }
 
