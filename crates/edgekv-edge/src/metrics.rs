@@ -132,7 +132,8 @@ impl Metrics {
 
     /// The calling thread's stripe.
     fn stripe(&self) -> &Stripe {
-        let n = STRIPE.with(|n| *n);
+        // While a thread's locals are being torn down, the first stripe.
+        let n = STRIPE.try_with(|n| *n).unwrap_or(0);
         &self.stripes[n % self.stripes.len()]
     }
 

@@ -231,6 +231,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_admitted_scope_holds_only_for_the_same_token_account_namespace_and_generation() {
+        let memo = TokenMemo::default();
+        let (token, other) = (hash("a"), hash("b"));
+        assert_eq!(memo.admitted(7, &token, "acct", "ns1"), None);
+        memo.admit(7, token, "acct", "ns1", Mode::Full);
+        assert_eq!(memo.admitted(7, &token, "acct", "ns1"), Some(Mode::Full));
+        // Any one field different: not admitted.
+        assert_eq!(memo.admitted(8, &token, "acct", "ns1"), None);
+        assert_eq!(memo.admitted(7, &other, "acct", "ns1"), None);
+        assert_eq!(memo.admitted(7, &token, "acct2", "ns1"), None);
+        assert_eq!(memo.admitted(7, &token, "acct", "ns2"), None);
+        // A new admission replaces the old one.
+        memo.admit(8, token, "acct", "ns2", Mode::Cache);
+        assert_eq!(memo.admitted(8, &token, "acct", "ns2"), Some(Mode::Cache));
+        assert_eq!(memo.admitted(8, &token, "acct", "ns1"), None);
+        // A clone (a new connection) remembers nothing.
+        assert_eq!(memo.clone().admitted(8, &token, "acct", "ns2"), None);
+    }
+
+    #[test]
     fn lookup_is_by_hash() {
         let token = generate();
         assert_eq!(token.len(), 32);
