@@ -803,16 +803,7 @@ async fn a_revoked_token_or_deleted_namespace_is_refused_on_a_connection_it_was_
     let kv = edge.client();
     // A full namespace: the edge answers for absent keys too, so a stale scope
     // would answer "key not found" where the namespace is gone.
-    let created: Value = kv
-        .request(Method::POST, "/namespaces")
-        .json(&json!({"title": "memo", "mode": "full"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ns = created["result"]["id"].as_str().unwrap().to_string();
+    let ns = kv.create_full_namespace("memo").await;
     let other = kv.create_namespace("other").await;
     kv.put(&ns, "k", "v").await;
     kv.put(&other, "k", "w").await;

@@ -16,16 +16,7 @@ async fn a_full_namespace_emptied_while_an_edge_was_away_is_empty_after_its_resy
     let a = TestEdge::start_with(&origin.url, clock.clone()).await;
     let b = TestEdge::start_with(&origin.url, clock.clone()).await;
     let (ka, kb) = (a.client(), b.client());
-    let body: serde_json::Value = ka
-        .request(Method::POST, "/namespaces")
-        .json(&serde_json::json!({"title": "full", "mode": "full"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let full = body["result"]["id"].as_str().unwrap().to_string();
+    let full = ka.create_full_namespace("full").await;
     let other = ka.create_namespace("other").await;
     assert_eq!(ka.put(&full, "gone", "x").await, 200);
     eventually(Duration::from_secs(10), "B holds the key", || async {

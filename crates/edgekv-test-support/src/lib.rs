@@ -262,9 +262,19 @@ impl Client {
 
     /// Creates a namespace and returns its id.
     pub async fn create_namespace(&self, title: &str) -> String {
+        self.create(serde_json::json!({ "title": title })).await
+    }
+
+    /// Creates a `full` namespace (every edge holds every key) and returns its id.
+    pub async fn create_full_namespace(&self, title: &str) -> String {
+        self.create(serde_json::json!({ "title": title, "mode": "full" }))
+            .await
+    }
+
+    async fn create(&self, body: serde_json::Value) -> String {
         let response = self
             .request(reqwest::Method::POST, "/namespaces")
-            .json(&serde_json::json!({ "title": title }))
+            .json(&body)
             .send()
             .await
             .unwrap();
