@@ -4,7 +4,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/edgekv-target
 export CARGO_TARGET_DIR
 ARGS ?=
 
-.PHONY: dev test lint deps build bench bench-e2e bench-memory
+.PHONY: dev test lint deps build bench bench-e2e bench-memory bench-instructions
 
 ## Installs what is missing, builds, and runs `edgekv dev` (ARGS="..." adds flags).
 dev: deps
@@ -34,6 +34,11 @@ bench: deps
 bench-e2e: deps
 	cargo build --locked --profile bench -p edgekv -p edgekv-benches
 	$(CARGO_TARGET_DIR)/release/e2e $(ARGS)
+
+## Instructions per hot GET through the held path, counted by callgrind: exact
+## where timings swing (installs valgrind if missing). ARGS=N requests.
+bench-instructions: deps
+	./benches/instructions.sh $(ARGS)
 
 ## Resident memory per key of the hot tier (ARGS=N keys, default 1,000,000).
 bench-memory: deps

@@ -8,7 +8,7 @@
 use std::hint::black_box;
 
 use bytes::Bytes;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use edgekv_edge::hot::HotTier;
 use edgekv_edge::http::respond::CACHE_HEADER;
 use edgekv_edge::service::Change;
@@ -78,12 +78,33 @@ fn route_pick(c: &mut Criterion) {
 fn response_building(c: &mut Criterion) {
     let value = Bytes::from(vec![1u8; 100]);
     let source = edgekv_edge::service::Source::Hit;
+    // Into the header map of the last answer, as the hot path does on a connection.
     c.bench_function("response_raw_100B_hit", |b| {
-        b.iter(|| black_box(edgekv_edge::http::respond::raw(value.clone(), &source)))
+        let mut headers = http::HeaderMap::new();
+        b.iter(|| {
+            let map = std::mem::take(&mut headers);
+            let response = edgekv_edge::http::respond::raw_in(value.clone(), &source, map);
+            headers = black_box(response).into_parts().0.headers;
+        })
     });
 }
 
-fn hot_get_through_http(c: &mut Criterion) {
+/// What a hyper connection does between two requests: the answer's header map,
+/// cleared, takes the next request's headers.
+fn reuse_headers<B>(
+    request: &mut http::Request<B>,
+    response: http::Response<edgekv_edge::http::Body>,
+    auth: &http::HeaderValue,
+) {
+    let mut headers = response.into_parts().0.headers;
+    headers.clear();
+    headers.insert(http::header::AUTHORIZATION, auth.clone());
+    *request.headers_mut() = headers;
+}
+
+/// An edge synced with a real origin build, holding `hot-key` (100 B) hot; its
+/// runtime, and the namespace.
+fn hot_edge() -> (tokio::runtime::Runtime, TestEdge, String) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -103,20 +124,51 @@ fn hot_get_through_http(c: &mut Criterion) {
             .unwrap();
         (test, ns)
     });
+    (rt, test, ns)
+}
+
+/// The request of a hot GET of `key`.
+fn hot_request(ns: &str, key: &str) -> http::Request<Empty<Bytes>> {
+    http::Request::get(format!(
+        "/client/v4/accounts/acct/storage/kv/namespaces/{ns}/values/{key}"
+    ))
+    .header("authorization", format!("Bearer {TOKEN}"))
+    .body(Empty::<Bytes>::new())
+    .unwrap()
+}
+
+/// `n` hot GETs of one key on one connection, as the server answers them. Kept
+/// out of line: `make bench-instructions` counts the instructions run inside it.
+#[inline(never)]
+fn held_requests(edge: &edgekv_edge::Edge, ns: &str, n: u64) {
+    let auth = http::HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap();
+    let mut request = hot_request(ns, "hot-key");
+    let memo = edgekv_edge::tokens::TokenMemo::default();
+    for _ in 0..n {
+        let response = edgekv_edge::http::try_hot(edge, &mut request, &memo).unwrap();
+        assert_eq!(response.status(), 200);
+        reuse_headers(&mut request, black_box(response), &auth);
+    }
+}
+
+fn hot_get_through_http(c: &mut Criterion) {
+    let (rt, test, ns) = hot_edge();
     let edge = test.edge().clone();
     let uri = format!("/client/v4/accounts/acct/storage/kv/namespaces/{ns}/values/hot-key");
     let auth = format!("Bearer {TOKEN}");
+    let auth_value = http::HeaderValue::from_str(&auth).unwrap();
     c.bench_function("hot_get_held_path_100B", |b| {
-        let request = http::Request::get(uri.as_str())
+        let mut request = http::Request::get(uri.as_str())
             .header("authorization", auth.as_str())
             .body(Empty::<Bytes>::new())
             .unwrap();
         let memo = edgekv_edge::tokens::TokenMemo::default();
         b.iter(|| {
-            let response = edgekv_edge::http::try_hot(&edge, black_box(&request), &memo).unwrap();
+            let response =
+                edgekv_edge::http::try_hot(&edge, black_box(&mut request), &memo).unwrap();
             // By the static name: parsing a name from text here would be counted too.
             assert_eq!(response.headers()[&CACHE_HEADER], "HIT");
-            black_box(response)
+            reuse_headers(&mut request, response, &auth_value);
         })
     });
     // The same over 10,000 keys in a shuffled order: each hit's map slot and value
@@ -141,7 +193,7 @@ fn hot_get_through_http(c: &mut Criterion) {
     let mut order: Vec<usize> = (0..keys.len()).collect();
     // A fixed shuffle (multiplicative hashing of the index), the same every run.
     order.sort_by_key(|&i| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let requests: Vec<_> = order
+    let mut requests: Vec<_> = order
         .iter()
         .map(|&i| {
             http::Request::get(format!(
@@ -158,9 +210,10 @@ fn hot_get_through_http(c: &mut Criterion) {
         let mut next = 0;
         b.iter(|| {
             next = (next + 1) % requests.len();
-            let response = edgekv_edge::http::try_hot(&edge, &requests[next], &memo).unwrap();
+            let request = &mut requests[next];
+            let response = edgekv_edge::http::try_hot(&edge, request, &memo).unwrap();
             assert_eq!(response.headers()[&CACHE_HEADER], "HIT");
-            black_box(response)
+            reuse_headers(request, response, &auth_value);
         })
     });
     c.bench_function("hot_get_http_handler_100B", |b| {
@@ -186,4 +239,18 @@ criterion_group!(
     response_building,
     hot_get_through_http
 );
-criterion_main!(benches);
+
+/// Criterion's benches; or, with `EDGEKV_HELD_REQUESTS=N`, only N held-path
+/// requests (for an instruction count under callgrind: `make bench-instructions`).
+fn main() {
+    if let Ok(n) = std::env::var("EDGEKV_HELD_REQUESTS") {
+        let n = n
+            .parse()
+            .expect("EDGEKV_HELD_REQUESTS is a number of requests");
+        let (_rt, test, ns) = hot_edge();
+        held_requests(test.edge(), &ns, n);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -12,7 +12,6 @@ mod route;
 mod values;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
@@ -21,8 +20,8 @@ use hyper::body::Body as HttpBody;
 pub use respond::Body;
 pub use route::{Route, Scope};
 
-use crate::metrics::RouteLabel;
-use crate::tokens::{TokenHash, TokenMemo};
+use crate::metrics::{RouteLabel, Started};
+use crate::tokens::{Admission, TokenHash, TokenMemo};
 use crate::{Edge, Error, Result};
 
 /// Answers one request of the KV API. Never panics on input and never answers a
@@ -32,7 +31,7 @@ where
     B: HttpBody<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let start = Instant::now();
+    let start = Started::now();
     let (parts, body) = request.into_parts();
     let route = Route::parse(parts.uri.path());
     let label = route.as_ref().map_or(RouteLabel::Other, Route::label);
@@ -60,12 +59,20 @@ where
 
 /// The hot read path, answered without awaiting anything: a GET of a value the
 /// edge holds (hot tier, else a point read of its store) while held entries may
-/// be served, with a valid token and no per-request options (`cache-control`, `edgekv-version-override`, a query).
-/// Anything else — including every error — is `None`: [`handle`] answers it
-/// fully. Keeping this path synchronous keeps the
-/// future hyper stores per request tiny (the full handler's is large, and hyper
-/// moves it into place on every request).
-pub fn try_hot<B>(edge: &Edge, request: &Request<B>, memo: &TokenMemo) -> Option<Response<Body>> {
+/// be served, with a valid token and no per-request options (`cache-control`,
+/// `edgekv-version-override`, a query). Anything else — including every error —
+/// is `None`, and the request is left as it was: [`handle`] answers it fully.
+/// Keeping this path synchronous keeps the future hyper stores per request tiny
+/// (the full handler's is large, and hyper moves it into place on every request).
+///
+/// A value's answer carries its headers in the request's own header map,
+/// cleared: hyper hands each answer's map back for the next request of the
+/// connection to be parsed into, so a connection's hot reads allocate nothing.
+pub fn try_hot<B>(
+    edge: &Edge,
+    request: &mut Request<B>,
+    memo: &TokenMemo,
+) -> Option<Response<Body>> {
     if request.method() != Method::GET || request.uri().query().is_some() {
         return None;
     }
@@ -79,16 +86,28 @@ pub fn try_hot<B>(edge: &Edge, request: &Request<B>, memo: &TokenMemo) -> Option
             return None;
         }
     }
-    let start = Instant::now();
+    let start = Started::now();
     let Some(Route::Value(scope, key)) = Route::parse(request.uri().path()) else {
         return None;
     };
-    let token = authorization.and_then(bearer_token).map(|t| memo.hash(t))?;
-    let mut response = hot_value(edge, memo, token, &scope, &key)?;
-    if let Some(version) = &edge.routes().version_header {
+    let token = memo.hash(bearer_bytes(authorization?)?);
+    let (lookup, route_version) = hot_value(edge, memo, token, &scope, &key)?;
+    let mut response = match lookup.record {
+        Some(record) => {
+            let headers = std::mem::take(request.headers_mut());
+            respond::raw_in(record.value, &lookup.source, headers)
+        }
+        None => {
+            let mut response = respond::error(&Error::KeyNotFound);
+            respond::mark(&mut response, &lookup.source);
+            response
+        }
+    };
+    if let Some(version) = route_version {
+        // Appended: no answer of this path has the header yet.
         response
             .headers_mut()
-            .insert(respond::ROUTE_VERSION_HEADER.clone(), version.clone());
+            .append(respond::ROUTE_VERSION_HEADER.clone(), version);
     }
     edge.metrics().record(
         RouteLabel::Value,
@@ -98,36 +117,34 @@ pub fn try_hot<B>(edge: &Edge, request: &Request<B>, memo: &TokenMemo) -> Option
     Some(response)
 }
 
-/// The answer of the hot path for a value, if it has one.
+/// What the edge holds for a value, if the hot path may answer with it, and the
+/// route version header the answer carries.
 fn hot_value(
     edge: &Edge,
     memo: &TokenMemo,
     token: TokenHash,
     scope: &Scope<'_>,
     key: &[u8],
-) -> Option<Response<Body>> {
+) -> Option<(crate::service::Lookup, Option<HeaderValue>)> {
     // Read before the tables: a decision made from them holds while it stands.
     let generation = edge.scope_generation();
-    let mode = match memo.admitted(generation, &token, &scope.account, &scope.namespace) {
-        Some(mode) => mode,
+    let admission = match memo.admitted(generation, &token, &scope.account, &scope.namespace) {
+        Some(admission) => admission,
         None => {
             edge.authorize_hashed(Some(token), &scope.account, Some(&scope.namespace), false)
                 .ok()?;
-            let mode = edge.known_mode(&scope.account, &scope.namespace)?.ok()?;
-            memo.admit(generation, token, &scope.account, &scope.namespace, mode);
-            mode
+            let admission = Admission {
+                mode: edge.known_mode(&scope.account, &scope.namespace)?.ok()?,
+                route_version: edge.routes().version_header.clone(),
+            };
+            let (account, namespace) = (&scope.account, &scope.namespace);
+            memo.admit(generation, token, account, namespace, admission.clone());
+            admission
         }
     };
     edgekv_kv::validate::key(key).ok()?;
-    let lookup = edge.get_held(&scope.namespace, mode, key)?;
-    Some(match lookup.record {
-        Some(record) => respond::raw(record.value, &lookup.source),
-        None => {
-            let mut response = respond::error(&Error::KeyNotFound);
-            respond::mark(&mut response, &lookup.source);
-            response
-        }
-    })
+    let lookup = edge.get_held(&scope.namespace, admission.mode, key)?;
+    Some((lookup, admission.route_version))
 }
 
 /// `edgekv-version-override`: a build of the table to target (admin tokens only).
@@ -266,12 +283,26 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The token of an `Authorization: Bearer <token>` value (scheme in any case).
 fn bearer_token(value: &HeaderValue) -> Option<&str> {
-    // A header value that is text holds visible ASCII and tabs only, so ASCII
-    // trimming is all the trimming there is.
-    let value = value.to_str().ok()?.trim_ascii();
-    let space = value.bytes().position(|b| b == b' ')?;
+    std::str::from_utf8(bearer_bytes(value)?).ok()
+}
+
+/// [`bearer_token`] as bytes, unchecked: the hot path looks tokens up by hash, and
+/// a token with bytes no token has matches none. Only ASCII is trimmed: a header
+/// value holds no other whitespace.
+fn bearer_bytes(value: &HeaderValue) -> Option<&[u8]> {
+    // As clients send it: one comparison.
+    if let Some(token) = value.as_bytes().strip_prefix(b"Bearer ")
+        && let Some(&first) = token.first()
+        && first != b' '
+        && first != b'\t'
+    {
+        let token = token.trim_ascii_end();
+        return (!token.is_empty()).then_some(token);
+    }
+    let value = value.as_bytes().trim_ascii();
+    let space = value.iter().position(|&b| b == b' ')?;
     let token = value[space + 1..].trim_ascii();
-    (value[..space].eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    (value[..space].eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]
@@ -291,5 +322,11 @@ mod tests {
         assert_eq!(token("Bearerabc"), None);
         assert_eq!(token("\tBearer\tabc"), None);
         assert_eq!(token(" Bearer \tabc\t").as_deref(), Some("abc"));
+        // As clients send it (the one-comparison path), and near misses of it.
+        assert_eq!(token("Bearer abc\t ").as_deref(), Some("abc"));
+        assert_eq!(token("Bearer \tabc").as_deref(), Some("abc"));
+        assert_eq!(token("Bearer  abc").as_deref(), Some("abc"));
+        assert_eq!(token("Bearer a b").as_deref(), Some("a b"));
+        assert_eq!(token("Bearer \t"), None);
     }
 }

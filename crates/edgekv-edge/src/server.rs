@@ -60,7 +60,7 @@ impl RunningEdge {
             http,
             stopped.clone(),
             grace,
-            move |req: Request<Incoming>| match crate::http::try_hot(&api, &req, &memo) {
+            move |mut req: Request<Incoming>| match crate::http::try_hot(&api, &mut req, &memo) {
                 Some(response) => Either::Left(std::future::ready(response)),
                 None => {
                     let edge = api.clone();

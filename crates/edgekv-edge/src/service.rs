@@ -206,8 +206,9 @@ pub struct Edge {
     /// Every namespace by id; read lock-free on each request.
     pub(crate) namespaces: ArcSwap<NamespaceMap>,
     tokens: ArcSwap<TokenTable>,
-    /// Moves after every new token table and namespace change, once it is in
-    /// place: what a connection memoised about a read scope holds while it stands.
+    /// Moves after every new token table, namespace change and route table, once
+    /// it is in place: what a connection memoised about a read scope holds while it
+    /// stands.
     scope_generation: AtomicU64,
     /// The tokens given at start (`--account/--token`), kept beside control's.
     bootstrap_tokens: TokenTable,
@@ -421,6 +422,9 @@ impl Edge {
     /// eject them).
     pub fn set_routes(&self, routes: Arc<Routes>) {
         self.routes.store(routes);
+        // After the table is in place: a hot read that sees the new generation
+        // reads the new table (its version header).
+        self.scope_generation.fetch_add(1, Ordering::Release);
     }
 
     /// The known-good build: the feed follows it, namespace changes go to it.
@@ -525,8 +529,9 @@ impl Edge {
         self.scope_generation.fetch_add(1, Ordering::Release);
     }
 
-    /// The scope generation: read it before the token and namespace tables, and a
-    /// decision made from them holds while it stands (see [`crate::tokens::TokenMemo`]).
+    /// The scope generation: read it before the token, namespace and route tables,
+    /// and a decision made from them holds while it stands (see
+    /// [`crate::tokens::TokenMemo`]).
     pub fn scope_generation(&self) -> u64 {
         self.scope_generation.load(Ordering::Acquire)
     }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use edgekv_kv::Mode;
+use http::HeaderValue;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -128,18 +129,19 @@ impl TokenTable {
 /// written anywhere); the table itself still holds hashes only.
 ///
 /// It also keeps the last scope its token was admitted to on the hot read path:
-/// the account, the namespace and that namespace's mode, stamped with the edge's
-/// scope generation ([`crate::Edge::scope_generation`]) read before the check. A
-/// read of the same scope with the same token skips the token and namespace
-/// lookups while the generation stands; any new token table or namespace change
-/// moves it, and the next request is checked in full again.
+/// the account, the namespace and that namespace's mode, and the route table's
+/// version header the answers carry, stamped with the edge's scope generation
+/// ([`crate::Edge::scope_generation`]) read before the check. A read of the same
+/// scope with the same token skips the token, namespace and route table lookups
+/// while the generation stands; any new token table, namespace change or route
+/// table moves it, and the next request is checked in full again.
 ///
 /// Behind a proxy that sends many clients' requests over one connection the memo
 /// misses more than it hits; each miss costs the SHA-256 it would have cost anyway
 /// and a few small allocations.
 #[derive(Debug, Default)]
 pub struct TokenMemo {
-    last: RefCell<Option<(Box<str>, TokenHash)>>,
+    last: RefCell<Option<(Box<[u8]>, TokenHash)>>,
     admitted: RefCell<Option<Admitted>>,
 }
 
@@ -151,6 +153,16 @@ struct Admitted {
     account: Box<str>,
     namespace: Box<str>,
     mode: Mode,
+    route_version: Option<HeaderValue>,
+}
+
+/// What the hot path learned when it admitted a scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// The namespace's mode.
+    pub mode: Mode,
+    /// `edgekv-route-version` of the route table then.
+    pub route_version: Option<HeaderValue>,
 }
 
 /// A clone remembers nothing: each connection starts with an empty memo of its own.
@@ -161,27 +173,28 @@ impl Clone for TokenMemo {
 }
 
 impl TokenMemo {
-    /// The hash of `token`: remembered when it is the connection's last token.
-    pub fn hash(&self, token: &str) -> TokenHash {
+    /// The hash of `token` (its bytes, as sent: a token that is not text matches
+    /// no hash): remembered when it is the connection's last token.
+    pub fn hash(&self, token: &[u8]) -> TokenHash {
         if let Some((last, digest)) = &*self.last.borrow()
             && **last == *token
         {
             return *digest;
         }
-        let digest = hash(token);
+        let digest = Sha256::digest(token).into();
         *self.last.borrow_mut() = Some((token.into(), digest));
         digest
     }
 
-    /// The mode of `namespace` if this token was admitted to read it in `account`
-    /// at scope generation `generation`.
+    /// What the hot path learned if this token was admitted to read `namespace` in
+    /// `account` at scope generation `generation`.
     pub fn admitted(
         &self,
         generation: u64,
         token: &TokenHash,
         account: &str,
         namespace: &str,
-    ) -> Option<Mode> {
+    ) -> Option<Admission> {
         self.admitted
             .borrow()
             .as_ref()
@@ -191,25 +204,29 @@ impl TokenMemo {
                     && *a.account == *account
                     && *a.namespace == *namespace
             })
-            .map(|a| a.mode)
+            .map(|a| Admission {
+                mode: a.mode,
+                route_version: a.route_version.clone(),
+            })
     }
 
-    /// Remembers that the token was admitted to read `namespace` (of `mode`) in
-    /// `account`, checked against tables read after `generation` was.
+    /// Remembers that the token was admitted to read `namespace` in `account`,
+    /// checked against tables read after `generation` was.
     pub fn admit(
         &self,
         generation: u64,
         token: TokenHash,
         account: &str,
         namespace: &str,
-        mode: Mode,
+        admission: Admission,
     ) {
         *self.admitted.borrow_mut() = Some(Admitted {
             generation,
             token,
             account: account.into(),
             namespace: namespace.into(),
-            mode,
+            mode: admission.mode,
+            route_version: admission.route_version,
         });
     }
 }
@@ -234,17 +251,25 @@ mod tests {
     fn an_admitted_scope_holds_only_for_the_same_token_account_namespace_and_generation() {
         let memo = TokenMemo::default();
         let (token, other) = (hash("a"), hash("b"));
+        let full = Admission {
+            mode: Mode::Full,
+            route_version: Some(HeaderValue::from(5u64)),
+        };
+        let cache = Admission {
+            mode: Mode::Cache,
+            route_version: None,
+        };
         assert_eq!(memo.admitted(7, &token, "acct", "ns1"), None);
-        memo.admit(7, token, "acct", "ns1", Mode::Full);
-        assert_eq!(memo.admitted(7, &token, "acct", "ns1"), Some(Mode::Full));
+        memo.admit(7, token, "acct", "ns1", full.clone());
+        assert_eq!(memo.admitted(7, &token, "acct", "ns1"), Some(full));
         // Any one field different: not admitted.
         assert_eq!(memo.admitted(8, &token, "acct", "ns1"), None);
         assert_eq!(memo.admitted(7, &other, "acct", "ns1"), None);
         assert_eq!(memo.admitted(7, &token, "acct2", "ns1"), None);
         assert_eq!(memo.admitted(7, &token, "acct", "ns2"), None);
         // A new admission replaces the old one.
-        memo.admit(8, token, "acct", "ns2", Mode::Cache);
-        assert_eq!(memo.admitted(8, &token, "acct", "ns2"), Some(Mode::Cache));
+        memo.admit(8, token, "acct", "ns2", cache.clone());
+        assert_eq!(memo.admitted(8, &token, "acct", "ns2"), Some(cache));
         assert_eq!(memo.admitted(8, &token, "acct", "ns1"), None);
         // A clone (a new connection) remembers nothing.
         assert_eq!(memo.clone().admitted(8, &token, "acct", "ns2"), None);
@@ -267,7 +292,7 @@ mod tests {
     fn a_memo_hashes_as_the_table_does_whatever_the_order_of_tokens() {
         let memo = TokenMemo::default();
         for token in ["a", "a", "b", "a", "", "bb", "b"] {
-            assert_eq!(memo.hash(token), hash(token), "{token:?}");
+            assert_eq!(memo.hash(token.as_bytes()), hash(token), "{token:?}");
         }
         assert!(memo.last.borrow().is_some());
         assert!(memo.clone().last.borrow().is_none(), "a clone kept a token");

@@ -865,9 +865,21 @@ impl KeepAlive {
 
     /// A GET of `path` with `token` (if any); the status and body.
     async fn get(&mut self, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+        let (status, _, body) = self.exchange(path, token, "").await;
+        (status, body)
+    }
+
+    /// A GET of `path` with `token` (if any) and `extra` header lines; the status,
+    /// the headers (names in lower case) and the body.
+    async fn exchange(
+        &mut self,
+        path: &str,
+        token: Option<&str>,
+        extra: &str,
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
         let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
-        let head = format!("GET {path} HTTP/1.1\r\nhost: edge\r\n{auth}\r\n");
+        let head = format!("GET {path} HTTP/1.1\r\nhost: edge\r\n{auth}{extra}\r\n");
         self.stream
             .get_mut()
             .write_all(head.as_bytes())
@@ -876,22 +888,104 @@ impl KeepAlive {
         let mut status_line = String::new();
         self.stream.read_line(&mut status_line).await.unwrap();
         let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
-        let mut length = 0;
+        let mut headers = Vec::new();
         loop {
             let mut line = String::new();
             self.stream.read_line(&mut line).await.unwrap();
             if line == "\r\n" {
                 break;
             }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap();
-            }
+            let (name, value) = line.split_once(':').unwrap();
+            headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
         }
+        let length = headers
+            .iter()
+            .find(|(name, _)| name == "content-length")
+            .map_or(0, |(_, value)| value.parse().unwrap());
         let mut body = vec![0; length];
         self.stream.read_exact(&mut body).await.unwrap();
-        (status, body)
+        (status, headers, body)
+    }
+}
+
+/// A hot read answers in the request's own header map, cleared: no header of the
+/// request (its token above all) comes back, on any request of a connection,
+/// whatever was answered before on it.
+#[tokio::test]
+async fn a_hot_answer_carries_its_own_headers_and_none_of_the_request() {
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    let ns = kv.create_namespace("headers").await;
+    kv.put(&ns, "k", "v").await;
+    let path = |key: &str| {
+        format!("/client/v4/accounts/{ACCOUNT}/storage/kv/namespaces/{ns}/values/{key}")
+    };
+    let mut version: Option<String> = None;
+    let mut connection = KeepAlive::open(&edge).await;
+    let extra = "x-request-id: r-123\r\naccept: */*\r\nuser-agent: probe\r\n";
+    // Hot answers, then a new route table: the next answer on the same connection
+    // carries its version.
+    for round in 0..2 {
+        for _ in 0..3 {
+            let (got, headers, _) = connection.exchange(&path("k"), Some(TOKEN), "").await;
+            assert_eq!(got, 200);
+            let carried = headers
+                .iter()
+                .find(|(name, _)| name == "edgekv-route-version")
+                .map(|(_, value)| value.clone());
+            assert_eq!(carried, version, "round {round}: {headers:?}");
+        }
+        let routes = edge.edge().routes();
+        edge.edge()
+            .set_routes(std::sync::Arc::new(edgekv_edge::routes::Routes {
+                table: None,
+                known_good: routes.known_good.clone(),
+                builds: routes.builds.clone(),
+                ejected: routes.builds.iter().map(|_| Default::default()).collect(),
+                version_header: Some(http::HeaderValue::from(41 + round)),
+            }));
+        version = Some((41 + round).to_string());
+    }
+    // Hot answers, then a 404 from the build, a full-handler answer (a query) and
+    // hot ones again.
+    for (key, query, status, cache) in [
+        ("k", "", 200, "HIT"),
+        ("k", "", 200, "HIT"),
+        ("absent", "", 404, "MISS"),
+        ("k", "?cache_ttl=30", 200, "HIT"),
+        ("k", "", 200, "HIT"),
+        ("k", "", 200, "HIT"),
+    ] {
+        let (got, headers, body) = connection
+            .exchange(&format!("{}{query}", path(key)), Some(TOKEN), extra)
+            .await;
+        assert_eq!(got, status, "{key}{query}: {headers:?}");
+        let names: Vec<&str> = headers.iter().map(|(name, _)| name.as_str()).collect();
+        for name in [
+            "authorization",
+            "host",
+            "x-request-id",
+            "accept",
+            "user-agent",
+        ] {
+            assert!(!names.contains(&name), "{name} echoed in {headers:?}");
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, value)| value.as_str())
+        };
+        assert_eq!(header("edgekv-cache"), Some(cache), "{headers:?}");
+        if status == 200 {
+            assert_eq!(body, b"v");
+            assert_eq!(header("content-type"), Some("application/octet-stream"));
+            assert_eq!(header("edgekv-route-version"), version.as_deref());
+            let mut sorted = names.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), names.len(), "a header twice: {headers:?}");
+        }
     }
 }
 

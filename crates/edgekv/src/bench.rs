@@ -483,6 +483,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             live.clone(),
         ));
     }
+    if args.spin {
+        // A task that only yields keeps its worker from parking: the worker polls
+        // for IO without a timeout between turns, so it never sleeps in the kernel.
+        for _ in 0..tokio::runtime::Handle::current().metrics().num_workers() {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::task::yield_now().await;
+                }
+            });
+        }
+    }
     let started = Instant::now();
     let progress = {
         let (live, stop) = (live.clone(), stop.clone());

@@ -112,6 +112,12 @@ pub struct BenchArgs {
     /// Worker threads of the load generator (default: one per core it may use).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Busy-polls for answers instead of sleeping: the load generator's threads
+    /// never idle. On one machine, a server's answer to a sleeping client costs
+    /// the server's core a cross-core wake-up, which a client across a network
+    /// never costs it; spinning measures the server without that.
+    #[arg(long)]
+    pub spin: bool,
     /// Writes the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

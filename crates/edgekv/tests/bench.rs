@@ -101,6 +101,27 @@ async fn the_load_tool_fills_runs_a_mix_and_reports() {
     let ratio = report["keys_per_s"].as_f64().unwrap() / report["throughput_rps"].as_f64().unwrap();
     assert!((ratio - 20.0).abs() < 1e-6, "{report}");
 
+    // Busy-polling for answers: the same requests, and the tool still stops.
+    let report = bench(
+        &root,
+        dirs[2].path(),
+        &[
+            "--namespace",
+            &ns,
+            "--no-fill",
+            "--keys",
+            "300",
+            "--spin",
+            "--threads",
+            "1",
+            "--requests",
+            "200",
+            "-c",
+            "2",
+        ],
+    );
+    assert_eq!(report["statuses"]["200"], 200, "{report}");
+
     // At a fixed rate the tool paces itself (open loop): about rate × duration.
     let report = bench(
         &root,

@@ -1,7 +1,6 @@
 //! Building responses: the v4 JSON envelope, raw values and errors.
 
 use bytes::Bytes;
-use std::sync::LazyLock;
 
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
@@ -93,26 +92,26 @@ pub fn ok_with_info(result: impl Serialize, info: Value) -> Response<Body> {
 
 /// A raw value.
 pub fn raw(value: Bytes, source: &Source) -> Response<Body> {
+    raw_in(value, source, HeaderMap::with_capacity(4))
+}
+
+/// A raw value, its headers written into `headers` after clearing it: a map that
+/// has room for them (a request's, say) then allocates nothing.
+pub fn raw_in(value: Bytes, source: &Source, mut headers: HeaderMap) -> Response<Body> {
+    headers.clear();
+    // Appended: the map is empty, so there is nothing an insert would replace.
+    headers.append(CONTENT_TYPE, OCTETS.clone());
+    let hit = matches!(source, Source::Hit);
+    if hit {
+        headers.append(CACHE_HEADER.clone(), HIT.clone());
+    }
     let mut response = Response::new(Full::new(value));
-    match source {
-        // The hot path's answer: its headers copied from a ready map, not hashed
-        // and inserted one by one.
-        Source::Hit => *response.headers_mut() = RAW_HIT.clone(),
-        _ => {
-            response.headers_mut().insert(CONTENT_TYPE, OCTETS.clone());
-            mark(&mut response, source);
-        }
+    *response.headers_mut() = headers;
+    if !hit {
+        mark(&mut response, source);
     }
     response
 }
-
-/// The headers of a raw value answered from what the edge holds.
-static RAW_HIT: LazyLock<HeaderMap> = LazyLock::new(|| {
-    let mut headers = HeaderMap::with_capacity(4);
-    headers.insert(CONTENT_TYPE, OCTETS.clone());
-    headers.insert(CACHE_HEADER.clone(), HIT.clone());
-    headers
-});
 
 /// Adds the headers that say where an answer came from.
 pub fn mark(response: &mut Response<Body>, source: &Source) {

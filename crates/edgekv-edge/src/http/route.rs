@@ -46,6 +46,22 @@ impl<'a> Route<'a> {
     /// Parses a request path (without the query). Returns `None` for paths outside
     /// the KV API, or parts that are not valid UTF-8 where text is required.
     pub fn parse(path: &'a str) -> Option<Route<'a>> {
+        // Most paths have no escape at all: one scan says so for every segment.
+        let plain = memchr::memchr(b'%', path.as_bytes()).is_none();
+        let text = |segment| {
+            if plain {
+                Some(Cow::Borrowed(segment))
+            } else {
+                text(segment)
+            }
+        };
+        let bytes = |segment: &'a str| {
+            if plain {
+                Cow::Borrowed(segment.as_bytes())
+            } else {
+                bytes(segment)
+            }
+        };
         let rest = path.strip_prefix(PREFIX)?;
         let (account, rest) = split_segment(rest)?;
         let account = text(account)?;
@@ -98,10 +114,9 @@ impl<'a> Route<'a> {
     }
 }
 
-/// Splits at the first `/`: `(segment, rest after the slash)`. Path segments are
-/// short, so a plain byte scan beats a searcher's set-up.
+/// Splits at the first `/`: `(segment, rest after the slash)`.
 fn split_segment(path: &str) -> Option<(&str, &str)> {
-    let at = path.bytes().position(|b| b == b'/')?;
+    let at = memchr::memchr(b'/', path.as_bytes())?;
     Some((&path[..at], &path[at + 1..]))
 }
 

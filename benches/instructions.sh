@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Counts the instructions of a hot GET through the held path (in process, one key
+# of 100 B, the request's header map reused as a hyper connection does) with
+# callgrind. Timings on a shared machine swing by tens of percent from run to
+# run; an instruction count is exact, so it shows a change to the hot path that
+# timings cannot. It is not a time: cache misses and atomics cost more than their
+# count. Compare builds by running it on each.
+#
+# Usage: benches/instructions.sh [REQUESTS]   (make bench-instructions)
+set -euo pipefail
+requests=${1:-100000}
+: "${CARGO_TARGET_DIR:=$HOME/.cache/edgekv-target}"
+export CARGO_TARGET_DIR
+
+if ! command -v valgrind >/dev/null 2>&1; then
+  echo "installing valgrind"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq valgrind
+fi
+
+echo "building the hot path bench (bench profile)" >&2
+bin=$(cargo bench --locked -p edgekv-edge --bench hot_path --no-run 2>&1 |
+  sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -1)
+[ -x "$bin" ] || { echo "error: the hot_path bench did not build" >&2; exit 1; }
+
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+echo "counting $requests held-path requests under callgrind (about a minute)" >&2
+EDGEKV_HELD_REQUESTS=$requests valgrind --tool=callgrind --toggle-collect='*held_requests*' \
+  --callgrind-out-file="$out" "$bin" >/dev/null 2>&1
+total=$(sed -n 's/^summary: *//p' "$out")
+[ -n "$total" ] || { echo "error: callgrind wrote no count" >&2; exit 1; }
+echo "$((total / requests)) instructions per hot GET (held path, one key, $requests requests; $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+changes'))"
