@@ -35,15 +35,14 @@
 //! thread sweeps on from where the last sweep stopped, a shard at a time, clearing
 //! marks and evicting unmarked entries until the tier is under 90% of its budget.
 
-use std::borrow::Borrow;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use edgekv_kv::Record;
 use edgekv_kv::limits::MAX_KEY_BYTES;
 use edgekv_store::keys::NAMESPACE_ID_LEN;
+use hashbrown::HashTable;
 use parking_lot::RwLock;
 
 /// The number of write counters keys are spread over.
@@ -83,7 +82,9 @@ const SHARDS: usize = 64;
 #[derive(Debug)]
 #[repr(align(128))]
 struct Shard {
-    map: RwLock<HashMap<HotKey, Slot, foldhash::fast::RandomState>>,
+    /// Entries by the hash of their composite key, the one hash a lookup takes:
+    /// it also picks the shard.
+    map: RwLock<HashTable<(HotKey, Slot)>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -135,8 +136,7 @@ pub struct HotStats {
 pub const INLINE_KEY: usize = 62;
 
 /// A composite key as the map holds it: inline up to [`INLINE_KEY`] bytes (a
-/// namespace id and a key of up to 30 bytes), else on the heap. Hashes and
-/// compares as its bytes, so the map is probed with a plain `&[u8]`.
+/// namespace id and a key of up to 30 bytes), else on the heap.
 #[derive(Debug)]
 enum HotKey {
     Inline { len: u8, bytes: [u8; INLINE_KEY] },
@@ -164,26 +164,6 @@ impl HotKey {
         }
     }
 }
-
-impl Borrow<[u8]> for HotKey {
-    fn borrow(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
-
-impl Hash for HotKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_slice().hash(state);
-    }
-}
-
-impl PartialEq for HotKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_slice() == other.as_slice()
-    }
-}
-
-impl Eq for HotKey {}
 
 /// Bytes (a value and its metadata) copied into one allocation with its reference
 /// count ahead of them, in size classes up to 512 bytes; longer ones get an
@@ -240,6 +220,16 @@ fn packed<const N: usize>(parts: &[&[u8]]) -> Bytes {
 /// Runs `f` on the composite key of `(namespace, key)`, built in place on the
 /// stack for the keys of the hot path (no 544-byte buffer moved around on every
 /// lookup), on the heap for long ones; `None` for a malformed namespace or key.
+/// The write counter of a key's hash.
+fn stripe(hash: u64) -> usize {
+    (hash as usize) % STRIPES
+}
+
+/// Matches the entry of a composite key.
+fn is(key: &[u8]) -> impl Fn(&(HotKey, Slot)) -> bool + '_ {
+    move |(k, _)| k.as_slice() == key
+}
+
 fn with_key<R>(namespace: &str, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     /// Composite keys up to this long are built on the stack.
     const SHORT: usize = 128;
@@ -261,16 +251,15 @@ impl HotTier {
     /// A hot tier holding at most `capacity` bytes. Entries larger than an eighth of
     /// it are not held, so one large value cannot flush the tier.
     pub fn new(capacity: usize) -> Self {
-        let hasher = foldhash::fast::RandomState::default();
         HotTier {
             shards: (0..SHARDS)
                 .map(|_| Shard {
-                    map: RwLock::new(HashMap::with_hasher(hasher.clone())),
+                    map: RwLock::new(HashTable::new()),
                     hits: AtomicU64::new(0),
                     misses: AtomicU64::new(0),
                 })
                 .collect(),
-            hasher,
+            hasher: foldhash::fast::RandomState::default(),
             hand: AtomicUsize::new(0),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             capacity,
@@ -286,8 +275,9 @@ impl HotTier {
     /// included: the caller decides what to serve).
     pub fn get(&self, namespace: &str, key: &[u8]) -> Option<Record> {
         with_key(namespace, key, |k| {
-            let shard = self.shard(k);
-            let found = shard.map.read().get(k).map(|slot| {
+            let hash = self.hash(k);
+            let shard = self.shard(hash);
+            let found = shard.map.read().find(hash, is(k)).map(|(_, slot)| {
                 if !slot.referenced.load(Ordering::Relaxed) {
                     slot.referenced.store(true, Ordering::Relaxed);
                 }
@@ -310,12 +300,16 @@ impl HotTier {
 
     /// Whether a key is held, without counting a hit or a miss.
     pub fn contains(&self, namespace: &str, key: &[u8]) -> bool {
-        with_key(namespace, key, |k| self.shard(k).map.read().contains_key(k)).unwrap_or(false)
+        with_key(namespace, key, |k| {
+            let hash = self.hash(k);
+            self.shard(hash).map.read().find(hash, is(k)).is_some()
+        })
+        .unwrap_or(false)
     }
 
     /// Takes the token a fill after a store read must present.
     pub fn fill_token(&self, namespace: &str, key: &[u8]) -> FillToken {
-        let stripe = with_key(namespace, key, |k| self.stripe(k)).unwrap_or(0);
+        let stripe = with_key(namespace, key, |k| stripe(self.hash(k))).unwrap_or(0);
         FillToken {
             stripe,
             version: self.stripes[stripe].load(Ordering::Acquire),
@@ -333,25 +327,27 @@ impl HotTier {
         if weight > self.max_entry {
             return;
         }
+        let hash = self.hash(k);
         if self.bytes.load(Ordering::Relaxed) > self.capacity / 10 * 9
-            && !self.doorkeeper.admit(self.hasher.hash_one(k))
+            && !self.doorkeeper.admit(hash)
         {
             return;
         }
         {
-            let mut map = self.shard(k).map.write();
+            let mut map = self.shard(hash).map.write();
             if self.stripes[token.stripe].load(Ordering::Acquire) != token.version {
                 return;
             }
-            match map.get_mut(k) {
-                Some(held) => {
+            match map.find_mut(hash, is(k)) {
+                Some((_, held)) => {
                     if held.revision < record.revision {
                         let old = std::mem::replace(held, Slot::new(record, weight));
                         self.account(weight, old.weight as usize);
                     }
                 }
                 None => {
-                    map.insert(HotKey::new(k), Slot::new(record, weight));
+                    let entry = (HotKey::new(k), Slot::new(record, weight));
+                    map.insert_unique(hash, entry, |(k, _)| self.hash(k.as_slice()));
                     self.account(weight, 0);
                 }
             }
@@ -366,22 +362,25 @@ impl HotTier {
 
     fn update_key(&self, k: &[u8], record: Record) {
         let weight = Self::weight(k.len(), &record);
+        let hash = self.hash(k);
         {
-            let mut map = self.shard(k).map.write();
-            self.stripes[self.stripe(k)].fetch_add(1, Ordering::AcqRel);
+            let mut map = self.shard(hash).map.write();
+            self.stripes[stripe(hash)].fetch_add(1, Ordering::AcqRel);
             if weight > self.max_entry {
-                if let Some(old) = map.remove(k) {
+                if let Ok(held) = map.find_entry(hash, is(k)) {
+                    let ((_, old), _) = held.remove();
                     self.account(0, old.weight as usize);
                 }
                 return;
             }
-            match map.get_mut(k) {
-                Some(held) => {
+            match map.find_mut(hash, is(k)) {
+                Some((_, held)) => {
                     let old = std::mem::replace(held, Slot::new(record, weight));
                     self.account(weight, old.weight as usize);
                 }
                 None => {
-                    map.insert(HotKey::new(k), Slot::new(record, weight));
+                    let entry = (HotKey::new(k), Slot::new(record, weight));
+                    map.insert_unique(hash, entry, |(k, _)| self.hash(k.as_slice()));
                     self.account(weight, 0);
                 }
             }
@@ -398,7 +397,7 @@ impl HotTier {
         }
         let mut freed = 0;
         for shard in self.shards.iter() {
-            shard.map.write().retain(|k, slot| {
+            shard.map.write().retain(|(k, slot)| {
                 let keep = !k.as_slice().starts_with(namespace.as_bytes());
                 if !keep {
                     freed += slot.weight as usize;
@@ -417,7 +416,10 @@ impl HotTier {
         let mut freed = 0;
         for shard in self.shards.iter() {
             let mut map = shard.map.write();
-            freed += map.values().map(|slot| slot.weight as usize).sum::<usize>();
+            freed += map
+                .iter()
+                .map(|(_, slot)| slot.weight as usize)
+                .sum::<usize>();
             map.clear();
         }
         self.account(0, freed);
@@ -448,14 +450,14 @@ impl HotTier {
         key + packed_size(record.weight()) + ENTRY_OVERHEAD
     }
 
-    fn stripe(&self, key: &[u8]) -> usize {
-        (self.hasher.hash_one(key) as usize) % STRIPES
+    /// The hash of a composite key.
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
     }
 
-    /// The shard of a key: by bits of its hash that the shard's own table does not
-    /// use for its control bytes (the top seven) or its bucket (the low ones).
-    fn shard(&self, key: &[u8]) -> &Shard {
-        let hash = self.hasher.hash_one(key);
+    /// The shard of a key's hash: by bits its table does not use for its control
+    /// bytes (the top seven) or its bucket (the low ones).
+    fn shard(&self, hash: u64) -> &Shard {
         &self.shards[((hash << 7) >> (64 - SHARDS.trailing_zeros())) as usize]
     }
 
@@ -487,7 +489,7 @@ impl HotTier {
             let mut left = over;
             let mut freed = 0;
             let mut evicted = 0;
-            self.shards[hand].map.write().retain(|_, slot| {
+            self.shards[hand].map.write().retain(|(_, slot)| {
                 if left == 0 || slot.referenced.swap(false, Ordering::Relaxed) {
                     return true;
                 }

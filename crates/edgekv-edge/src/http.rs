@@ -142,8 +142,12 @@ fn hot_value(
             admission
         }
     };
-    edgekv_kv::validate::key(key).ok()?;
     let lookup = edge.get_held(&scope.namespace, admission.mode, key)?;
+    // A held record's key was checked when it was written; only an absent one is
+    // checked here, so that a bad key is a 400, not a 404.
+    if lookup.record.is_none() {
+        edgekv_kv::validate::key(key).ok()?;
+    }
     Some((lookup, admission.route_version))
 }
 

@@ -908,6 +908,38 @@ impl KeepAlive {
     }
 }
 
+/// The hot path checks a key only when the edge does not hold it (a held record's
+/// key was checked when written): a bad key it does not hold is left to the full
+/// handler, a 4xx, never answered 404 from a full namespace.
+#[tokio::test]
+async fn the_hot_path_leaves_a_bad_key_it_does_not_hold_to_the_full_handler() {
+    let edge = TestEdge::start().await;
+    let kv = edge.client();
+    let ns = kv.create_full_namespace("bad-keys").await;
+    kv.put(&ns, "k", "v").await;
+    let memo = edgekv_edge::tokens::TokenMemo::default();
+    let hot = |key: &str| {
+        let mut request = http::Request::get(format!(
+            "/client/v4/accounts/{ACCOUNT}/storage/kv/namespaces/{ns}/values/{key}"
+        ))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+        edgekv_edge::http::try_hot(edge.edge(), &mut request, &memo).map(|r| r.status())
+    };
+    // Once the namespace is synced, the hot path answers its absent keys itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hot("absent") != Some(http::StatusCode::NOT_FOUND) {
+        assert!(std::time::Instant::now() < deadline, "never synced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(hot("k"), Some(http::StatusCode::OK));
+    let long_key = "k".repeat(513);
+    assert_eq!(hot(&long_key), None);
+    assert_eq!(hot(""), None);
+    assert_eq!(kv.get(&ns, &long_key).await.0, 414);
+}
+
 /// A hot read answers in the request's own header map, cleared: no header of the
 /// request (its token above all) comes back, on any request of a connection,
 /// whatever was answered before on it.

@@ -114,7 +114,9 @@ impl<'a> Route<'a> {
     }
 }
 
-/// Splits at the first `/`: `(segment, rest after the slash)`.
+/// Splits at the first `/`: `(segment, rest after the slash)`. A vector search
+/// takes fewer instructions than a byte loop already over a 32-character
+/// namespace id (`make bench-instructions`).
 fn split_segment(path: &str) -> Option<(&str, &str)> {
     let at = memchr::memchr(b'/', path.as_bytes())?;
     Some((&path[..at], &path[at + 1..]))
