@@ -11,7 +11,11 @@
 //! - (e) bulk gets of 100 hot keys of 100 bytes, in keys per second (three runs,
 //!   the median reported);
 //! - and (a) and (b) again at one fixed rate, to compare p99 where neither server
-//!   is saturated.
+//!   is saturated;
+//! - and (a) and (b) again with a load generator that busy-polls (`--spin`): on
+//!   one machine, an answer to a sleeping client costs the server's core a
+//!   cross-core wake-up, which a client across a network never costs it, and the
+//!   slower server finds the client asleep more often.
 //!
 //! Servers run on core 0 and the load tool (and the origin) on core 1 when the
 //! machine has two cores and `taskset` exists. For each run it reports throughput,
@@ -463,6 +467,28 @@ fn main() -> anyhow::Result<()> {
         paired("hot GET", &pairs.0, &pairs.1),
         paired("hot GET of one key", &pairs.0, &pairs.2),
     );
+    // The same comparison with a load generator that never sleeps.
+    let mut spinning = (Vec::new(), Vec::new());
+    for _ in 0..pair_count {
+        spinning.0.push(measure(
+            &setup,
+            "(a) bare hyper, spinning load generator",
+            &baseline,
+            &["--raw", "--token", TOKEN, "--url", &value_path, "--spin"],
+        )?);
+        spinning.1.push(measure(
+            &setup,
+            "(b) edgekv hot GET, spinning load generator",
+            &hot_edge,
+            &refs(&hot(&["--spin"])),
+        )?);
+    }
+    spread.push_str(&format!(
+        "\n\nWith a spinning load generator (`edgekv bench --spin`), CPU µs/request: bare hyper {}; hot GET {}. {}",
+        cpu_list(&spinning.0),
+        cpu_list(&spinning.1),
+        paired("hot GET, spinning load generator,", &spinning.0, &spinning.1),
+    ));
     let mut rows = vec![median(pairs.0), median(pairs.1), median(pairs.2)];
     let generator = wrk_check(&setup, &value_path, &rows[0]);
     // Bulk gets have an absolute target (keys per second on one core), which the
@@ -523,6 +549,8 @@ fn main() -> anyhow::Result<()> {
         &hot_edge,
         &refs(&hot(&["--reads", "90"])),
     )?);
+    rows.push(median(spinning.0));
+    rows.push(median(spinning.1));
     drop(hot_edge);
 
     // (c) warm: the keys in RocksDB, the hot tier at its minimum.
@@ -591,8 +619,17 @@ fn render(
     cores: usize,
     setup: &Setup,
 ) -> anyhow::Result<String> {
-    let base = &rows[0];
-    let base_tput = base.report["throughput_rps"].as_f64().unwrap_or(1.0);
+    // Each row against the bare server's run with the same load generator.
+    let base_of = |row: &Row| {
+        let spinning = row.name.contains("spinning");
+        rows.iter()
+            .find(|x| {
+                x.name.starts_with("(a)")
+                    && !x.name.contains(" at ")
+                    && x.name.contains("spinning") == spinning
+            })
+            .unwrap_or(&rows[0])
+    };
     let mut t = String::new();
     let machine = shell("lscpu | sed -n 's/^Model name: *//p' | head -1");
     t.push_str(&format!(
@@ -640,9 +677,11 @@ fn render(
                 r["keys_per_s"].as_f64().unwrap_or(0.0) / row.saturation.max(1e-9)
             )
         } else {
+            let base = base_of(row);
+            let base_tput = base.report["throughput_rps"].as_f64().unwrap_or(1.0);
             format!(
                 "{:.2}× req/s; {:.2}× CPU/req",
-                tput / base_tput,
+                tput / base_tput.max(1e-9),
                 row.cpu_us_per_request / base.cpu_us_per_request.max(1e-9)
             )
         };
