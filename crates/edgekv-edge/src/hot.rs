@@ -217,9 +217,6 @@ fn packed<const N: usize>(parts: &[&[u8]]) -> Bytes {
     Bytes::from_owner(Packed { len, bytes })
 }
 
-/// Runs `f` on the composite key of `(namespace, key)`, built in place on the
-/// stack for the keys of the hot path (no 544-byte buffer moved around on every
-/// lookup), on the heap for long ones; `None` for a malformed namespace or key.
 /// The write counter of a key's hash.
 fn stripe(hash: u64) -> usize {
     (hash as usize) % STRIPES
@@ -230,6 +227,9 @@ fn is(key: &[u8]) -> impl Fn(&(HotKey, Slot)) -> bool + '_ {
     move |(k, _)| k.as_slice() == key
 }
 
+/// Runs `f` on the composite key of `(namespace, key)`, built in place on the
+/// stack for the keys of the hot path (no 544-byte buffer moved around on every
+/// lookup), on the heap for long ones; `None` for a malformed namespace or key.
 fn with_key<R>(namespace: &str, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     /// Composite keys up to this long are built on the stack.
     const SHORT: usize = 128;

@@ -290,9 +290,10 @@ fn bearer_token(value: &HeaderValue) -> Option<&str> {
     std::str::from_utf8(bearer_bytes(value)?).ok()
 }
 
-/// [`bearer_token`] as bytes, unchecked: the hot path looks tokens up by hash, and
-/// a token with bytes no token has matches none. Only ASCII is trimmed: a header
-/// value holds no other whitespace.
+/// [`bearer_token`] as bytes. A token is ASCII (a value with other bytes is no
+/// token, as `HeaderValue::to_str` would say); within ASCII it is not checked
+/// further: it is looked up by hash, and a token with bytes no token has matches
+/// none. Only ASCII is trimmed: a header value holds no other whitespace.
 fn bearer_bytes(value: &HeaderValue) -> Option<&[u8]> {
     // As clients send it: one comparison.
     if let Some(token) = value.as_bytes().strip_prefix(b"Bearer ")
@@ -301,12 +302,13 @@ fn bearer_bytes(value: &HeaderValue) -> Option<&[u8]> {
         && first != b'\t'
     {
         let token = token.trim_ascii_end();
-        return (!token.is_empty()).then_some(token);
+        return (!token.is_empty() && token.is_ascii()).then_some(token);
     }
     let value = value.as_bytes().trim_ascii();
     let space = value.iter().position(|&b| b == b' ')?;
     let token = value[space + 1..].trim_ascii();
-    (value[..space].eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then_some(token)
+    let bearer = value[..space].eq_ignore_ascii_case(b"bearer");
+    (bearer && !token.is_empty() && token.is_ascii()).then_some(token)
 }
 
 #[cfg(test)]
@@ -332,5 +334,12 @@ mod tests {
         assert_eq!(token("Bearer  abc").as_deref(), Some("abc"));
         assert_eq!(token("Bearer a b").as_deref(), Some("a b"));
         assert_eq!(token("Bearer \t"), None);
+        // Not ASCII: no token, by either path.
+        let utf8 = |raw: &str| {
+            let value = HeaderValue::from_bytes(raw.as_bytes()).unwrap();
+            bearer_token(&value).map(str::to_owned)
+        };
+        assert_eq!(utf8("Bearer tok\u{e9}n"), None);
+        assert_eq!(utf8("bearer  tok\u{e9}n"), None);
     }
 }
