@@ -41,12 +41,9 @@ fn token_lookup(c: &mut Criterion) {
         2,
         [(tokens::hash(TOKEN), Grant::full("t", "acct"))]
             .into_iter()
-            .chain((0..1000).map(|i| {
-                (
-                    tokens::hash(&format!("token-{i}")),
-                    Grant::full("t", "acct"),
-                )
-            })),
+            .chain(
+                (0..1000).map(|i| (tokens::hash(format!("token-{i}")), Grant::full("t", "acct"))),
+            ),
     );
     c.bench_function("token_lookup", |b| {
         b.iter(|| black_box(table.lookup(black_box(TOKEN))))
@@ -158,10 +155,7 @@ fn hot_get_through_http(c: &mut Criterion) {
     let auth = format!("Bearer {TOKEN}");
     let auth_value = http::HeaderValue::from_str(&auth).unwrap();
     c.bench_function("hot_get_held_path_100B", |b| {
-        let mut request = http::Request::get(uri.as_str())
-            .header("authorization", auth.as_str())
-            .body(Empty::<Bytes>::new())
-            .unwrap();
+        let mut request = hot_request(&ns, "hot-key");
         let memo = edgekv_edge::tokens::TokenMemo::default();
         b.iter(|| {
             let response =
@@ -193,18 +187,7 @@ fn hot_get_through_http(c: &mut Criterion) {
     let mut order: Vec<usize> = (0..keys.len()).collect();
     // A fixed shuffle (multiplicative hashing of the index), the same every run.
     order.sort_by_key(|&i| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut requests: Vec<_> = order
-        .iter()
-        .map(|&i| {
-            http::Request::get(format!(
-                "/client/v4/accounts/acct/storage/kv/namespaces/{ns}/values/{}",
-                keys[i]
-            ))
-            .header("authorization", auth.as_str())
-            .body(Empty::<Bytes>::new())
-            .unwrap()
-        })
-        .collect();
+    let mut requests: Vec<_> = order.iter().map(|&i| hot_request(&ns, &keys[i])).collect();
     c.bench_function("hot_get_held_path_10k_keys", |b| {
         let memo = edgekv_edge::tokens::TokenMemo::default();
         let mut next = 0;

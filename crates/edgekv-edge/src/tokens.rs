@@ -152,8 +152,7 @@ struct Admitted {
     token: TokenHash,
     account: Box<str>,
     namespace: Box<str>,
-    mode: Mode,
-    route_version: Option<HeaderValue>,
+    admission: Admission,
 }
 
 /// What the hot path learned when it admitted a scope.
@@ -181,7 +180,7 @@ impl TokenMemo {
         {
             return *digest;
         }
-        let digest = Sha256::digest(token).into();
+        let digest = hash(token);
         *self.last.borrow_mut() = Some((token.into(), digest));
         digest
     }
@@ -204,10 +203,7 @@ impl TokenMemo {
                     && *a.account == *account
                     && *a.namespace == *namespace
             })
-            .map(|a| Admission {
-                mode: a.mode,
-                route_version: a.route_version.clone(),
-            })
+            .map(|a| a.admission.clone())
     }
 
     /// Remembers that the token was admitted to read `namespace` in `account`,
@@ -225,15 +221,14 @@ impl TokenMemo {
             token,
             account: account.into(),
             namespace: namespace.into(),
-            mode: admission.mode,
-            route_version: admission.route_version,
+            admission,
         });
     }
 }
 
-/// Returns the SHA-256 of a token.
-pub fn hash(token: &str) -> TokenHash {
-    Sha256::digest(token.as_bytes()).into()
+/// Returns the SHA-256 of a token (its bytes, as sent).
+pub fn hash(token: impl AsRef<[u8]>) -> TokenHash {
+    Sha256::digest(token.as_ref()).into()
 }
 
 /// Generates a new token: 128 random bits, as 32 hex digits.
