@@ -4,7 +4,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/edgekv-target
 export CARGO_TARGET_DIR
 ARGS ?=
 
-.PHONY: dev test lint deps build bench bench-e2e bench-memory bench-instructions
+.PHONY: dev test lint deps build bench bench-e2e bench-memory bench-instructions bench-server-instructions
 
 ## Installs what is missing, builds, and runs `edgekv dev` (ARGS="..." adds flags).
 dev: deps
@@ -39,6 +39,11 @@ bench-e2e: deps
 ## where timings swing (installs valgrind if missing). ARGS=N requests.
 bench-instructions: deps
 	./benches/instructions.sh $(ARGS)
+
+## User-space instructions per request of the whole bare server and the whole edge
+## under load (callgrind; CACHE=1 adds a 2 MiB cache simulation).
+bench-server-instructions: deps
+	./benches/server-instructions.sh $(ARGS)
 
 ## Resident memory per key of the hot tier (ARGS=N keys, default 1,000,000).
 bench-memory: deps

@@ -74,13 +74,14 @@ fn route_pick(c: &mut Criterion) {
 
 fn response_building(c: &mut Criterion) {
     let value = Bytes::from(vec![1u8; 100]);
-    let source = edgekv_edge::service::Source::Hit;
+    let version = http::HeaderValue::from_static("7");
     // Into the header map of the last answer, as the hot path does on a connection.
     c.bench_function("response_raw_100B_hit", |b| {
         let mut headers = http::HeaderMap::new();
         b.iter(|| {
             let map = std::mem::take(&mut headers);
-            let response = edgekv_edge::http::respond::raw_in(value.clone(), &source, map);
+            let response =
+                edgekv_edge::http::respond::hit_in(value.clone(), Some(version.clone()), map);
             headers = black_box(response).into_parts().0.headers;
         })
     });

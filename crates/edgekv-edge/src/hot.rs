@@ -12,13 +12,17 @@
 //! older read can replace it.
 //!
 //! # Layout
-//! The map holds each composite key inline in its slot up to [`INLINE_KEY`] bytes,
-//! beside a 72-byte record, and each value packed with its metadata into an
-//! allocation of its own with the reference count ahead of the bytes ([`pack`]).
-//! A hit on a key not in the CPU's caches then touches the slot and that one
-//! allocation — not also a key allocation, a separate reference count and a
-//! metadata handle. Packing also means a held value never keeps a larger buffer
-//! alive (the request body or store read it arrived in).
+//! Each entry is a slot of one cache line (64 bytes) in the map, and one
+//! allocation that packs the composite key, the value, the metadata, the revision
+//! and the stamp, with the reference count ahead of them ([`pack`]). A hit on a
+//! key not in the CPU's caches then touches the map's control bytes, the slot, and
+//! the allocation's first lines — reference count, key and value side by side, the
+//! value being what the answer sends anyway. With the key inline in a 136-byte
+//! slot (three or four lines), a uniform read over 10,000 keys missed a
+//! simulated 2 MiB cache about 1.9 times per request in the tier; with this
+//! layout about 1.3 to 1.5 times (callgrind, whole edge under load). Packing also
+//! means a held value never keeps a larger buffer alive (the request body or
+//! store read it arrived in).
 //!
 //! # Admission
 //! Until the tier is nearly full, every record read from the local store is held.
@@ -47,13 +51,12 @@ use parking_lot::RwLock;
 
 /// The number of write counters keys are spread over.
 const STRIPES: usize = 1024;
-/// Bytes counted for each entry beyond its packed value and metadata (and its key,
-/// when that is too long to be inline): the map slot (inline key and record, 136 B)
-/// at the map's load factor, and the allocator's header on the packed value.
-/// Measured, not derived: `make bench-memory` found 457 B resident per hot key of
-/// 14 + 100 B (1,000,000 keys, benches/RESULTS.md), of which the packed value is
-/// 144 B, so the budget counts what memory really holds.
-const ENTRY_OVERHEAD: usize = 312;
+/// Bytes counted for each entry beyond its packed allocation ([`packed_size`]):
+/// the map slot (64 B) at the map's load factor, and the allocator's header and
+/// rounding. Measured, not derived, so the budget counts what memory really
+/// holds: `make bench-memory` found 351 B resident per hot key of 14 + 100 B
+/// (1,000,000 keys, benches/RESULTS.md), of which the packed allocation is 216 B.
+const ENTRY_OVERHEAD: usize = 135;
 
 /// The hot tier of an edge.
 #[derive(Debug)]
@@ -84,29 +87,54 @@ const SHARDS: usize = 64;
 struct Shard {
     /// Entries by the hash of their composite key, the one hash a lookup takes:
     /// it also picks the shard.
-    map: RwLock<HashTable<(HotKey, Slot)>>,
+    map: RwLock<HashTable<Slot>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
-/// An entry of the tier: a record in 72 bytes. Value and metadata share one
-/// packed allocation; absent options are flags.
+/// An entry of the tier: a record and its key in one cache line and one packed
+/// allocation (`key | value | metadata | revision | hlc`); absent options are
+/// flags.
 #[derive(Debug)]
+#[repr(align(64))]
 struct Slot {
-    /// The value's bytes, then the metadata's.
+    /// The packed bytes.
     bytes: Bytes,
     expiration: u64,
-    revision: u64,
-    hlc: u64,
     value_len: u32,
     weight: u32,
+    key_len: u16,
     flags: u8,
     referenced: AtomicBool,
 }
 
+/// The bytes after the metadata: the revision and the stamp, little-endian.
+const TRAILER: usize = 16;
+
 const TOMBSTONE: u8 = 1;
 const METADATA: u8 = 2;
 const EXPIRATION: u8 = 4;
+
+/// A record held by the tier, seen in place ([`HotTier::read`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Held<'a>(&'a Slot);
+
+impl Held<'_> {
+    /// Whether the record may be served at `now_s`, by the rule every copy of a
+    /// record follows ([`edgekv_kv::record::live`]).
+    pub fn is_live(&self, now_s: u64) -> bool {
+        let slot = self.0;
+        let expiration = (slot.flags & EXPIRATION != 0).then_some(slot.expiration);
+        edgekv_kv::record::live(slot.flags & TOMBSTONE != 0, expiration, now_s)
+    }
+
+    /// The value, sharing the held bytes.
+    pub fn value(&self) -> Bytes {
+        self.0
+            .bytes
+            .slice(usize::from(self.0.key_len)..self.0.value_end())
+    }
+}
 
 /// Taken before a store read; lets the fill that follows detect a racing write.
 #[derive(Debug, Clone, Copy)]
@@ -132,65 +160,38 @@ pub struct HotStats {
     pub capacity: usize,
 }
 
-/// Composite keys up to this long are held inline in their map slot.
-pub const INLINE_KEY: usize = 62;
+/// The longest bytes [`pack`] copies into a size class; longer ones get an
+/// exact-size buffer.
+const LARGEST_CLASS: usize = 512;
+/// What [`pack`] puts ahead of the bytes of a size class: the reference count, the
+/// owner's drop function, the length.
+const PACK_HEADER: usize = 24;
 
-/// A composite key as the map holds it: inline up to [`INLINE_KEY`] bytes (a
-/// namespace id and a key of up to 30 bytes), else on the heap.
-#[derive(Debug)]
-enum HotKey {
-    Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Heap(Box<[u8]>),
-}
-
-impl HotKey {
-    fn new(key: &[u8]) -> Self {
-        if key.len() <= INLINE_KEY {
-            let mut bytes = [0; INLINE_KEY];
-            bytes[..key.len()].copy_from_slice(key);
-            HotKey::Inline {
-                len: key.len() as u8,
-                bytes,
-            }
-        } else {
-            HotKey::Heap(key.into())
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            HotKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            HotKey::Heap(bytes) => bytes,
-        }
-    }
-}
-
-/// Bytes (a value and its metadata) copied into one allocation with its reference
-/// count ahead of them, in size classes up to 512 bytes; longer ones get an
-/// exact-size buffer of their own (its reference count allocated apart when first
-/// shared). Either way they share no larger buffer.
+/// Bytes (an entry's key, value, metadata and trailer) copied into one allocation
+/// with its reference count ahead of them, in size classes of 32 bytes up to
+/// [`LARGEST_CLASS`]; longer ones get an exact-size buffer of their own (its
+/// reference count allocated apart when first shared). Either way they share no
+/// larger buffer.
 fn pack(parts: &[&[u8]]) -> Bytes {
-    match parts.iter().map(|p| p.len()).sum::<usize>() {
-        0 => Bytes::new(),
-        1..=32 => packed::<32>(parts),
-        33..=64 => packed::<64>(parts),
-        65..=96 => packed::<96>(parts),
-        97..=128 => packed::<128>(parts),
-        129..=192 => packed::<192>(parts),
-        193..=256 => packed::<256>(parts),
-        257..=384 => packed::<384>(parts),
-        385..=512 => packed::<512>(parts),
-        _ => Bytes::from(parts.concat()),
+    macro_rules! classes {
+        ($len:expr; $($class:literal)*) => {
+            match $len {
+                0 => Bytes::new(),
+                $(len if len <= $class => packed::<$class>(parts),)*
+                _ => Bytes::from(parts.concat()),
+            }
+        };
     }
+    classes!(parts.iter().map(|p| p.len()).sum::<usize>();
+        32 64 96 128 160 192 224 256 288 320 352 384 416 448 480 512)
 }
 
 /// The bytes that [`pack`] takes for `len` bytes: the size class and the header
-/// ahead of it (reference count, length).
+/// ahead of it.
 fn packed_size(len: usize) -> usize {
-    const CLASSES: [usize; 8] = [32, 64, 96, 128, 192, 256, 384, 512];
     match len {
         0 => 0,
-        1..=512 => 16 + CLASSES.into_iter().find(|&c| len <= c).unwrap_or(512),
+        1..=LARGEST_CLASS => PACK_HEADER + len.div_ceil(32) * 32,
         _ => len,
     }
 }
@@ -223,8 +224,8 @@ fn stripe(hash: u64) -> usize {
 }
 
 /// Matches the entry of a composite key.
-fn is(key: &[u8]) -> impl Fn(&(HotKey, Slot)) -> bool + '_ {
-    move |(k, _)| k.as_slice() == key
+fn is(key: &[u8]) -> impl Fn(&Slot) -> bool + '_ {
+    move |slot| slot.key() == key
 }
 
 /// Runs `f` on the composite key of `(namespace, key)`, built in place on the
@@ -277,7 +278,7 @@ impl HotTier {
         with_key(namespace, key, |k| {
             let hash = self.hash(k);
             let shard = self.shard(hash);
-            let found = shard.map.read().find(hash, is(k)).map(|(_, slot)| {
+            let found = shard.map.read().find(hash, is(k)).map(|slot| {
                 if !slot.referenced.load(Ordering::Relaxed) {
                     slot.referenced.store(true, Ordering::Relaxed);
                 }
@@ -293,6 +294,34 @@ impl HotTier {
         })
         .unwrap_or_else(|| {
             // A malformed key is held nowhere: a miss.
+            self.shards[0].misses.fetch_add(1, Ordering::Relaxed);
+            None
+        })
+    }
+
+    /// Runs `f` on the record held for a key in place, under its shard's lock, and
+    /// counts a hit or a miss as [`HotTier::get`] does; `None` when the key is not
+    /// held. The hot read path takes what it answers with this way (a live value's
+    /// bytes), without building a [`Record`].
+    pub fn read<R>(&self, namespace: &str, key: &[u8], f: impl FnOnce(Held<'_>) -> R) -> Option<R> {
+        with_key(namespace, key, |k| {
+            let hash = self.hash(k);
+            let shard = self.shard(hash);
+            let map = shard.map.read();
+            let Some(slot) = map.find(hash, is(k)) else {
+                drop(map);
+                shard.misses.fetch_add(1, Ordering::Relaxed);
+                return None;
+            };
+            if !slot.referenced.load(Ordering::Relaxed) {
+                slot.referenced.store(true, Ordering::Relaxed);
+            }
+            let answer = f(Held(slot));
+            drop(map);
+            shard.hits.fetch_add(1, Ordering::Relaxed);
+            Some(answer)
+        })
+        .unwrap_or_else(|| {
             self.shards[0].misses.fetch_add(1, Ordering::Relaxed);
             None
         })
@@ -339,15 +368,15 @@ impl HotTier {
                 return;
             }
             match map.find_mut(hash, is(k)) {
-                Some((_, held)) => {
-                    if held.revision < record.revision {
-                        let old = std::mem::replace(held, Slot::new(record, weight));
+                Some(held) => {
+                    if held.revision() < record.revision {
+                        let old = std::mem::replace(held, Slot::new(k, record, weight));
                         self.account(weight, old.weight as usize);
                     }
                 }
                 None => {
-                    let entry = (HotKey::new(k), Slot::new(record, weight));
-                    map.insert_unique(hash, entry, |(k, _)| self.hash(k.as_slice()));
+                    let entry = Slot::new(k, record, weight);
+                    map.insert_unique(hash, entry, |slot| self.hash(slot.key()));
                     self.account(weight, 0);
                 }
             }
@@ -368,19 +397,19 @@ impl HotTier {
             self.stripes[stripe(hash)].fetch_add(1, Ordering::AcqRel);
             if weight > self.max_entry {
                 if let Ok(held) = map.find_entry(hash, is(k)) {
-                    let ((_, old), _) = held.remove();
+                    let (old, _) = held.remove();
                     self.account(0, old.weight as usize);
                 }
                 return;
             }
             match map.find_mut(hash, is(k)) {
-                Some((_, held)) => {
-                    let old = std::mem::replace(held, Slot::new(record, weight));
+                Some(held) => {
+                    let old = std::mem::replace(held, Slot::new(k, record, weight));
                     self.account(weight, old.weight as usize);
                 }
                 None => {
-                    let entry = (HotKey::new(k), Slot::new(record, weight));
-                    map.insert_unique(hash, entry, |(k, _)| self.hash(k.as_slice()));
+                    let entry = Slot::new(k, record, weight);
+                    map.insert_unique(hash, entry, |slot| self.hash(slot.key()));
                     self.account(weight, 0);
                 }
             }
@@ -397,8 +426,8 @@ impl HotTier {
         }
         let mut freed = 0;
         for shard in self.shards.iter() {
-            shard.map.write().retain(|(k, slot)| {
-                let keep = !k.as_slice().starts_with(namespace.as_bytes());
+            shard.map.write().retain(|slot| {
+                let keep = !slot.key().starts_with(namespace.as_bytes());
                 if !keep {
                     freed += slot.weight as usize;
                 }
@@ -416,10 +445,7 @@ impl HotTier {
         let mut freed = 0;
         for shard in self.shards.iter() {
             let mut map = shard.map.write();
-            freed += map
-                .iter()
-                .map(|(_, slot)| slot.weight as usize)
-                .sum::<usize>();
+            freed += map.iter().map(|slot| slot.weight as usize).sum::<usize>();
             map.clear();
         }
         self.account(0, freed);
@@ -446,8 +472,7 @@ impl HotTier {
     }
 
     fn weight(key_len: usize, record: &Record) -> usize {
-        let key = if key_len <= INLINE_KEY { 0 } else { key_len };
-        key + packed_size(record.weight()) + ENTRY_OVERHEAD
+        packed_size(key_len + record.weight() + TRAILER) + ENTRY_OVERHEAD
     }
 
     /// The hash of a composite key.
@@ -489,7 +514,7 @@ impl HotTier {
             let mut left = over;
             let mut freed = 0;
             let mut evicted = 0;
-            self.shards[hand].map.write().retain(|(_, slot)| {
+            self.shards[hand].map.write().retain(|slot| {
                 if left == 0 || slot.referenced.swap(false, Ordering::Relaxed) {
                     return true;
                 }
@@ -545,8 +570,9 @@ impl Doorkeeper {
 }
 
 impl Slot {
-    fn new(record: Record, weight: usize) -> Self {
+    fn new(key: &[u8], record: Record, weight: usize) -> Self {
         debug_assert!(weight <= u32::MAX as usize && record.value.len() <= u32::MAX as usize);
+        debug_assert!(key.len() <= usize::from(u16::MAX));
         let metadata = record.metadata.as_deref();
         let mut flags = 0;
         for (set, flag) in [
@@ -559,28 +585,56 @@ impl Slot {
             }
         }
         Slot {
-            bytes: pack(&[&record.value, metadata.unwrap_or_default()]),
+            bytes: pack(&[
+                key,
+                &record.value,
+                metadata.unwrap_or_default(),
+                &record.revision.to_le_bytes(),
+                &record.hlc.to_le_bytes(),
+            ]),
             expiration: record.expiration.unwrap_or_default(),
-            revision: record.revision,
-            hlc: record.hlc,
             // Values are at most 25 MiB, and a held entry at most that plus its
-            // metadata and overhead: both fit.
+            // metadata and overhead: both fit. Composite keys are at most 544 bytes.
             value_len: u32::try_from(record.value.len()).unwrap_or(u32::MAX),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
+            key_len: u16::try_from(key.len()).unwrap_or(u16::MAX),
             flags,
             referenced: AtomicBool::new(false),
         }
     }
 
+    /// The composite key.
+    fn key(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.key_len)]
+    }
+
+    /// Where the value ends in the packed bytes.
+    fn value_end(&self) -> usize {
+        usize::from(self.key_len) + self.value_len as usize
+    }
+
+    /// The trailer's `i`th number (0: revision, 1: stamp).
+    fn trailer(&self, i: usize) -> u64 {
+        let at = self.bytes.len() - TRAILER + 8 * i;
+        let mut number = [0; 8];
+        number.copy_from_slice(&self.bytes[at..at + 8]);
+        u64::from_le_bytes(number)
+    }
+
+    fn revision(&self) -> u64 {
+        self.trailer(0)
+    }
+
     /// The record held, sharing the slot's bytes.
     fn record(&self) -> Record {
-        let value_len = self.value_len as usize;
+        let value_end = self.value_end();
         Record {
-            value: self.bytes.slice(..value_len),
-            metadata: (self.flags & METADATA != 0).then(|| self.bytes.slice(value_len..)),
+            value: self.bytes.slice(usize::from(self.key_len)..value_end),
+            metadata: (self.flags & METADATA != 0)
+                .then(|| self.bytes.slice(value_end..self.bytes.len() - TRAILER)),
             expiration: (self.flags & EXPIRATION != 0).then_some(self.expiration),
-            revision: self.revision,
-            hlc: self.hlc,
+            revision: self.revision(),
+            hlc: self.trailer(1),
             tombstone: self.flags & TOMBSTONE != 0,
         }
     }

@@ -91,24 +91,23 @@ pub fn try_hot<B>(
         return None;
     };
     let token = memo.hash(bearer_bytes(authorization?)?);
-    let (lookup, route_version) = hot_value(edge, memo, token, &scope, &key)?;
-    let mut response = match lookup.record {
-        Some(record) => {
+    let (value, route_version) = hot_value(edge, memo, token, &scope, &key)?;
+    let response = match value {
+        Some(value) => {
             let headers = std::mem::take(request.headers_mut());
-            respond::raw_in(record.value, &lookup.source, headers)
+            respond::hit_in(value, route_version, headers)
         }
         None => {
             let mut response = respond::error(&Error::KeyNotFound);
-            respond::mark(&mut response, &lookup.source);
+            respond::mark(&mut response, &crate::service::Source::Hit);
+            if let Some(version) = route_version {
+                response
+                    .headers_mut()
+                    .insert(respond::ROUTE_VERSION_HEADER.clone(), version);
+            }
             response
         }
     };
-    if let Some(version) = route_version {
-        // Appended: no answer of this path has the header yet.
-        response
-            .headers_mut()
-            .append(respond::ROUTE_VERSION_HEADER.clone(), version);
-    }
     edge.metrics().record(
         RouteLabel::Value,
         response.status().as_u16(),
@@ -117,15 +116,15 @@ pub fn try_hot<B>(
     Some(response)
 }
 
-/// What the edge holds for a value, if the hot path may answer with it, and the
-/// route version header the answer carries.
+/// What the edge holds for a value, if the hot path may answer with it (`None`
+/// inside: a 404), and the route version header the answer carries.
 fn hot_value(
     edge: &Edge,
     memo: &TokenMemo,
     token: TokenHash,
     scope: &Scope<'_>,
     key: &[u8],
-) -> Option<(crate::service::Lookup, Option<HeaderValue>)> {
+) -> Option<(Option<Bytes>, Option<HeaderValue>)> {
     // Read before the tables: a decision made from them holds while it stands.
     let generation = edge.scope_generation();
     let admission = match memo.admitted(generation, &token, &scope.account, &scope.namespace) {
@@ -142,13 +141,13 @@ fn hot_value(
             admission
         }
     };
-    let lookup = edge.get_held(&scope.namespace, admission.mode, key)?;
+    let value = edge.get_held_value(&scope.namespace, admission.mode, key)?;
     // A held record's key was checked when it was written; only an absent one is
     // checked here, so that a bad key is a 400, not a 404.
-    if lookup.record.is_none() {
+    if value.is_none() {
         edgekv_kv::validate::key(key).ok()?;
     }
-    Some((lookup, admission.route_version))
+    Some((value, admission.route_version))
 }
 
 /// `edgekv-version-override`: a build of the table to target (admin tokens only).

@@ -803,6 +803,11 @@ impl Edge {
         if let Some(record) = self.hot.get(namespace, key) {
             return Ok(Some(record));
         }
+        self.stored(namespace, key)
+    }
+
+    /// The record of the store, filling the hot tier (which missed).
+    fn stored(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
         let token = self.hot.fill_token(namespace, key);
         let Some(record) = self.store.get(namespace, key)? else {
             return Ok(None);
@@ -839,14 +844,40 @@ impl Edge {
     /// served now. `None` when the read needs a build ([`Edge::get`] then). No
     /// lock and no upstream call; a store read only on a hot-tier miss.
     pub fn get_held(&self, namespace: &str, mode: Mode, key: &[u8]) -> Option<Lookup> {
+        let now_s = self.held_servable(mode)?;
+        answer_held(self.held(namespace, key).ok()?, mode, now_s)
+    }
+
+    /// The time (Unix seconds) when held entries of a namespace in `mode` may be
+    /// served now without asking a build; `None` when they may not.
+    fn held_servable(&self, mode: Mode) -> Option<u64> {
         if mode == Mode::Full && !self.feed.synced() {
             return None;
         }
         let now_ms = self.clock.now_ms();
-        if !self.usable_at(None, now_ms) {
-            return None;
-        }
-        answer_held(self.held(namespace, key).ok()?, mode, now_ms / 1000)
+        self.usable_at(None, now_ms).then_some(now_ms / 1000)
+    }
+
+    /// [`Edge::get_held`] for the hot read path, which answers only with a value:
+    /// `Some(Some(value))` to serve (a HIT), `Some(None)` for a 404 (a HIT too: a
+    /// deleted, expired or, in a synced `full` namespace, absent key). A value in
+    /// the hot tier is taken in place, with no [`Record`] built.
+    pub fn get_held_value(&self, namespace: &str, mode: Mode, key: &[u8]) -> Option<Option<Bytes>> {
+        let now_s = self.held_servable(mode)?;
+        let held = if self.outbox.is_empty() {
+            // No write of this edge waits to overlay what is held.
+            let hot = self.hot.read(namespace, key, |held| {
+                held.is_live(now_s).then(|| held.value())
+            });
+            match hot {
+                Some(value) => return Some(value),
+                None => self.stored(namespace, key),
+            }
+        } else {
+            self.held(namespace, key)
+        };
+        let lookup = answer_held(held.ok()?, mode, now_s)?;
+        Some(lookup.record.map(|record| record.value))
     }
 
     /// Reads a key: held and usable → HIT; else a build → MISS; on a build fault,

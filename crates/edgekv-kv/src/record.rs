@@ -36,6 +36,17 @@ const HEADER: usize = 1 + 1 + 8 + 8 + 8 + 4;
 #[error("stored record is corrupt: {0}")]
 pub struct DecodeError(&'static str);
 
+/// Whether a record with this expiration has expired at `now_s` (Unix seconds):
+/// the one rule for every copy of a record, stored or held in memory.
+pub fn expired(expiration: Option<u64>, now_s: u64) -> bool {
+    expiration.is_some_and(|at| at <= now_s)
+}
+
+/// Whether a record with these fields may be served at `now_s`.
+pub fn live(tombstone: bool, expiration: Option<u64>, now_s: u64) -> bool {
+    !tombstone && !expired(expiration, now_s)
+}
+
 impl Record {
     /// A live record.
     pub fn value(value: Bytes, metadata: Option<Bytes>, expiration: Option<u64>) -> Self {
@@ -58,12 +69,12 @@ impl Record {
 
     /// Whether the record has expired at `now_s` (Unix seconds).
     pub fn is_expired(&self, now_s: u64) -> bool {
-        self.expiration.is_some_and(|at| at <= now_s)
+        expired(self.expiration, now_s)
     }
 
     /// Whether the record holds a value that may be served at `now_s`.
     pub fn is_live(&self, now_s: u64) -> bool {
-        !self.tombstone && !self.is_expired(now_s)
+        live(self.tombstone, self.expiration, now_s)
     }
 
     /// The bytes of memory the record holds (value and metadata), for cache budgets.

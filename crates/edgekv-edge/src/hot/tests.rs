@@ -115,7 +115,7 @@ fn packing_keeps_the_bytes_and_sizes_classes_as_counted() {
 
 #[test]
 fn a_slot_gives_back_the_record_it_was_given() {
-    assert_eq!(std::mem::size_of::<Slot>(), 72, "the slot grew");
+    assert_eq!(std::mem::size_of::<Slot>(), 64, "a slot is one cache line");
     let value = Bytes::from_static(b"value");
     for metadata in [
         None,
@@ -136,7 +136,11 @@ fn a_slot_gives_back_the_record_it_was_given() {
                     hlc: 9,
                     tombstone,
                 };
-                assert_eq!(Slot::new(record.clone(), 1).record(), record);
+                for key in [&b""[..], b"k", &[b'k'; 544]] {
+                    let slot = Slot::new(key, record.clone(), 1);
+                    assert_eq!(slot.record(), record);
+                    assert_eq!(slot.key(), key);
+                }
             }
         }
     }
@@ -340,4 +344,43 @@ fn a_sweep_frees_a_tenth_and_moves_the_hand_only_as_far_as_it_needed() {
         i += 1;
     }
     assert!(hot.hand.load(Ordering::Relaxed) > hand);
+}
+
+#[test]
+fn a_read_in_place_sees_what_a_get_sees_and_counts_alike() {
+    let hot = HotTier::new(1 << 20);
+    let expiring = Record::value(Bytes::from_static(b"soon"), None, Some(100));
+    let records = [
+        ("live", rec(b"value", 1)),
+        ("gone", Record::tombstone(Some(100))),
+        ("expiring", expiring),
+        (
+            "metadata",
+            Record::value(
+                Bytes::from_static(b"v"),
+                Some(Bytes::from_static(b"{}")),
+                None,
+            ),
+        ),
+    ];
+    for (key, record) in &records {
+        hot.update(NS, key.as_bytes(), record.clone());
+    }
+    for (key, record) in &records {
+        for now_s in [0, 99, 100, 101] {
+            let (live, value) = hot
+                .read(NS, key.as_bytes(), |held| {
+                    (held.is_live(now_s), held.value())
+                })
+                .unwrap();
+            assert_eq!(live, record.is_live(now_s), "{key} at {now_s}");
+            assert_eq!(value, record.value, "{key}");
+            let got = hot.get(NS, key.as_bytes()).unwrap();
+            assert_eq!(got, *record, "{key}");
+            assert_eq!(value.as_ptr(), got.value.as_ptr(), "{key}: a read copied");
+        }
+    }
+    assert!(hot.read(NS, b"absent", |_| ()).is_none());
+    let stats = hot.stats();
+    assert_eq!((stats.hits, stats.misses), (32, 1));
 }

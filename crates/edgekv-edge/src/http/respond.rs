@@ -92,24 +92,29 @@ pub fn ok_with_info(result: impl Serialize, info: Value) -> Response<Body> {
 
 /// A raw value.
 pub fn raw(value: Bytes, source: &Source) -> Response<Body> {
-    raw_in(value, source, HeaderMap::with_capacity(4))
+    let mut response = Response::new(Full::new(value));
+    response.headers_mut().insert(CONTENT_TYPE, OCTETS.clone());
+    mark(&mut response, source);
+    response
 }
 
-/// A raw value, its headers written into `headers` after clearing it: a map that
-/// has room for them (a request's, say) then allocates nothing.
-pub fn raw_in(value: Bytes, source: &Source, mut headers: HeaderMap) -> Response<Body> {
+/// A held value (`edgekv-cache: HIT`, and `edgekv-route-version` when there is a
+/// table), its headers written into `headers` after clearing it: a map that has
+/// room for them (a request's, say) then allocates nothing.
+pub fn hit_in(
+    value: Bytes,
+    route_version: Option<HeaderValue>,
+    mut headers: HeaderMap,
+) -> Response<Body> {
     headers.clear();
     // Appended: the map is empty, so there is nothing an insert would replace.
     headers.append(CONTENT_TYPE, OCTETS.clone());
-    let hit = matches!(source, Source::Hit);
-    if hit {
-        headers.append(CACHE_HEADER.clone(), HIT.clone());
+    headers.append(CACHE_HEADER.clone(), HIT.clone());
+    if let Some(version) = route_version {
+        headers.append(ROUTE_VERSION_HEADER.clone(), version);
     }
     let mut response = Response::new(Full::new(value));
     *response.headers_mut() = headers;
-    if !hit {
-        mark(&mut response, source);
-    }
     response
 }
 

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Counts the user-space instructions per request of a whole server under load,
+# with callgrind: the bare hyper server of benches/ answering its fixed 100 B body,
+# then an edge answering hot GETs of 100 B values over KEYS keys (10,000 unless
+# set). Everything a request costs in the process is in the count — hyper's
+# parsing and encoding, tokio, the handler — and nothing of the kernel's (the
+# two make the same system calls per request: one recvfrom, one writev). The
+# difference of the two counts is what the edge adds per request, exactly, where
+# timings on a shared machine swing by tens of percent. It is not a time: cache
+# misses and atomics cost more than their count. With CACHE=1 callgrind also
+# simulates a 2 MiB last-level cache and reports its data misses per request.
+#
+# Usage: benches/server-instructions.sh [REQUESTS]   (make bench-server-instructions)
+set -euo pipefail
+requests=${1:-20000}
+keys=${KEYS:-10000}
+token=0123456789abcdef0123456789abcdef
+: "${CARGO_TARGET_DIR:=$HOME/.cache/edgekv-target}"
+export CARGO_TARGET_DIR
+bin=$CARGO_TARGET_DIR/release
+
+if ! command -v valgrind >/dev/null 2>&1; then
+  echo "installing valgrind"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq valgrind
+fi
+echo "building edgekv and the bare server (bench profile)" >&2
+cargo build --locked --profile bench -p edgekv -p edgekv-benches >&2
+
+dir=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+# Servers on core 0 and the load on core 1, where there are two cores.
+pin() {
+  if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi
+}
+# The first http:// address a server printed (valgrind's own lines left out).
+address() {
+  for _ in $(seq 600); do
+    url=$(grep -v '^==' "$1" | grep -o 'http://[0-9.:]*' | head -1 || true)
+    [ -n "$url" ] && { echo "$url"; return; }
+    sleep 0.1
+  done
+  echo "error: no server address in $1" >&2
+  exit 1
+}
+load() {
+  pin 1 "$bin/edgekv" bench --threads 1 --quiet "$@" >/dev/null
+}
+# Runs `requests` requests against a server under callgrind and prints the
+# instructions (and, with CACHE=1, last-level data misses) per request.
+count() {
+  local pid=$1 out=$2
+  shift 2
+  load -c 16 --requests 2000 "$@"
+  callgrind_control -z "$pid" >/dev/null
+  load -c 64 --requests "$requests" "$@"
+  callgrind_control -d "$pid" >/dev/null
+  local summary
+  summary=$(sed -n 's/^summary: *//p' "$out".1)
+  read -r -a events <<<"$summary"
+  if [ -n "${CACHE:-}" ]; then
+    # Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+    echo "$((events[0] / requests)) instructions, $(((events[7] + events[8]) * 100 / requests))/100 last-level data misses per request"
+  else
+    echo "$((events[0] / requests)) instructions per request"
+  fi
+}
+callgrind=(valgrind --tool=callgrind)
+[ -n "${CACHE:-}" ] && callgrind+=(--cache-sim=yes --LL=2097152,16,64)
+
+echo bench-credential >"$dir/credential"
+echo "starting an origin, and an edge under callgrind (slow: about a minute)" >&2
+pin 1 "$bin/edgekv" origin --data-dir "$dir/origin" --environment bench \
+  --credential-file "$dir/credential" --build b1=127.0.0.1:0 >"$dir/origin.log" 2>&1 &
+pids+=($!)
+origin=$(address "$dir/origin.log")
+pin 0 "${callgrind[@]}" --callgrind-out-file="$dir/edge.out" "$bin/edgekv" edge \
+  --origin "$origin" --environment bench --credential-file "$dir/credential" \
+  --data-dir "$dir/edge" --http 127.0.0.1:0 --admin 127.0.0.1:0 --account bench \
+  --token "$token" --hot-tier-bytes 1073741824 >"$dir/edge.log" 2>&1 &
+edge_pid=$!
+pids+=("$edge_pid")
+edge=$(address "$dir/edge.log")
+kv=(--url "$edge" --token "$token" --account bench)
+load "${kv[@]}" --keys "$keys" --prime --requests 1 --json "$dir/fill.json"
+namespace=$(sed -n 's/.*"namespace": *"\([0-9a-f]*\)".*/\1/p' "$dir/fill.json")
+[ -n "$namespace" ] || { echo "error: the fill named no namespace" >&2; exit 1; }
+echo "counting $requests hot GETs over $keys keys" >&2
+edge_count=$(count "$edge_pid" "$dir/edge.out" "${kv[@]}" --namespace "$namespace" --no-fill --keys "$keys")
+
+echo "starting the bare hyper server under callgrind" >&2
+pin 0 "${callgrind[@]}" --callgrind-out-file="$dir/bare.out" "$bin/baseline" \
+  --listen 127.0.0.1:0 --body-size 100 >"$dir/bare.log" 2>&1 &
+bare_pid=$!
+pids+=("$bare_pid")
+bare=$(address "$dir/bare.log")
+path="/client/v4/accounts/bench/storage/kv/namespaces/$namespace/values/bench-00000001"
+bare_count=$(count "$bare_pid" "$dir/bare.out" --raw --token "$token" --url "$bare$path")
+
+revision="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+changes')"
+echo "bare hyper server: $bare_count"
+echo "edge, hot GET over $keys keys: $edge_count ($revision)"
