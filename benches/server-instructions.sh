@@ -36,9 +36,12 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-# Servers on core 0 and the load on core 1, where there are two cores.
+# Servers on core 0 and the load on core 1, where there are two cores: the
+# command prefix that pins to core $1 (a prefix, not a function, so that `$!` of
+# a server started in the background is the server's pid, as callgrind_control
+# needs).
 pin() {
-  if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi
+  if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then echo "taskset -c $1"; fi
 }
 # The first http:// address a server printed (valgrind's own lines left out).
 address() {
@@ -51,7 +54,7 @@ address() {
   exit 1
 }
 load() {
-  pin 1 "$bin/edgekv" bench --threads 1 --quiet "$@" >/dev/null
+  $(pin 1) "$bin/edgekv" bench --threads 1 --quiet "$@" >/dev/null
 }
 # Runs `requests` requests against a server under callgrind and prints the
 # instructions (and, with CACHE=1, last-level data misses) per request.
@@ -59,11 +62,17 @@ count() {
   local pid=$1 out=$2
   shift 2
   load -c 16 --requests 2000 "$@"
-  callgrind_control -z "$pid" >/dev/null
+  callgrind_control -z "$pid" >/dev/null 2>&1
   load -c 64 --requests "$requests" "$@"
-  callgrind_control -d "$pid" >/dev/null
-  local summary
-  summary=$(sed -n 's/^summary: *//p' "$out".1)
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  # The dump is written after the command returns.
+  local summary=""
+  for _ in $(seq 100); do
+    summary=$(sed -n 's/^summary: *//p' "$out".1 2>/dev/null || true)
+    [ -n "$summary" ] && break
+    sleep 0.1
+  done
+  [ -n "$summary" ] || { echo "error: callgrind wrote no count to $out.1" >&2; exit 1; }
   read -r -a events <<<"$summary"
   if [ -n "${CACHE:-}" ]; then
     # Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
@@ -77,11 +86,11 @@ callgrind=(valgrind --tool=callgrind)
 
 echo bench-credential >"$dir/credential"
 echo "starting an origin, and an edge under callgrind (slow: about a minute)" >&2
-pin 1 "$bin/edgekv" origin --data-dir "$dir/origin" --environment bench \
+$(pin 1) "$bin/edgekv" origin --data-dir "$dir/origin" --environment bench \
   --credential-file "$dir/credential" --build b1=127.0.0.1:0 >"$dir/origin.log" 2>&1 &
 pids+=($!)
 origin=$(address "$dir/origin.log")
-pin 0 "${callgrind[@]}" --callgrind-out-file="$dir/edge.out" "$bin/edgekv" edge \
+$(pin 0) "${callgrind[@]}" --callgrind-out-file="$dir/edge.out" "$bin/edgekv" edge \
   --origin "$origin" --environment bench --credential-file "$dir/credential" \
   --data-dir "$dir/edge" --http 127.0.0.1:0 --admin 127.0.0.1:0 --account bench \
   --token "$token" --hot-tier-bytes 1073741824 >"$dir/edge.log" 2>&1 &
@@ -96,7 +105,7 @@ echo "counting $requests hot GETs over $keys keys" >&2
 edge_count=$(count "$edge_pid" "$dir/edge.out" "${kv[@]}" --namespace "$namespace" --no-fill --keys "$keys")
 
 echo "starting the bare hyper server under callgrind" >&2
-pin 0 "${callgrind[@]}" --callgrind-out-file="$dir/bare.out" "$bin/baseline" \
+$(pin 0) "${callgrind[@]}" --callgrind-out-file="$dir/bare.out" "$bin/baseline" \
   --listen 127.0.0.1:0 --body-size 100 >"$dir/bare.log" 2>&1 &
 bare_pid=$!
 pids+=("$bare_pid")
