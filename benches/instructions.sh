@@ -12,12 +12,8 @@ requests=${1:-100000}
 : "${CARGO_TARGET_DIR:=$HOME/.cache/edgekv-target}"
 export CARGO_TARGET_DIR
 
-if ! command -v valgrind >/dev/null 2>&1; then
-  echo "installing valgrind"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq valgrind
-fi
+# shellcheck source=benches/valgrind.sh
+. "$(dirname "$0")/valgrind.sh"
 
 echo "building the hot path bench (bench profile)" >&2
 bin=$(cargo bench --locked -p edgekv-edge --bench hot_path --no-run 2>&1 |

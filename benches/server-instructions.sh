@@ -19,12 +19,8 @@ token=0123456789abcdef0123456789abcdef
 export CARGO_TARGET_DIR
 bin=$CARGO_TARGET_DIR/release
 
-if ! command -v valgrind >/dev/null 2>&1; then
-  echo "installing valgrind"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq valgrind
-fi
+# shellcheck source=benches/valgrind.sh
+. "$(dirname "$0")/valgrind.sh"
 echo "building edgekv and the bare server (bench profile)" >&2
 cargo build --locked --profile bench -p edgekv -p edgekv-benches >&2
 
