@@ -227,6 +227,22 @@ fn wrk_check(setup: &Setup, url: &str, ours: &Row) -> Option<String> {
     ))
 }
 
+/// Runs each of `runs` once per round, in order, for `rounds` rounds: back to
+/// back, so that the machine's drift hits every side of a comparison alike.
+/// Returns the runs of each.
+fn alternate<const N: usize>(
+    rounds: usize,
+    runs: [&dyn Fn() -> anyhow::Result<Row>; N],
+) -> anyhow::Result<[Vec<Row>; N]> {
+    let mut rows: [Vec<Row>; N] = std::array::from_fn(|_| Vec::with_capacity(rounds));
+    for _ in 0..rounds {
+        for (run, rows) in runs.iter().zip(rows.iter_mut()) {
+            rows.push(run()?);
+        }
+    }
+    Ok(rows)
+}
+
 /// The run with the median CPU per request.
 fn median(mut runs: Vec<Row>) -> Row {
     runs.sort_by(|a, b| a.cpu_us_per_request.total_cmp(&b.cpu_us_per_request));
@@ -441,55 +457,53 @@ fn main() -> anyhow::Result<()> {
             &["--raw", "--token", TOKEN, "--url", &value_path],
         )
     };
-    let mut pairs = (Vec::new(), Vec::new(), Vec::new());
     let one_key = hot_over("1", &[]);
-    for _ in 0..pair_count {
-        pairs.0.push(bare()?);
-        pairs.1.push(measure(
-            &setup,
-            "(b) edgekv hot GET, 100 B",
-            &hot_edge,
-            &refs(&hot(&[])),
-        )?);
-        pairs.2.push(measure(
-            &setup,
-            "(b) edgekv hot GET, one key, 100 B",
-            &hot_edge,
-            &refs(&one_key),
-        )?);
-    }
+    let pairs = alternate(
+        pair_count,
+        [
+            &bare,
+            &|| {
+                let args = hot(&[]);
+                measure(&setup, "(b) edgekv hot GET, 100 B", &hot_edge, &refs(&args))
+            },
+            &|| {
+                let name = "(b) edgekv hot GET, one key, 100 B";
+                measure(&setup, name, &hot_edge, &refs(&one_key))
+            },
+        ],
+    )?;
     let mut spread = format!(
         "CPU µs/request (user-space part in brackets) of the {pair_count} alternating rounds: bare hyper {}; hot GET {}; \
          hot GET of one key {}. {} {}",
-        cpu_list(&pairs.0),
-        cpu_list(&pairs.1),
-        cpu_list(&pairs.2),
-        paired("hot GET", &pairs.0, &pairs.1),
-        paired("hot GET of one key", &pairs.0, &pairs.2),
+        cpu_list(&pairs[0]),
+        cpu_list(&pairs[1]),
+        cpu_list(&pairs[2]),
+        paired("hot GET", &pairs[0], &pairs[1]),
+        paired("hot GET of one key", &pairs[0], &pairs[2]),
     );
     // The same comparison with a load generator that never sleeps.
-    let mut spinning = (Vec::new(), Vec::new());
-    for _ in 0..pair_count {
-        spinning.0.push(measure(
-            &setup,
-            "(a) bare hyper, spinning load generator",
-            &baseline,
-            &["--raw", "--token", TOKEN, "--url", &value_path, "--spin"],
-        )?);
-        spinning.1.push(measure(
-            &setup,
-            "(b) edgekv hot GET, spinning load generator",
-            &hot_edge,
-            &refs(&hot(&["--spin"])),
-        )?);
-    }
+    let spinning = alternate(
+        pair_count,
+        [
+            &|| {
+                let name = "(a) bare hyper, spinning load generator";
+                let args = ["--raw", "--token", TOKEN, "--url", &value_path, "--spin"];
+                measure(&setup, name, &baseline, &args)
+            },
+            &|| {
+                let args = hot(&["--spin"]);
+                let name = "(b) edgekv hot GET, spinning load generator";
+                measure(&setup, name, &hot_edge, &refs(&args))
+            },
+        ],
+    )?;
     spread.push_str(&format!(
         "\n\nWith a spinning load generator (`edgekv bench --spin`), CPU µs/request: bare hyper {}; hot GET {}. {}",
-        cpu_list(&spinning.0),
-        cpu_list(&spinning.1),
-        paired("hot GET, spinning load generator,", &spinning.0, &spinning.1),
+        cpu_list(&spinning[0]),
+        cpu_list(&spinning[1]),
+        paired("hot GET, spinning load generator,", &spinning[0], &spinning[1]),
     ));
-    let mut rows = vec![median(pairs.0), median(pairs.1), median(pairs.2)];
+    let mut rows = Vec::from(pairs.map(median));
     let generator = wrk_check(&setup, &value_path, &rows[0]);
     // Bulk gets have an absolute target (keys per second on one core), which the
     // machine's drift moves as a whole: three runs, the median reported.
@@ -549,8 +563,7 @@ fn main() -> anyhow::Result<()> {
         &hot_edge,
         &refs(&hot(&["--reads", "90"])),
     )?);
-    rows.push(median(spinning.0));
-    rows.push(median(spinning.1));
+    rows.extend(spinning.map(median));
     drop(hot_edge);
 
     // (c) warm: the keys in RocksDB, the hot tier at its minimum.
@@ -579,23 +592,21 @@ fn main() -> anyhow::Result<()> {
         warm_keys.clone(),
     ]);
     // Warm runs alternate with the bare server too.
-    let mut warm_pairs = (Vec::new(), Vec::new());
-    for _ in 0..pair_count {
-        warm_pairs.0.push(bare()?);
-        warm_pairs.1.push(measure(
-            &setup,
-            "(c) edgekv warm GET (RocksDB), 100 B",
-            &warm_edge,
-            &refs(&warm_args),
-        )?);
-    }
+    let warm_pairs = alternate(
+        pair_count,
+        [&bare, &|| {
+            let name = "(c) edgekv warm GET (RocksDB), 100 B";
+            measure(&setup, name, &warm_edge, &refs(&warm_args))
+        }],
+    )?;
     spread.push_str(&format!(
         "\n\nCPU µs/request (user-space part in brackets) of the warm runs: bare hyper {}; warm GET {}. {}",
-        cpu_list(&warm_pairs.0),
-        cpu_list(&warm_pairs.1),
-        paired("warm GET", &warm_pairs.0, &warm_pairs.1),
+        cpu_list(&warm_pairs[0]),
+        cpu_list(&warm_pairs[1]),
+        paired("warm GET", &warm_pairs[0], &warm_pairs[1]),
     ));
-    rows.insert(3, median(warm_pairs.1));
+    let [_, warm_runs] = warm_pairs;
+    rows.insert(3, median(warm_runs));
     drop(warm_edge);
     drop(origin);
     drop(baseline);

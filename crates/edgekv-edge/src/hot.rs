@@ -215,6 +215,18 @@ fn packed<const N: usize>(parts: &[&[u8]]) -> Bytes {
         bytes[len..len + part.len()].copy_from_slice(part);
         len += part.len();
     }
+    // The class taken is the one the budget counts.
+    debug_assert_eq!(
+        packed_size(len),
+        PACK_HEADER + N,
+        "{len} bytes packed into a class of {N}"
+    );
+    // `Bytes::from_owner`'s header (a reference count and a drop function), then
+    // the owner.
+    debug_assert_eq!(
+        2 * std::mem::size_of::<usize>() + std::mem::size_of::<Packed<N>>(),
+        PACK_HEADER + N
+    );
     Bytes::from_owner(Packed { len, bytes })
 }
 
@@ -275,34 +287,13 @@ impl HotTier {
     /// Returns the record held for a key, if any (tombstones and expired records
     /// included: the caller decides what to serve).
     pub fn get(&self, namespace: &str, key: &[u8]) -> Option<Record> {
-        with_key(namespace, key, |k| {
-            let hash = self.hash(k);
-            let shard = self.shard(hash);
-            let found = shard.map.read().find(hash, is(k)).map(|slot| {
-                if !slot.referenced.load(Ordering::Relaxed) {
-                    slot.referenced.store(true, Ordering::Relaxed);
-                }
-                slot.record()
-            });
-            let counter = if found.is_some() {
-                &shard.hits
-            } else {
-                &shard.misses
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            found
-        })
-        .unwrap_or_else(|| {
-            // A malformed key is held nowhere: a miss.
-            self.shards[0].misses.fetch_add(1, Ordering::Relaxed);
-            None
-        })
+        self.read(namespace, key, |held| held.0.record())
     }
 
     /// Runs `f` on the record held for a key in place, under its shard's lock, and
-    /// counts a hit or a miss as [`HotTier::get`] does; `None` when the key is not
-    /// held. The hot read path takes what it answers with this way (a live value's
-    /// bytes), without building a [`Record`].
+    /// counts a hit or a miss; `None` when the key is not held. The hot read path
+    /// takes what it answers with this way (a live value's bytes), without
+    /// building a [`Record`] as [`HotTier::get`] does.
     pub fn read<R>(&self, namespace: &str, key: &[u8], f: impl FnOnce(Held<'_>) -> R) -> Option<R> {
         with_key(namespace, key, |k| {
             let hash = self.hash(k);

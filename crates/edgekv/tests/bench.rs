@@ -79,67 +79,24 @@ async fn the_load_tool_fills_runs_a_mix_and_reports() {
     let (status, value) = Kv::of(&edge).get(&ns, "bench-00000299").await;
     assert_eq!((status, value.len()), (200, 64));
 
+    // The runs below read the keys filled above.
+    let over_filled = |args: &[&str]| {
+        let filled = ["--namespace", &ns, "--no-fill", "--keys", "300", "-c", "2"];
+        bench(&root, dirs[2].path(), &[&filled[..], args].concat())
+    };
+
     // Bulk gets of existing keys count keys per second.
-    let report = bench(
-        &root,
-        dirs[2].path(),
-        &[
-            "--namespace",
-            &ns,
-            "--no-fill",
-            "--keys",
-            "300",
-            "--bulk-get",
-            "20",
-            "--requests",
-            "50",
-            "-c",
-            "2",
-        ],
-    );
+    let report = over_filled(&["--bulk-get", "20", "--requests", "50"]);
     assert_eq!(report["statuses"]["200"], 50, "{report}");
     let ratio = report["keys_per_s"].as_f64().unwrap() / report["throughput_rps"].as_f64().unwrap();
     assert!((ratio - 20.0).abs() < 1e-6, "{report}");
 
     // Busy-polling for answers: the same requests, and the tool still stops.
-    let report = bench(
-        &root,
-        dirs[2].path(),
-        &[
-            "--namespace",
-            &ns,
-            "--no-fill",
-            "--keys",
-            "300",
-            "--spin",
-            "--threads",
-            "1",
-            "--requests",
-            "200",
-            "-c",
-            "2",
-        ],
-    );
+    let report = over_filled(&["--spin", "--threads", "1", "--requests", "200"]);
     assert_eq!(report["statuses"]["200"], 200, "{report}");
 
     // At a fixed rate the tool paces itself (open loop): about rate × duration.
-    let report = bench(
-        &root,
-        dirs[2].path(),
-        &[
-            "--namespace",
-            &ns,
-            "--no-fill",
-            "--keys",
-            "300",
-            "--rate",
-            "200",
-            "-d",
-            "2s",
-            "-c",
-            "2",
-        ],
-    );
+    let report = over_filled(&["--rate", "200", "-d", "2s"]);
     let sent = report["requests"].as_u64().unwrap();
     assert!((300..=420).contains(&sent), "200/s for 2 s sent {sent}");
 

@@ -82,7 +82,7 @@ fn hits_and_misses_from_many_threads_are_all_counted() {
 }
 
 #[test]
-fn keys_of_every_length_are_found_inline_or_not() {
+fn keys_of_every_length_are_found() {
     let hot = HotTier::new(1 << 24);
     let lengths = [0, 1, 29, 30, 31, 32, 100, 512];
     for len in lengths {
@@ -103,7 +103,9 @@ fn keys_of_every_length_are_found_inline_or_not() {
 }
 
 #[test]
-fn packing_keeps_the_bytes_and_sizes_classes_as_counted() {
+fn packing_keeps_the_bytes_in_the_class_the_budget_counts() {
+    // Every length of every class: `packed` asserts (in debug builds, as tests
+    // run) that the class it fills is the one `packed_size` counts.
     for len in 0..=1100 {
         let value: Vec<u8> = (0..len).map(|i| i as u8).collect();
         assert_eq!(pack(&[&value]), value, "{len}");
