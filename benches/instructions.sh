@@ -6,6 +6,8 @@
 # timings cannot. It is not a time: cache misses and atomics cost more than their
 # count. Compare builds by running it on each.
 #
+# With KEEP=FILE the callgrind dump is kept there, for callgrind_annotate.
+#
 # Usage: benches/instructions.sh [REQUESTS]   (make bench-instructions)
 set -euo pipefail
 requests=${1:-100000}
@@ -25,6 +27,7 @@ trap 'rm -f "$out"' EXIT
 echo "counting $requests held-path requests under callgrind (about a minute)" >&2
 EDGEKV_HELD_REQUESTS=$requests valgrind --tool=callgrind --toggle-collect='*held_requests*' \
   --callgrind-out-file="$out" "$bin" >/dev/null 2>&1
+[ -n "${KEEP:-}" ] && cp "$out" "$KEEP"
 total=$(sed -n 's/^summary: *//p' "$out")
 [ -n "$total" ] || { echo "error: callgrind wrote no count" >&2; exit 1; }
 echo "$((total / requests)) instructions per hot GET (held path, one key, $requests requests; $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+changes'))"

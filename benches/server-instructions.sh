@@ -9,6 +9,13 @@
 # timings on a shared machine swing by tens of percent. It is not a time: cache
 # misses and atomics cost more than their count. With CACHE=1 callgrind also
 # simulates a 2 MiB last-level cache and reports its data misses per request.
+# The bare server is counted twice: as it is, and sending the two headers every
+# hot answer of the edge carries (--edgekv-headers), the part of the difference
+# that the edge's contract costs in HTTP work alone. With KEEP=DIR the callgrind
+# dumps are kept in DIR (edge.out.1, bare.out.1, headed.out.1) for
+# callgrind_annotate. KEYS and HOT_TIER_BYTES set the edge's keys and hot tier
+# (KEYS=100000 HOT_TIER_BYTES=1048576 counts warm GETs: nearly every read a
+# RocksDB read); CALLGRIND_ARGS adds callgrind options (--dump-instr=yes, say).
 #
 # Usage: benches/server-instructions.sh [REQUESTS]   (make bench-server-instructions)
 set -euo pipefail
@@ -29,6 +36,9 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP" && cp "$dir"/*.out.1 "$KEEP"/ 2>/dev/null || true
+  fi
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -77,7 +87,7 @@ count() {
     echo "$((events[0] / requests)) instructions per request"
   fi
 }
-callgrind=(valgrind --tool=callgrind)
+callgrind=(valgrind --tool=callgrind ${CALLGRIND_ARGS:-})
 [ -n "${CACHE:-}" ] && callgrind+=(--cache-sim=yes --LL=2097152,16,64)
 
 echo bench-credential >"$dir/credential"
@@ -89,7 +99,7 @@ origin=$(address "$dir/origin.log")
 $(pin 0) "${callgrind[@]}" --callgrind-out-file="$dir/edge.out" "$bin/edgekv" edge \
   --origin "$origin" --environment bench --credential-file "$dir/credential" \
   --data-dir "$dir/edge" --http 127.0.0.1:0 --admin 127.0.0.1:0 --account bench \
-  --token "$token" --hot-tier-bytes 1073741824 >"$dir/edge.log" 2>&1 &
+  --token "$token" --hot-tier-bytes "${HOT_TIER_BYTES:-1073741824}" >"$dir/edge.log" 2>&1 &
 edge_pid=$!
 pids+=("$edge_pid")
 edge=$(address "$dir/edge.log")
@@ -100,15 +110,22 @@ namespace=$(sed -n 's/.*"namespace": *"\([0-9a-f]*\)".*/\1/p' "$dir/fill.json")
 echo "counting $requests hot GETs over $keys keys" >&2
 edge_count=$(count "$edge_pid" "$dir/edge.out" "${kv[@]}" --namespace "$namespace" --no-fill --keys "$keys")
 
-echo "starting the bare hyper server under callgrind" >&2
-$(pin 0) "${callgrind[@]}" --callgrind-out-file="$dir/bare.out" "$bin/baseline" \
-  --listen 127.0.0.1:0 --body-size 100 >"$dir/bare.log" 2>&1 &
-bare_pid=$!
-pids+=("$bare_pid")
-bare=$(address "$dir/bare.log")
 path="/client/v4/accounts/bench/storage/kv/namespaces/$namespace/values/bench-00000001"
-bare_count=$(count "$bare_pid" "$dir/bare.out" --raw --token "$token" --url "$bare$path")
+# The bare server as it is, then also sending the edge's two headers.
+bare_counts=()
+for kind in bare headed; do
+  echo "starting the bare hyper server ($kind) under callgrind" >&2
+  flags=()
+  [ "$kind" = headed ] && flags=(--edgekv-headers)
+  $(pin 0) "${callgrind[@]}" --callgrind-out-file="$dir/$kind.out" "$bin/baseline" \
+    --listen 127.0.0.1:0 --body-size 100 "${flags[@]}" >"$dir/$kind.log" 2>&1 &
+  bare_pid=$!
+  pids+=("$bare_pid")
+  bare=$(address "$dir/$kind.log")
+  bare_counts+=("$(count "$bare_pid" "$dir/$kind.out" --raw --token "$token" --url "$bare$path")")
+done
 
 revision="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+changes')"
-echo "bare hyper server: $bare_count"
-echo "edge, hot GET over $keys keys: $edge_count ($revision)"
+echo "bare hyper server: ${bare_counts[0]}"
+echo "bare hyper server + the edge's two headers: ${bare_counts[1]}"
+echo "edge, GET over $keys keys (hot tier ${HOT_TIER_BYTES:-1073741824} B): $edge_count ($revision)"

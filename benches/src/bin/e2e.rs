@@ -3,6 +3,9 @@
 //!
 //! - (a) `baseline`: a bare hyper server answering a fixed body of the same size,
 //!   sent the same request (path and `authorization` header) as the edge;
+//! - (a′) the same server also sending the two headers of every hot answer of the
+//!   edge (`baseline --edgekv-headers`): what the edge's contract costs in HTTP
+//!   work alone, so that the rest of the edge's cost is its own;
 //! - (b) hot GET: every key fresh in the edge's hot tier; and the same over one
 //!   key, which leaves out the cost of cache misses over many keys and so shows
 //!   the request path's own work;
@@ -187,11 +190,45 @@ fn measure(setup: &Setup, name: &str, server: &Server, args: &[&str]) -> anyhow:
     Ok(row)
 }
 
-/// Runs `wrk` (when installed) against the bare server with the same connections,
-/// duration, core and request bytes (the `authorization` header too) as `edgekv
-/// bench`: the load tool must not be the bottleneck, so it should reach at least
-/// what wrk does.
-fn wrk_check(setup: &Setup, url: &str, ours: &Row) -> Option<String> {
+/// Checks that the load tool is not the bottleneck (it should reach at least what
+/// `wrk` does): `wrk` and `edgekv bench` against the bare server with the same
+/// connections, duration, core and request bytes (the `authorization` header
+/// too), alternating three times — one run of each is at the machine's mercy, as
+/// back-to-back runs of one tool differ by a fifth here. `None` when `wrk` is not
+/// installed or fails.
+fn wrk_check(setup: &Setup, url: &str, ours: &dyn Fn() -> anyhow::Result<Row>) -> Option<String> {
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let wrk = wrk_once(setup, url)?;
+        let edgekv = ours().ok()?.report["throughput_rps"].as_f64()?;
+        eprintln!("wrk against the bare server: {wrk:.0} req/s (edgekv bench: {edgekv:.0})");
+        runs.push((wrk, edgekv));
+    }
+    let list = |f: fn(&(f64, f64)) -> f64| {
+        runs.iter()
+            .map(|r| format!("{:.0}", f(r)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut ratios: Vec<f64> = runs.iter().map(|(wrk, ours)| ours / wrk.max(1.0)).collect();
+    let ratio_list = ratios
+        .iter()
+        .map(|r| format!("{r:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    ratios.sort_by(f64::total_cmp);
+    Some(format!(
+        "Load generator check, against the bare hyper server from the same core, the two tools alternating: \
+         `wrk -t1 -c{c}` {} req/s, `edgekv bench --threads 1 -c {c}` {} req/s; pair by pair {ratio_list}, median **{:.2}×**.",
+        list(|r| r.0),
+        list(|r| r.1),
+        ratios[ratios.len() / 2],
+        c = setup.connections,
+    ))
+}
+
+/// One `wrk` run against `url`: its requests per second.
+fn wrk_once(setup: &Setup, url: &str) -> Option<f64> {
     let mut command = if setup.pin {
         let mut c = Command::new("taskset");
         c.args(["-c", "1", "wrk"]);
@@ -210,21 +247,12 @@ fn wrk_check(setup: &Setup, url: &str, ours: &Row) -> Option<String> {
         ])
         .output()
         .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let wrk: f64 = text
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))?
         .trim()
         .parse()
-        .ok()?;
-    let edgekv = ours.report["throughput_rps"].as_f64().unwrap_or(0.0);
-    eprintln!("wrk against the bare server: {wrk:.0} req/s (edgekv bench: {edgekv:.0})");
-    Some(format!(
-        "Load generator check, against the bare hyper server from the same core: `wrk -t1 -c{}` {wrk:.0} req/s, `edgekv bench --threads 1 -c {}` {edgekv:.0} req/s ({:.2}×; the median run above).",
-        setup.connections,
-        setup.connections,
-        edgekv / wrk.max(1.0)
-    ))
+        .ok()
 }
 
 /// Runs each of `runs` once per round, in order, for `rounds` rounds: back to
@@ -252,6 +280,11 @@ fn median(mut runs: Vec<Row>) -> Row {
 
 /// The CPU-per-request ratio of each back-to-back pair, and their median.
 fn paired(what: &str, base: &[Row], ours: &[Row]) -> String {
+    paired_with(what, "bare hyper", base, ours)
+}
+
+/// [`paired`] against the runs of `base_name`.
+fn paired_with(what: &str, base_name: &str, base: &[Row], ours: &[Row]) -> String {
     let ratios = |part: fn(&Row) -> f64| -> (String, f64) {
         let mut ratios: Vec<f64> = base
             .iter()
@@ -269,7 +302,7 @@ fn paired(what: &str, base: &[Row], ours: &[Row]) -> String {
     let (list, median) = ratios(|row| row.cpu_us_per_request);
     let (user_list, user_median) = ratios(|row| row.user_us_per_request);
     format!(
-        "{what} ÷ bare hyper, CPU per request, pair by pair: {list}; median **{median:.2}×** (on a saturated core that is an estimated {:.2}× the throughput). User-space CPU alone: {user_list}; median {user_median:.2}×.",
+        "{what} ÷ {base_name}, CPU per request, pair by pair: {list}; median **{median:.2}×** (on a saturated core that is an estimated {:.2}× the throughput). User-space CPU alone: {user_list}; median {user_median:.2}×.",
         1.0 / median.max(1e-9)
     )
 }
@@ -348,6 +381,18 @@ fn main() -> anyhow::Result<()> {
         0,
         "baseline",
         &["--listen", "127.0.0.1:0", "--body-size", "100"],
+        "listening",
+    )?;
+    let headed = setup.start(
+        0,
+        "baseline",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--body-size",
+            "100",
+            "--edgekv-headers",
+        ],
         "listening",
     )?;
     // The origin (on the load core: it only matters for the fill and the writes).
@@ -470,16 +515,34 @@ fn main() -> anyhow::Result<()> {
                 let name = "(b) edgekv hot GET, one key, 100 B";
                 measure(&setup, name, &hot_edge, &refs(&one_key))
             },
+            &|| {
+                let name = "(a′) bare hyper + the edge's two headers, 100 B body";
+                let url = value_path.replacen(&baseline.url, &headed.url, 1);
+                measure(
+                    &setup,
+                    name,
+                    &headed,
+                    &["--raw", "--token", TOKEN, "--url", &url],
+                )
+            },
         ],
     )?;
     let mut spread = format!(
         "CPU µs/request (user-space part in brackets) of the {pair_count} alternating rounds: bare hyper {}; hot GET {}; \
-         hot GET of one key {}. {} {}",
+         hot GET of one key {}; bare hyper + the edge's two headers {}. {} {} {} {}",
         cpu_list(&pairs[0]),
         cpu_list(&pairs[1]),
         cpu_list(&pairs[2]),
+        cpu_list(&pairs[3]),
         paired("hot GET", &pairs[0], &pairs[1]),
         paired("hot GET of one key", &pairs[0], &pairs[2]),
+        paired("Bare hyper + the edge's two headers", &pairs[0], &pairs[3]),
+        paired_with(
+            "Hot GET",
+            "bare hyper + the edge's two headers",
+            &pairs[3],
+            &pairs[1]
+        ),
     );
     // The same comparison with a load generator that never sleeps.
     let spinning = alternate(
@@ -504,7 +567,7 @@ fn main() -> anyhow::Result<()> {
         paired("hot GET, spinning load generator,", &spinning[0], &spinning[1]),
     ));
     let mut rows = Vec::from(pairs.map(median));
-    let generator = wrk_check(&setup, &value_path, &rows[0]);
+    let generator = wrk_check(&setup, &value_path, &bare);
     // Bulk gets have an absolute target (keys per second on one core), which the
     // machine's drift moves as a whole: three runs, the median reported.
     let mut bulk = Vec::new();
@@ -607,9 +670,15 @@ fn main() -> anyhow::Result<()> {
     ));
     let [_, warm_runs] = warm_pairs;
     rows.insert(3, median(warm_runs));
+    // (a′) beside (a) in the table.
+    if let Some(at) = rows.iter().position(|row| row.name.starts_with("(a′)")) {
+        let headed_row = rows.remove(at);
+        rows.insert(1, headed_row);
+    }
     drop(warm_edge);
     drop(origin);
     drop(baseline);
+    drop(headed);
 
     let mut table = render(&rows, keys, &warm_keys, pin, cores, &setup)?;
     table.push_str(&format!("\n{spread}\n"));

@@ -8,6 +8,13 @@
 //! key, and beside it the payload (key + value) and what the hot tier counts
 //! against its budget.
 //!
+//! Both edges run with one malloc arena (`MALLOC_ARENA_MAX=1`). With glibc's
+//! default of an arena per thread (up to 8 per core), which thread allocates an
+//! entry varies from run to run, and so does the slack each arena keeps: two
+//! identical fills of the hot edge ended 40 MB apart (40 B per key). With one
+//! arena they repeat within about 1 MB, so the figure is the tier's, not the
+//! arenas' luck.
+//!
 //! Run with `make bench-memory` (it builds the `bench` profile first).
 
 use std::io::{BufRead, BufReader};
@@ -34,6 +41,7 @@ fn start(bin: &std::path::Path, args: &[&str], marker: &str) -> anyhow::Result<S
     let mut child = Command::new(bin.join("edgekv"))
         .args(args)
         .env("EDGEKV_LOG", "warn")
+        .env("MALLOC_ARENA_MAX", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;

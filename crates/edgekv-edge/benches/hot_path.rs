@@ -25,7 +25,6 @@ fn hot_tier(c: &mut Criterion) {
         let key = format!("key-{i}");
         let token = hot.fill_token(NS, key.as_bytes());
         hot.fill(
-            NS,
             key.as_bytes(),
             Record::value(Bytes::from(vec![1u8; 100]), None, None),
             token,

@@ -14,7 +14,10 @@
 //! # Layout
 //! Each entry is a slot of one cache line (64 bytes) in the map, and one
 //! allocation that packs the composite key, the value, the metadata, the revision
-//! and the stamp, with the reference count ahead of them ([`pack`]). A hit on a
+//! and the stamp, with the reference count ahead of them ([`pack`]). The composite
+//! key is the namespace's index — four bytes the tier gives each namespace on
+//! first use ([`HotTier::intern`]) — and the key: not the namespace's 32-character
+//! id, which every entry would repeat (and every lookup hash and compare). A hit on a
 //! key not in the CPU's caches then touches the map's control bytes, the slot, and
 //! the allocation's first lines — reference count, key and value side by side, the
 //! value being what the answer sends anyway. With the key inline in a 136-byte
@@ -39,13 +42,13 @@
 //! thread sweeps on from where the last sweep stopped, a shard at a time, clearing
 //! marks and evicting unmarked entries until the tier is under 90% of its budget.
 
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use edgekv_kv::Record;
 use edgekv_kv::limits::MAX_KEY_BYTES;
-use edgekv_store::keys::NAMESPACE_ID_LEN;
 use hashbrown::HashTable;
 use parking_lot::RwLock;
 
@@ -54,9 +57,9 @@ const STRIPES: usize = 1024;
 /// Bytes counted for each entry beyond its packed allocation ([`packed_size`]):
 /// the map slot (64 B) at the map's load factor, and the allocator's header and
 /// rounding. Measured, not derived, so the budget counts what memory really
-/// holds: `make bench-memory` found 351 B resident per hot key of 14 + 100 B
-/// (1,000,000 keys, benches/RESULTS.md), of which the packed allocation is 216 B.
-const ENTRY_OVERHEAD: usize = 135;
+/// holds: `make bench-memory` found 304 B resident per hot key of 14 + 100 B
+/// (1,000,000 keys, benches/RESULTS.md), of which the packed allocation is 168 B.
+const ENTRY_OVERHEAD: usize = 136;
 
 /// The hot tier of an edge.
 #[derive(Debug)]
@@ -72,6 +75,23 @@ pub struct HotTier {
     evicting: AtomicBool,
     doorkeeper: Doorkeeper,
     evictions: AtomicU64,
+    namespaces: RwLock<Namespaces>,
+}
+
+/// A namespace as the tier's keys name it: a number given on its first use
+/// ([`HotTier::intern`]) and never given to another namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamespaceIndex(u32);
+
+/// The bytes of a [`NamespaceIndex`] at the head of a composite key.
+const INDEX_LEN: usize = 4;
+
+/// The namespaces the tier has indexed, by id.
+#[derive(Debug, Default)]
+struct Namespaces {
+    by_id: HashMap<Box<str>, NamespaceIndex, foldhash::fast::RandomState>,
+    /// The index the next new namespace gets.
+    next: u32,
 }
 
 /// The number of shards the map is split into, each under its own lock. Also the
@@ -136,9 +156,12 @@ impl Held<'_> {
     }
 }
 
-/// Taken before a store read; lets the fill that follows detect a racing write.
+/// Taken before a store read; names the key's namespace and lets the fill that
+/// follows detect a racing write.
 #[derive(Debug, Clone, Copy)]
 pub struct FillToken {
+    /// `None` when the namespace could not be indexed: the fill holds nothing.
+    namespace: Option<NamespaceIndex>,
     stripe: usize,
     version: u64,
 }
@@ -168,7 +191,8 @@ const LARGEST_CLASS: usize = 512;
 const PACK_HEADER: usize = 24;
 
 /// Bytes (an entry's key, value, metadata and trailer) copied into one allocation
-/// with its reference count ahead of them, in size classes of 32 bytes up to
+/// with its reference count ahead of them, in size classes of 16 bytes (the
+/// allocator's own grain: the header and a class of 16n bytes fill its chunk) up to
 /// [`LARGEST_CLASS`]; longer ones get an exact-size buffer of their own (its
 /// reference count allocated apart when first shared). Either way they share no
 /// larger buffer.
@@ -183,7 +207,8 @@ fn pack(parts: &[&[u8]]) -> Bytes {
         };
     }
     classes!(parts.iter().map(|p| p.len()).sum::<usize>();
-        32 64 96 128 160 192 224 256 288 320 352 384 416 448 480 512)
+        16 32 48 64 80 96 112 128 144 160 176 192 208 224 240 256
+        272 288 304 320 336 352 368 384 400 416 432 448 464 480 496 512)
 }
 
 /// The bytes that [`pack`] takes for `len` bytes: the size class and the header
@@ -191,7 +216,7 @@ fn pack(parts: &[&[u8]]) -> Bytes {
 fn packed_size(len: usize) -> usize {
     match len {
         0 => 0,
-        1..=LARGEST_CLASS => PACK_HEADER + len.div_ceil(32) * 32,
+        1..=LARGEST_CLASS => PACK_HEADER + len.div_ceil(16) * 16,
         _ => len,
     }
 }
@@ -241,22 +266,23 @@ fn is(key: &[u8]) -> impl Fn(&Slot) -> bool + '_ {
 }
 
 /// Runs `f` on the composite key of `(namespace, key)`, built in place on the
-/// stack for the keys of the hot path (no 544-byte buffer moved around on every
-/// lookup), on the heap for long ones; `None` for a malformed namespace or key.
-fn with_key<R>(namespace: &str, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+/// stack for the keys of the hot path (no 516-byte buffer moved around on every
+/// lookup), on the heap for long ones; `None` for a key longer than any valid one.
+fn with_key<R>(namespace: NamespaceIndex, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     /// Composite keys up to this long are built on the stack.
     const SHORT: usize = 128;
-    let len = namespace.len() + key.len();
-    if namespace.len() != NAMESPACE_ID_LEN || len > NAMESPACE_ID_LEN + MAX_KEY_BYTES {
+    if key.len() > MAX_KEY_BYTES {
         return None;
     }
+    let index = namespace.0.to_le_bytes();
+    let len = INDEX_LEN + key.len();
     if len <= SHORT {
         let mut buf = [0u8; SHORT];
-        buf[..NAMESPACE_ID_LEN].copy_from_slice(namespace.as_bytes());
-        buf[NAMESPACE_ID_LEN..len].copy_from_slice(key);
+        buf[..INDEX_LEN].copy_from_slice(&index);
+        buf[INDEX_LEN..len].copy_from_slice(key);
         Some(f(&buf[..len]))
     } else {
-        Some(f(&[namespace.as_bytes(), key].concat()))
+        Some(f(&[&index[..], key].concat()))
     }
 }
 
@@ -281,7 +307,31 @@ impl HotTier {
             evicting: AtomicBool::new(false),
             doorkeeper: Doorkeeper::new(capacity),
             evictions: AtomicU64::new(0),
+            namespaces: RwLock::default(),
         }
+    }
+
+    /// The index of a namespace's entries, given now if it has none; `None` only
+    /// once 2^32 namespaces have had one (nothing of a new one is held then). Call
+    /// it for namespaces that exist: an index lasts until
+    /// [`HotTier::remove_namespace`].
+    pub fn intern(&self, namespace: &str) -> Option<NamespaceIndex> {
+        if let Some(index) = self.index(namespace) {
+            return Some(index);
+        }
+        let mut namespaces = self.namespaces.write();
+        if let Some(&index) = namespaces.by_id.get(namespace) {
+            return Some(index);
+        }
+        let index = NamespaceIndex(namespaces.next);
+        namespaces.next = namespaces.next.checked_add(1)?;
+        namespaces.by_id.insert(namespace.into(), index);
+        Some(index)
+    }
+
+    /// The index of a namespace's entries, if it has one.
+    fn index(&self, namespace: &str) -> Option<NamespaceIndex> {
+        self.namespaces.read().by_id.get(namespace).copied()
     }
 
     /// Returns the record held for a key, if any (tombstones and expired records
@@ -290,11 +340,33 @@ impl HotTier {
         self.read(namespace, key, |held| held.0.record())
     }
 
+    /// [`HotTier::get`] by the namespace's index.
+    pub fn get_in(&self, namespace: NamespaceIndex, key: &[u8]) -> Option<Record> {
+        self.read_in(namespace, key, |held| held.0.record())
+    }
+
     /// Runs `f` on the record held for a key in place, under its shard's lock, and
-    /// counts a hit or a miss; `None` when the key is not held. The hot read path
-    /// takes what it answers with this way (a live value's bytes), without
-    /// building a [`Record`] as [`HotTier::get`] does.
+    /// counts a hit or a miss; `None` when the key is not held.
     pub fn read<R>(&self, namespace: &str, key: &[u8], f: impl FnOnce(Held<'_>) -> R) -> Option<R> {
+        match self.index(namespace) {
+            Some(namespace) => self.read_in(namespace, key, f),
+            None => {
+                self.shards[0].misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// [`HotTier::read`] by the namespace's index. The hot read path takes what it
+    /// answers with this way (a live value's bytes), with the index it remembers
+    /// for the connection, and without building a [`Record`] as [`HotTier::get`]
+    /// does.
+    pub fn read_in<R>(
+        &self,
+        namespace: NamespaceIndex,
+        key: &[u8],
+        f: impl FnOnce(Held<'_>) -> R,
+    ) -> Option<R> {
         with_key(namespace, key, |k| {
             let hash = self.hash(k);
             let shard = self.shard(hash);
@@ -320,26 +392,36 @@ impl HotTier {
 
     /// Whether a key is held, without counting a hit or a miss.
     pub fn contains(&self, namespace: &str, key: &[u8]) -> bool {
-        with_key(namespace, key, |k| {
-            let hash = self.hash(k);
-            self.shard(hash).map.read().find(hash, is(k)).is_some()
-        })
-        .unwrap_or(false)
+        self.index(namespace)
+            .and_then(|namespace| {
+                with_key(namespace, key, |k| {
+                    let hash = self.hash(k);
+                    self.shard(hash).map.read().find(hash, is(k)).is_some()
+                })
+            })
+            .unwrap_or(false)
     }
 
-    /// Takes the token a fill after a store read must present.
+    /// Takes the token a fill of a key after a store read must present.
     pub fn fill_token(&self, namespace: &str, key: &[u8]) -> FillToken {
-        let stripe = with_key(namespace, key, |k| stripe(self.hash(k))).unwrap_or(0);
+        let namespace = self.intern(namespace);
+        let stripe = namespace
+            .and_then(|namespace| with_key(namespace, key, |k| stripe(self.hash(k))))
+            .unwrap_or(0);
         FillToken {
+            namespace,
             stripe,
             version: self.stripes[stripe].load(Ordering::Acquire),
         }
     }
 
-    /// Holds a record read from the store, unless a write to its key was installed
-    /// since `token` was taken, or a newer revision is already held.
-    pub fn fill(&self, namespace: &str, key: &[u8], record: Record, token: FillToken) {
-        with_key(namespace, key, |k| self.fill_key(k, record, token));
+    /// Holds a record of the key and namespace `token` was taken for, read from the
+    /// store, unless a write to the key was installed since, or a newer revision is
+    /// already held.
+    pub fn fill(&self, key: &[u8], record: Record, token: FillToken) {
+        if let Some(namespace) = token.namespace {
+            with_key(namespace, key, |k| self.fill_key(k, record, token));
+        }
     }
 
     fn fill_key(&self, k: &[u8], record: Record, token: FillToken) {
@@ -377,7 +459,10 @@ impl HotTier {
 
     /// Installs the record a write just stored; no earlier read can replace it.
     pub fn update(&self, namespace: &str, key: &[u8], record: Record) {
-        with_key(namespace, key, |k| self.update_key(k, record));
+        // Without an index nothing of the namespace is held, nor can be filled.
+        if let Some(namespace) = self.intern(namespace) {
+            with_key(namespace, key, |k| self.update_key(k, record));
+        }
     }
 
     fn update_key(&self, k: &[u8], record: Record) {
@@ -408,17 +493,23 @@ impl HotTier {
         self.evict_if_over();
     }
 
-    /// Drops every entry of a namespace (it was deleted).
+    /// Drops every entry of a namespace (it was deleted), and its index.
     pub fn remove_namespace(&self, namespace: &str) {
+        // A namespace without an index has nothing held, and no fill in flight
+        // (its token would have given it one).
+        let Some(index) = self.namespaces.write().by_id.remove(namespace) else {
+            return;
+        };
         // Bump every stripe first: a fill that read the namespace before it was
         // deleted must not land after the sweep.
         for stripe in self.stripes.iter() {
             stripe.fetch_add(1, Ordering::AcqRel);
         }
+        let prefix = index.0.to_le_bytes();
         let mut freed = 0;
         for shard in self.shards.iter() {
             shard.map.write().retain(|slot| {
-                let keep = !slot.key().starts_with(namespace.as_bytes());
+                let keep = !slot.key().starts_with(&prefix);
                 if !keep {
                     freed += slot.weight as usize;
                 }
@@ -428,7 +519,8 @@ impl HotTier {
         self.account(0, freed);
     }
 
-    /// Drops every entry (the edge resynced from a snapshot).
+    /// Drops every entry (the edge resynced from a snapshot); namespaces keep
+    /// their indexes.
     pub fn clear(&self) {
         for stripe in self.stripes.iter() {
             stripe.fetch_add(1, Ordering::AcqRel);
@@ -585,7 +677,7 @@ impl Slot {
             ]),
             expiration: record.expiration.unwrap_or_default(),
             // Values are at most 25 MiB, and a held entry at most that plus its
-            // metadata and overhead: both fit. Composite keys are at most 544 bytes.
+            // metadata and overhead: both fit. Composite keys are at most 516 bytes.
             value_len: u32::try_from(record.value.len()).unwrap_or(u32::MAX),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
             key_len: u16::try_from(key.len()).unwrap_or(u16::MAX),

@@ -134,6 +134,7 @@ fn hot_value(
                 .ok()?;
             let admission = Admission {
                 mode: edge.known_mode(&scope.account, &scope.namespace)?.ok()?,
+                index: edge.hot().intern(&scope.namespace)?,
                 route_version: edge.routes().version_header.clone(),
             };
             let (account, namespace) = (&scope.account, &scope.namespace);
@@ -141,7 +142,7 @@ fn hot_value(
             admission
         }
     };
-    let value = edge.get_held_value(&scope.namespace, admission.mode, key)?;
+    let value = edge.get_held_value(&scope.namespace, admission.index, admission.mode, key)?;
     // A held record's key was checked when it was written; only an absent one is
     // checked here, so that a bad key is a 400, not a 404.
     if value.is_none() {

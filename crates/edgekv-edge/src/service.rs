@@ -28,7 +28,7 @@ use edgekv_proto::v1;
 use edgekv_store::{Commit, ListPage, ListQuery, NamespaceOp, Store, Write, keys};
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::hot::HotTier;
+use crate::hot::{HotTier, NamespaceIndex};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Queued};
 use crate::routes::Routes;
@@ -778,19 +778,30 @@ impl Edge {
 
     /// Returns the record held locally for a key: a queued write of it, unless the
     /// store holds a newer one (by stamp); else the hot tier, then the store.
-    fn held(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
-        Ok(self.held_queued(namespace, key)?.0)
+    /// `index` is the namespace's in the hot tier, when the caller has it.
+    fn held(
+        &self,
+        namespace: &str,
+        index: Option<NamespaceIndex>,
+        key: &[u8],
+    ) -> Result<Option<Record>> {
+        Ok(self.held_queued(namespace, index, key)?.0)
     }
 
     /// [`Edge::held`], and whether the answer is a write still in the outbox (this
     /// edge's newest knowledge of the key: no build has it yet).
-    fn held_queued(&self, namespace: &str, key: &[u8]) -> Result<(Option<Record>, bool)> {
+    fn held_queued(
+        &self,
+        namespace: &str,
+        index: Option<NamespaceIndex>,
+        key: &[u8],
+    ) -> Result<(Option<Record>, bool)> {
         let queued = if self.outbox.is_empty() {
             None
         } else {
             self.outbox.overlay(namespace, key)
         };
-        let stored = self.held_stored(namespace, key)?;
+        let stored = self.held_stored(namespace, index, key)?;
         Ok(match (queued, stored) {
             (Some(queued), Some(stored)) if stored.hlc > queued.hlc => (Some(stored), false),
             (Some(queued), _) => (Some(queued), true),
@@ -799,8 +810,17 @@ impl Edge {
     }
 
     /// The record of the hot tier, then of the store (filling the hot tier).
-    fn held_stored(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
-        if let Some(record) = self.hot.get(namespace, key) {
+    fn held_stored(
+        &self,
+        namespace: &str,
+        index: Option<NamespaceIndex>,
+        key: &[u8],
+    ) -> Result<Option<Record>> {
+        let hot = match index {
+            Some(index) => self.hot.get_in(index, key),
+            None => self.hot.get(namespace, key),
+        };
+        if let Some(record) = hot {
             return Ok(Some(record));
         }
         self.stored(namespace, key)
@@ -812,7 +832,7 @@ impl Edge {
         let Some(record) = self.store.get(namespace, key)? else {
             return Ok(None);
         };
-        self.hot.fill(namespace, key, record.clone(), token);
+        self.hot.fill(key, record.clone(), token);
         Ok(Some(record))
     }
 
@@ -843,9 +863,17 @@ impl Edge {
     /// in a synced `full` namespace, knows it is absent — and held entries may be
     /// served now. `None` when the read needs a build ([`Edge::get`] then). No
     /// lock and no upstream call; a store read only on a hot-tier miss.
-    pub fn get_held(&self, namespace: &str, mode: Mode, key: &[u8]) -> Option<Lookup> {
+    /// `index` is the namespace's in the hot tier ([`HotTier::intern`]), for a
+    /// caller that reads many keys of it.
+    pub fn get_held(
+        &self,
+        namespace: &str,
+        index: Option<NamespaceIndex>,
+        mode: Mode,
+        key: &[u8],
+    ) -> Option<Lookup> {
         let now_s = self.held_servable(mode)?;
-        answer_held(self.held(namespace, key).ok()?, mode, now_s)
+        answer_held(self.held(namespace, index, key).ok()?, mode, now_s)
     }
 
     /// The time (Unix seconds) when held entries of a namespace in `mode` may be
@@ -861,20 +889,27 @@ impl Edge {
     /// [`Edge::get_held`] for the hot read path, which answers only with a value:
     /// `Some(Some(value))` to serve (a HIT), `Some(None)` for a 404 (a HIT too: a
     /// deleted, expired or, in a synced `full` namespace, absent key). A value in
-    /// the hot tier is taken in place, with no [`Record`] built.
-    pub fn get_held_value(&self, namespace: &str, mode: Mode, key: &[u8]) -> Option<Option<Bytes>> {
+    /// the hot tier is taken in place, with no [`Record`] built: `index` is the
+    /// namespace's in the hot tier ([`HotTier::intern`]).
+    pub fn get_held_value(
+        &self,
+        namespace: &str,
+        index: NamespaceIndex,
+        mode: Mode,
+        key: &[u8],
+    ) -> Option<Option<Bytes>> {
         let now_s = self.held_servable(mode)?;
         let held = if self.outbox.is_empty() {
             // No write of this edge waits to overlay what is held.
-            let hot = self.hot.read(namespace, key, |held| {
-                held.is_live(now_s).then(|| held.value())
-            });
+            let hot = self
+                .hot
+                .read_in(index, key, |held| held.is_live(now_s).then(|| held.value()));
             match hot {
                 Some(value) => return Some(value),
                 None => self.stored(namespace, key),
             }
         } else {
-            self.held(namespace, key)
+            self.held(namespace, Some(index), key)
         };
         let lookup = answer_held(held.ok()?, mode, now_s)?;
         Some(lookup.record.map(|record| record.value))
@@ -910,7 +945,7 @@ impl Edge {
                 },
             ));
         }
-        let (held, queued) = self.held_queued(namespace, key)?;
+        let (held, queued) = self.held_queued(namespace, None, key)?;
         if queued && let Some(record) = held {
             // A write of this edge no build has yet: every read here sees it, even
             // one that asks a build (which would answer the older value).

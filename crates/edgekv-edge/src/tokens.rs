@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use edgekv_kv::Mode;
+
+use crate::hot::NamespaceIndex;
 use http::HeaderValue;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -160,6 +162,8 @@ struct Admitted {
 pub struct Admission {
     /// The namespace's mode.
     pub mode: Mode,
+    /// The namespace's index in the hot tier.
+    pub index: NamespaceIndex,
     /// `edgekv-route-version` of the route table then.
     pub route_version: Option<HeaderValue>,
 }
@@ -246,12 +250,15 @@ mod tests {
     fn an_admitted_scope_holds_only_for_the_same_token_account_namespace_and_generation() {
         let memo = TokenMemo::default();
         let (token, other) = (hash("a"), hash("b"));
+        let hot = crate::hot::HotTier::new(1 << 20);
         let full = Admission {
             mode: Mode::Full,
+            index: hot.intern("ns1").unwrap(),
             route_version: Some(HeaderValue::from(5u64)),
         };
         let cache = Admission {
             mode: Mode::Cache,
+            index: hot.intern("ns2").unwrap(),
             route_version: None,
         };
         assert_eq!(memo.admitted(7, &token, "acct", "ns1"), None);

@@ -13,7 +13,7 @@ const NS: &str = "0123456789abcdef0123456789abcdef";
 fn fill_100(hot: &HotTier, key: &str) {
     let token = hot.fill_token(NS, key.as_bytes());
     let record = Record::value(Bytes::from(vec![0; 100]), None, None);
-    hot.fill(NS, key.as_bytes(), record, token);
+    hot.fill(key.as_bytes(), record, token);
 }
 
 fn rec(value: &'static [u8], revision: u64) -> Record {
@@ -35,7 +35,6 @@ fn hits_share_the_held_value_which_shares_no_larger_buffer() {
         let value = buffer.slice(8..8 + len);
         let metadata = buffer.slice(..len.min(100));
         hot.fill(
-            NS,
             key.as_bytes(),
             Record::value(value.clone(), Some(metadata.clone()), None),
             token,
@@ -164,7 +163,7 @@ fn a_fill_after_a_racing_write_is_dropped() {
         },
     );
     // ...and the reader's late fill must not reinstall the old value.
-    hot.fill(NS, b"k", old, token);
+    hot.fill(b"k", old, token);
     assert!(hot.get(NS, b"k").unwrap().tombstone);
 }
 
@@ -173,7 +172,7 @@ fn a_fill_never_replaces_a_newer_revision() {
     let hot = HotTier::new(1 << 20);
     hot.update(NS, b"k", rec(b"new", 5));
     let token = hot.fill_token(NS, b"k");
-    hot.fill(NS, b"k", rec(b"old", 4), token);
+    hot.fill(b"k", rec(b"old", 4), token);
     assert_eq!(hot.get(NS, b"k").unwrap().value, "new");
 }
 
@@ -241,6 +240,48 @@ fn deleting_a_namespace_drops_its_entries() {
     assert!(hot.get(other, b"k").is_some());
 }
 
+#[test]
+fn a_namespace_keeps_its_index_until_deleted_and_never_gets_an_old_one_back() {
+    let hot = HotTier::new(1 << 20);
+    let other = "ffffffffffffffffffffffffffffffff";
+    // A read does not index a namespace; a write does, once.
+    assert!(hot.read(NS, b"k", |_| ()).is_none());
+    assert_eq!(hot.index(NS), None);
+    hot.update(NS, b"k", rec(b"v", 1));
+    let first = hot.intern(NS).unwrap();
+    assert_eq!(hot.intern(NS), Some(first));
+    let theirs = hot.intern(other).unwrap();
+    assert_ne!(theirs, first);
+    // The same key in two namespaces is two entries.
+    hot.update(other, b"k", rec(b"w", 1));
+    let value = |index| hot.read_in(index, b"k", |held| held.value());
+    assert_eq!(value(first).as_deref(), Some(&b"v"[..]));
+    assert_eq!(value(theirs).as_deref(), Some(&b"w"[..]));
+    // A clear keeps the indexes.
+    hot.clear();
+    assert_eq!(hot.intern(NS), Some(first));
+    // Deleted, the namespace's index reads nothing, and the id gets a new one.
+    hot.update(NS, b"k", rec(b"v", 2));
+    hot.update(other, b"k", rec(b"w", 2));
+    hot.remove_namespace(NS);
+    assert_eq!(hot.index(NS), None);
+    assert_eq!(value(first), None);
+    let second = hot.intern(NS).unwrap();
+    assert!(second != first && second != theirs);
+    assert_eq!(hot.read_in(second, b"k", |_| ()), None);
+    assert_eq!(value(theirs).as_deref(), Some(&b"w"[..]));
+}
+
+#[test]
+fn a_fill_of_a_namespace_deleted_since_its_token_holds_nothing() {
+    let hot = HotTier::new(1 << 20);
+    let token = hot.fill_token(NS, b"k");
+    hot.remove_namespace(NS);
+    hot.fill(b"k", rec(b"v", 1), token);
+    assert_eq!(hot.stats().entries, 0);
+    assert!(hot.get(NS, b"k").is_none());
+}
+
 /// Writers and readers race on a few keys; after each write is installed, no
 /// reader sees an older revision.
 #[test]
@@ -268,7 +309,7 @@ fn concurrent_writes_are_never_undone() {
                         let token = hot.fill_token(NS, b"k");
                         let rev = *store.lock();
                         std::thread::yield_now();
-                        hot.fill(NS, b"k", rec(b"r", rev), token);
+                        hot.fill(b"k", rec(b"r", rev), token);
                     }
                 }
             })

@@ -197,6 +197,7 @@ where
     let mut out = Vec::with_capacity(96 + asked.keys.len() * (48 + 128));
     out.extend_from_slice(br#"{"success":true,"errors":[],"messages":[],"result":{"values":{"#);
     let mut seen = std::collections::HashSet::with_capacity(asked.keys.len());
+    let index = request.edge.hot().intern(&scope.namespace);
     for key in &asked.keys {
         if !seen.insert(key.as_str()) {
             continue;
@@ -204,7 +205,7 @@ where
         let hot = if plain {
             request
                 .edge
-                .get_held(&scope.namespace, mode, key.as_bytes())
+                .get_held(&scope.namespace, index, mode, key.as_bytes())
         } else {
             None
         };
