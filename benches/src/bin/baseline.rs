@@ -20,6 +20,14 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
+// Built once, as the edge's own headers are: a name made per request would count
+// its validation against the headers.
+static OCTETS: http::HeaderValue = http::HeaderValue::from_static("application/octet-stream");
+static CACHE: http::HeaderName = http::HeaderName::from_static("edgekv-cache");
+static HIT: http::HeaderValue = http::HeaderValue::from_static("HIT");
+static ROUTE_VERSION: http::HeaderName = http::HeaderName::from_static("edgekv-route-version");
+static VERSION: http::HeaderValue = http::HeaderValue::from_static("1");
+
 fn main() -> anyhow::Result<()> {
     let mut listen = "127.0.0.1:0".to_string();
     let mut body_size = 100usize;
@@ -56,19 +64,10 @@ fn main() -> anyhow::Result<()> {
                 let service = service_fn(move |_request: Request<hyper::body::Incoming>| {
                     let mut response = Response::new(Full::new(body.clone()));
                     let headers = response.headers_mut();
-                    headers.insert(
-                        http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static("application/octet-stream"),
-                    );
+                    headers.insert(http::header::CONTENT_TYPE, OCTETS.clone());
                     if edgekv_headers {
-                        headers.insert(
-                            http::HeaderName::from_static("edgekv-cache"),
-                            http::HeaderValue::from_static("HIT"),
-                        );
-                        headers.insert(
-                            http::HeaderName::from_static("edgekv-route-version"),
-                            http::HeaderValue::from_static("1"),
-                        );
+                        headers.insert(CACHE.clone(), HIT.clone());
+                        headers.insert(ROUTE_VERSION.clone(), VERSION.clone());
                     }
                     async move { Ok::<_, Infallible>(response) }
                 });

@@ -44,13 +44,15 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use edgekv_kv::Record;
 use edgekv_kv::limits::MAX_KEY_BYTES;
 use hashbrown::HashTable;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 /// The number of write counters keys are spread over.
 const STRIPES: usize = 1024;
@@ -75,11 +77,15 @@ pub struct HotTier {
     evicting: AtomicBool,
     doorkeeper: Doorkeeper,
     evictions: AtomicU64,
-    namespaces: RwLock<Namespaces>,
+    /// Read on every lookup by namespace id without a lock; replaced whole, under
+    /// `indexing`, when a namespace gets or loses its index (rarely).
+    namespaces: ArcSwap<Namespaces>,
+    indexing: Mutex<()>,
 }
 
 /// A namespace as the tier's keys name it: a number given on its first use
-/// ([`HotTier::intern`]) and never given to another namespace.
+/// ([`HotTier::intern`]), kept until the namespace is deleted for good
+/// ([`HotTier::forget_namespace`]), and never given to another namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NamespaceIndex(u32);
 
@@ -87,7 +93,7 @@ pub struct NamespaceIndex(u32);
 const INDEX_LEN: usize = 4;
 
 /// The namespaces the tier has indexed, by id.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Namespaces {
     by_id: HashMap<Box<str>, NamespaceIndex, foldhash::fast::RandomState>,
     /// The index the next new namespace gets.
@@ -307,31 +313,34 @@ impl HotTier {
             evicting: AtomicBool::new(false),
             doorkeeper: Doorkeeper::new(capacity),
             evictions: AtomicU64::new(0),
-            namespaces: RwLock::default(),
+            namespaces: ArcSwap::default(),
+            indexing: Mutex::new(()),
         }
     }
 
     /// The index of a namespace's entries, given now if it has none; `None` only
     /// once 2^32 namespaces have had one (nothing of a new one is held then). Call
     /// it for namespaces that exist: an index lasts until
-    /// [`HotTier::remove_namespace`].
+    /// [`HotTier::forget_namespace`].
     pub fn intern(&self, namespace: &str) -> Option<NamespaceIndex> {
         if let Some(index) = self.index(namespace) {
             return Some(index);
         }
-        let mut namespaces = self.namespaces.write();
-        if let Some(&index) = namespaces.by_id.get(namespace) {
+        let _indexing = self.indexing.lock();
+        if let Some(index) = self.index(namespace) {
             return Some(index);
         }
+        let mut namespaces = Namespaces::clone(&self.namespaces.load());
         let index = NamespaceIndex(namespaces.next);
         namespaces.next = namespaces.next.checked_add(1)?;
         namespaces.by_id.insert(namespace.into(), index);
+        self.namespaces.store(Arc::new(namespaces));
         Some(index)
     }
 
     /// The index of a namespace's entries, if it has one.
     fn index(&self, namespace: &str) -> Option<NamespaceIndex> {
-        self.namespaces.read().by_id.get(namespace).copied()
+        self.namespaces.load().by_id.get(namespace).copied()
     }
 
     /// Returns the record held for a key, if any (tombstones and expired records
@@ -493,13 +502,40 @@ impl HotTier {
         self.evict_if_over();
     }
 
-    /// Drops every entry of a namespace (it was deleted), and its index.
+    /// Drops every entry of a namespace that is being loaded anew (a resync
+    /// deletes and puts back a cache namespace in one batch). It keeps its index:
+    /// an index remembered before (a connection's, in
+    /// [`crate::tokens::Admission`]) must go on reading what the namespace holds
+    /// after, not be left behind while its writes are held under a new one.
     pub fn remove_namespace(&self, namespace: &str) {
         // A namespace without an index has nothing held, and no fill in flight
         // (its token would have given it one).
-        let Some(index) = self.namespaces.write().by_id.remove(namespace) else {
-            return;
+        if let Some(index) = self.index(namespace) {
+            self.purge(index);
+        }
+    }
+
+    /// Drops every entry of a namespace deleted for good, and its index, so that
+    /// the tier does not keep one for every namespace it ever held. Call it once
+    /// the namespace is gone from the edge's table: no read can be admitted to it
+    /// any more to remember the index.
+    pub fn forget_namespace(&self, namespace: &str) {
+        let index = {
+            let _indexing = self.indexing.lock();
+            let mut namespaces = Namespaces::clone(&self.namespaces.load());
+            let index = namespaces.by_id.remove(namespace);
+            if index.is_some() {
+                self.namespaces.store(Arc::new(namespaces));
+            }
+            index
         };
+        if let Some(index) = index {
+            self.purge(index);
+        }
+    }
+
+    /// Drops every entry under a namespace index.
+    fn purge(&self, index: NamespaceIndex) {
         // Bump every stripe first: a fill that read the namespace before it was
         // deleted must not land after the sweep.
         for stripe in self.stripes.iter() {

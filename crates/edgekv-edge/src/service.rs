@@ -768,9 +768,16 @@ impl Edge {
             all
         });
         self.scope_generation.fetch_add(1, Ordering::Release);
+        let now = self.namespaces.load();
         for op in &ops {
             if let NamespaceOp::Delete(id) = op {
-                self.hot.remove_namespace(id);
+                if now.contains_key(id) {
+                    // Deleted and put back in this batch (a resync): the same
+                    // namespace, loaded anew.
+                    self.hot.remove_namespace(id);
+                } else {
+                    self.hot.forget_namespace(id);
+                }
             }
         }
         Ok(())
@@ -1621,4 +1628,66 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::Internal(format!("storage task failed: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use edgekv_kv::ManualClock;
+    use edgekv_store::MemoryStore;
+
+    use super::*;
+
+    fn namespace(id: &str) -> Namespace {
+        Namespace {
+            id: id.into(),
+            title: id.into(),
+            account: "acct".into(),
+            mode: Mode::Cache,
+        }
+    }
+
+    /// A resync deletes and puts back each cache namespace in one batch: the hot
+    /// tier drops what it held, but the namespace keeps its index, which
+    /// connections remember ([`crate::tokens::Admission`]) and must go on reading
+    /// through. Only a namespace deleted for good loses it.
+    #[test]
+    fn a_namespace_put_back_in_the_batch_that_deletes_it_keeps_its_hot_index() {
+        let edge = Edge::new(
+            EdgeConfig::default(),
+            Arc::new(MemoryStore::new()),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+            TokenTable::default(),
+            Routes::empty(),
+            "credential".into(),
+        )
+        .unwrap();
+        let (id, other) = (
+            "0123456789abcdef0123456789abcdef",
+            "ffffffffffffffffffffffffffffffff",
+        );
+        let put = |id| NamespaceOp::Put(namespace(id));
+        let delete = |id: &str| NamespaceOp::Delete(id.into());
+        edge.apply_namespaces(vec![put(id), put(other)], None)
+            .unwrap();
+        let index = edge.hot().intern(id).unwrap();
+        edge.hot().update(
+            id,
+            b"k",
+            Record::value(Bytes::from_static(b"v"), None, None),
+        );
+
+        edge.apply_namespaces(vec![delete(id), put(id)], None)
+            .unwrap();
+        assert!(edge.hot().get(id, b"k").is_none(), "held entries survived");
+        assert_eq!(edge.hot().intern(id), Some(index), "the index changed");
+
+        edge.apply_namespaces(vec![delete(id)], None).unwrap();
+        assert_ne!(
+            edge.hot().intern(id),
+            Some(index),
+            "a deleted namespace kept its index"
+        );
+    }
 }

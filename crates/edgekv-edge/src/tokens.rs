@@ -131,8 +131,9 @@ impl TokenTable {
 /// written anywhere); the table itself still holds hashes only.
 ///
 /// It also keeps the last scope its token was admitted to on the hot read path:
-/// the account, the namespace and that namespace's mode, and the route table's
-/// version header the answers carry, stamped with the edge's scope generation
+/// the account, the namespace, that namespace's mode and its index in the hot
+/// tier (which lasts while the namespace exists), and the route table's version
+/// header the answers carry, stamped with the edge's scope generation
 /// ([`crate::Edge::scope_generation`]) read before the check. A read of the same
 /// scope with the same token skips the token, namespace and route table lookups
 /// while the generation stands; any new token table, namespace change or route

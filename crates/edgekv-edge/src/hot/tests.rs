@@ -83,7 +83,8 @@ fn hits_and_misses_from_many_threads_are_all_counted() {
 #[test]
 fn keys_of_every_length_are_found() {
     let hot = HotTier::new(1 << 24);
-    let lengths = [0, 1, 29, 30, 31, 32, 100, 512];
+    // Around the stack buffer's end too (124 + the 4-byte namespace index).
+    let lengths = [0, 1, 29, 30, 31, 32, 100, 123, 124, 125, 512];
     for len in lengths {
         let key = vec![b'k'; len];
         hot.update(NS, &key, rec(b"v", len as u64 + 1));
@@ -137,7 +138,7 @@ fn a_slot_gives_back_the_record_it_was_given() {
                     hlc: 9,
                     tombstone,
                 };
-                for key in [&b""[..], b"k", &[b'k'; 544]] {
+                for key in [&b""[..], b"k", &[b'k'; 516]] {
                     let slot = Slot::new(key, record.clone(), 1);
                     assert_eq!(slot.record(), record);
                     assert_eq!(slot.key(), key);
@@ -241,10 +242,10 @@ fn deleting_a_namespace_drops_its_entries() {
 }
 
 #[test]
-fn a_namespace_keeps_its_index_until_deleted_and_never_gets_an_old_one_back() {
+fn a_namespace_keeps_its_index_until_forgotten_and_never_gets_an_old_one_back() {
     let hot = HotTier::new(1 << 20);
     let other = "ffffffffffffffffffffffffffffffff";
-    // A read does not index a namespace; a write does, once.
+    // `HotTier::read` does not index a namespace; a write does, once.
     assert!(hot.read(NS, b"k", |_| ()).is_none());
     assert_eq!(hot.index(NS), None);
     hot.update(NS, b"k", rec(b"v", 1));
@@ -260,10 +261,17 @@ fn a_namespace_keeps_its_index_until_deleted_and_never_gets_an_old_one_back() {
     // A clear keeps the indexes.
     hot.clear();
     assert_eq!(hot.intern(NS), Some(first));
-    // Deleted, the namespace's index reads nothing, and the id gets a new one.
+    // Loaded anew (a resync deletes and puts back the namespace), the namespace
+    // keeps its index: one remembered before reads what is written after.
     hot.update(NS, b"k", rec(b"v", 2));
     hot.update(other, b"k", rec(b"w", 2));
     hot.remove_namespace(NS);
+    assert_eq!(value(first), None);
+    hot.update(NS, b"k", rec(b"v3", 3));
+    assert_eq!(hot.index(NS), Some(first));
+    assert_eq!(value(first).as_deref(), Some(&b"v3"[..]));
+    // Deleted for good, its index reads nothing, and the id gets a new one.
+    hot.forget_namespace(NS);
     assert_eq!(hot.index(NS), None);
     assert_eq!(value(first), None);
     let second = hot.intern(NS).unwrap();
@@ -273,13 +281,22 @@ fn a_namespace_keeps_its_index_until_deleted_and_never_gets_an_old_one_back() {
 }
 
 #[test]
-fn a_fill_of_a_namespace_deleted_since_its_token_holds_nothing() {
-    let hot = HotTier::new(1 << 20);
-    let token = hot.fill_token(NS, b"k");
-    hot.remove_namespace(NS);
-    hot.fill(b"k", rec(b"v", 1), token);
-    assert_eq!(hot.stats().entries, 0);
-    assert!(hot.get(NS, b"k").is_none());
+fn a_fill_of_a_namespace_emptied_since_its_token_holds_nothing() {
+    for forget in [false, true] {
+        let hot = HotTier::new(1 << 20);
+        let token = hot.fill_token(NS, b"k");
+        if forget {
+            hot.forget_namespace(NS);
+        } else {
+            hot.remove_namespace(NS);
+        }
+        hot.fill(b"k", rec(b"v", 1), token);
+        assert_eq!(hot.stats().entries, 0, "forget: {forget}");
+        // The index outlives a removal: had the fill landed, it would be read.
+        if !forget {
+            assert!(hot.get(NS, b"k").is_none());
+        }
+    }
 }
 
 /// Writers and readers race on a few keys; after each write is installed, no
