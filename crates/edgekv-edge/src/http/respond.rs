@@ -14,15 +14,22 @@ use crate::service::{Source, WriteOutcome};
 /// The body type of every response.
 pub type Body = Full<Bytes>;
 
+// The texts of the headers a hot answer carries, made into headers at compile
+// time both here and in place on the hot path ([`hit_in`]).
+const OCTET_STREAM: &str = "application/octet-stream";
+const CACHE: &str = "edgekv-cache";
+const HIT_TEXT: &str = "HIT";
+const ROUTE_VERSION: &str = "edgekv-route-version";
+
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
-static OCTETS: HeaderValue = HeaderValue::from_static("application/octet-stream");
-static HIT: HeaderValue = HeaderValue::from_static("HIT");
+static OCTETS: HeaderValue = HeaderValue::from_static(OCTET_STREAM);
+static HIT: HeaderValue = HeaderValue::from_static(HIT_TEXT);
 static MISS: HeaderValue = HeaderValue::from_static("MISS");
 static STALE: HeaderValue = HeaderValue::from_static("STALE");
 /// Says where an answer came from: HIT, MISS or STALE.
-pub static CACHE_HEADER: HeaderName = HeaderName::from_static("edgekv-cache");
+pub static CACHE_HEADER: HeaderName = HeaderName::from_static(CACHE);
 /// The version of the route table the edge used.
-pub static ROUTE_VERSION_HEADER: HeaderName = HeaderName::from_static("edgekv-route-version");
+pub static ROUTE_VERSION_HEADER: HeaderName = HeaderName::from_static(ROUTE_VERSION);
 /// Names the build that answered.
 pub static BUILD_HEADER: HeaderName = HeaderName::from_static("edgekv-build");
 
@@ -108,10 +115,19 @@ pub fn hit_in(
 ) -> Response<Body> {
     headers.clear();
     // Appended: the map is empty, so there is nothing an insert would replace.
-    headers.append(CONTENT_TYPE, OCTETS.clone());
-    headers.append(CACHE_HEADER.clone(), HIT.clone());
+    // Names and values made at compile time, in place: cloning a static's bytes
+    // costs a call through their vtable each (60 instructions a request in all,
+    // `make bench-instructions`).
+    headers.append(
+        CONTENT_TYPE,
+        const { HeaderValue::from_static(OCTET_STREAM) },
+    );
+    headers.append(
+        const { HeaderName::from_static(CACHE) },
+        const { HeaderValue::from_static(HIT_TEXT) },
+    );
     if let Some(version) = route_version {
-        headers.append(ROUTE_VERSION_HEADER.clone(), version);
+        headers.append(const { HeaderName::from_static(ROUTE_VERSION) }, version);
     }
     let mut response = Response::new(Full::new(value));
     *response.headers_mut() = headers;
