@@ -10,7 +10,7 @@
 # misses and atomics cost more than their count. With CACHE=1 callgrind also
 # simulates a 2 MiB last-level cache and reports its data misses per request.
 # The bare server is counted twice: as it is, and sending the two headers every
-# hot answer of the edge carries (--edgekv-headers), the part of the difference
+# hot answer of the edge carries (baseline_headers), the part of the difference
 # that the edge's contract costs in HTTP work alone. With KEEP=DIR the callgrind
 # dumps are kept in DIR (edge.out.1, bare.out.1, headed.out.1) for
 # callgrind_annotate. KEYS and HOT_TIER_BYTES set the edge's keys and hot tier
@@ -115,10 +115,10 @@ path="/client/v4/accounts/bench/storage/kv/namespaces/$namespace/values/bench-00
 bare_counts=()
 for kind in bare headed; do
   echo "starting the bare hyper server ($kind) under callgrind" >&2
-  flags=()
-  [ "$kind" = headed ] && flags=(--edgekv-headers)
-  $(pin 0) "${callgrind[@]}" --callgrind-out-file="$dir/$kind.out" "$bin/baseline" \
-    --listen 127.0.0.1:0 --body-size 100 "${flags[@]}" >"$dir/$kind.log" 2>&1 &
+  program=baseline
+  [ "$kind" = headed ] && program=baseline_headers
+  $(pin 0) "${callgrind[@]}" --callgrind-out-file="$dir/$kind.out" "$bin/$program" \
+    --listen 127.0.0.1:0 --body-size 100 >"$dir/$kind.log" 2>&1 &
   bare_pid=$!
   pids+=("$bare_pid")
   bare=$(address "$dir/$kind.log")

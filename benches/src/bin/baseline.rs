@@ -3,12 +3,7 @@
 //! builder for HTTP/1.1 and h2c, TCP_NODELAY), answering every request with a
 //! fixed body of `--body-size` bytes and the same content type as a value GET.
 //!
-//! With `--edgekv-headers` it also sends the two headers every hot answer of the
-//! edge carries (`edgekv-cache: HIT`, `edgekv-route-version: 1`): the HTTP work
-//! the edge's contract adds to a value GET, without the edge, so that the
-//! end-to-end benchmark can say what part of the edge's cost they are.
-//!
-//! `baseline --listen 127.0.0.1:0 --body-size 100 [--edgekv-headers]` prints
+//! `baseline --listen 127.0.0.1:0 --body-size 100` prints
 //! `baseline listening on http://ADDR` and serves until killed.
 
 use std::convert::Infallible;
@@ -20,31 +15,18 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
-// The edge's two headers, as the edge sends them: statics, cloned per answer.
-static CACHE: http::HeaderName = http::HeaderName::from_static("edgekv-cache");
-static HIT: http::HeaderValue = http::HeaderValue::from_static("HIT");
-static ROUTE_VERSION: http::HeaderName = http::HeaderName::from_static("edgekv-route-version");
-static VERSION: http::HeaderValue = http::HeaderValue::from_static("1");
-
 fn main() -> anyhow::Result<()> {
     let mut listen = "127.0.0.1:0".to_string();
     let mut body_size = 100usize;
-    let mut edgekv_headers = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        if flag == "--edgekv-headers" {
-            edgekv_headers = true;
-            continue;
-        }
         let value = args
             .next()
             .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
         match flag.as_str() {
             "--listen" => listen = value,
             "--body-size" => body_size = value.parse()?,
-            other => anyhow::bail!(
-                "unknown flag {other}: use --listen ADDR --body-size N [--edgekv-headers]"
-            ),
+            other => anyhow::bail!("unknown flag {other}: use --listen ADDR --body-size N"),
         }
     }
     let body = Bytes::from(vec![b'v'; body_size]);
@@ -61,15 +43,10 @@ fn main() -> anyhow::Result<()> {
                 let body = body.clone();
                 let service = service_fn(move |_request: Request<hyper::body::Incoming>| {
                     let mut response = Response::new(Full::new(body.clone()));
-                    let headers = response.headers_mut();
-                    headers.insert(
+                    response.headers_mut().insert(
                         http::header::CONTENT_TYPE,
                         http::HeaderValue::from_static("application/octet-stream"),
                     );
-                    if edgekv_headers {
-                        headers.insert(CACHE.clone(), HIT.clone());
-                        headers.insert(ROUTE_VERSION.clone(), VERSION.clone());
-                    }
                     async move { Ok::<_, Infallible>(response) }
                 });
                 let connection = builder

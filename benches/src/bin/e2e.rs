@@ -4,7 +4,7 @@
 //! - (a) `baseline`: a bare hyper server answering a fixed body of the same size,
 //!   sent the same request (path and `authorization` header) as the edge;
 //! - (a′) the same server also sending the two headers of every hot answer of the
-//!   edge (`baseline --edgekv-headers`): what the edge's contract costs in HTTP
+//!   edge (`baseline_headers`): what the edge's contract costs in HTTP
 //!   work alone, so that the rest of the edge's cost is its own;
 //! - (b) hot GET: every key fresh in the edge's hot tier; and the same over one
 //!   key, which leaves out the cost of cache misses over many keys and so shows
@@ -354,7 +354,7 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .context("no directory")?
         .to_path_buf();
-    for program in ["edgekv", "baseline"] {
+    for program in ["edgekv", "baseline", "baseline_headers"] {
         if !bin.join(program).exists() {
             bail!(
                 "{} is missing: build with `cargo build --profile bench -p edgekv -p edgekv-benches` (make bench-e2e does)",
@@ -385,14 +385,8 @@ fn main() -> anyhow::Result<()> {
     )?;
     let headed = setup.start(
         0,
-        "baseline",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--body-size",
-            "100",
-            "--edgekv-headers",
-        ],
+        "baseline_headers",
+        &["--listen", "127.0.0.1:0", "--body-size", "100"],
         "listening",
     )?;
     // The origin (on the load core: it only matters for the fill and the writes).

@@ -1,0 +1,76 @@
+//! The bare hyper server of `baseline.rs`, also sending the two headers every hot
+//! answer of the edge carries (`edgekv-cache: HIT`, `edgekv-route-version: 1`),
+//! made the way the edge makes them: the HTTP work the edge's contract adds to a
+//! value GET, without the edge, so that the end-to-end benchmark can say what part
+//! of the edge's cost they are.
+//!
+//! A copy of `baseline.rs` with those two headers, on purpose: with both servers
+//! in one binary (a flag, or one generic server for both), the compiler laid out
+//! the plain server's request path differently and it counted 65 to 145 more
+//! instructions per request (`make bench-server-instructions`) — the baseline
+//! must stay what it has been in every round.
+//!
+//! `baseline_headers --listen 127.0.0.1:0 --body-size 100` prints
+//! `baseline listening on http://ADDR` and serves until killed.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+
+fn main() -> anyhow::Result<()> {
+    let mut listen = "127.0.0.1:0".to_string();
+    let mut body_size = 100usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--listen" => listen = value,
+            "--body-size" => body_size = value.parse()?,
+            other => anyhow::bail!("unknown flag {other}: use --listen ADDR --body-size N"),
+        }
+    }
+    let body = Bytes::from(vec![b'v'; body_size]);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            println!("baseline listening on http://{}", listener.local_addr()?);
+            let builder = auto::Builder::new(TokioExecutor::new());
+            loop {
+                let (stream, _) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                let body = body.clone();
+                let service = service_fn(move |_request: Request<hyper::body::Incoming>| {
+                    let mut response = Response::new(Full::new(body.clone()));
+                    let headers = response.headers_mut();
+                    headers.insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/octet-stream"),
+                    );
+                    headers.append(
+                        const { http::HeaderName::from_static("edgekv-cache") },
+                        const { http::HeaderValue::from_static("HIT") },
+                    );
+                    headers.append(
+                        const { http::HeaderName::from_static("edgekv-route-version") },
+                        const { http::HeaderValue::from_static("1") },
+                    );
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let connection = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+        })
+}
