@@ -210,19 +210,14 @@ fn wrk_check(setup: &Setup, url: &str, ours: &dyn Fn() -> anyhow::Result<Row>) -
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let mut ratios: Vec<f64> = runs.iter().map(|(wrk, ours)| ours / wrk.max(1.0)).collect();
-    let ratio_list = ratios
-        .iter()
-        .map(|r| format!("{r:.2}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    ratios.sort_by(f64::total_cmp);
+    let (ratio_list, median) =
+        listed_median(runs.iter().map(|(wrk, ours)| ours / wrk.max(1.0)).collect());
     Some(format!(
         "Load generator check, against the bare hyper server from the same core, the two tools alternating: \
          `wrk -t1 -c{c}` {} req/s, `edgekv bench --threads 1 -c {c}` {} req/s; pair by pair {ratio_list}, median **{:.2}×**.",
         list(|r| r.0),
         list(|r| r.1),
-        ratios[ratios.len() / 2],
+        median,
         c = setup.connections,
     ))
 }
@@ -283,21 +278,26 @@ fn paired(what: &str, base: &[Row], ours: &[Row]) -> String {
     paired_with(what, "bare hyper", base, ours)
 }
 
+/// Ratios listed in order (two decimals), and their median.
+fn listed_median(mut ratios: Vec<f64>) -> (String, f64) {
+    let list = ratios
+        .iter()
+        .map(|r| format!("{r:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    ratios.sort_by(f64::total_cmp);
+    (list, ratios.get(ratios.len() / 2).copied().unwrap_or(0.0))
+}
+
 /// [`paired`] against the runs of `base_name`.
 fn paired_with(what: &str, base_name: &str, base: &[Row], ours: &[Row]) -> String {
     let ratios = |part: fn(&Row) -> f64| -> (String, f64) {
-        let mut ratios: Vec<f64> = base
-            .iter()
-            .zip(ours)
-            .map(|(a, b)| part(b) / part(a).max(1e-9))
-            .collect();
-        let list = ratios
-            .iter()
-            .map(|r| format!("{r:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        ratios.sort_by(f64::total_cmp);
-        (list, ratios.get(ratios.len() / 2).copied().unwrap_or(0.0))
+        listed_median(
+            base.iter()
+                .zip(ours)
+                .map(|(a, b)| part(b) / part(a).max(1e-9))
+                .collect(),
+        )
     };
     let (list, median) = ratios(|row| row.cpu_us_per_request);
     let (user_list, user_median) = ratios(|row| row.user_us_per_request);
