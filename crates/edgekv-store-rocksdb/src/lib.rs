@@ -9,6 +9,7 @@
 //! always written with fsync). The store's revision is kept in `meta` and written in
 //! the same atomic batch as the commit it numbers.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -165,6 +166,19 @@ impl RocksStore {
             .expect("column family created at open")
     }
 
+    /// Whether the store holds any entry of a namespace (tombstones aside).
+    fn holds_keys(&self, namespace: &str) -> Result<bool> {
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(keys::namespace_end(namespace));
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_DATA), options);
+        iter.seek(namespace.as_bytes());
+        if iter.valid() {
+            return Ok(true);
+        }
+        iter.status().map_err(engine)?;
+        Ok(false)
+    }
+
     fn decode_namespace(raw: &[u8]) -> Result<Namespace> {
         keys::decode_namespace(raw).map_err(Error::CorruptNamespace)
     }
@@ -210,6 +224,14 @@ impl Store for RocksStore {
         } else {
             0
         });
+        // The namespaces this batch writes keys to: a deletion in the same batch
+        // must cover them even where the store holds nothing yet.
+        let deletes = (commit.namespaces.iter()).any(|op| matches!(op, NamespaceOp::Delete(_)));
+        let writes_to: HashSet<String> = if deletes {
+            commit.writes.iter().map(|w| w.namespace.clone()).collect()
+        } else {
+            HashSet::new()
+        };
         for write in commit.writes {
             let mut record = write.record;
             record.revision = revision;
@@ -233,11 +255,20 @@ impl Store for RocksStore {
                 }
                 NamespaceOp::Delete(id) => {
                     batch.delete_cf(self.cf(CF_NAMESPACES), id);
-                    batch.delete_range_cf(
-                        self.cf(CF_DATA),
-                        id.as_bytes(),
-                        &keys::namespace_end(id),
-                    );
+                    // A range tombstone costs every point read of the memtable it
+                    // sits in (and later of its table file), whatever key is
+                    // read: none is written over a range with nothing to delete,
+                    // as a resync's delete-and-put of an empty cache namespace,
+                    // or the deletion of a namespace never written, would be.
+                    // Data writes all hold the writer lock, so the range cannot
+                    // fill between this look and the batch.
+                    if self.holds_keys(id)? || writes_to.contains(id) {
+                        batch.delete_range_cf(
+                            self.cf(CF_DATA),
+                            id.as_bytes(),
+                            &keys::namespace_end(id),
+                        );
+                    }
                 }
             }
         }

@@ -140,3 +140,102 @@ fn queues_survive_reopen_and_never_reuse_a_sequence() {
     let next = store.queue_push("outbox", b"c").unwrap();
     assert!(next > last, "a sequence is never reused across restarts");
 }
+
+/// Entries (of any kind, range tombstones included) in the data family's memtable.
+fn data_memtable_entries(store: &RocksStore) -> u64 {
+    store
+        .db
+        .property_int_value_cf(store.cf(CF_DATA), "rocksdb.num-entries-active-mem-table")
+        .unwrap()
+        .unwrap()
+}
+
+fn namespace(id: &str) -> Namespace {
+    Namespace {
+        id: id.into(),
+        title: id.into(),
+        account: "a".into(),
+        mode: edgekv_kv::Mode::Cache,
+    }
+}
+
+fn write(namespace: &str, key: &str) -> Write {
+    Write {
+        namespace: namespace.into(),
+        key: Bytes::from(key.to_string()),
+        record: Record::value(Bytes::from_static(b"v"), None, None),
+    }
+}
+
+#[test]
+fn no_range_tombstone_over_a_namespace_without_keys() {
+    let (store, _dir) = temp_store();
+    const OTHER: &str = "ffffffffffffffffffffffffffffffff";
+    store.create_namespace(&namespace(NS)).unwrap();
+    store.create_namespace(&namespace(OTHER)).unwrap();
+    store.write(vec![write(OTHER, "kept")]).unwrap();
+    let before = data_memtable_entries(&store);
+    // A resync's delete-and-put-back of an empty namespace, then its deletion.
+    store
+        .commit(Commit {
+            namespaces: vec![
+                NamespaceOp::Delete(NS.into()),
+                NamespaceOp::Put(namespace(NS)),
+            ],
+            ..Commit::default()
+        })
+        .unwrap();
+    assert!(store.delete_namespace(NS).unwrap());
+    assert_eq!(
+        data_memtable_entries(&store),
+        before,
+        "a tombstone was written"
+    );
+    assert!(store.get(OTHER, b"kept").unwrap().is_some());
+
+    // With a key, the deletion covers it.
+    store.create_namespace(&namespace(NS)).unwrap();
+    store.write(vec![write(NS, "k")]).unwrap();
+    let before = data_memtable_entries(&store);
+    assert!(store.delete_namespace(NS).unwrap());
+    assert_eq!(data_memtable_entries(&store), before + 1);
+    assert!(store.get(NS, b"k").unwrap().is_none());
+    assert!(store.get(OTHER, b"kept").unwrap().is_some());
+}
+
+#[test]
+fn a_deletion_covers_keys_written_in_its_own_batch() {
+    let (store, _dir) = temp_store();
+    store.create_namespace(&namespace(NS)).unwrap();
+    store
+        .commit(Commit {
+            writes: vec![write(NS, "k")],
+            namespaces: vec![
+                NamespaceOp::Delete(NS.into()),
+                NamespaceOp::Put(namespace(NS)),
+            ],
+            ..Commit::default()
+        })
+        .unwrap();
+    assert!(store.get(NS, b"k").unwrap().is_none());
+    assert!(store.namespace(NS).unwrap().is_some());
+}
+
+#[test]
+fn a_resync_empties_a_namespace_that_holds_keys() {
+    let (store, _dir) = temp_store();
+    store.create_namespace(&namespace(NS)).unwrap();
+    store.write(vec![write(NS, "a"), write(NS, "b")]).unwrap();
+    store
+        .commit(Commit {
+            namespaces: vec![
+                NamespaceOp::Delete(NS.into()),
+                NamespaceOp::Put(namespace(NS)),
+            ],
+            ..Commit::default()
+        })
+        .unwrap();
+    assert!(store.get(NS, b"a").unwrap().is_none());
+    assert!(store.get(NS, b"b").unwrap().is_none());
+    assert!(store.namespace(NS).unwrap().is_some());
+}
