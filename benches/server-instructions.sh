@@ -52,7 +52,7 @@ pin() {
 # The first http:// address a server printed (valgrind's own lines left out).
 address() {
   for _ in $(seq 600); do
-    url=$(grep -v '^==' "$1" | grep -o 'http://[0-9.:]*' | head -1 || true)
+    url=$(grep -v "^==" "$1" 2>/dev/null | grep -o 'http://[0-9.:]*' | head -1 || true)
     [ -n "$url" ] && { echo "$url"; return; }
     sleep 0.1
   done

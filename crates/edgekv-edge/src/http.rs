@@ -5,6 +5,7 @@
 
 pub(crate) mod body;
 mod bulk;
+mod json;
 mod namespaces;
 mod query;
 pub mod respond;

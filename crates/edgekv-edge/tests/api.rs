@@ -517,6 +517,15 @@ async fn bulk_write_get_and_delete() {
         body["result"]["values"],
         json!({"text": "hello", "we\"ird": null})
     );
+    // Keys and values that need escaping, and a value that is not UTF-8 (as text,
+    // each invalid byte is U+FFFD).
+    assert_eq!(kv.put(&ns, "we\"ird\\é", "line\nquote\"\u{1}").await, 200);
+    let (status, body) = json_of(get(json!({"keys": ["we\"ird\\é", "bin"]})).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["result"]["values"],
+        json!({"we\"ird\\é": "line\nquote\"\u{1}", "bin": "\u{0}\u{1}\u{2}\u{fffd}"})
+    );
     let (_, body) = json_of(
         get(json!({"keys": ["json"], "type": "json", "withMetadata": true}))
             .await

@@ -8,20 +8,37 @@ use crate::{Error, Result};
 
 /// Checks a key: 1 to 512 bytes of UTF-8, and neither `.` nor `..`.
 pub fn key(key: &[u8]) -> Result<&str> {
-    if key.is_empty() {
+    key_len(key.len())?;
+    let text = std::str::from_utf8(key).map_err(|_| Error::InvalidKey("not valid UTF-8"))?;
+    key_not_reserved(text)?;
+    Ok(text)
+}
+
+/// Checks a key that is already text (as in a JSON body) by the rules of [`key`],
+/// without checking its UTF-8 again.
+pub fn key_text(key: &str) -> Result<()> {
+    key_len(key.len())?;
+    key_not_reserved(key)
+}
+
+fn key_len(len: usize) -> Result<()> {
+    if len == 0 {
         return Err(Error::EmptyKey);
     }
-    if key.len() > MAX_KEY_BYTES {
+    if len > MAX_KEY_BYTES {
         return Err(Error::KeyTooLong {
-            len: key.len(),
+            len,
             max: MAX_KEY_BYTES,
         });
     }
-    let text = std::str::from_utf8(key).map_err(|_| Error::InvalidKey("not valid UTF-8"))?;
-    if text == "." || text == ".." {
+    Ok(())
+}
+
+fn key_not_reserved(key: &str) -> Result<()> {
+    if key == "." || key == ".." {
         return Err(Error::InvalidKey("`.` and `..` are reserved"));
     }
-    Ok(text)
+    Ok(())
 }
 
 /// Checks the size of a value.
@@ -149,6 +166,31 @@ mod tests {
         assert!(key(&[b'k'; 512]).is_ok());
         assert!(key(b"\xff").is_err());
         assert!(key(b"..").is_err());
+        // Too long and not UTF-8: the length is the first rule broken.
+        assert!(matches!(
+            key(&[0xff; 513]),
+            Err(Error::KeyTooLong { len: 513, .. })
+        ));
+    }
+
+    #[test]
+    fn keys_that_are_text_follow_the_same_rules() {
+        for candidate in [
+            "k",
+            "a/b c%?#é",
+            "",
+            ".",
+            "..",
+            "...",
+            &"k".repeat(512),
+            &"k".repeat(513),
+        ] {
+            assert_eq!(
+                key_text(candidate),
+                key(candidate.as_bytes()).map(|_| ()),
+                "{candidate:?}"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! A bulk write or delete is checked whole before anything is written: one bad
 //! item refuses the request, naming the item, and writes nothing.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -15,7 +18,7 @@ use hyper::body::Body as HttpBody;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Body, Incoming, Scope, body, respond};
+use super::{Body, Incoming, Scope, body, json as json_text, respond};
 use crate::service::{Change, WriteOutcome};
 use crate::{Error, Result};
 
@@ -35,13 +38,18 @@ struct Item {
 }
 
 #[derive(Deserialize)]
-struct GetBody {
-    keys: Vec<String>,
+struct GetBody<'a> {
+    #[serde(borrow)]
+    keys: Vec<Key<'a>>,
     #[serde(default, rename = "type")]
     kind: Option<String>,
     #[serde(default, rename = "withMetadata")]
     with_metadata: bool,
 }
+
+/// A key of a bulk get: borrowed from the body unless it has escapes.
+#[derive(Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
 fn item_error(index: usize, key: &str, err: impl std::fmt::Display) -> Error {
     let shown: String = key.chars().take(64).collect();
@@ -83,7 +91,7 @@ where
     let mut batch = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
         let fail = |e: &dyn std::fmt::Display| item_error(index, &item.key, e);
-        validate::key(item.key.as_bytes()).map_err(|e| fail(&e))?;
+        validate::key_text(&item.key).map_err(|e| fail(&e))?;
         let value = if item.base64 {
             STANDARD
                 .decode(item.value.as_bytes())
@@ -138,7 +146,7 @@ where
     check_count(keys.len(), MAX_BULK_ITEMS)?;
     let mut batch = Vec::with_capacity(keys.len());
     for (index, key) in keys.into_iter().enumerate() {
-        validate::key(key.as_bytes()).map_err(|e| item_error(index, &key, e))?;
+        validate::key_text(&key).map_err(|e| item_error(index, &key, e))?;
         batch.push((Bytes::from(key), Change::Delete));
     }
     let count = batch.len();
@@ -172,11 +180,14 @@ where
         options.version_key = Some(Bytes::copy_from_slice(scope.namespace.as_bytes()));
     }
     let raw = body::read(request.headers, body, MAX_SMALL_BODY_BYTES).await?;
-    let asked: GetBody = serde_json::from_slice(&raw).map_err(|e| {
+    let bad = |e: &dyn std::fmt::Display| {
         Error::BadRequest(format!(
             "body must be JSON like {{\"keys\": [...], \"type\": \"text\", \"withMetadata\": false}}: {e}"
         ))
-    })?;
+    };
+    // UTF-8 checked once for the whole body, not again for each key.
+    let text = std::str::from_utf8(&raw).map_err(|e| bad(&e))?;
+    let asked: GetBody = serde_json::from_str(text).map_err(|e| bad(&e))?;
     check_count(asked.keys.len(), MAX_BULK_GET_KEYS)?;
     let as_json = match asked.kind.as_deref() {
         None | Some("text") => false,
@@ -187,8 +198,8 @@ where
             )));
         }
     };
-    for (index, key) in asked.keys.iter().enumerate() {
-        validate::key(key.as_bytes()).map_err(|e| item_error(index, key, e))?;
+    for (index, Key(key)) in asked.keys.iter().enumerate() {
+        validate::key_text(key).map_err(|e| item_error(index, key, e))?;
     }
     // The answer is written straight into one buffer in request order (a key asked
     // twice is answered once): no JSON tree per key. Keys the edge holds are
@@ -196,10 +207,12 @@ where
     let plain = !options.no_cache && options.build.is_none() && options.cache_ttl_s.is_none();
     let mut out = Vec::with_capacity(96 + asked.keys.len() * (48 + 128));
     out.extend_from_slice(br#"{"success":true,"errors":[],"messages":[],"result":{"values":{"#);
-    let mut seen = std::collections::HashSet::with_capacity(asked.keys.len());
+    let mut seen =
+        HashSet::with_capacity_and_hasher(asked.keys.len(), foldhash::fast::RandomState::default());
     let index = request.edge.hot().intern(&scope.namespace);
-    for key in &asked.keys {
-        if !seen.insert(key.as_str()) {
+    for Key(key) in &asked.keys {
+        let key: &str = key;
+        if !seen.insert(key) {
             continue;
         }
         let hot = if plain {
@@ -221,7 +234,7 @@ where
         if seen.len() > 1 {
             out.push(b',');
         }
-        write_json_string(&mut out, key);
+        json_text::write_str(&mut out, key);
         out.push(b':');
         let Some(record) = lookup.record else {
             out.extend_from_slice(b"null");
@@ -236,7 +249,7 @@ where
             })?;
             out.extend_from_slice(&record.value);
         } else {
-            write_json_string(&mut out, &String::from_utf8_lossy(&record.value));
+            json_text::write_text(&mut out, &record.value);
         }
         if asked.with_metadata {
             out.extend_from_slice(br#","metadata":"#);
@@ -250,10 +263,4 @@ where
     }
     out.extend_from_slice(b"}}}");
     Ok(respond::ok_json_bytes(out))
-}
-
-/// Appends `text` as a JSON string.
-fn write_json_string(out: &mut Vec<u8>, text: &str) {
-    // Writing a `str` into a `Vec` cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
 }
