@@ -239,3 +239,27 @@ fn a_resync_empties_a_namespace_that_holds_keys() {
     assert!(store.get(NS, b"b").unwrap().is_none());
     assert!(store.namespace(NS).unwrap().is_some());
 }
+
+#[test]
+fn keys_around_the_stack_buffer_of_a_point_read() {
+    let (store, _dir) = temp_store();
+    store.create_namespace(&namespace(NS)).unwrap();
+    let lengths = [1, 127, 128, 129, 512];
+    let keys: Vec<String> = lengths.iter().map(|&n| "k".repeat(n)).collect();
+    for key in &keys {
+        store.write(vec![write(NS, key)]).unwrap();
+    }
+    for key in &keys {
+        assert!(
+            store.get(NS, key.as_bytes()).unwrap().is_some(),
+            "{}",
+            key.len()
+        );
+        let longer = format!("{key}x");
+        assert!(
+            store.get(NS, longer.as_bytes()).unwrap().is_none(),
+            "{}",
+            key.len()
+        );
+    }
+}
