@@ -526,6 +526,22 @@ async fn bulk_write_get_and_delete() {
         body["result"]["values"],
         json!({"we\"ird\\é": "line\nquote\"\u{1}", "bin": "\u{0}\u{1}\u{2}\u{fffd}"})
     );
+    // A body that is not UTF-8 is not JSON (RFC 8259 §8.1), wherever the bad byte.
+    for raw in [
+        &b"{\"keys\": [\"k\xff\"]}"[..],
+        b"{\"keys\": [\"k\"], \"x\": \"\xff\"}",
+    ] {
+        let response = kv
+            .request(Method::POST, &format!("/namespaces/{ns}/bulk/get"))
+            .header("content-type", "application/json")
+            .body(raw.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = json_of(response).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.to_string().contains("utf-8"), "{body}");
+    }
     let (_, body) = json_of(
         get(json!({"keys": ["json"], "type": "json", "withMetadata": true}))
             .await

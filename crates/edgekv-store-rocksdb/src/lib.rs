@@ -63,6 +63,10 @@ impl Default for RocksOptions {
     }
 }
 
+/// The deleted entries a namespace deletion steps over, looking for a live one,
+/// before it writes its range tombstone anyway.
+const HOLDS_KEYS_SKIP_LIMIT: u64 = 10_000;
+
 /// The longest stored key (namespace id and key) a point read builds on the stack.
 const STACK_KEY_BYTES: usize = 160;
 
@@ -186,17 +190,25 @@ impl RocksStore {
             .expect("column family created at open")
     }
 
-    /// Whether the store holds any entry of a namespace (tombstones aside).
+    /// Whether the store may hold an entry of a namespace (tombstones aside). The
+    /// look runs under the writer lock; past `HOLDS_KEYS_SKIP_LIMIT` deleted
+    /// entries (a namespace emptied by expiry purges, say) it gives up and says
+    /// yes, so a deletion never waits on a long scan.
     fn holds_keys(&self, namespace: &str) -> Result<bool> {
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(keys::namespace_end(namespace));
+        options.set_max_skippable_internal_keys(HOLDS_KEYS_SKIP_LIMIT);
         let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_DATA), options);
         iter.seek(namespace.as_bytes());
         if iter.valid() {
             return Ok(true);
         }
-        iter.status().map_err(engine)?;
-        Ok(false)
+        match iter.status() {
+            Ok(()) => Ok(false),
+            // RocksDB's "Incomplete": the skip limit was reached.
+            Err(err) if err.kind() == rocksdb::ErrorKind::Incomplete => Ok(true),
+            Err(err) => Err(engine(err)),
+        }
     }
 
     fn decode_namespace(raw: &[u8]) -> Result<Namespace> {

@@ -263,3 +263,53 @@ fn keys_around_the_stack_buffer_of_a_point_read() {
         );
     }
 }
+
+#[test]
+fn the_next_namespace_up_is_not_part_of_a_deletion() {
+    let (store, _dir) = temp_store();
+    const LOW: &str = "00000000000000000000000000000000";
+    // The first id past LOW's range: keys::namespace_end(LOW).
+    const NEXT: &str = "00000000000000000000000000000001";
+    store.create_namespace(&namespace(LOW)).unwrap();
+    store.create_namespace(&namespace(NEXT)).unwrap();
+    store.write(vec![write(NEXT, "kept")]).unwrap();
+    let before = data_memtable_entries(&store);
+    assert!(store.delete_namespace(LOW).unwrap());
+    assert_eq!(
+        data_memtable_entries(&store),
+        before,
+        "a tombstone was written"
+    );
+    store.create_namespace(&namespace(LOW)).unwrap();
+    store.write(vec![write(LOW, "gone")]).unwrap();
+    assert!(store.delete_namespace(LOW).unwrap());
+    assert!(store.get(LOW, b"gone").unwrap().is_none());
+    assert!(store.get(NEXT, b"kept").unwrap().is_some());
+}
+
+#[test]
+fn a_long_run_of_deleted_entries_gets_a_tombstone_rather_than_a_long_look() {
+    let (store, _dir) = temp_store();
+    // Expired and purged: each key leaves a put and a point delete to skip.
+    let purged = |count: usize| {
+        store.create_namespace(&namespace(NS)).unwrap();
+        let writes = (0..count)
+            .map(|i| Write {
+                namespace: NS.into(),
+                key: Bytes::from(format!("k{i:05}")),
+                record: Record::value(Bytes::from_static(b"v"), None, Some(100)),
+            })
+            .collect();
+        store.write(writes).unwrap();
+        assert_eq!(store.purge_expired(200, usize::MAX).unwrap(), count);
+        let before = data_memtable_entries(&store);
+        assert!(store.delete_namespace(NS).unwrap());
+        data_memtable_entries(&store) - before
+    };
+    assert_eq!(purged(10), 0, "a few deleted entries are looked past");
+    assert_eq!(
+        purged(HOLDS_KEYS_SKIP_LIMIT as usize),
+        1,
+        "a long run is not"
+    );
+}
