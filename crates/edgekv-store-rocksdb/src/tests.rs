@@ -167,6 +167,20 @@ fn write(namespace: &str, key: &str) -> Write {
     }
 }
 
+/// A resync's batch for one cache namespace: deleted and put back, with `writes`.
+fn resync(store: &RocksStore, id: &str, writes: Vec<Write>) {
+    store
+        .commit(Commit {
+            writes,
+            namespaces: vec![
+                NamespaceOp::Delete(id.into()),
+                NamespaceOp::Put(namespace(id)),
+            ],
+            ..Commit::default()
+        })
+        .unwrap();
+}
+
 #[test]
 fn no_range_tombstone_over_a_namespace_without_keys() {
     let (store, _dir) = temp_store();
@@ -176,15 +190,7 @@ fn no_range_tombstone_over_a_namespace_without_keys() {
     store.write(vec![write(OTHER, "kept")]).unwrap();
     let before = data_memtable_entries(&store);
     // A resync's delete-and-put-back of an empty namespace, then its deletion.
-    store
-        .commit(Commit {
-            namespaces: vec![
-                NamespaceOp::Delete(NS.into()),
-                NamespaceOp::Put(namespace(NS)),
-            ],
-            ..Commit::default()
-        })
-        .unwrap();
+    resync(&store, NS, vec![]);
     assert!(store.delete_namespace(NS).unwrap());
     assert_eq!(
         data_memtable_entries(&store),
@@ -207,16 +213,7 @@ fn no_range_tombstone_over_a_namespace_without_keys() {
 fn a_deletion_covers_keys_written_in_its_own_batch() {
     let (store, _dir) = temp_store();
     store.create_namespace(&namespace(NS)).unwrap();
-    store
-        .commit(Commit {
-            writes: vec![write(NS, "k")],
-            namespaces: vec![
-                NamespaceOp::Delete(NS.into()),
-                NamespaceOp::Put(namespace(NS)),
-            ],
-            ..Commit::default()
-        })
-        .unwrap();
+    resync(&store, NS, vec![write(NS, "k")]);
     assert!(store.get(NS, b"k").unwrap().is_none());
     assert!(store.namespace(NS).unwrap().is_some());
 }
@@ -226,15 +223,7 @@ fn a_resync_empties_a_namespace_that_holds_keys() {
     let (store, _dir) = temp_store();
     store.create_namespace(&namespace(NS)).unwrap();
     store.write(vec![write(NS, "a"), write(NS, "b")]).unwrap();
-    store
-        .commit(Commit {
-            namespaces: vec![
-                NamespaceOp::Delete(NS.into()),
-                NamespaceOp::Put(namespace(NS)),
-            ],
-            ..Commit::default()
-        })
-        .unwrap();
+    resync(&store, NS, vec![]);
     assert!(store.get(NS, b"a").unwrap().is_none());
     assert!(store.get(NS, b"b").unwrap().is_none());
     assert!(store.namespace(NS).unwrap().is_some());
