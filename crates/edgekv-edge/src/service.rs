@@ -830,12 +830,21 @@ impl Edge {
         if let Some(record) = hot {
             return Ok(Some(record));
         }
-        self.stored(namespace, key)
+        self.stored(namespace, index, key)
     }
 
-    /// The record of the store, filling the hot tier (which missed).
-    fn stored(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
-        let token = self.hot.fill_token(namespace, key);
+    /// The record of the store, filling the hot tier (which missed). `index` is the
+    /// namespace's in the tier, where the caller knows it.
+    fn stored(
+        &self,
+        namespace: &str,
+        index: Option<NamespaceIndex>,
+        key: &[u8],
+    ) -> Result<Option<Record>> {
+        let token = match index {
+            Some(index) => self.hot.fill_token_in(index, key),
+            None => self.hot.fill_token(namespace, key),
+        };
         let Some(record) = self.store.get(namespace, key)? else {
             return Ok(None);
         };
@@ -913,7 +922,7 @@ impl Edge {
                 .read_in(index, key, |held| held.is_live(now_s).then(|| held.value()));
             match hot {
                 Some(value) => return Some(value),
-                None => self.stored(namespace, key),
+                None => self.stored(namespace, Some(index), key),
             }
         } else {
             self.held(namespace, Some(index), key)

@@ -444,3 +444,30 @@ fn a_read_in_place_sees_what_a_get_sees_and_counts_alike() {
     let stats = hot.stats();
     assert_eq!((stats.hits, stats.misses), (32, 1));
 }
+
+#[test]
+fn a_fill_by_index_is_held_under_that_namespace_only() {
+    let hot = HotTier::new(1 << 20);
+    const OTHER: &str = "ffffffffffffffffffffffffffffffff";
+    let index = hot.intern(NS).unwrap();
+    let other = hot.intern(OTHER).unwrap();
+    let token = hot.fill_token_in(index, b"k");
+    hot.fill(b"k", rec(b"v", 1), token);
+    assert_eq!(
+        hot.get_in(index, b"k").map(|r| r.value),
+        Some(Bytes::from_static(b"v"))
+    );
+    assert_eq!(
+        hot.get(NS, b"k").map(|r| r.value),
+        Some(Bytes::from_static(b"v"))
+    );
+    assert!(hot.get_in(other, b"k").is_none());
+    // A write installed after the token was taken wins over the fill.
+    let token = hot.fill_token_in(index, b"k");
+    hot.update(NS, b"k", rec(b"new", 3));
+    hot.fill(b"k", rec(b"old", 2), token);
+    assert_eq!(
+        hot.get_in(index, b"k").map(|r| r.value),
+        Some(Bytes::from_static(b"new"))
+    );
+}
