@@ -45,6 +45,21 @@ impl Rng {
     }
 }
 
+/// A seed for a run that does not name one: different in each run.
+fn fresh_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+/// The seed of connection `c`'s key picks: distinct per connection and per run
+/// seed, and never 0 (xorshift's fixed point).
+fn connection_seed(seed: u64, c: usize) -> u64 {
+    let mut rng = Rng((seed ^ 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(c as u64 + 1)) | 1);
+    rng.next() | 1
+}
+
 /// Picks key indexes: uniform, or zipfian (rank 0 hottest) after Gray et al.'s
 /// method as YCSB uses it.
 #[derive(Debug, Clone)]
@@ -471,12 +486,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let budget = args.requests.map(|n| Arc::new(AtomicU64::new(n)));
     let live = Arc::new(Live::default());
+    let seed = args.seed.unwrap_or_else(fresh_seed);
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..args.connections {
         tasks.spawn(connection(
             host.clone(),
             plan.clone(),
-            0x9E37_79B9_7F4A_7C15u64.wrapping_mul(c as u64 + 1),
+            connection_seed(seed, c),
             interval,
             stop.clone(),
             budget.clone(),
@@ -576,6 +592,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "keys": args.keys, "value_size": args.value_size, "reads_percent": args.reads,
         "distribution": format!("{:?}", args.distribution).to_lowercase(), "theta": args.theta,
         "bulk_get": args.bulk_get,
+        "seed": seed,
     });
     // A closed pipe (`| head -1`) is not an error of the run: write, ignore it.
     let mut out = std::io::stdout().lock();
@@ -643,6 +660,26 @@ mod tests {
             counts.iter().all(|c| (9_000..11_000).contains(c)),
             "{counts:?}"
         );
+    }
+
+    #[test]
+    fn runs_with_different_seeds_pick_different_keys() {
+        let keys = Keys::new(Distribution::Uniform, 100_000, 0.0).unwrap();
+        let picks = |seed: u64, c: usize| {
+            let mut rng = Rng(connection_seed(seed, c));
+            (0..50).map(|_| keys.pick(&mut rng)).collect::<Vec<_>>()
+        };
+        assert_eq!(picks(1, 0), picks(1, 0), "a named seed repeats a run");
+        assert_ne!(picks(1, 0), picks(2, 0));
+        assert_ne!(picks(1, 0), picks(1, 1));
+        let seeds: std::collections::HashSet<u64> =
+            (0..64).map(|c| connection_seed(7, c)).collect();
+        assert_eq!(seeds.len(), 64);
+        assert!(
+            seeds.iter().all(|s| s % 2 == 1),
+            "xorshift needs a non-zero state"
+        );
+        assert_ne!(fresh_seed(), 0);
     }
 
     #[test]

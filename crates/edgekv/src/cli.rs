@@ -90,6 +90,11 @@ pub struct BenchArgs {
     /// θ of the zipfian distribution.
     #[arg(long, default_value_t = 0.99)]
     pub theta: f64,
+    /// Seed of the key picks (each connection derives its own from it). Default: a
+    /// new one each run, so that consecutive runs do not replay the same keys into
+    /// a cache; the report names the seed, to repeat a run exactly.
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Each request is a bulk get of this many keys (0: single-key requests).
     #[arg(long, default_value_t = 0)]
     pub bulk_get: usize,

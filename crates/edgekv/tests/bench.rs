@@ -95,6 +95,17 @@ async fn the_load_tool_fills_runs_a_mix_and_reports() {
     let report = over_filled(&["--spin", "--threads", "1", "--requests", "200"]);
     assert_eq!(report["statuses"]["200"], 200, "{report}");
 
+    // Each run picks its own seed unless told one, and reports it.
+    let seeds: Vec<u64> = [&[][..], &[][..], &["--seed", "42"][..]]
+        .iter()
+        .map(|seed| {
+            let report = over_filled(&[&["--requests", "20"][..], seed].concat());
+            report["seed"].as_u64().unwrap()
+        })
+        .collect();
+    assert_ne!(seeds[0], seeds[1], "two runs replayed one sequence");
+    assert_eq!(seeds[2], 42);
+
     // At a fixed rate the tool paces itself (open loop): about rate × duration.
     let report = over_filled(&["--rate", "200", "-d", "2s"]);
     let sent = report["requests"].as_u64().unwrap();
