@@ -413,16 +413,13 @@ impl HotTier {
 
     /// Takes the token a fill of a key after a store read must present.
     pub fn fill_token(&self, namespace: &str, key: &[u8]) -> FillToken {
-        self.token_for(self.intern(namespace), key)
+        self.fill_token_in(self.intern(namespace), key)
     }
 
     /// [`HotTier::fill_token`] for a namespace by its index (from
-    /// [`HotTier::intern`]), not looked up again.
-    pub fn fill_token_in(&self, index: NamespaceIndex, key: &[u8]) -> FillToken {
-        self.token_for(Some(index), key)
-    }
-
-    fn token_for(&self, namespace: Option<NamespaceIndex>, key: &[u8]) -> FillToken {
+    /// [`HotTier::intern`]), not looked up again. Without an index the fill that
+    /// presents the token holds nothing.
+    pub fn fill_token_in(&self, namespace: Option<NamespaceIndex>, key: &[u8]) -> FillToken {
         let stripe = namespace
             .and_then(|namespace| with_key(namespace, key, |k| stripe(self.hash(k))))
             .unwrap_or(0);

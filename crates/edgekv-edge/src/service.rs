@@ -816,35 +816,30 @@ impl Edge {
         })
     }
 
-    /// The record of the hot tier, then of the store (filling the hot tier).
+    /// The record of the hot tier, then of the store (filling the hot tier). The
+    /// namespace's index in the tier is looked up here when the caller has none.
     fn held_stored(
         &self,
         namespace: &str,
         index: Option<NamespaceIndex>,
         key: &[u8],
     ) -> Result<Option<Record>> {
-        let hot = match index {
-            Some(index) => self.hot.get_in(index, key),
-            None => self.hot.get(namespace, key),
-        };
-        if let Some(record) = hot {
+        let index = index.or_else(|| self.hot.intern(namespace));
+        if let Some(record) = index.and_then(|index| self.hot.get_in(index, key)) {
             return Ok(Some(record));
         }
         self.stored(namespace, index, key)
     }
 
-    /// The record of the store, filling the hot tier (which missed). `index` is the
-    /// namespace's in the tier, where the caller knows it.
+    /// The record of the store, filling the hot tier (which missed) under the
+    /// namespace's index there.
     fn stored(
         &self,
         namespace: &str,
         index: Option<NamespaceIndex>,
         key: &[u8],
     ) -> Result<Option<Record>> {
-        let token = match index {
-            Some(index) => self.hot.fill_token_in(index, key),
-            None => self.hot.fill_token(namespace, key),
-        };
+        let token = self.hot.fill_token_in(index, key);
         let Some(record) = self.store.get(namespace, key)? else {
             return Ok(None);
         };

@@ -451,7 +451,7 @@ fn a_fill_by_index_is_held_under_that_namespace_only() {
     const OTHER: &str = "ffffffffffffffffffffffffffffffff";
     let index = hot.intern(NS).unwrap();
     let other = hot.intern(OTHER).unwrap();
-    let token = hot.fill_token_in(index, b"k");
+    let token = hot.fill_token_in(Some(index), b"k");
     hot.fill(b"k", rec(b"v", 1), token);
     assert_eq!(
         hot.get_in(index, b"k").map(|r| r.value),
@@ -463,7 +463,7 @@ fn a_fill_by_index_is_held_under_that_namespace_only() {
     );
     assert!(hot.get_in(other, b"k").is_none());
     // A write installed after the token was taken wins over the fill.
-    let token = hot.fill_token_in(index, b"k");
+    let token = hot.fill_token_in(Some(index), b"k");
     hot.update(NS, b"k", rec(b"new", 3));
     hot.fill(b"k", rec(b"old", 2), token);
     assert_eq!(
