@@ -198,15 +198,19 @@ fn measure(setup: &Setup, name: &str, server: &Server, args: &[&str]) -> anyhow:
     Ok(row)
 }
 
+/// How many times `wrk` and `edgekv bench` alternate in [`wrk_check`].
+const WRK_PAIRS: usize = 5;
+
 /// Checks that the load tool is not the bottleneck (it should reach at least what
 /// `wrk` does): `wrk` and `edgekv bench` against the bare server with the same
 /// connections, duration, core and request bytes (the `authorization` header
-/// too), alternating three times — one run of each is at the machine's mercy, as
-/// back-to-back runs of one tool differ by a fifth here. `None` when `wrk` is not
+/// too), alternating [`WRK_PAIRS`] times — one run of each is at the machine's
+/// mercy, as back-to-back runs of one tool differ by a fifth here. The ratio is
+/// `edgekv bench`'s requests per second over `wrk`'s. `None` when `wrk` is not
 /// installed or fails.
-fn wrk_check(setup: &Setup, url: &str, ours: &dyn Fn() -> anyhow::Result<Row>) -> Option<String> {
+fn wrk_check(setup: &Setup, url: &str, ours: &dyn Fn() -> anyhow::Result<Row>) -> Option<Paired> {
     let mut runs = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..WRK_PAIRS {
         let wrk = wrk_once(setup, url)?;
         let edgekv = ours().ok()?.report["throughput_rps"].as_f64()?;
         eprintln!("wrk against the bare server: {wrk:.0} req/s (edgekv bench: {edgekv:.0})");
@@ -218,16 +222,25 @@ fn wrk_check(setup: &Setup, url: &str, ours: &dyn Fn() -> anyhow::Result<Row>) -
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let (ratio_list, median) =
-        listed_median(runs.iter().map(|(wrk, ours)| ours / wrk.max(1.0)).collect());
-    Some(format!(
+    let ratios: Vec<f64> = runs.iter().map(|(wrk, ours)| ours / wrk.max(1.0)).collect();
+    let interval = stats::median_interval(&ratios, stats::RESAMPLES, 0x5eed)?;
+    let (ratio_list, median) = listed_median(ratios);
+    let text = format!(
         "Load generator check, against the bare hyper server from the same core, the two tools alternating: \
-         `wrk -t1 -c{c}` {} req/s, `edgekv bench --threads 1 -c {c}` {} req/s; pair by pair {ratio_list}, median **{:.2}×**.",
+         `wrk -t1 -c{c}` {} req/s, `edgekv bench --threads 1 -c {c}` {} req/s; pair by pair {ratio_list}, \
+         median **{:.2}×** (95% bootstrap interval {:.2}–{:.2}×).",
         list(|r| r.0),
         list(|r| r.1),
         median,
+        interval.low,
+        interval.high,
         c = setup.connections,
-    ))
+    );
+    Some(Paired {
+        text,
+        median,
+        interval,
+    })
 }
 
 /// One `wrk` run against `url`: its requests per second.
@@ -719,10 +732,15 @@ fn main() -> anyhow::Result<()> {
     drop(headed);
 
     let mut table = render(&rows, keys, &warm_keys, pin, cores, &setup)?;
-    table.push_str(&targets(&rows, &hot_paired, &warm_paired));
+    table.push_str(&targets(
+        &rows,
+        &hot_paired,
+        &warm_paired,
+        generator.as_ref(),
+    ));
     table.push_str(&format!("\n{spread}\n"));
-    if let Some(line) = generator {
-        table.push_str(&format!("\n{line}\n"));
+    if let Some(check) = &generator {
+        table.push_str(&format!("\n{}\n", check.text));
     }
     println!("{table}");
     write_results(&out, &table)?;
@@ -831,7 +849,7 @@ fn render(
 /// The issue's targets against this run. The CPU ratios are judged by their
 /// bootstrap intervals: met or missed only when the run's noise cannot say
 /// otherwise.
-fn targets(rows: &[Row], hot: &Paired, warm: &Paired) -> String {
+fn targets(rows: &[Row], hot: &Paired, warm: &Paired, generator: Option<&Paired>) -> String {
     let mut t = String::from(
         "\n| target | bound | this run (median of the pairs) | 95% interval | verdict |\n|---|---|---|---|---|\n",
     );
@@ -857,6 +875,15 @@ fn targets(rows: &[Row], hot: &Paired, warm: &Paired) -> String {
             "| bulk get | ≥ 1,000,000 keys/s per server core | {:.2} M (median of three runs) | — | {} |\n",
             per_core / 1e6,
             if per_core >= 1_000_000.0 { "met" } else { "missed" }
+        ));
+    }
+    if let Some(check) = generator {
+        t.push_str(&format!(
+            "| load tool not the bottleneck | ≥ 1.00× wrk's req/s | {:.2}× ({WRK_PAIRS} pairs) | {:.2}–{:.2}× | {} |\n",
+            check.median,
+            check.interval.low,
+            check.interval.high,
+            Verdict::at_least(check.interval, 1.0).text()
         ));
     }
     t

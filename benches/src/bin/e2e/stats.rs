@@ -85,6 +85,18 @@ impl Verdict {
         }
     }
 
+    /// A ratio that must be at least `floor` (a throughput against another tool's,
+    /// say).
+    pub fn at_least(interval: Interval, floor: f64) -> Verdict {
+        if interval.low >= floor {
+            Verdict::Met
+        } else if interval.high < floor {
+            Verdict::Missed
+        } else {
+            Verdict::Undecided
+        }
+    }
+
     /// How the table says it.
     pub fn text(self) -> &'static str {
         match self {
@@ -170,5 +182,8 @@ mod tests {
         assert_eq!(Verdict::at_most(at(1.02, 1.11), 1.11), Verdict::Met);
         assert_eq!(Verdict::at_most(at(1.12, 1.30), 1.11), Verdict::Missed);
         assert_eq!(Verdict::at_most(at(1.05, 1.15), 1.11), Verdict::Undecided);
+        assert_eq!(Verdict::at_least(at(1.00, 1.08), 1.0), Verdict::Met);
+        assert_eq!(Verdict::at_least(at(0.85, 0.99), 1.0), Verdict::Missed);
+        assert_eq!(Verdict::at_least(at(0.94, 1.06), 1.0), Verdict::Undecided);
     }
 }
