@@ -227,7 +227,7 @@ fn wrk_check(setup: &Setup, url: &str, ours: &dyn Fn() -> anyhow::Result<Row>) -
             .join(", ")
     };
     let ratios: Vec<f64> = runs.iter().map(|(wrk, ours)| ours / wrk.max(1.0)).collect();
-    let interval = stats::median_interval(&ratios, stats::RESAMPLES, 0x5eed);
+    let interval = interval_of(&ratios);
     let (ratio_list, median) = listed_median(ratios);
     let text = format!(
         "Load generator check, against the bare hyper server from the same core, the two tools alternating: \
@@ -236,7 +236,7 @@ fn wrk_check(setup: &Setup, url: &str, ours: &dyn Fn() -> anyhow::Result<Row>) -
         list(|r| r.0),
         list(|r| r.1),
         median,
-        interval_text(interval),
+        interval_text(interval, " (", ")"),
         c = setup.connections,
     );
     Some(Paired {
@@ -306,10 +306,20 @@ struct Paired {
     interval: Option<Interval>,
 }
 
-/// " (95% bootstrap interval A–B×)", or nothing without an interval.
-fn interval_text(interval: Option<Interval>) -> String {
+/// The bootstrap interval of the median of `ratios`, with a fixed seed: the same
+/// runs always give the same interval.
+fn interval_of(ratios: &[f64]) -> Option<Interval> {
+    stats::median_interval(ratios, stats::RESAMPLES, 0x5eed)
+}
+
+/// "95% bootstrap interval A–B×" between `before` and `after`, or nothing without
+/// an interval.
+fn interval_text(interval: Option<Interval>, before: &str, after: &str) -> String {
     interval.map_or(String::new(), |i| {
-        format!(" (95% bootstrap interval {:.2}–{:.2}×)", i.low, i.high)
+        format!(
+            "{before}95% bootstrap interval {:.2}–{:.2}×{after}",
+            i.low, i.high
+        )
     })
 }
 
@@ -337,17 +347,14 @@ fn paired_with(what: &str, base_name: &str, base: &[Row], ours: &[Row]) -> Paire
             .collect()
     };
     let cpu = ratios(|row| row.cpu_us_per_request);
-    // A fixed seed: the same runs always give the same interval.
-    let interval = stats::median_interval(&cpu, stats::RESAMPLES, 0x5eed);
+    let interval = interval_of(&cpu);
     let (list, median) = listed_median(cpu);
     let (user_list, user_median) = listed_median(ratios(|row| row.user_us_per_request));
     let text = format!(
         "{what} ÷ {base_name}, CPU per request, pair by pair: {list}; median **{median:.2}×** \
          ({}on a saturated core that is an estimated {:.2}× the throughput). \
          User-space CPU alone: {user_list}; median {user_median:.2}×.",
-        interval.map_or(String::new(), |i| {
-            format!("95% bootstrap interval {:.2}–{:.2}×; ", i.low, i.high)
-        }),
+        interval_text(interval, "", "; "),
         1.0 / median.max(1e-9)
     );
     Paired {
