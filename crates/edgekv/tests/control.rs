@@ -315,6 +315,19 @@ async fn edges_follow_a_rollout_in_the_shares_of_its_steps() {
             || async { control.status("production-2")["step"] == step },
         )
         .await;
+        // Hold every step but the last while the edges are measured: on a loaded
+        // machine 400 reads per edge can outlast a 5 s step, and a measurement
+        // would then count the next step's shares against this one's weight.
+        let hold = step < 2;
+        if hold {
+            control.ok(&["deploy", "pause", "production-2"]);
+            let status = control.status("production-2");
+            assert_eq!(
+                (status["phase"].as_str(), status["step"].as_u64()),
+                (Some("paused"), Some(step)),
+                "paused at the step measured"
+            );
+        }
         for kv in &kvs {
             let mut share = None;
             for _ in 0..5 {
@@ -367,6 +380,9 @@ async fn edges_follow_a_rollout_in_the_shares_of_its_steps() {
             )
             .await;
             measured.push((step, share, version));
+        }
+        if hold {
+            control.ok(&["deploy", "resume", "production-2"]);
         }
     }
     eventually(Duration::from_secs(20), "the rollout completes", || async {
