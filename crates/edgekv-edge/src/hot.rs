@@ -12,19 +12,23 @@
 //! older read can replace it.
 //!
 //! # Layout
-//! Each entry is a slot of one cache line (64 bytes) in the map, and one
-//! allocation that packs the composite key, the value, the metadata, the revision
-//! and the stamp, with the reference count ahead of them ([`pack`]). The composite
-//! key is the namespace's index — four bytes the tier gives each namespace on
-//! first use ([`HotTier::intern`]) — and the key: not the namespace's 32-character
-//! id, which every entry would repeat (and every lookup hash and compare). A hit on a
-//! key not in the CPU's caches then touches the map's control bytes, the slot, and
-//! the allocation's first lines — reference count, key and value side by side, the
-//! value being what the answer sends anyway. With the key inline in a 136-byte
-//! slot (three or four lines), a uniform read over 10,000 keys missed a
-//! simulated 2 MiB cache about 1.9 times per request in the tier; with this
-//! layout about 1.3 to 1.5 times (callgrind, whole edge under load). Packing also
-//! means a held value never keeps a larger buffer alive (the request body or
+//! Each entry is one allocation ([`pack`]): reference counts, a head of lengths,
+//! flags, expiration and CLOCK mark, then the packed bytes — the composite key,
+//! the value, the metadata, the revision and the stamp. The map's slot is a
+//! pointer to it (16 bytes). The composite key is the namespace's index — four
+//! bytes the tier gives each namespace on first use ([`HotTier::intern`]) — and
+//! the key: not the namespace's 32-character id, which every entry would repeat
+//! (and every lookup hash and compare).
+//!
+//! A hit on a key not in the CPU's caches waits for memory once: the map's control
+//! bytes and slots are small enough to stay cached (16 bytes a slot: 256 KiB at
+//! 10,000 keys), and the entry's lines — counts, head, key and value — are all
+//! requested at once ([`Slot::fetch`]) before the key is compared. The value is
+//! what the answer sends anyway: the kernel then copies it from cache. A slot of a
+//! whole cache line holding the head (as before) was missed on most hits over
+//! 10,000 keys: 640 KiB of slots beside 1.9 MiB of entries did not stay in a
+//! 2 MiB L2, and the entry could only be requested once the slot arrived. Packing
+//! also means a held value never keeps a larger buffer alive (the request body or
 //! store read it arrived in).
 //!
 //! # Admission
@@ -57,11 +61,12 @@ use parking_lot::{Mutex, RwLock};
 /// The number of write counters keys are spread over.
 const STRIPES: usize = 1024;
 /// Bytes counted for each entry beyond its packed allocation ([`packed_size`]):
-/// the map slot (64 B) at the map's load factor, and the allocator's header and
-/// rounding. Measured, not derived, so the budget counts what memory really
-/// holds: `make bench-memory` found 304 B resident per hot key of 14 + 100 B
-/// (1,000,000 keys, benches/RESULTS.md), of which the packed allocation is 168 B.
-const ENTRY_OVERHEAD: usize = 136;
+/// the map slot (16 B) and control byte at the map's load factor, and the
+/// allocator's header and rounding. Measured, not derived, so the budget counts
+/// what memory really holds: `make bench-memory` found 216 B resident per hot key
+/// of 14 + 100 B (1,000,000 keys, benches/RESULTS.md), of which the entry's
+/// allocation is 184 B (a slot of a whole cache line cost 304 B).
+const ENTRY_OVERHEAD: usize = 32;
 
 /// The hot tier of an edge.
 #[derive(Debug)]
@@ -118,20 +123,63 @@ struct Shard {
     misses: AtomicU64,
 }
 
-/// An entry of the tier: a record and its key in one cache line and one packed
-/// allocation (`key | value | metadata | revision | hlc`); absent options are
-/// flags.
-#[derive(Debug)]
-#[repr(align(64))]
-struct Slot {
-    /// The packed bytes.
-    bytes: Bytes,
+/// An entry of the tier as the map holds it: a pointer to its allocation.
+#[derive(Clone)]
+struct Slot(Arc<Entry<dyn Packed>>);
+
+/// A record and its composite key in one allocation: the head, then the packed
+/// bytes (`key | value | metadata | revision | hlc`); absent options are flags.
+struct Entry<P: ?Sized> {
     expiration: u64,
+    /// The bytes used of `bytes` (a size class may hold more).
+    len: u32,
     value_len: u32,
     weight: u32,
     key_len: u16,
     flags: u8,
     referenced: AtomicBool,
+    bytes: P,
+}
+
+/// The packed bytes of an entry: inline in a size class, or a buffer of their own.
+trait Packed: Send + Sync {
+    fn bytes(&self) -> &[u8];
+}
+
+impl<const N: usize> Packed for [u8; N] {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Packed for Box<[u8]> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("key_len", &self.0.key_len)
+            .field("value_len", &self.0.value_len)
+            .field("len", &self.0.len)
+            .field("flags", &self.0.flags)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Part of an entry's bytes as [`Bytes`], keeping the entry alive.
+struct Part {
+    entry: Arc<Entry<dyn Packed>>,
+    start: u32,
+    end: u32,
+}
+
+impl AsRef<[u8]> for Part {
+    fn as_ref(&self) -> &[u8] {
+        &self.entry.bytes.bytes()[self.start as usize..self.end as usize]
+    }
 }
 
 /// The bytes after the metadata: the revision and the stamp, little-endian.
@@ -149,7 +197,7 @@ impl Held<'_> {
     /// Whether the record may be served at `now_s`, by the rule every copy of a
     /// record follows ([`edgekv_kv::record::live`]).
     pub fn is_live(&self, now_s: u64) -> bool {
-        let slot = self.0;
+        let slot = &self.0.0;
         let expiration = (slot.flags & EXPIRATION != 0).then_some(slot.expiration);
         edgekv_kv::record::live(slot.flags & TOMBSTONE != 0, expiration, now_s)
     }
@@ -157,8 +205,7 @@ impl Held<'_> {
     /// The value, sharing the held bytes.
     pub fn value(&self) -> Bytes {
         self.0
-            .bytes
-            .slice(usize::from(self.0.key_len)..self.0.value_end())
+            .share(usize::from(self.0.0.key_len), self.0.value_end())
     }
 }
 
@@ -192,54 +239,43 @@ pub struct HotStats {
 /// The longest bytes [`pack`] copies into a size class; longer ones get an
 /// exact-size buffer.
 const LARGEST_CLASS: usize = 512;
-/// What [`pack`] puts ahead of the bytes of a size class: the reference count, the
-/// owner's drop function, the length.
-const PACK_HEADER: usize = 24;
+/// What an entry's allocation holds ahead of the bytes of a size class: the
+/// reference counts (16 bytes) and the head.
+const PACK_HEADER: usize = 16 + std::mem::size_of::<Entry<[u8; 0]>>();
+/// The same for bytes in a buffer of their own: the head and the buffer's pointer.
+const LARGE_HEADER: usize = 16 + std::mem::size_of::<Entry<Box<[u8]>>>();
 
-/// Bytes (an entry's key, value, metadata and trailer) copied into one allocation
-/// with its reference count ahead of them, in size classes of 16 bytes (the
-/// allocator's own grain: the header and a class of 16n bytes fill its chunk) up to
-/// [`LARGEST_CLASS`]; longer ones get an exact-size buffer of their own (its
-/// reference count allocated apart when first shared). Either way they share no
-/// larger buffer.
-fn pack(parts: &[&[u8]]) -> Bytes {
+/// An entry: the head, and bytes (an entry's key, value, metadata and trailer)
+/// copied into the same allocation, in size classes of 16 bytes (the allocator's
+/// own grain: the header and a class of 16n bytes fill its chunk) up to
+/// [`LARGEST_CLASS`]; longer ones get an exact-size buffer of their own.
+fn pack(head: Entry<()>, parts: &[&[u8]]) -> Arc<Entry<dyn Packed>> {
     macro_rules! classes {
         ($len:expr; $($class:literal)*) => {
             match $len {
-                0 => Bytes::new(),
-                $(len if len <= $class => packed::<$class>(parts),)*
-                _ => Bytes::from(parts.concat()),
+                $(len if len <= $class => packed::<$class>(head, parts),)*
+                _ => {
+                    let bytes: Box<[u8]> = parts.concat().into();
+                    Arc::new(head.with(bytes))
+                }
             }
         };
     }
     classes!(parts.iter().map(|p| p.len()).sum::<usize>();
-        16 32 48 64 80 96 112 128 144 160 176 192 208 224 240 256
+        0 16 32 48 64 80 96 112 128 144 160 176 192 208 224 240 256
         272 288 304 320 336 352 368 384 400 416 432 448 464 480 496 512)
 }
 
-/// The bytes that [`pack`] takes for `len` bytes: the size class and the header
-/// ahead of it.
+/// The bytes that [`pack`] takes for `len` bytes: the size class or buffer, and
+/// the header ahead of it.
 fn packed_size(len: usize) -> usize {
     match len {
-        0 => 0,
-        1..=LARGEST_CLASS => PACK_HEADER + len.div_ceil(16) * 16,
-        _ => len,
+        0..=LARGEST_CLASS => PACK_HEADER + len.div_ceil(16) * 16,
+        _ => LARGE_HEADER + len,
     }
 }
 
-/// The owner of packed bytes: their length and the bytes, inline.
-struct Packed<const N: usize> {
-    len: usize,
-    bytes: [u8; N],
-}
-
-impl<const N: usize> AsRef<[u8]> for Packed<N> {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
-
-fn packed<const N: usize>(parts: &[&[u8]]) -> Bytes {
+fn packed<const N: usize>(head: Entry<()>, parts: &[&[u8]]) -> Arc<Entry<dyn Packed>> {
     let mut bytes = [0; N];
     let mut len = 0;
     for part in parts {
@@ -252,13 +288,24 @@ fn packed<const N: usize>(parts: &[&[u8]]) -> Bytes {
         PACK_HEADER + N,
         "{len} bytes packed into a class of {N}"
     );
-    // `Bytes::from_owner`'s header (a reference count and a drop function), then
-    // the owner.
-    debug_assert_eq!(
-        2 * std::mem::size_of::<usize>() + std::mem::size_of::<Packed<N>>(),
-        PACK_HEADER + N
-    );
-    Bytes::from_owner(Packed { len, bytes })
+    debug_assert_eq!(16 + std::mem::size_of::<Entry<[u8; N]>>(), PACK_HEADER + N);
+    Arc::new(head.with(bytes))
+}
+
+impl Entry<()> {
+    /// The entry of this head with its bytes.
+    fn with<P: Packed>(self, bytes: P) -> Entry<P> {
+        Entry {
+            expiration: self.expiration,
+            len: self.len,
+            value_len: self.value_len,
+            weight: self.weight,
+            key_len: self.key_len,
+            flags: self.flags,
+            referenced: self.referenced,
+            bytes,
+        }
+    }
 }
 
 /// The write counter of a key's hash.
@@ -268,7 +315,10 @@ fn stripe(hash: u64) -> usize {
 
 /// Matches the entry of a composite key.
 fn is(key: &[u8]) -> impl Fn(&Slot) -> bool + '_ {
-    move |slot| slot.key() == key
+    move |slot| {
+        slot.fetch();
+        slot.key() == key
+    }
 }
 
 /// Runs `f` on the composite key of `(namespace, key)`, built in place on the
@@ -385,8 +435,8 @@ impl HotTier {
                 shard.misses.fetch_add(1, Ordering::Relaxed);
                 return None;
             };
-            if !slot.referenced.load(Ordering::Relaxed) {
-                slot.referenced.store(true, Ordering::Relaxed);
+            if !slot.0.referenced.load(Ordering::Relaxed) {
+                slot.0.referenced.store(true, Ordering::Relaxed);
             }
             let answer = f(Held(slot));
             drop(map);
@@ -459,7 +509,7 @@ impl HotTier {
                 Some(held) => {
                     if held.revision() < record.revision {
                         let old = std::mem::replace(held, Slot::new(k, record, weight));
-                        self.account(weight, old.weight as usize);
+                        self.account(weight, old.0.weight as usize);
                     }
                 }
                 None => {
@@ -489,14 +539,14 @@ impl HotTier {
             if weight > self.max_entry {
                 if let Ok(held) = map.find_entry(hash, is(k)) {
                     let (old, _) = held.remove();
-                    self.account(0, old.weight as usize);
+                    self.account(0, old.0.weight as usize);
                 }
                 return;
             }
             match map.find_mut(hash, is(k)) {
                 Some(held) => {
                     let old = std::mem::replace(held, Slot::new(k, record, weight));
-                    self.account(weight, old.weight as usize);
+                    self.account(weight, old.0.weight as usize);
                 }
                 None => {
                     let entry = Slot::new(k, record, weight);
@@ -553,7 +603,7 @@ impl HotTier {
             shard.map.write().retain(|slot| {
                 let keep = !slot.key().starts_with(&prefix);
                 if !keep {
-                    freed += slot.weight as usize;
+                    freed += slot.0.weight as usize;
                 }
                 keep
             });
@@ -570,7 +620,7 @@ impl HotTier {
         let mut freed = 0;
         for shard in self.shards.iter() {
             let mut map = shard.map.write();
-            freed += map.iter().map(|slot| slot.weight as usize).sum::<usize>();
+            freed += map.iter().map(|slot| slot.0.weight as usize).sum::<usize>();
             map.clear();
         }
         self.account(0, freed);
@@ -640,11 +690,11 @@ impl HotTier {
             let mut freed = 0;
             let mut evicted = 0;
             self.shards[hand].map.write().retain(|slot| {
-                if left == 0 || slot.referenced.swap(false, Ordering::Relaxed) {
+                if left == 0 || slot.0.referenced.swap(false, Ordering::Relaxed) {
                     return true;
                 }
-                left = left.saturating_sub(slot.weight as usize);
-                freed += slot.weight as usize;
+                left = left.saturating_sub(slot.0.weight as usize);
+                freed += slot.0.weight as usize;
                 evicted += 1;
                 false
             });
@@ -709,40 +759,85 @@ impl Slot {
                 flags |= flag;
             }
         }
-        Slot {
-            bytes: pack(&[
-                key,
-                &record.value,
-                metadata.unwrap_or_default(),
-                &record.revision.to_le_bytes(),
-                &record.hlc.to_le_bytes(),
-            ]),
+        let parts = [
+            key,
+            &record.value,
+            metadata.unwrap_or_default(),
+            &record.revision.to_le_bytes(),
+            &record.hlc.to_le_bytes(),
+        ];
+        let len = parts.iter().map(|p| p.len()).sum::<usize>();
+        // Values are at most 25 MiB, and a held entry at most that plus its
+        // metadata and overhead: all fit. Composite keys are at most 516 bytes.
+        let head = Entry {
             expiration: record.expiration.unwrap_or_default(),
-            // Values are at most 25 MiB, and a held entry at most that plus its
-            // metadata and overhead: both fit. Composite keys are at most 516 bytes.
+            len: u32::try_from(len).unwrap_or(u32::MAX),
             value_len: u32::try_from(record.value.len()).unwrap_or(u32::MAX),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
             key_len: u16::try_from(key.len()).unwrap_or(u16::MAX),
             flags,
             referenced: AtomicBool::new(false),
+            bytes: (),
+        };
+        Slot(pack(head, &parts))
+    }
+
+    /// The packed bytes.
+    fn bytes(&self) -> &[u8] {
+        &self.0.bytes.bytes()[..self.0.len as usize]
+    }
+
+    /// Requests the entry's first cache lines from memory at once — the counts,
+    /// the head, the key and the value — so that a hit waits for memory once, not
+    /// once for the key's line and again (in the kernel's copy of the answer) for
+    /// the value's. The lines are loaded, not used: a load that misses does not
+    /// hold up the instructions after it that do not need it.
+    fn fetch(&self) {
+        const LINE: usize = 64;
+        /// The lines of longer bytes are left to be loaded as they are copied.
+        const MOST: usize = 4 * LINE;
+        // The counts, at the start of the allocation.
+        let mut touched = Arc::strong_count(&self.0);
+        // A size class's bytes are found without reading the entry.
+        let bytes = self.0.bytes.bytes();
+        let end = bytes.len().min(MOST);
+        let mut at = LINE - bytes.as_ptr().addr() % LINE;
+        while at < end {
+            touched ^= usize::from(bytes[at]);
+            at += LINE;
         }
+        std::hint::black_box(touched);
+    }
+
+    /// Bytes `start..end` of the packed bytes, sharing the entry.
+    fn share(&self, start: usize, end: usize) -> Bytes {
+        if start >= end {
+            return Bytes::new();
+        }
+        // Both within `len`, a u32.
+        Bytes::from_owner(Part {
+            entry: self.0.clone(),
+            start: start as u32,
+            end: end as u32,
+        })
     }
 
     /// The composite key.
     fn key(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.key_len)]
+        &self.bytes()[..usize::from(self.0.key_len)]
     }
 
     /// Where the value ends in the packed bytes.
     fn value_end(&self) -> usize {
-        usize::from(self.key_len) + self.value_len as usize
+        usize::from(self.0.key_len) + self.0.value_len as usize
     }
 
     /// The trailer's `i`th number (0: revision, 1: stamp).
     fn trailer(&self, i: usize) -> u64 {
-        let at = self.bytes.len() - TRAILER + 8 * i;
+        let bytes = self.bytes();
+        let at = bytes.len() - TRAILER + 8 * i;
         let mut number = [0; 8];
-        number.copy_from_slice(&self.bytes[at..at + 8]);
+        number.copy_from_slice(&bytes[at..at + 8]);
         u64::from_le_bytes(number)
     }
 
@@ -750,17 +845,18 @@ impl Slot {
         self.trailer(0)
     }
 
-    /// The record held, sharing the slot's bytes.
+    /// The record held, sharing the entry's bytes.
     fn record(&self) -> Record {
         let value_end = self.value_end();
+        let entry = &self.0;
         Record {
-            value: self.bytes.slice(usize::from(self.key_len)..value_end),
-            metadata: (self.flags & METADATA != 0)
-                .then(|| self.bytes.slice(value_end..self.bytes.len() - TRAILER)),
-            expiration: (self.flags & EXPIRATION != 0).then_some(self.expiration),
+            value: self.share(usize::from(entry.key_len), value_end),
+            metadata: (entry.flags & METADATA != 0)
+                .then(|| self.share(value_end, self.bytes().len() - TRAILER)),
+            expiration: (entry.flags & EXPIRATION != 0).then_some(entry.expiration),
             revision: self.revision(),
             hlc: self.trailer(1),
-            tombstone: self.flags & TOMBSTONE != 0,
+            tombstone: entry.flags & TOMBSTONE != 0,
         }
     }
 }

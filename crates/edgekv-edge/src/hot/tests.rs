@@ -106,18 +106,30 @@ fn keys_of_every_length_are_found() {
 fn packing_keeps_the_bytes_in_the_class_the_budget_counts() {
     // Every length of every class: `packed` asserts (in debug builds, as tests
     // run) that the class it fills is the one `packed_size` counts.
+    let head = |len: usize| Entry {
+        expiration: 0,
+        len: len as u32,
+        value_len: 0,
+        weight: 0,
+        key_len: 0,
+        flags: 0,
+        referenced: AtomicBool::new(false),
+        bytes: (),
+    };
     for len in 0..=1100 {
         let value: Vec<u8> = (0..len).map(|i| i as u8).collect();
-        assert_eq!(pack(&[&value]), value, "{len}");
+        let slot = Slot(pack(head(len), &[&value]));
+        assert_eq!(slot.bytes(), value, "{len}");
         let (a, b) = value.split_at(len / 3);
-        assert_eq!(pack(&[a, b]), value, "{len} in two parts");
+        let slot = Slot(pack(head(len), &[a, b]));
+        assert_eq!(slot.bytes(), value, "{len} in two parts");
         assert!(packed_size(len) >= len, "{len}");
     }
 }
 
 #[test]
 fn a_slot_gives_back_the_record_it_was_given() {
-    assert_eq!(std::mem::size_of::<Slot>(), 64, "a slot is one cache line");
+    assert_eq!(std::mem::size_of::<Slot>(), 16, "a slot is one pointer");
     let value = Bytes::from_static(b"value");
     for metadata in [
         None,
@@ -470,4 +482,20 @@ fn a_fill_by_index_is_held_under_that_namespace_only() {
         hot.get_in(index, b"k").map(|r| r.value),
         Some(Bytes::from_static(b"new"))
     );
+}
+
+#[test]
+fn a_value_read_outlives_its_entry() {
+    let hot = HotTier::new(1 << 20);
+    hot.update(NS, b"k", rec(b"value", 1));
+    let held = hot.get(NS, b"k").unwrap();
+    let hit = hot
+        .read(NS, b"k", |held| held.value())
+        .expect("the key is held");
+    hot.clear();
+    assert!(hot.get(NS, b"k").is_none());
+    // The answers share the entry's allocation, which they keep alive.
+    assert_eq!(held.value, &b"value"[..]);
+    assert_eq!(hit, &b"value"[..]);
+    assert_eq!(held.value.as_ptr(), hit.as_ptr());
 }
