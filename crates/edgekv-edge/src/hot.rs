@@ -12,24 +12,27 @@
 //! older read can replace it.
 //!
 //! # Layout
-//! Each entry is one allocation ([`pack`]): reference counts, a head of lengths,
-//! flags, expiration and CLOCK mark, then the packed bytes — the composite key,
-//! the value, the metadata, the revision and the stamp. The map's slot is a
-//! pointer to it (16 bytes). The composite key is the namespace's index — four
+//! Each entry of up to [`LARGEST_CLASS`] packed bytes is one allocation
+//! ([`pack`]): reference counts, a head of lengths, flags, expiration and CLOCK
+//! mark, then the packed bytes — the composite key, the value, the metadata, the
+//! revision and the stamp. Longer ones keep their bytes in a buffer of their own.
+//! The map's slot is a pointer to the entry (16 bytes). The composite key is the namespace's index — four
 //! bytes the tier gives each namespace on first use ([`HotTier::intern`]) — and
 //! the key: not the namespace's 32-character id, which every entry would repeat
 //! (and every lookup hash and compare).
 //!
-//! A hit on a key not in the CPU's caches waits for memory once: the map's control
-//! bytes and slots are small enough to stay cached (16 bytes a slot: 256 KiB at
-//! 10,000 keys), and the entry's lines — counts, head, key and value — are all
-//! requested at once ([`Slot::fetch`]) before the key is compared. The value is
-//! what the answer sends anyway: the kernel then copies it from cache. A slot of a
-//! whole cache line holding the head (as before) was missed on most hits over
-//! 10,000 keys: 640 KiB of slots beside 1.9 MiB of entries did not stay in a
-//! 2 MiB L2, and the entry could only be requested once the slot arrived. Packing
-//! also means a held value never keeps a larger buffer alive (the request body or
-//! store read it arrived in).
+//! A hit on a key not in the CPU's caches waits for the slot, then for the
+//! entry, whose lines — counts, head, key and value — are all requested at once
+//! ([`Slot::fetch`]) before the key is compared. The value is what the answer
+//! sends anyway: the kernel then copies it from cache. With 10,000 keys the slot
+//! arrays are 256 KiB (16,384 slots), against 1 MiB when a slot was a whole cache
+//! line holding the head, and a profile of the edge under load (`perf`, 10,000
+//! hot keys, benches/RESULTS.md) put 0.64 µs a request in the lookup and the
+//! kernel's copy of the value, against 0.80 µs with the old slots. The costs:
+//! every answer boxes a small owner for its `Bytes` ([`Slot::share`]), and an
+//! eviction sweep reads each entry it passes (its mark and weight live in the
+//! entry, not in the slot array). Packing also means a held value never keeps a
+//! larger buffer alive (the request body or store read it arrived in).
 //!
 //! # Admission
 //! Until the tier is nearly full, every record read from the local store is held.
@@ -124,7 +127,6 @@ struct Shard {
 }
 
 /// An entry of the tier as the map holds it: a pointer to its allocation.
-#[derive(Clone)]
 struct Slot(Arc<Entry<dyn Packed>>);
 
 /// A record and its composite key in one allocation: the head, then the packed
@@ -244,6 +246,8 @@ const LARGEST_CLASS: usize = 512;
 const PACK_HEADER: usize = 16 + std::mem::size_of::<Entry<[u8; 0]>>();
 /// The same for bytes in a buffer of their own: the head and the buffer's pointer.
 const LARGE_HEADER: usize = 16 + std::mem::size_of::<Entry<Box<[u8]>>>();
+// With glibc's 8-byte chunk header, a class of 16n bytes then fills its chunk.
+const _: () = assert!(PACK_HEADER % 16 == 8);
 
 /// An entry: the head, and bytes (an entry's key, value, metadata and trailer)
 /// copied into the same allocation, in size classes of 16 bytes (the allocator's
@@ -690,7 +694,14 @@ impl HotTier {
             let mut freed = 0;
             let mut evicted = 0;
             self.shards[hand].map.write().retain(|slot| {
-                if left == 0 || slot.0.referenced.swap(false, Ordering::Relaxed) {
+                if left == 0 {
+                    return true;
+                }
+                // Under the write lock no hit can mark it meanwhile: a load and a
+                // store, not a locked swap, so that the misses of the entries a
+                // sweep passes overlap.
+                if slot.0.referenced.load(Ordering::Relaxed) {
+                    slot.0.referenced.store(false, Ordering::Relaxed);
                     return true;
                 }
                 left = left.saturating_sub(slot.0.weight as usize);
@@ -801,6 +812,8 @@ impl Slot {
         // A size class's bytes are found without reading the entry.
         let bytes = self.0.bytes.bytes();
         let end = bytes.len().min(MOST);
+        // The line the bytes start on, then each next one.
+        touched ^= usize::from(bytes.first().copied().unwrap_or_default());
         let mut at = LINE - bytes.as_ptr().addr() % LINE;
         while at < end {
             touched ^= usize::from(bytes[at]);

@@ -409,8 +409,13 @@ fn main() -> anyhow::Result<()> {
     let mut connections = 64usize;
     let mut pair_count = 15usize;
     let mut out = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md"));
+    const USAGE: &str = "--duration D --keys N --connections C --pairs P --out FILE";
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("usage: e2e {USAGE}");
+            return Ok(());
+        }
         let value = args
             .next()
             .with_context(|| format!("{flag} needs a value"))?;
@@ -420,11 +425,7 @@ fn main() -> anyhow::Result<()> {
             "--connections" => connections = value.parse()?,
             "--pairs" => pair_count = value.parse::<usize>()?.max(1),
             "--out" => out = value.into(),
-            other => {
-                bail!(
-                    "unknown flag {other}: --duration D --keys N --connections C --pairs P --out FILE"
-                )
-            }
+            other => bail!("unknown flag {other}: {USAGE}"),
         }
     }
     let bin = std::env::current_exe()?
