@@ -82,8 +82,11 @@ fn response_building(c: &mut Criterion) {
         let mut headers = http::HeaderMap::new();
         b.iter(|| {
             let map = std::mem::take(&mut headers);
-            let response =
-                edgekv_edge::http::respond::hit_in(value.clone(), Some(version.clone()), map);
+            let response = edgekv_edge::http::respond::hit_in(
+                value.clone().into(),
+                Some(version.clone()),
+                map,
+            );
             headers = black_box(response).into_parts().0.headers;
         })
     });

@@ -28,9 +28,10 @@
 //! arrays are 256 KiB (16,384 slots), against 1 MiB when a slot was a whole cache
 //! line holding the head, and a profile of the edge under load (`perf`, 10,000
 //! hot keys, benches/RESULTS.md) put 0.64 µs a request in the lookup and the
-//! kernel's copy of the value, against 0.80 µs with the old slots. The costs:
-//! every answer boxes a small owner for its `Bytes` ([`Slot::share`]), and an
-//! eviction sweep reads each entry it passes (its mark and weight live in the
+//! kernel's copy of the value, against 0.80 µs with the old slots. An answer
+//! sends the value in place ([`HeldBytes`], counting a reference to the entry);
+//! a [`Record`] read from the tier boxes a small owner for each of its `Bytes`.
+//! The cost: an eviction sweep reads each entry it passes (its mark and weight live in the
 //! entry, not in the slot array). Packing also means a held value never keeps a
 //! larger buffer alive (the request body or store read it arrived in).
 //!
@@ -55,7 +56,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use edgekv_kv::Record;
 use edgekv_kv::limits::MAX_KEY_BYTES;
 use hashbrown::HashTable;
@@ -171,16 +172,107 @@ impl std::fmt::Debug for Slot {
     }
 }
 
-/// Part of an entry's bytes as [`Bytes`], keeping the entry alive.
-struct Part {
+/// Part of a held entry's bytes (a value, say), keeping the entry alive: a
+/// [`Buf`] an answer's body sends without the allocation a [`Bytes`] of it
+/// takes ([`HeldBytes::into_bytes`]).
+pub struct HeldBytes {
     entry: Arc<Entry<dyn Packed>>,
     start: u32,
     end: u32,
 }
 
-impl AsRef<[u8]> for Part {
+impl HeldBytes {
+    /// The bytes as [`Bytes`], sharing the entry (one small allocation).
+    pub fn into_bytes(self) -> Bytes {
+        if self.start == self.end {
+            return Bytes::new();
+        }
+        Bytes::from_owner(self)
+    }
+}
+
+impl AsRef<[u8]> for HeldBytes {
     fn as_ref(&self) -> &[u8] {
         &self.entry.bytes.bytes()[self.start as usize..self.end as usize]
+    }
+}
+
+impl std::ops::Deref for HeldBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_ref()
+    }
+}
+
+impl PartialEq for HeldBytes {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Buf for HeldBytes {
+    fn remaining(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.as_ref()
+    }
+
+    fn advance(&mut self, cnt: usize) {
+        assert!(
+            cnt <= self.remaining(),
+            "advanced past the end of held bytes"
+        );
+        // At most `remaining`, a u32.
+        self.start += cnt as u32;
+    }
+}
+
+impl std::fmt::Debug for HeldBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldBytes")
+            .field("len", &self.remaining())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A value as an answer's body sends it: in place in the hot tier, or any bytes.
+#[derive(Debug)]
+pub enum ValueBuf {
+    /// Shared with the hot tier's entry.
+    Held(HeldBytes),
+    /// Anything else (a store read, a build's answer, an envelope).
+    Bytes(Bytes),
+}
+
+impl From<Bytes> for ValueBuf {
+    fn from(bytes: Bytes) -> Self {
+        ValueBuf::Bytes(bytes)
+    }
+}
+
+impl Buf for ValueBuf {
+    fn remaining(&self) -> usize {
+        match self {
+            ValueBuf::Held(held) => held.remaining(),
+            ValueBuf::Bytes(bytes) => bytes.remaining(),
+        }
+    }
+
+    fn chunk(&self) -> &[u8] {
+        match self {
+            ValueBuf::Held(held) => held.chunk(),
+            ValueBuf::Bytes(bytes) => bytes.chunk(),
+        }
+    }
+
+    fn advance(&mut self, cnt: usize) {
+        match self {
+            ValueBuf::Held(held) => held.advance(cnt),
+            ValueBuf::Bytes(bytes) => bytes.advance(cnt),
+        }
     }
 }
 
@@ -205,9 +297,9 @@ impl Held<'_> {
     }
 
     /// The value, sharing the held bytes.
-    pub fn value(&self) -> Bytes {
+    pub fn value(&self) -> HeldBytes {
         self.0
-            .share(usize::from(self.0.0.key_len), self.0.value_end())
+            .part(usize::from(self.0.0.key_len), self.0.value_end())
     }
 }
 
@@ -823,16 +915,18 @@ impl Slot {
     }
 
     /// Bytes `start..end` of the packed bytes, sharing the entry.
-    fn share(&self, start: usize, end: usize) -> Bytes {
-        if start >= end {
-            return Bytes::new();
-        }
+    fn part(&self, start: usize, end: usize) -> HeldBytes {
         // Both within `len`, a u32.
-        Bytes::from_owner(Part {
+        HeldBytes {
             entry: self.0.clone(),
             start: start as u32,
-            end: end as u32,
-        })
+            end: end.max(start) as u32,
+        }
+    }
+
+    /// [`Slot::part`] as [`Bytes`].
+    fn share(&self, start: usize, end: usize) -> Bytes {
+        self.part(start, end).into_bytes()
     }
 
     /// The composite key.

@@ -21,6 +21,7 @@ use hyper::body::Body as HttpBody;
 pub use respond::Body;
 pub use route::{Route, Scope};
 
+use crate::hot::ValueBuf;
 use crate::metrics::{RouteLabel, Started};
 use crate::tokens::{Admission, TokenHash, TokenMemo};
 use crate::{Edge, Error, Result};
@@ -125,7 +126,7 @@ fn hot_value(
     token: TokenHash,
     scope: &Scope<'_>,
     key: &[u8],
-) -> Option<(Option<Bytes>, Option<HeaderValue>)> {
+) -> Option<(Option<ValueBuf>, Option<HeaderValue>)> {
     // Read before the tables: a decision made from them holds while it stands.
     let generation = edge.scope_generation();
     let admission = match memo.admitted(generation, &token, &scope.account, &scope.namespace) {

@@ -209,7 +209,7 @@ async fn purge_loop(edge: Arc<Edge>, every: Duration, mut stop: watch::Receiver<
 
 /// A fixed-body response, for the admin endpoints.
 pub(crate) fn text(status: http::StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Body::new(body.into()));
+    let mut response = Response::new(Body::new(body.into().into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -28,7 +28,7 @@ use edgekv_proto::v1;
 use edgekv_store::{Commit, ListPage, ListQuery, NamespaceOp, Store, Write, keys};
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::hot::{HotTier, NamespaceIndex};
+use crate::hot::{HotTier, NamespaceIndex, ValueBuf};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Queued};
 use crate::routes::Routes;
@@ -908,13 +908,13 @@ impl Edge {
         index: NamespaceIndex,
         mode: Mode,
         key: &[u8],
-    ) -> Option<Option<Bytes>> {
+    ) -> Option<Option<ValueBuf>> {
         let now_s = self.held_servable(mode)?;
         let held = if self.outbox.is_empty() {
             // No write of this edge waits to overlay what is held.
-            let hot = self
-                .hot
-                .read_in(index, key, |held| held.is_live(now_s).then(|| held.value()));
+            let hot = self.hot.read_in(index, key, |held| {
+                held.is_live(now_s).then(|| ValueBuf::Held(held.value()))
+            });
             match hot {
                 Some(value) => return Some(value),
                 None => self.stored(namespace, Some(index), key),
@@ -923,7 +923,7 @@ impl Edge {
             self.held(namespace, Some(index), key)
         };
         let lookup = answer_held(held.ok()?, mode, now_s)?;
-        Some(lookup.record.map(|record| record.value))
+        Some(lookup.record.map(|record| record.value.into()))
     }
 
     /// Reads a key: held and usable → HIT; else a build → MISS; on a build fault,

@@ -9,10 +9,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::Error;
+use crate::hot::ValueBuf;
 use crate::service::{Source, WriteOutcome};
 
-/// The body type of every response.
-pub type Body = Full<Bytes>;
+/// The body type of every response: one chunk, a value sent in place from the
+/// hot tier or any bytes.
+pub type Body = Full<ValueBuf>;
 
 // The texts of the headers a hot answer carries, made into headers at compile
 // time both here and in place on the hot path ([`hit_in`]).
@@ -78,7 +80,7 @@ pub fn written(outcome: WriteOutcome, result: impl Serialize) -> Response<Body> 
 
 /// A successful answer whose v4 envelope the caller wrote itself.
 pub fn ok_json_bytes(body: Vec<u8>) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Full::new(Bytes::from(body).into()));
     response.headers_mut().insert(CONTENT_TYPE, JSON.clone());
     response
 }
@@ -99,7 +101,7 @@ pub fn ok_with_info(result: impl Serialize, info: Value) -> Response<Body> {
 
 /// A raw value.
 pub fn raw(value: Bytes, source: &Source) -> Response<Body> {
-    let mut response = Response::new(Full::new(value));
+    let mut response = Response::new(Full::new(value.into()));
     response.headers_mut().insert(CONTENT_TYPE, OCTETS.clone());
     mark(&mut response, source);
     response
@@ -109,7 +111,7 @@ pub fn raw(value: Bytes, source: &Source) -> Response<Body> {
 /// table), its headers written into `headers` after clearing it: a map that has
 /// room for them (a request's, say) then allocates nothing.
 pub fn hit_in(
-    value: Bytes,
+    value: ValueBuf,
     route_version: Option<HeaderValue>,
     mut headers: HeaderMap,
 ) -> Response<Body> {
@@ -179,7 +181,7 @@ pub fn error(err: &Error) -> Response<Body> {
 fn envelope(status: StatusCode, body: Value) -> Response<Body> {
     // A `Value` always serialises.
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    let mut response = Response::new(Full::new(Bytes::from(bytes).into()));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, JSON.clone());
     response
