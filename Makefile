@@ -4,7 +4,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/edgekv-target
 export CARGO_TARGET_DIR
 ARGS ?=
 
-.PHONY: dev test lint deps build bench bench-e2e bench-memory bench-instructions bench-server-instructions
+.PHONY: dev test lint deps build bench bench-e2e bench-memory bench-sweep bench-instructions bench-server-instructions
 
 ## Installs what is missing, builds, and runs `edgekv dev` (ARGS="..." adds flags).
 dev: deps
@@ -49,6 +49,12 @@ bench-server-instructions: deps
 bench-memory: deps
 	cargo build --locked --profile bench -p edgekv -p edgekv-benches
 	$(CARGO_TARGET_DIR)/release/memory $(ARGS)
+
+## The worst-case wait of a write that runs an eviction sweep of a full 256 MiB
+## hot tier (ARGS=N rounds, default 3).
+bench-sweep: deps
+	cargo build --locked --profile bench -p edgekv -p edgekv-benches
+	$(CARGO_TARGET_DIR)/release/sweep $(ARGS)
 
 deps:
 	@./scripts/install-deps.sh
