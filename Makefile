@@ -50,8 +50,8 @@ bench-memory: deps
 	cargo build --locked --profile bench -p edgekv -p edgekv-benches
 	$(CARGO_TARGET_DIR)/release/memory $(ARGS)
 
-## The worst-case wait of a write that runs an eviction sweep of a full 256 MiB
-## hot tier (ARGS=N rounds, default 3).
+## The writes' worst-case wait for an eviction sweep of a full 256 MiB hot tier
+## (ARGS=N rounds, default 3).
 bench-sweep: deps
 	cargo build --locked --profile bench -p edgekv -p edgekv-benches
 	$(CARGO_TARGET_DIR)/release/sweep $(ARGS)

@@ -49,6 +49,14 @@
 //! Second chance (CLOCK): a hit marks its entry; when the tier is over budget, one
 //! thread sweeps on from where the last sweep stopped, a shard at a time, clearing
 //! marks and evicting unmarked entries until the tier is under 90% of its budget.
+//! A sweep runs in the write that went over budget, and visits at most a
+//! sixteenth of the shards ([`SWEEP_SHARDS`]); the writes after it go on with it
+//! until the tier is under 90%. So no one write waits for the whole tier: when
+//! every entry was read since the last sweep, the marks of all of them must be
+//! cleared before anything can be evicted, which at 1,200,000 entries took one
+//! write 56–85 ms (`make bench-sweep`). Past its budget by an eighth (the largest
+//! entry held), the tier sweeps as far as it must in one write. Evicted entries
+//! are freed after the shard's lock is released.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -84,6 +92,9 @@ pub struct HotTier {
     max_entry: usize,
     bytes: AtomicUsize,
     evicting: AtomicBool,
+    /// A sweep stopped at its bound before the tier was under 90%: the next
+    /// write goes on with it.
+    sweep_owed: AtomicBool,
     doorkeeper: Doorkeeper,
     evictions: AtomicU64,
     /// Read on every lookup by namespace id without a lock; replaced whole, under
@@ -108,6 +119,9 @@ struct Namespaces {
     /// The index the next new namespace gets.
     next: u32,
 }
+
+/// The most shards one sweep visits, unless the tier is past its hard limit.
+const SWEEP_SHARDS: usize = SHARDS / 16;
 
 /// The number of shards the map is split into, each under its own lock. Also the
 /// grain of the CLOCK hand: a sweep visits whole shards, from where the last
@@ -457,6 +471,7 @@ impl HotTier {
             max_entry: capacity / 8,
             bytes: AtomicUsize::new(0),
             evicting: AtomicBool::new(false),
+            sweep_owed: AtomicBool::new(false),
             doorkeeper: Doorkeeper::new(capacity),
             evictions: AtomicU64::new(0),
             namespaces: ArcSwap::default(),
@@ -767,45 +782,62 @@ impl HotTier {
 
     /// Second chance from where the last sweep stopped, a shard at a time, until
     /// the tier is under 90% of its budget: each sweep visits only the shards it
-    /// needs (about a tenth of the tier), never the whole map.
+    /// needs (about a tenth of the tier when few entries are marked), and at most
+    /// [`SWEEP_SHARDS`] of them unless the tier is past its hard limit.
     fn evict_if_over(&self) {
-        if self.bytes.load(Ordering::Relaxed) <= self.capacity
-            || self.evicting.swap(true, Ordering::Acquire)
-        {
+        let target = self.capacity / 10 * 9;
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        let owed = self.sweep_owed.load(Ordering::Relaxed) && bytes > target;
+        if (bytes <= self.capacity && !owed) || self.evicting.swap(true, Ordering::Acquire) {
             return;
         }
-        let target = self.capacity / 10 * 9;
+        // Past the hard limit, twice round at most: the first round may only
+        // clear marks.
+        let hard_limit = self.capacity.saturating_add(self.capacity / 8);
+        let visits = if bytes > hard_limit {
+            2 * SHARDS
+        } else {
+            SWEEP_SHARDS
+        };
         let mut hand = self.hand.load(Ordering::Relaxed);
-        // Twice round at most: the first round may only clear marks.
-        for _ in 0..2 * SHARDS {
+        for _ in 0..visits {
             let over = self.bytes.load(Ordering::Relaxed).saturating_sub(target);
             if over == 0 {
                 break;
             }
             let mut left = over;
             let mut freed = 0;
-            let mut evicted = 0;
-            self.shards[hand].map.write().retain(|slot| {
-                if left == 0 {
-                    return true;
-                }
-                // Under the write lock no hit can mark it meanwhile: a load and a
-                // store, not a locked swap, so that the misses of the entries a
-                // sweep passes overlap.
-                if slot.0.referenced.load(Ordering::Relaxed) {
-                    slot.0.referenced.store(false, Ordering::Relaxed);
-                    return true;
-                }
-                left = left.saturating_sub(slot.0.weight as usize);
-                freed += slot.0.weight as usize;
-                evicted += 1;
-                false
-            });
+            // Unlinked under the shard's lock, freed after it: reads of the shard
+            // wait for the sweep's pass over it, not for the allocator.
+            let evicted: Vec<Slot> = self.shards[hand]
+                .map
+                .write()
+                .extract_if(|slot| {
+                    if left == 0 {
+                        return false;
+                    }
+                    // Under the write lock no hit can mark it meanwhile: a load and
+                    // a store, not a locked swap, so that the misses of the entries
+                    // a sweep passes overlap.
+                    if slot.0.referenced.load(Ordering::Relaxed) {
+                        slot.0.referenced.store(false, Ordering::Relaxed);
+                        return false;
+                    }
+                    left = left.saturating_sub(slot.0.weight as usize);
+                    freed += slot.0.weight as usize;
+                    true
+                })
+                .collect();
+            let evicted = evicted.len() as u64;
             self.account(0, freed);
             self.evictions.fetch_add(evicted, Ordering::Relaxed);
             hand = (hand + 1) % SHARDS;
         }
         self.hand.store(hand, Ordering::Relaxed);
+        self.sweep_owed.store(
+            self.bytes.load(Ordering::Relaxed) > target,
+            Ordering::Relaxed,
+        );
         self.evicting.store(false, Ordering::Release);
     }
 }
