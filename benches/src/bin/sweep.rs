@@ -30,9 +30,8 @@ fn key(i: usize) -> String {
 /// under 90% of it.
 struct Round {
     entries: usize,
-    writes: usize,
-    slowest: Duration,
-    total: Duration,
+    /// Each write's time, and the entries it evicted.
+    writes: Vec<(Duration, u64)>,
     evicted: u64,
 }
 
@@ -54,26 +53,23 @@ fn round() -> Round {
     }
     let mut round = Round {
         entries: hot.stats().entries,
-        writes: 0,
-        slowest: Duration::ZERO,
-        total: Duration::ZERO,
+        writes: Vec::new(),
         evicted: 0,
     };
     // Timed from the first write past the budget (it begins the sweep) until the
     // tier is back under 90% of it.
     let finished = BUDGET / 10 * 9 + BUDGET / 100;
     loop {
+        let evictions = hot.stats().evictions;
         let started = Instant::now();
         hot.update(NAMESPACE, key(i).as_bytes(), record(i));
         let took = started.elapsed();
         i += 1;
         // The few writes before, up to the budget, swept nothing.
-        if round.writes == 0 && hot.stats().bytes <= BUDGET && hot.stats().evictions == 0 {
+        if round.writes.is_empty() && hot.stats().bytes <= BUDGET && hot.stats().evictions == 0 {
             continue;
         }
-        round.writes += 1;
-        round.slowest = round.slowest.max(took);
-        round.total += took;
+        round.writes.push((took, hot.stats().evictions - evictions));
         if hot.stats().evictions > 0 && hot.stats().bytes <= finished {
             break;
         }
@@ -89,14 +85,22 @@ fn main() -> anyhow::Result<()> {
     };
     for r in 1..=rounds {
         let round = round();
+        let total: Duration = round.writes.iter().map(|w| w.0).sum();
+        let slowest = round.writes.iter().map(|w| w.0).max().unwrap_or_default();
+        let each: Vec<String> = round
+            .writes
+            .iter()
+            .map(|(took, evicted)| format!("{:.1}/{evicted}", took.as_secs_f64() * 1e3))
+            .collect();
         println!(
-            "round {r}: a tier of {} MiB, {} entries, all marked: the sweep took {} writes, {:.1} ms in all, the slowest {:.2} ms; it evicted {} entries",
+            "round {r}: a tier of {} MiB, {} entries, all marked: the sweep took {} writes, {:.1} ms in all, the slowest {:.2} ms; it evicted {} entries. Each write, ms/evicted: {}",
             BUDGET >> 20,
             round.entries,
-            round.writes,
-            round.total.as_secs_f64() * 1e3,
-            round.slowest.as_secs_f64() * 1e3,
+            round.writes.len(),
+            total.as_secs_f64() * 1e3,
+            slowest.as_secs_f64() * 1e3,
             round.evicted,
+            each.join(" "),
         );
     }
     Ok(())
