@@ -5,9 +5,11 @@
 //! then every key is read once, so that each carries the CLOCK mark a hit sets
 //! (the worst case for a sweep: it must clear marks before it finds anything to
 //! evict); then new keys are written, each timed, from the first write past the
-//! budget (which begins the sweep) until the tier is back under 90% of it. The
-//! slowest of those writes is the longest any one write waits; a sweep holds one
-//! shard's write lock at a time, so a read of that shard waits at most as long.
+//! budget (which begins the sweep) until the tier is back within 1% of the 90%
+//! a sweep stops at. With entries this small the tier never reaches its hard
+//! limit (an eighth over budget), past which one write sweeps as far as it
+//! must: that case is not timed here. Evicted entries are freed outside the
+//! shards' locks, so a read waits for at most one shard's pass.
 //!
 //! `sweep [ROUNDS]` (default 3 rounds, each on a fresh tier) prints one line per
 //! round. Build with `cargo build --profile bench -p edgekv -p edgekv-benches`.
@@ -27,7 +29,7 @@ fn key(i: usize) -> String {
 }
 
 /// What a round measured, from the first write past the budget to the tier back
-/// under 90% of it.
+/// within 1% of the 90% of it a sweep stops at.
 struct Round {
     entries: usize,
     /// Each write's time, and the entries it evicted.
@@ -57,7 +59,7 @@ fn round() -> Round {
         evicted: 0,
     };
     // Timed from the first write past the budget (it begins the sweep) until the
-    // tier is back under 90% of it.
+    // tier is back within 1% of 90% of it.
     let finished = BUDGET / 10 * 9 + BUDGET / 100;
     loop {
         let evictions = hot.stats().evictions;

@@ -16,7 +16,8 @@ pub struct EdgeConfig {
     pub admin: SocketAddr,
     /// The directory of the edge's RocksDB database and node state.
     pub data_dir: PathBuf,
-    /// The hot tier's budget, in bytes.
+    /// The hot tier's budget, in bytes. While an eviction sweep is spread over
+    /// several writes the tier may hold up to an eighth more.
     pub hot_tier_bytes: usize,
     /// How long a deleted key's tombstone is kept, in seconds.
     pub tombstone_ttl_s: u64,

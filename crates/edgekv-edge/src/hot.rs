@@ -56,7 +56,7 @@
 //! cleared before anything can be evicted, which at 1,200,000 entries took one
 //! write 56–85 ms (`make bench-sweep`). Past its budget by an eighth (the largest
 //! entry held), the tier sweeps as far as it must in one write. Evicted entries
-//! are freed after the shard's lock is released.
+//! are freed at the end of the write's sweep, outside the shards' locks.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -453,8 +453,10 @@ fn with_key<R>(namespace: NamespaceIndex, key: &[u8], f: impl FnOnce(&[u8]) -> R
 }
 
 impl HotTier {
-    /// A hot tier holding at most `capacity` bytes. Entries larger than an eighth of
-    /// it are not held, so one large value cannot flush the tier.
+    /// A hot tier of `capacity` bytes. Entries larger than an eighth of it are not
+    /// held, so one large value cannot flush the tier. A sweep spread over several
+    /// writes may leave it over `capacity` between them, by at most an eighth of
+    /// it (its hard limit) and the entry a write adds past that.
     pub fn new(capacity: usize) -> Self {
         HotTier {
             shards: (0..SHARDS)
@@ -708,6 +710,7 @@ impl HotTier {
         for stripe in self.stripes.iter() {
             stripe.fetch_add(1, Ordering::AcqRel);
         }
+        self.sweep_owed.store(false, Ordering::Relaxed);
         let prefix = index.0.to_le_bytes();
         let mut freed = 0;
         for shard in self.shards.iter() {
@@ -728,6 +731,7 @@ impl HotTier {
         for stripe in self.stripes.iter() {
             stripe.fetch_add(1, Ordering::AcqRel);
         }
+        self.sweep_owed.store(false, Ordering::Relaxed);
         let mut freed = 0;
         for shard in self.shards.iter() {
             let mut map = shard.map.write();
@@ -799,6 +803,17 @@ impl HotTier {
         } else {
             SWEEP_SHARDS
         };
+        // Released however the sweep ends.
+        struct Sweeping<'a>(&'a AtomicBool);
+        impl Drop for Sweeping<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _sweeping = Sweeping(&self.evicting);
+        // Unlinked under each shard's lock, freed after the sweep: reads of a
+        // shard wait for the sweep's pass over it, not for the allocator.
+        let mut evicted: Vec<Slot> = Vec::new();
         let mut hand = self.hand.load(Ordering::Relaxed);
         for _ in 0..visits {
             let over = self.bytes.load(Ordering::Relaxed).saturating_sub(target);
@@ -807,30 +822,25 @@ impl HotTier {
             }
             let mut left = over;
             let mut freed = 0;
-            // Unlinked under the shard's lock, freed after it: reads of the shard
-            // wait for the sweep's pass over it, not for the allocator.
-            let evicted: Vec<Slot> = self.shards[hand]
-                .map
-                .write()
-                .extract_if(|slot| {
-                    if left == 0 {
-                        return false;
-                    }
-                    // Under the write lock no hit can mark it meanwhile: a load and
-                    // a store, not a locked swap, so that the misses of the entries
-                    // a sweep passes overlap.
-                    if slot.0.referenced.load(Ordering::Relaxed) {
-                        slot.0.referenced.store(false, Ordering::Relaxed);
-                        return false;
-                    }
-                    left = left.saturating_sub(slot.0.weight as usize);
-                    freed += slot.0.weight as usize;
-                    true
-                })
-                .collect();
-            let evicted = evicted.len() as u64;
+            let before = evicted.len();
+            evicted.extend(self.shards[hand].map.write().extract_if(|slot| {
+                if left == 0 {
+                    return false;
+                }
+                // Under the write lock no hit can mark it meanwhile: a load and
+                // a store, not a locked swap, so that the misses of the entries
+                // a sweep passes overlap.
+                if slot.0.referenced.load(Ordering::Relaxed) {
+                    slot.0.referenced.store(false, Ordering::Relaxed);
+                    return false;
+                }
+                left = left.saturating_sub(slot.0.weight as usize);
+                freed += slot.0.weight as usize;
+                true
+            }));
             self.account(0, freed);
-            self.evictions.fetch_add(evicted, Ordering::Relaxed);
+            self.evictions
+                .fetch_add((evicted.len() - before) as u64, Ordering::Relaxed);
             hand = (hand + 1) % SHARDS;
         }
         self.hand.store(hand, Ordering::Relaxed);
@@ -838,7 +848,7 @@ impl HotTier {
             self.bytes.load(Ordering::Relaxed) > target,
             Ordering::Relaxed,
         );
-        self.evicting.store(false, Ordering::Release);
+        drop(evicted);
     }
 }
 

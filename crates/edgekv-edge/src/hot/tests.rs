@@ -562,7 +562,7 @@ fn a_sweep_of_a_tier_read_whole_is_spread_over_the_writes_after_it() {
         before <= capacity && before + weight > capacity,
         "swept at {before}"
     );
-    // It cleared the marks of an eighth of the shards, found nothing unmarked
+    // It cleared the marks of a sixteenth of the shards, found nothing unmarked
     // there (but the entry it wrote, if it fell there), and stopped, still
     // about full: far from the 90% a finished sweep leaves.
     assert_eq!(hot.hand.load(Ordering::Relaxed), SWEEP_SHARDS);
@@ -571,6 +571,7 @@ fn a_sweep_of_a_tier_read_whole_is_spread_over_the_writes_after_it() {
     // The writes after go on with it, each as far again at most, until the
     // tier is under 90%; never past the hard limit.
     let mut hand = SWEEP_SHARDS;
+    let mut lowest = usize::MAX;
     for _ in 0..4 * SHARDS {
         write(i);
         i += 1;
@@ -579,11 +580,52 @@ fn a_sweep_of_a_tier_read_whole_is_spread_over_the_writes_after_it() {
         assert!(moved <= SWEEP_SHARDS, "one write swept {moved} shards");
         hand = now;
         assert!(hot.stats().bytes <= capacity + capacity / 8);
+        lowest = lowest.min(hot.stats().bytes);
     }
+    // Carried over the writes, the sweep got all the way down.
+    assert!(lowest <= capacity / 10 * 9, "the sweep stopped at {lowest}");
     let stats = hot.stats();
     assert!(stats.evictions > 1);
     assert!(
         stats.bytes <= capacity,
         "the sweep fell behind the writes: {stats:?}"
     );
+}
+
+#[test]
+fn past_its_hard_limit_a_tier_sweeps_as_far_as_it_must_in_one_write() {
+    let capacity = 160_000;
+    let hard_limit = capacity + capacity / 8;
+    let hot = HotTier::new(capacity);
+    let big = || Record::value(Bytes::from(vec![7u8; 9_000]), None, None);
+    let key = |i: usize| format!("big-{i:03}");
+    let write = |i: usize| hot.update(NS, key(i).as_bytes(), big());
+    let weight = HotTier::weight(INDEX_LEN + key(0).len(), &big());
+    let mut i = 0;
+    while hot.stats().bytes + weight <= capacity {
+        write(i);
+        i += 1;
+    }
+    for k in 0..i {
+        hot.read(NS, key(k).as_bytes(), |_| ());
+    }
+    // Each write past the budget clears the marks of 4 shards, of which few hold
+    // one of these large entries: the tier grows past its budget, to the hard
+    // limit. The write that takes it past that sweeps until it is under 90%.
+    for _ in 0..20 {
+        hot.read(NS, key(i - 1).as_bytes(), |_| ());
+        let before = hot.stats().bytes;
+        write(i);
+        i += 1;
+        let after = hot.stats().bytes;
+        if before + weight > hard_limit {
+            assert!(
+                after <= capacity / 10 * 9,
+                "a write past the hard limit left {after} of {capacity}"
+            );
+            return;
+        }
+        assert!(after <= hard_limit, "{after}");
+    }
+    panic!("the tier never reached its hard limit");
 }
