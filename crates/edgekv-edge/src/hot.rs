@@ -49,7 +49,8 @@
 //! Second chance (CLOCK): a hit marks its entry; when the tier is over budget, one
 //! thread sweeps on from where the last sweep stopped, a shard at a time, clearing
 //! marks and evicting unmarked entries until the tier is under 90% of its budget.
-//! A sweep runs in the write that went over budget, and visits at most a
+//! A sweep runs in the write (or the fill after a read's miss) that went over
+//! budget, and visits at most a
 //! sixteenth of the shards ([`SWEEP_SHARDS`]); the writes after it go on with it
 //! until the tier is under 90%. So no one write waits for the whole tier: when
 //! every entry was read since the last sweep, the marks of all of them must be
@@ -286,6 +287,14 @@ impl Buf for ValueBuf {
         match self {
             ValueBuf::Held(held) => held.advance(cnt),
             ValueBuf::Bytes(bytes) => bytes.advance(cnt),
+        }
+    }
+
+    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
+        match self {
+            // Shared, not copied, as `Bytes` does it.
+            ValueBuf::Bytes(bytes) => bytes.copy_to_bytes(len),
+            ValueBuf::Held(held) => held.copy_to_bytes(len),
         }
     }
 }

@@ -527,6 +527,10 @@ fn a_held_value_is_a_buf_of_its_bytes() {
     assert_eq!(body.remaining(), 0);
     let again = hot.read(NS, b"k", |held| held.value()).unwrap();
     assert_eq!(again.into_bytes(), &b"value"[..]);
+    // Any other bytes are shared, not copied.
+    let shared = Bytes::from_static(b"shared");
+    let mut body = ValueBuf::from(shared.clone());
+    assert_eq!(body.copy_to_bytes(6).as_ptr(), shared.as_ptr());
     hot.update(NS, b"empty", rec(b"", 2));
     let empty = hot.read(NS, b"empty", |held| held.value()).unwrap();
     assert_eq!(empty.remaining(), 0);
