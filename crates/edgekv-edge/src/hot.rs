@@ -31,7 +31,7 @@
 //! kernel's copy of the value, against 0.80 µs with the old slots. An answer
 //! sends the value in place ([`HeldBytes`], counting a reference to the entry);
 //! a [`Record`] read from the tier boxes a small owner for each of its `Bytes`.
-//! The cost: an eviction sweep reads each entry it passes (its mark and weight live in the
+//! The cost: an eviction sweep reads each entry it passes (its mark and length live in the
 //! entry, not in the slot array). Packing also means a held value never keeps a
 //! larger buffer alive (the request body or store read it arrived in).
 //!
@@ -152,7 +152,6 @@ struct Entry<P: ?Sized> {
     /// The bytes used of `bytes` (a size class may hold more).
     len: u32,
     value_len: u32,
-    weight: u32,
     key_len: u16,
     flags: u8,
     referenced: AtomicBool,
@@ -418,7 +417,6 @@ impl Entry<()> {
             expiration: self.expiration,
             len: self.len,
             value_len: self.value_len,
-            weight: self.weight,
             key_len: self.key_len,
             flags: self.flags,
             referenced: self.referenced,
@@ -630,12 +628,12 @@ impl HotTier {
             match map.find_mut(hash, is(k)) {
                 Some(held) => {
                     if held.revision() < record.revision {
-                        let old = std::mem::replace(held, Slot::new(k, record, weight));
-                        self.account(weight, old.0.weight as usize);
+                        let old = std::mem::replace(held, Slot::new(k, record));
+                        self.account(weight, old.weight());
                     }
                 }
                 None => {
-                    let entry = Slot::new(k, record, weight);
+                    let entry = Slot::new(k, record);
                     map.insert_unique(hash, entry, |slot| self.hash(slot.key()));
                     self.account(weight, 0);
                 }
@@ -661,17 +659,17 @@ impl HotTier {
             if weight > self.max_entry {
                 if let Ok(held) = map.find_entry(hash, is(k)) {
                     let (old, _) = held.remove();
-                    self.account(0, old.0.weight as usize);
+                    self.account(0, old.weight());
                 }
                 return;
             }
             match map.find_mut(hash, is(k)) {
                 Some(held) => {
-                    let old = std::mem::replace(held, Slot::new(k, record, weight));
-                    self.account(weight, old.0.weight as usize);
+                    let old = std::mem::replace(held, Slot::new(k, record));
+                    self.account(weight, old.weight());
                 }
                 None => {
-                    let entry = Slot::new(k, record, weight);
+                    let entry = Slot::new(k, record);
                     map.insert_unique(hash, entry, |slot| self.hash(slot.key()));
                     self.account(weight, 0);
                 }
@@ -726,7 +724,7 @@ impl HotTier {
             shard.map.write().retain(|slot| {
                 let keep = !slot.key().starts_with(&prefix);
                 if !keep {
-                    freed += slot.0.weight as usize;
+                    freed += slot.weight();
                 }
                 keep
             });
@@ -744,7 +742,7 @@ impl HotTier {
         let mut freed = 0;
         for shard in self.shards.iter() {
             let mut map = shard.map.write();
-            freed += map.iter().map(|slot| slot.0.weight as usize).sum::<usize>();
+            freed += map.iter().map(|slot| slot.weight()).sum::<usize>();
             map.clear();
         }
         self.account(0, freed);
@@ -843,8 +841,8 @@ impl HotTier {
                     slot.0.referenced.store(false, Ordering::Relaxed);
                     return false;
                 }
-                left = left.saturating_sub(slot.0.weight as usize);
-                freed += slot.0.weight as usize;
+                left = left.saturating_sub(slot.weight());
+                freed += slot.weight();
                 true
             }));
             self.account(0, freed);
@@ -899,8 +897,8 @@ impl Doorkeeper {
 }
 
 impl Slot {
-    fn new(key: &[u8], record: Record, weight: usize) -> Self {
-        debug_assert!(weight <= u32::MAX as usize && record.value.len() <= u32::MAX as usize);
+    fn new(key: &[u8], record: Record) -> Self {
+        debug_assert!(record.value.len() <= u32::MAX as usize);
         debug_assert!(key.len() <= usize::from(u16::MAX));
         let metadata = record.metadata.as_deref();
         let mut flags = 0;
@@ -927,13 +925,18 @@ impl Slot {
             expiration: record.expiration.unwrap_or_default(),
             len: u32::try_from(len).unwrap_or(u32::MAX),
             value_len: u32::try_from(record.value.len()).unwrap_or(u32::MAX),
-            weight: u32::try_from(weight).unwrap_or(u32::MAX),
             key_len: u16::try_from(key.len()).unwrap_or(u16::MAX),
             flags,
             referenced: AtomicBool::new(false),
             bytes: (),
         };
         Slot(pack(head, &parts))
+    }
+
+    /// What the entry counts against the budget: the same as
+    /// [`HotTier::weight`] of the record it was made from.
+    fn weight(&self) -> usize {
+        packed_size(self.0.len as usize) + ENTRY_OVERHEAD
     }
 
     /// The packed bytes.

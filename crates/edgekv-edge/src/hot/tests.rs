@@ -109,7 +109,6 @@ fn packing_keeps_the_bytes_in_the_class_the_budget_counts() {
         expiration: 0,
         len: len as u32,
         value_len: 0,
-        weight: 0,
         key_len: 0,
         flags: 0,
         referenced: AtomicBool::new(false),
@@ -157,8 +156,9 @@ fn a_slot_gives_back_the_record_it_was_given() {
                     tombstone,
                 };
                 for key in [&b""[..], b"k", &[b'k'; 516]] {
-                    let slot = Slot::new(key, record.clone(), 1);
+                    let slot = Slot::new(key, record.clone());
                     assert_eq!(slot.record(), record);
+                    assert_eq!(slot.weight(), HotTier::weight(key.len(), &record));
                     assert_eq!(slot.key(), key);
                 }
             }
