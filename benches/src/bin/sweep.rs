@@ -9,7 +9,9 @@
 //! a sweep stops at. With entries this small the tier never reaches its hard
 //! limit (an eighth over budget), past which one write sweeps as far as it
 //! must: that case is not timed here. Evicted entries are freed outside the
-//! shards' locks, so a read waits for at most one shard's pass.
+//! shards' locks, so a read waits for at most one shard's pass, and on the
+//! tier's freeing thread while it has room for the batch: the times are the
+//! writes' waits, not the CPU the freeing takes on that thread.
 //!
 //! `sweep [ROUNDS]` (default 3 rounds, each on a fresh tier) prints one line per
 //! round. Build with `cargo build --profile bench -p edgekv -p edgekv-benches`.

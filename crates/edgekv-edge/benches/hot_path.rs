@@ -90,6 +90,25 @@ fn response_building(c: &mut Criterion) {
             headers = black_box(response).into_parts().0.headers;
         })
     });
+    // As the hot path answers: the value sent in place from its entry, read by
+    // the namespace's index. The hit is in the figure (`hot_tier_hit_100B` alone).
+    let hot = HotTier::new(1 << 20);
+    let token = hot.fill_token(NS, b"key");
+    hot.fill(b"key", Record::value(value.clone(), None, None), token);
+    let ns = hot.intern(NS).unwrap();
+    c.bench_function("hot_tier_hit_and_response_100B_held", |b| {
+        let mut headers = http::HeaderMap::new();
+        b.iter(|| {
+            let map = std::mem::take(&mut headers);
+            let value = hot.read_in(ns, black_box(b"key"), |held| held.value());
+            let response = edgekv_edge::http::respond::hit_in(
+                edgekv_edge::hot::ValueBuf::Held(value.unwrap()),
+                Some(version.clone()),
+                map,
+            );
+            headers = black_box(response).into_parts().0.headers;
+        })
+    });
 }
 
 /// What a hyper connection does between two requests: the answer's header map,

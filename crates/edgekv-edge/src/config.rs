@@ -17,7 +17,9 @@ pub struct EdgeConfig {
     /// The directory of the edge's RocksDB database and node state.
     pub data_dir: PathBuf,
     /// The hot tier's budget, in bytes. While an eviction sweep is spread over
-    /// several writes the tier may hold up to an eighth more.
+    /// several writes the tier may hold up to an eighth more, and what sweeps
+    /// evicted is freed by a thread of its own a moment later (what at most
+    /// two evicting writes unlinked waits for it).
     pub hot_tier_bytes: usize,
     /// How long a deleted key's tombstone is kept, in seconds.
     pub tombstone_ttl_s: u64,

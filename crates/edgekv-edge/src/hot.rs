@@ -57,7 +57,11 @@
 //! cleared before anything can be evicted, which at 1,200,000 entries took one
 //! write 56–85 ms (`make bench-sweep`). Past its budget by an eighth (the largest
 //! entry held), the tier sweeps as far as it must in one write. Evicted entries
-//! are freed at the end of the write's sweep, outside the shards' locks.
+//! are unlinked under each shard's lock and freed after the sweep, outside the
+//! locks, by a thread of their own when it is idle ([`free`]): freeing, not
+//! unlinking, is most of an evicting write's time.
+
+mod free;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -102,6 +106,8 @@ pub struct HotTier {
     /// `indexing`, when a namespace gets or loses its index (rarely).
     namespaces: ArcSwap<Namespaces>,
     indexing: Mutex<()>,
+    /// Frees what sweeps evict.
+    freer: free::Freer<Slot>,
 }
 
 /// A namespace as the tier's keys name it: a number given on its first use
@@ -123,6 +129,10 @@ struct Namespaces {
 
 /// The most shards one sweep visits, unless the tier is past its hard limit.
 const SWEEP_SHARDS: usize = SHARDS / 16;
+
+/// Fewer evicted entries than this are freed by the write that unlinked them:
+/// tens of microseconds of frees, not worth waking the freeing thread for.
+const FREE_ELSEWHERE: usize = 256;
 
 /// The number of shards the map is split into, each under its own lock. Also the
 /// grain of the CLOCK hand: a sweep visits whole shards, from where the last
@@ -485,6 +495,7 @@ impl HotTier {
             evictions: AtomicU64::new(0),
             namespaces: ArcSwap::default(),
             indexing: Mutex::new(()),
+            freer: free::Freer::new(FREE_ELSEWHERE),
         }
     }
 
@@ -710,7 +721,8 @@ impl HotTier {
         }
     }
 
-    /// Drops every entry under a namespace index.
+    /// Drops every entry under a namespace index: unlinked under each shard's
+    /// lock, freed outside them, as a sweep's are.
     fn purge(&self, index: NamespaceIndex) {
         // Bump every stripe first: a fill that read the namespace before it was
         // deleted must not land after the sweep.
@@ -719,17 +731,19 @@ impl HotTier {
         }
         self.sweep_owed.store(false, Ordering::Relaxed);
         let prefix = index.0.to_le_bytes();
-        let mut freed = 0;
+        let mut dropped = Vec::new();
         for shard in self.shards.iter() {
-            shard.map.write().retain(|slot| {
-                let keep = !slot.key().starts_with(&prefix);
-                if !keep {
-                    freed += slot.weight();
-                }
-                keep
-            });
+            let mut map = shard.map.write();
+            dropped.extend(map.extract_if(|slot| slot.key().starts_with(&prefix)));
         }
-        self.account(0, freed);
+        self.drop_all(dropped);
+    }
+
+    /// Accounts for entries unlinked from the map, and frees them outside the
+    /// shards' locks.
+    fn drop_all(&self, dropped: Vec<Slot>) {
+        self.account(0, dropped.iter().map(Slot::weight).sum());
+        self.freer.free(dropped);
     }
 
     /// Drops every entry (the edge resynced from a snapshot); namespaces keep
@@ -739,13 +753,11 @@ impl HotTier {
             stripe.fetch_add(1, Ordering::AcqRel);
         }
         self.sweep_owed.store(false, Ordering::Relaxed);
-        let mut freed = 0;
+        let mut dropped = Vec::new();
         for shard in self.shards.iter() {
-            let mut map = shard.map.write();
-            freed += map.iter().map(|slot| slot.weight()).sum::<usize>();
-            map.clear();
+            dropped.extend(shard.map.write().drain());
         }
-        self.account(0, freed);
+        self.drop_all(dropped);
     }
 
     /// The tier's counters.
@@ -819,7 +831,8 @@ impl HotTier {
         }
         let _sweeping = Sweeping(&self.evicting);
         // Unlinked under each shard's lock, freed after the sweep: reads of a
-        // shard wait for the sweep's pass over it, not for the allocator.
+        // shard wait for the sweep's pass over it, not for the allocator, and
+        // the write does not wait for it either while the freeing thread is idle.
         let mut evicted: Vec<Slot> = Vec::new();
         let mut hand = self.hand.load(Ordering::Relaxed);
         for _ in 0..visits {
@@ -855,7 +868,7 @@ impl HotTier {
             self.bytes.load(Ordering::Relaxed) > target,
             Ordering::Relaxed,
         );
-        drop(evicted);
+        self.freer.free(evicted);
     }
 }
 

@@ -633,3 +633,88 @@ fn past_its_hard_limit_a_tier_sweeps_as_far_as_it_must_in_one_write() {
     }
     panic!("the tier never reached its hard limit");
 }
+
+/// Every entry the tier holds, without keeping it alive; a weak reference also
+/// keeps its address from being reused.
+fn held_entries(hot: &HotTier) -> Vec<std::sync::Weak<Entry<dyn Packed>>> {
+    let shards = hot.shards.iter();
+    shards
+        .flat_map(|shard| {
+            let map = shard.map.read();
+            map.iter()
+                .map(|slot| Arc::downgrade(&slot.0))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Waits up to 10 s for each entry to be freed: by the freeing thread, or by
+/// the caller that unlinked it.
+fn assert_freed_soon(entries: &[&std::sync::Weak<Entry<dyn Packed>>]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while entries.iter().any(|entry| entry.strong_count() > 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "entries dropped from the tier still not freed after 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn evicted_entries_are_freed_and_only_they() {
+    // Large enough for a write to evict more than it frees itself.
+    let hot = HotTier::new(16 << 20);
+    let mut i = 0;
+    let mut put = |hot: &HotTier| {
+        hot.update(NS, format!("key-{i}").as_bytes(), rec(&[7; 100], 1));
+        i += 1;
+    };
+    while hot.stats().bytes < 15 << 20 {
+        put(&hot);
+    }
+    // Held before the first sweep.
+    let before = held_entries(&hot);
+    while hot.stats().evictions == 0 || hot.sweep_owed.load(Ordering::Relaxed) {
+        put(&hot);
+    }
+    let after: std::collections::HashSet<_> = held_entries(&hot)
+        .iter()
+        .map(|entry| entry.as_ptr().cast::<()>())
+        .collect();
+    let (kept, evicted): (Vec<_>, Vec<_>) = before
+        .iter()
+        .partition(|entry| after.contains(&entry.as_ptr().cast::<()>()));
+    assert!(!evicted.is_empty() && evicted.len() <= hot.stats().evictions as usize);
+    assert!(
+        hot.freer.started(),
+        "no write handed its evicted entries over"
+    );
+    assert_freed_soon(&evicted);
+    assert!(kept.iter().all(|entry| entry.strong_count() > 0));
+}
+
+#[test]
+fn entries_of_a_namespace_deleted_or_a_tier_cleared_are_freed() {
+    let hot = HotTier::new(64 << 20);
+    let other = "fedcba9876543210fedcba9876543210";
+    for i in 0..5_000 {
+        for namespace in [NS, other] {
+            hot.update(namespace, format!("key-{i}").as_bytes(), rec(&[7; 100], 1));
+        }
+    }
+    let index = hot.intern(NS).unwrap().0.to_le_bytes();
+    let before = held_entries(&hot);
+    let (mine, others): (Vec<_>, Vec<_>) = before.iter().partition(|entry| {
+        let slot = Slot(entry.upgrade().unwrap());
+        slot.key().starts_with(&index)
+    });
+    assert_eq!((mine.len(), others.len()), (5_000, 5_000));
+    hot.forget_namespace(NS);
+    assert_freed_soon(&mine);
+    assert!(others.iter().all(|entry| entry.strong_count() > 0));
+    assert_eq!(hot.stats().entries, 5_000);
+    hot.clear();
+    assert_freed_soon(&others);
+    assert_eq!(hot.stats().bytes, 0);
+}
