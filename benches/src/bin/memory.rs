@@ -90,6 +90,11 @@ fn metric(admin: &str, name: &str) -> anyhow::Result<f64> {
         .map_err(Into::into)
 }
 
+/// Arguments as `start` takes them.
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 fn main() -> anyhow::Result<()> {
     let keys: u64 = std::env::args()
         .nth(1)
@@ -110,45 +115,22 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(dir.path().join("credential"), "bench\n")?;
     let origin = start(
         &bin,
-        &[
-            "origin",
-            "--data-dir",
+        &strs(&edgekv_benches::origin_args(
             &path("origin"),
-            "--environment",
-            "bench",
-            "--credential-file",
             &path("credential"),
-            "--build",
-            "b1=127.0.0.1:0",
-        ],
+        )),
         "listening",
     )?;
     let edge = |name: &str, hot: &str| {
-        start(
-            &bin,
-            &[
-                "edge",
-                "--origin",
-                &origin.url,
-                "--environment",
-                "bench",
-                "--credential-file",
-                &path("credential"),
-                "--data-dir",
-                &path(name),
-                "--http",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--account",
-                "bench",
-                "--token",
-                TOKEN,
-                "--hot-tier-bytes",
-                hot,
-            ],
-            "listening on",
-        )
+        let args = edgekv_benches::edge_args(
+            &origin.url,
+            &path("credential"),
+            &path(name),
+            "bench",
+            TOKEN,
+            hot,
+        );
+        start(&bin, &strs(&args), "listening on")
     };
     let mut grown = Vec::new();
     for (name, hot) in [("hot", "4294967296"), ("cold", "1048576")] {

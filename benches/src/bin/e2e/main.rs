@@ -472,48 +472,23 @@ fn main() -> anyhow::Result<()> {
     let origin = setup.start(
         1,
         "edgekv",
-        &[
-            "origin",
-            "--data-dir",
+        &refs(&edgekv_benches::origin_args(
             origin_data.to_str().context("path")?,
-            "--environment",
-            "bench",
-            "--credential-file",
             credential,
-            "--build",
-            "b1=127.0.0.1:0",
-        ],
+        )),
         "listening",
     )?;
     let edge = |name: &str, hot_bytes: &str| -> anyhow::Result<Server> {
         let data = dir.join(name);
-        let server = setup.start(
-            0,
-            "edgekv",
-            &[
-                "edge",
-                "--origin",
-                &origin.url,
-                "--environment",
-                "bench",
-                "--credential-file",
-                credential,
-                "--data-dir",
-                data.to_str().context("path")?,
-                "--http",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--account",
-                ACCOUNT,
-                "--token",
-                TOKEN,
-                "--hot-tier-bytes",
-                hot_bytes,
-            ],
-            "listening on",
-        )?;
-        Ok(server)
+        let args = edgekv_benches::edge_args(
+            &origin.url,
+            credential,
+            data.to_str().context("path")?,
+            ACCOUNT,
+            TOKEN,
+            hot_bytes,
+        );
+        setup.start(0, "edgekv", &refs(&args), "listening on")
     };
     let hot_edge = edge("edge-hot", "1073741824")?;
     let hot_url = hot_edge.url.clone();
