@@ -12,11 +12,12 @@
 //! older read can replace it.
 //!
 //! # Layout
-//! Each entry of up to [`LARGEST_CLASS`] packed bytes is one allocation
-//! ([`pack`]): reference counts, a head of lengths, flags, expiration and CLOCK
-//! mark, then the packed bytes — the composite key, the value, the metadata, the
-//! revision and the stamp. Longer ones keep their bytes in a buffer of their own.
-//! The map's slot is a pointer to the entry (16 bytes). The composite key is the namespace's index — four
+//! Each entry is one allocation of exactly its size ([`pack`]): a reference
+//! count, a head of lengths, flags, expiration and CLOCK mark, the length of
+//! the packed bytes, then the packed bytes — the composite key, the value, the
+//! metadata, the revision and the stamp: 32 bytes ahead of the packed bytes. The
+//! map's slot is a one-word pointer to the entry (a thin [`ThinArc`]: the length
+//! is in the allocation, not beside the pointer). The composite key is the namespace's index — four
 //! bytes the tier gives each namespace on first use ([`HotTier::intern`]) — and
 //! the key: not the namespace's 32-character id, which every entry would repeat
 //! (and every lookup hash and compare).
@@ -25,7 +26,7 @@
 //! entry, whose lines — counts, head, key and value — are all requested at once
 //! ([`Slot::fetch`]) before the key is compared. The value is what the answer
 //! sends anyway: the kernel then copies it from cache. With 10,000 keys the slot
-//! arrays are 256 KiB (16,384 slots), against 1 MiB when a slot was a whole cache
+//! arrays are 128 KiB (16,384 slots), against 1 MiB when a slot was a whole cache
 //! line holding the head, and a profile of the edge under load (`perf`, 10,000
 //! hot keys, benches/RESULTS.md) put 0.64 µs a request in the lookup and the
 //! kernel's copy of the value, against 0.80 µs with the old slots. An answer
@@ -74,16 +75,18 @@ use edgekv_kv::Record;
 use edgekv_kv::limits::MAX_KEY_BYTES;
 use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock};
+use triomphe::{HeaderWithLength, ThinArc};
 
 /// The number of write counters keys are spread over.
 const STRIPES: usize = 1024;
-/// Bytes counted for each entry beyond its packed allocation ([`packed_size`]):
-/// the map slot (16 B) and control byte at the map's load factor, and the
+/// Bytes counted for each entry beyond its allocation ([`packed_size`]): the
+/// map slot (8 B) and control byte at the map's load factor, and the
 /// allocator's header and rounding. Measured, not derived, so the budget counts
-/// what memory really holds: `make bench-memory` found 216 B resident per hot key
+/// what memory really holds: `make bench-memory` found 183 B resident per hot key
 /// of 14 + 100 B (1,000,000 keys, benches/RESULTS.md), of which the entry's
-/// allocation is 184 B (a slot of a whole cache line cost 304 B).
-const ENTRY_OVERHEAD: usize = 32;
+/// allocation is 168 B. It was 216 B per key with 16-byte slots and the bytes in
+/// size classes of 16, and 304 B with slots of a whole cache line.
+const ENTRY_OVERHEAD: usize = 16;
 
 /// The hot tier of an edge.
 #[derive(Debug)]
@@ -152,46 +155,32 @@ struct Shard {
     misses: AtomicU64,
 }
 
-/// An entry of the tier as the map holds it: a pointer to its allocation.
-struct Slot(Arc<Entry<dyn Packed>>);
+/// An entry of the tier as the map holds it: one word, pointing at its
+/// allocation.
+struct Slot(Entry);
 
-/// A record and its composite key in one allocation: the head, then the packed
-/// bytes (`key | value | metadata | revision | hlc`); absent options are flags.
-struct Entry<P: ?Sized> {
+/// A record and its composite key in one allocation of exactly their size: the
+/// reference count, the head, the length of the bytes, then the packed bytes
+/// (`key | value | metadata | revision | hlc`); absent options are flags.
+type Entry = ThinArc<Head, u8>;
+
+/// What an entry says of its packed bytes, and its CLOCK mark.
+struct Head {
     expiration: u64,
-    /// The bytes used of `bytes` (a size class may hold more).
-    len: u32,
     value_len: u32,
     key_len: u16,
     flags: u8,
     referenced: AtomicBool,
-    bytes: P,
-}
-
-/// The packed bytes of an entry: inline in a size class, or a buffer of their own.
-trait Packed: Send + Sync {
-    fn bytes(&self) -> &[u8];
-}
-
-impl<const N: usize> Packed for [u8; N] {
-    fn bytes(&self) -> &[u8] {
-        self
-    }
-}
-
-impl Packed for Box<[u8]> {
-    fn bytes(&self) -> &[u8] {
-        self
-    }
 }
 
 impl std::fmt::Debug for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let head = self.head();
         f.debug_struct("Slot")
-            .field("key_len", &self.0.key_len)
-            .field("value_len", &self.0.value_len)
-            .field("len", &self.0.len)
-            .field("flags", &self.0.flags)
+            .field("key_len", &head.key_len)
+            .field("value_len", &head.value_len)
+            .field("len", &self.bytes().len())
+            .field("flags", &head.flags)
             .finish_non_exhaustive()
     }
 }
@@ -200,7 +189,7 @@ impl std::fmt::Debug for Slot {
 /// [`Buf`] an answer's body sends without the allocation a [`Bytes`] of it
 /// takes ([`HeldBytes::into_bytes`]).
 pub struct HeldBytes {
-    entry: Arc<Entry<dyn Packed>>,
+    entry: Entry,
     start: u32,
     end: u32,
 }
@@ -217,7 +206,7 @@ impl HeldBytes {
 
 impl AsRef<[u8]> for HeldBytes {
     fn as_ref(&self) -> &[u8] {
-        &self.entry.bytes.bytes()[self.start as usize..self.end as usize]
+        &self.entry.slice[self.start as usize..self.end as usize]
     }
 }
 
@@ -323,15 +312,15 @@ impl Held<'_> {
     /// Whether the record may be served at `now_s`, by the rule every copy of a
     /// record follows ([`edgekv_kv::record::live`]).
     pub fn is_live(&self, now_s: u64) -> bool {
-        let slot = &self.0.0;
-        let expiration = (slot.flags & EXPIRATION != 0).then_some(slot.expiration);
-        edgekv_kv::record::live(slot.flags & TOMBSTONE != 0, expiration, now_s)
+        let head = self.0.head();
+        let expiration = (head.flags & EXPIRATION != 0).then_some(head.expiration);
+        edgekv_kv::record::live(head.flags & TOMBSTONE != 0, expiration, now_s)
     }
 
     /// The value, sharing the held bytes.
     pub fn value(&self) -> HeldBytes {
         self.0
-            .part(usize::from(self.0.0.key_len), self.0.value_end())
+            .part(usize::from(self.0.head().key_len), self.0.value_end())
     }
 }
 
@@ -362,77 +351,31 @@ pub struct HotStats {
     pub capacity: usize,
 }
 
-/// The longest bytes [`pack`] copies into a size class; longer ones get an
-/// exact-size buffer.
-const LARGEST_CLASS: usize = 512;
-/// What an entry's allocation holds ahead of the bytes of a size class: the
-/// reference counts (16 bytes) and the head.
-const PACK_HEADER: usize = 16 + std::mem::size_of::<Entry<[u8; 0]>>();
-/// The same for bytes in a buffer of their own: the head and the buffer's pointer.
-const LARGE_HEADER: usize = 16 + std::mem::size_of::<Entry<Box<[u8]>>>();
-// With glibc's 8-byte chunk header, a class of 16n bytes then fills its chunk.
-const _: () = assert!(PACK_HEADER % 16 == 8);
+/// What an entry's allocation holds ahead of its bytes: the reference count,
+/// the head and the bytes' length.
+const ENTRY_HEADER: usize = 8 + std::mem::size_of::<HeaderWithLength<Head>>();
+const _: () = assert!(ENTRY_HEADER == 32);
 
-/// An entry: the head, and bytes (an entry's key, value, metadata and trailer)
-/// copied into the same allocation, in size classes of 16 bytes (the allocator's
-/// own grain: the header and a class of 16n bytes fill its chunk) up to
-/// [`LARGEST_CLASS`]; longer ones get an exact-size buffer of their own.
-fn pack(head: Entry<()>, parts: &[&[u8]]) -> Arc<Entry<dyn Packed>> {
-    macro_rules! classes {
-        ($len:expr; $($class:literal)*) => {
-            match $len {
-                $(len if len <= $class => packed::<$class>(head, parts),)*
-                _ => {
-                    let bytes: Box<[u8]> = parts.concat().into();
-                    Arc::new(head.with(bytes))
-                }
-            }
-        };
+/// An entry of a head and the bytes of `parts`, one after the other.
+fn pack(head: Head, parts: &[&[u8]]) -> Entry {
+    /// Bytes up to this long are put together on the stack.
+    const SHORT: usize = 512;
+    let len = parts.iter().map(|p| p.len()).sum::<usize>();
+    if len > SHORT {
+        return ThinArc::from_header_and_slice(head, &parts.concat());
     }
-    classes!(parts.iter().map(|p| p.len()).sum::<usize>();
-        0 16 32 48 64 80 96 112 128 144 160 176 192 208 224 240 256
-        272 288 304 320 336 352 368 384 400 416 432 448 464 480 496 512)
-}
-
-/// The bytes that [`pack`] takes for `len` bytes: the size class or buffer, and
-/// the header ahead of it.
-fn packed_size(len: usize) -> usize {
-    match len {
-        0..=LARGEST_CLASS => PACK_HEADER + len.div_ceil(16) * 16,
-        _ => LARGE_HEADER + len,
-    }
-}
-
-fn packed<const N: usize>(head: Entry<()>, parts: &[&[u8]]) -> Arc<Entry<dyn Packed>> {
-    let mut bytes = [0; N];
-    let mut len = 0;
+    let mut bytes = [0; SHORT];
+    let mut at = 0;
     for part in parts {
-        bytes[len..len + part.len()].copy_from_slice(part);
-        len += part.len();
+        bytes[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
     }
-    // The class taken is the one the budget counts.
-    debug_assert_eq!(
-        packed_size(len),
-        PACK_HEADER + N,
-        "{len} bytes packed into a class of {N}"
-    );
-    debug_assert_eq!(16 + std::mem::size_of::<Entry<[u8; N]>>(), PACK_HEADER + N);
-    Arc::new(head.with(bytes))
+    ThinArc::from_header_and_slice(head, &bytes[..len])
 }
 
-impl Entry<()> {
-    /// The entry of this head with its bytes.
-    fn with<P: Packed>(self, bytes: P) -> Entry<P> {
-        Entry {
-            expiration: self.expiration,
-            len: self.len,
-            value_len: self.value_len,
-            key_len: self.key_len,
-            flags: self.flags,
-            referenced: self.referenced,
-            bytes,
-        }
-    }
+/// The bytes of the allocation [`pack`] makes for `len` packed bytes.
+fn packed_size(len: usize) -> usize {
+    (ENTRY_HEADER + len).next_multiple_of(8)
 }
 
 /// The write counter of a key's hash.
@@ -566,8 +509,8 @@ impl HotTier {
                 shard.misses.fetch_add(1, Ordering::Relaxed);
                 return None;
             };
-            if !slot.0.referenced.load(Ordering::Relaxed) {
-                slot.0.referenced.store(true, Ordering::Relaxed);
+            if !slot.head().referenced.load(Ordering::Relaxed) {
+                slot.head().referenced.store(true, Ordering::Relaxed);
             }
             let answer = f(Held(slot));
             drop(map);
@@ -850,8 +793,8 @@ impl HotTier {
                 // Under the write lock no hit can mark it meanwhile: a load and
                 // a store, not a locked swap, so that the misses of the entries
                 // a sweep passes overlap.
-                if slot.0.referenced.load(Ordering::Relaxed) {
-                    slot.0.referenced.store(false, Ordering::Relaxed);
+                if slot.head().referenced.load(Ordering::Relaxed) {
+                    slot.head().referenced.store(false, Ordering::Relaxed);
                     return false;
                 }
                 left = left.saturating_sub(slot.weight());
@@ -931,17 +874,14 @@ impl Slot {
             &record.revision.to_le_bytes(),
             &record.hlc.to_le_bytes(),
         ];
-        let len = parts.iter().map(|p| p.len()).sum::<usize>();
         // Values are at most 25 MiB, and a held entry at most that plus its
         // metadata and overhead: all fit. Composite keys are at most 516 bytes.
-        let head = Entry {
+        let head = Head {
             expiration: record.expiration.unwrap_or_default(),
-            len: u32::try_from(len).unwrap_or(u32::MAX),
             value_len: u32::try_from(record.value.len()).unwrap_or(u32::MAX),
             key_len: u16::try_from(key.len()).unwrap_or(u16::MAX),
             flags,
             referenced: AtomicBool::new(false),
-            bytes: (),
         };
         Slot(pack(head, &parts))
     }
@@ -949,12 +889,16 @@ impl Slot {
     /// What the entry counts against the budget: the same as
     /// [`HotTier::weight`] of the record it was made from.
     fn weight(&self) -> usize {
-        packed_size(self.0.len as usize) + ENTRY_OVERHEAD
+        packed_size(self.bytes().len()) + ENTRY_OVERHEAD
+    }
+
+    fn head(&self) -> &Head {
+        &self.0.header.header
     }
 
     /// The packed bytes.
     fn bytes(&self) -> &[u8] {
-        &self.0.bytes.bytes()[..self.0.len as usize]
+        &self.0.slice
     }
 
     /// Requests the entry's first cache lines from memory at once — the counts,
@@ -966,10 +910,12 @@ impl Slot {
         const LINE: usize = 64;
         /// The lines of longer bytes are left to be loaded as they are copied.
         const MOST: usize = 4 * LINE;
-        // The counts, at the start of the allocation.
-        let mut touched = Arc::strong_count(&self.0);
-        // A size class's bytes are found without reading the entry.
-        let bytes = self.0.bytes.bytes();
+        // The count, at the start of the allocation; the bytes' length, and
+        // their first bytes, on the same line.
+        let mut touched = ThinArc::strong_count(&self.0);
+        // Where the bytes start does not wait for the line: only how far they
+        // go does, and the loads below are issued on the branches' predictions.
+        let bytes = self.bytes();
         let end = bytes.len().min(MOST);
         // The line the bytes start on, then each next one.
         touched ^= usize::from(bytes.first().copied().unwrap_or_default());
@@ -998,12 +944,13 @@ impl Slot {
 
     /// The composite key.
     fn key(&self) -> &[u8] {
-        &self.bytes()[..usize::from(self.0.key_len)]
+        &self.bytes()[..usize::from(self.head().key_len)]
     }
 
     /// Where the value ends in the packed bytes.
     fn value_end(&self) -> usize {
-        usize::from(self.0.key_len) + self.0.value_len as usize
+        let head = self.head();
+        usize::from(head.key_len) + head.value_len as usize
     }
 
     /// The trailer's `i`th number (0: revision, 1: stamp).
@@ -1022,15 +969,15 @@ impl Slot {
     /// The record held, sharing the entry's bytes.
     fn record(&self) -> Record {
         let value_end = self.value_end();
-        let entry = &self.0;
+        let head = self.head();
         Record {
-            value: self.share(usize::from(entry.key_len), value_end),
-            metadata: (entry.flags & METADATA != 0)
+            value: self.share(usize::from(head.key_len), value_end),
+            metadata: (head.flags & METADATA != 0)
                 .then(|| self.share(value_end, self.bytes().len() - TRAILER)),
-            expiration: (entry.flags & EXPIRATION != 0).then_some(entry.expiration),
+            expiration: (head.flags & EXPIRATION != 0).then_some(head.expiration),
             revision: self.revision(),
             hlc: self.trailer(1),
-            tombstone: entry.flags & TOMBSTONE != 0,
+            tombstone: head.flags & TOMBSTONE != 0,
         }
     }
 }

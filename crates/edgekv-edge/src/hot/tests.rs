@@ -103,30 +103,27 @@ fn keys_of_every_length_are_found() {
 }
 
 #[test]
-fn packing_keeps_the_bytes_in_the_class_the_budget_counts() {
-    // Every length of every class, and buffers of their own beyond them.
-    let head = |len: usize| Entry {
+fn packing_keeps_the_bytes_in_the_allocation_the_budget_counts() {
+    let head = || Head {
         expiration: 0,
-        len: len as u32,
         value_len: 0,
         key_len: 0,
         flags: 0,
         referenced: AtomicBool::new(false),
-        bytes: (),
     };
+    // Put together on the stack, and beyond that, in a buffer.
     for len in 0..=1100 {
         let value: Vec<u8> = (0..len).map(|i| i as u8).collect();
-        let slot = Slot(pack(head(len), &[&value]));
+        let slot = Slot(pack(head(), &[&value]));
         assert_eq!(slot.bytes(), value, "{len}");
         let (a, b) = value.split_at(len / 3);
-        let slot = Slot(pack(head(len), &[a, b]));
+        let slot = Slot(pack(head(), &[a, b]));
         assert_eq!(slot.bytes(), value, "{len} in two parts");
-        // What the budget counts is what is allocated: the counts, the entry,
-        // and a buffer of their own for bytes longer than a class.
-        let buffer = if len > LARGEST_CLASS { len } else { 0 };
+        // What the budget counts is what is allocated: the count, then the
+        // head, the length and the bytes.
         assert_eq!(
             packed_size(len),
-            16 + std::mem::size_of_val(&*slot.0) + buffer,
+            8 + std::mem::size_of_val(&*slot.0),
             "{len}"
         );
     }
@@ -134,7 +131,7 @@ fn packing_keeps_the_bytes_in_the_class_the_budget_counts() {
 
 #[test]
 fn a_slot_gives_back_the_record_it_was_given() {
-    assert_eq!(std::mem::size_of::<Slot>(), 16, "a slot is one pointer");
+    assert_eq!(std::mem::size_of::<Slot>(), 8, "a slot is one word");
     let value = Bytes::from_static(b"value");
     for metadata in [
         None,
@@ -634,25 +631,28 @@ fn past_its_hard_limit_a_tier_sweeps_as_far_as_it_must_in_one_write() {
     panic!("the tier never reached its hard limit");
 }
 
-/// Every entry the tier holds, without keeping it alive; a weak reference also
-/// keeps its address from being reused.
-fn held_entries(hot: &HotTier) -> Vec<std::sync::Weak<Entry<dyn Packed>>> {
+/// Every entry the tier holds, shared: a shared entry's count says whether the
+/// tier still holds it, and its address is not reused.
+fn held_entries(hot: &HotTier) -> Vec<Entry> {
     let shards = hot.shards.iter();
     shards
         .flat_map(|shard| {
             let map = shard.map.read();
-            map.iter()
-                .map(|slot| Arc::downgrade(&slot.0))
-                .collect::<Vec<_>>()
+            map.iter().map(|slot| slot.0.clone()).collect::<Vec<_>>()
         })
         .collect()
 }
 
-/// Waits up to 10 s for each entry to be freed: by the freeing thread, or by
-/// the caller that unlinked it.
-fn assert_freed_soon(entries: &[&std::sync::Weak<Entry<dyn Packed>>]) {
+/// Whether only the test's own share of an entry is left.
+fn freed(entry: &Entry) -> bool {
+    ThinArc::strong_count(entry) == 1
+}
+
+/// Waits up to 10 s for the tier to free each entry: on its freeing thread, or
+/// in the caller that unlinked it.
+fn assert_freed_soon(entries: &[&Entry]) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while entries.iter().any(|entry| entry.strong_count() > 0) {
+    while !entries.iter().all(|entry| freed(entry)) {
         assert!(
             std::time::Instant::now() < deadline,
             "entries dropped from the tier still not freed after 10 s"
@@ -680,18 +680,18 @@ fn evicted_entries_are_freed_and_only_they() {
     }
     let after: std::collections::HashSet<_> = held_entries(&hot)
         .iter()
-        .map(|entry| entry.as_ptr().cast::<()>())
+        .map(|entry| entry.as_ptr())
         .collect();
     let (kept, evicted): (Vec<_>, Vec<_>) = before
         .iter()
-        .partition(|entry| after.contains(&entry.as_ptr().cast::<()>()));
+        .partition(|entry| after.contains(&entry.as_ptr()));
     assert!(!evicted.is_empty() && evicted.len() <= hot.stats().evictions as usize);
     assert!(
         hot.freer.started(),
         "no write handed its evicted entries over"
     );
     assert_freed_soon(&evicted);
-    assert!(kept.iter().all(|entry| entry.strong_count() > 0));
+    assert!(!kept.iter().any(|entry| freed(entry)));
 }
 
 #[test]
@@ -705,14 +705,13 @@ fn entries_of_a_namespace_deleted_or_a_tier_cleared_are_freed() {
     }
     let index = hot.intern(NS).unwrap().0.to_le_bytes();
     let before = held_entries(&hot);
-    let (mine, others): (Vec<_>, Vec<_>) = before.iter().partition(|entry| {
-        let slot = Slot(entry.upgrade().unwrap());
-        slot.key().starts_with(&index)
-    });
+    let (mine, others): (Vec<_>, Vec<_>) = before
+        .iter()
+        .partition(|entry| entry.slice.starts_with(&index));
     assert_eq!((mine.len(), others.len()), (5_000, 5_000));
     hot.forget_namespace(NS);
     assert_freed_soon(&mine);
-    assert!(others.iter().all(|entry| entry.strong_count() > 0));
+    assert!(!others.iter().any(|entry| freed(entry)));
     assert_eq!(hot.stats().entries, 5_000);
     hot.clear();
     assert_freed_soon(&others);
