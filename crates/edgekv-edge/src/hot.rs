@@ -15,26 +15,27 @@
 //! Each entry is one allocation of exactly its size ([`pack`]): a reference
 //! count, a head of lengths, flags, expiration and CLOCK mark, the length of
 //! the packed bytes, then the packed bytes — the composite key, the value, the
-//! metadata, the revision and the stamp: 32 bytes ahead of the packed bytes. The
-//! map's slot is a one-word pointer to the entry (a thin [`ThinArc`]: the length
-//! is in the allocation, not beside the pointer). The composite key is the namespace's index — four
-//! bytes the tier gives each namespace on first use ([`HotTier::intern`]) — and
-//! the key: not the namespace's 32-character id, which every entry would repeat
-//! (and every lookup hash and compare).
+//! metadata, the revision and the stamp: 32 bytes ahead of the packed bytes.
+//! The map's slot is a one-word pointer to the entry (a [`ThinArc`]: the length
+//! is in the allocation, not beside the pointer). The composite key is the
+//! namespace's index — four bytes the tier gives each namespace on first use
+//! ([`HotTier::intern`]) — and the key: not the namespace's 32-character id,
+//! which every entry would repeat (and every lookup hash and compare).
 //!
 //! A hit on a key not in the CPU's caches waits for the slot, then for the
-//! entry, whose lines — counts, head, key and value — are all requested at once
+//! entry, whose lines — count, head, key and value — are all requested at once
 //! ([`Slot::fetch`]) before the key is compared. The value is what the answer
-//! sends anyway: the kernel then copies it from cache. With 10,000 keys the slot
-//! arrays are 128 KiB (16,384 slots), against 1 MiB when a slot was a whole cache
-//! line holding the head, and a profile of the edge under load (`perf`, 10,000
-//! hot keys, benches/RESULTS.md) put 0.64 µs a request in the lookup and the
-//! kernel's copy of the value, against 0.80 µs with the old slots. An answer
-//! sends the value in place ([`HeldBytes`], counting a reference to the entry);
-//! a [`Record`] read from the tier boxes a small owner for each of its `Bytes`.
-//! The cost: an eviction sweep reads each entry it passes (its mark and length live in the
-//! entry, not in the slot array). Packing also means a held value never keeps a
-//! larger buffer alive (the request body or store read it arrived in).
+//! sends anyway: the kernel then copies it from cache. With 10,000 keys the
+//! slot arrays are 128 KiB (16,384 slots), against 1 MiB when a slot was a
+//! whole cache line holding the head. A profile of the edge under load with
+//! 16-byte slots (`perf`, 10,000 hot keys, benches/RESULTS.md) put 0.64 µs a
+//! request in the lookup and the kernel's copy of the value, against 0.80 µs
+//! with whole-line slots. An answer sends the value in place ([`HeldBytes`],
+//! counting a reference to the entry); a [`Record`] read from the tier boxes a
+//! small owner for each of its `Bytes`. The cost: an eviction sweep reads each
+//! entry it passes (its mark and length live in the entry, not in the slot
+//! array). Packing also means a held value never keeps a larger buffer alive
+//! (the request body or store read it arrived in).
 //!
 //! # Admission
 //! Until the tier is nearly full, every record read from the local store is held.
