@@ -2,6 +2,11 @@
 //! servers they start, each on free ports of 127.0.0.1, in the `bench`
 //! environment.
 
+/// Arguments as `Command::args` and the benchmarks' helpers take them.
+pub fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 /// `edgekv origin` serving one build (`b1`) from `data_dir`.
 pub fn origin_args(data_dir: &str, credential_file: &str) -> Vec<String> {
     [

@@ -21,6 +21,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context as _, bail};
+use edgekv_benches::refs;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
@@ -90,11 +91,6 @@ fn metric(admin: &str, name: &str) -> anyhow::Result<f64> {
         .map_err(Into::into)
 }
 
-/// Arguments as `start` takes them.
-fn strs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
-}
-
 fn main() -> anyhow::Result<()> {
     let keys: u64 = std::env::args()
         .nth(1)
@@ -115,7 +111,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(dir.path().join("credential"), "bench\n")?;
     let origin = start(
         &bin,
-        &strs(&edgekv_benches::origin_args(
+        &refs(&edgekv_benches::origin_args(
             &path("origin"),
             &path("credential"),
         )),
@@ -130,7 +126,7 @@ fn main() -> anyhow::Result<()> {
             TOKEN,
             hot,
         );
-        start(&bin, &strs(&args), "listening on")
+        start(&bin, &refs(&args), "listening on")
     };
     let mut grown = Vec::new();
     for (name, hot) in [("hot", "4294967296"), ("cold", "1048576")] {

@@ -60,8 +60,10 @@
 //! write 56–85 ms (`make bench-sweep`). Past its budget by an eighth (the largest
 //! entry held), the tier sweeps as far as it must in one write. Evicted entries
 //! are unlinked under each shard's lock and freed after the sweep, outside the
-//! locks, by a thread of their own when it is idle ([`free`]): freeing, not
-//! unlinking, is most of an evicting write's time.
+//! locks: freeing, not unlinking, is most of an evicting write's time, so a
+//! write that evicted [`FREE_ELSEWHERE`] entries or more hands them to a thread
+//! of its own when it has room for them (one batch may wait while another is
+//! freed: [`free`]); smaller batches, and a third one, the write frees itself.
 
 mod free;
 
@@ -80,14 +82,14 @@ use triomphe::{HeaderWithLength, ThinArc};
 
 /// The number of write counters keys are spread over.
 const STRIPES: usize = 1024;
-/// Bytes counted for each entry beyond its allocation ([`packed_size`]): the
-/// map slot (8 B) and control byte at the map's load factor, and the
-/// allocator's header and rounding. Measured, not derived, so the budget counts
-/// what memory really holds: `make bench-memory` found 183 B resident per hot key
-/// of 14 + 100 B (1,000,000 keys, benches/RESULTS.md), of which the entry's
-/// allocation is 168 B. It was 216 B per key with 16-byte slots and the bytes in
-/// size classes of 16, and 304 B with slots of a whole cache line.
-const ENTRY_OVERHEAD: usize = 16;
+/// Bytes counted for each entry beyond its allocator's chunk ([`held_size`]):
+/// its slot in the map (8 B) and control byte, at the map's load factor.
+/// Measured, not derived, so the budget counts what memory really holds: `make
+/// bench-memory` found 183–187 B resident per hot key of 14 + 100 B (1,000,000
+/// keys, benches/RESULTS.md), whose entry takes a chunk of 176 B. It was 216 B
+/// per key with 16-byte slots and the bytes in size classes of 16, and 304 B
+/// with slots of a whole cache line.
+const MAP_OVERHEAD: usize = 8;
 
 /// The hot tier of an edge.
 #[derive(Debug)]
@@ -379,6 +381,13 @@ fn packed_size(len: usize) -> usize {
     (ENTRY_HEADER + len).next_multiple_of(8)
 }
 
+/// What an entry of `len` packed bytes costs the memory, as the budget counts
+/// it: the allocator's chunk for its allocation (glibc's: an 8-byte header, in
+/// steps of 16 bytes) and the map's share ([`MAP_OVERHEAD`]).
+fn held_size(len: usize) -> usize {
+    (packed_size(len) + 8).next_multiple_of(16).max(32) + MAP_OVERHEAD
+}
+
 /// The write counter of a key's hash.
 fn stripe(hash: u64) -> usize {
     (hash as usize) % STRIPES
@@ -666,7 +675,7 @@ impl HotTier {
     }
 
     /// Drops every entry under a namespace index: unlinked under each shard's
-    /// lock, freed outside them, as a sweep's are.
+    /// lock, freed outside them.
     fn purge(&self, index: NamespaceIndex) {
         // Bump every stripe first: a fill that read the namespace before it was
         // deleted must not land after the sweep.
@@ -676,18 +685,22 @@ impl HotTier {
         self.sweep_owed.store(false, Ordering::Relaxed);
         let prefix = index.0.to_le_bytes();
         let mut dropped = Vec::new();
+        let mut unlinked = 0;
         for shard in self.shards.iter() {
             let mut map = shard.map.write();
-            dropped.extend(map.extract_if(|slot| slot.key().starts_with(&prefix)));
+            dropped.extend(map.extract_if(|slot| {
+                let of_namespace = slot.key().starts_with(&prefix);
+                if of_namespace {
+                    unlinked += slot.weight();
+                }
+                of_namespace
+            }));
         }
-        self.drop_all(dropped);
-    }
-
-    /// Accounts for entries unlinked from the map, and frees them outside the
-    /// shards' locks.
-    fn drop_all(&self, dropped: Vec<Slot>) {
-        self.account(0, dropped.iter().map(Slot::weight).sum());
-        self.freer.free(dropped);
+        self.account(0, unlinked);
+        // Freed here, after the locks: not handed to the freeing thread, which
+        // would let the tier fill up again while a whole namespace (or a whole
+        // tier, for `clear`) waits there to be freed.
+        drop(dropped);
     }
 
     /// Drops every entry (the edge resynced from a snapshot); namespaces keep
@@ -698,10 +711,15 @@ impl HotTier {
         }
         self.sweep_owed.store(false, Ordering::Relaxed);
         let mut dropped = Vec::new();
+        let mut unlinked = 0;
         for shard in self.shards.iter() {
-            dropped.extend(shard.map.write().drain());
+            dropped.extend(shard.map.write().drain().inspect(|slot| {
+                unlinked += slot.weight();
+            }));
         }
-        self.drop_all(dropped);
+        self.account(0, unlinked);
+        // Freed here, after the locks, as `purge` does.
+        drop(dropped);
     }
 
     /// The tier's counters.
@@ -725,7 +743,7 @@ impl HotTier {
     }
 
     fn weight(key_len: usize, record: &Record) -> usize {
-        packed_size(key_len + record.weight() + TRAILER) + ENTRY_OVERHEAD
+        held_size(key_len + record.weight() + TRAILER)
     }
 
     /// The hash of a composite key.
@@ -776,7 +794,8 @@ impl HotTier {
         let _sweeping = Sweeping(&self.evicting);
         // Unlinked under each shard's lock, freed after the sweep: reads of a
         // shard wait for the sweep's pass over it, not for the allocator, and
-        // the write does not wait for it either while the freeing thread is idle.
+        // the write does not wait for it either when the freeing thread takes
+        // the batch.
         let mut evicted: Vec<Slot> = Vec::new();
         let mut hand = self.hand.load(Ordering::Relaxed);
         for _ in 0..visits {
@@ -785,7 +804,7 @@ impl HotTier {
                 break;
             }
             let mut left = over;
-            let mut freed = 0;
+            let mut unlinked = 0;
             let before = evicted.len();
             evicted.extend(self.shards[hand].map.write().extract_if(|slot| {
                 if left == 0 {
@@ -799,10 +818,10 @@ impl HotTier {
                     return false;
                 }
                 left = left.saturating_sub(slot.weight());
-                freed += slot.weight();
+                unlinked += slot.weight();
                 true
             }));
-            self.account(0, freed);
+            self.account(0, unlinked);
             self.evictions
                 .fetch_add((evicted.len() - before) as u64, Ordering::Relaxed);
             hand = (hand + 1) % SHARDS;
@@ -890,7 +909,7 @@ impl Slot {
     /// What the entry counts against the budget: the same as
     /// [`HotTier::weight`] of the record it was made from.
     fn weight(&self) -> usize {
-        packed_size(self.bytes().len()) + ENTRY_OVERHEAD
+        held_size(self.bytes().len())
     }
 
     fn head(&self) -> &Head {
@@ -912,7 +931,7 @@ impl Slot {
         /// The lines of longer bytes are left to be loaded as they are copied.
         const MOST: usize = 4 * LINE;
         // The count, at the start of the allocation; the bytes' length, and
-        // their first bytes, on the same line.
+        // their first bytes, on the same line or the next.
         let mut touched = ThinArc::strong_count(&self.0);
         // Where the bytes start does not wait for the line: only how far they
         // go does, and the loads below are issued on the branches' predictions.

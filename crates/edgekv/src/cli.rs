@@ -497,8 +497,8 @@ pub struct EdgeArgs {
     #[arg(long, env = "EDGEKV_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// The hot tier's budget, in bytes (while an eviction sweep is spread over
-    /// several writes, the tier may hold up to an eighth more, and what it
-    /// evicts is freed a moment later, off the request path).
+    /// several writes, the tier may hold up to an eighth more, and what a sweep
+    /// evicts in bulk is freed a moment later by a thread of its own).
     #[arg(long, env = "EDGEKV_HOT_TIER_BYTES")]
     pub hot_tier_bytes: Option<usize>,
     /// The one origin build to read through to and follow, e.g. http://127.0.0.1:7001.

@@ -40,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context as _, bail};
+use edgekv_benches::refs;
 
 mod stats;
 
@@ -389,10 +390,6 @@ fn cpu_list(runs: &[Row]) -> String {
         .map(|r| format!("{:.2} ({:.2})", r.cpu_us_per_request, r.user_us_per_request))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn refs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 fn shell(command: &str) -> String {

@@ -1,7 +1,7 @@
 //! Freeing what an eviction sweep unlinked, off the write that swept.
 //!
 //! A sweep that evicts tens of thousands of entries spends most of its time
-//! freeing them: each entry's counts are read again (long gone from the CPU's
+//! freeing them: each entry's count is read again (long gone from the CPU's
 //! caches by then) and handed back to the allocator. A [`Freer`] hands a batch
 //! to a thread of its own, and the write goes on. One batch may wait while the
 //! thread frees another: the two evicting writes of a sweep that had to clear
@@ -62,8 +62,6 @@ impl<T: Send + 'static> Freer<T> {
         let (queue, batches) = mpsc::sync_channel::<Vec<T>>(1);
         let started = std::thread::Builder::new()
             .name(Self::THREAD.into())
-            // It only drops values: a small stack is plenty.
-            .stack_size(64 * 1024)
             // Ends when the tier, and with it the sender, is dropped.
             .spawn(move || batches.into_iter().for_each(drop));
         match started {
