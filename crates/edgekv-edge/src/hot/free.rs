@@ -7,8 +7,9 @@
 //! thread frees another: the two evicting writes of a sweep that had to clear
 //! every mark first come one right after the other (`make bench-sweep`). When
 //! one batch is being freed and another waits, the caller frees a third itself:
-//! so memory unlinked from the tier but not yet freed is at most two sweeps'
-//! worth. Small batches are freed in place: waking the thread would cost more.
+//! so memory unlinked from the tier but not yet freed is at most what two
+//! evicting writes unlinked. Small batches are freed in place: waking the
+//! thread would cost more.
 
 use std::sync::OnceLock;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
