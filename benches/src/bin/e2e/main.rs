@@ -20,6 +20,10 @@
 //!   cross-core wake-up, which a client across a network never costs it, and the
 //!   slower server finds the client asleep more often.
 //!
+//! - and a check that the load tool is not the bottleneck: `wrk` and `edgekv
+//!   bench` alternating against the bare server, by requests per second and by
+//!   each tool's own CPU time per request ([`wrk_check`]).
+//!
 //! Servers run on core 0 and the load tool (and the origin) on core 1 when the
 //! machine has two cores and `taskset` exists. For each run it reports throughput,
 //! latency percentiles, and the server's CPU time per request (from
@@ -143,17 +147,41 @@ struct Cpu {
     system: f64,
 }
 
+/// The CPU time a process has used so far.
 fn cpu_seconds(pid: u32) -> anyhow::Result<Cpu> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat_cpu(&format!("/proc/{pid}/stat"), 11)
+}
+
+/// The CPU time of this process's children that have been waited for (the load
+/// tools: under `taskset` each is exec'd in place, so its time is the child's).
+/// The difference around one run of a tool is that run's CPU time.
+fn children_cpu() -> anyhow::Result<Cpu> {
+    stat_cpu("/proc/self/stat", 13)
+}
+
+/// The user and system times at fields `at` and `at + 1` of a `/proc` stat file,
+/// counted from the field after the command name (utime is 11, cutime 13).
+fn stat_cpu(path: &str, at: usize) -> anyhow::Result<Cpu> {
+    let stat = std::fs::read_to_string(path)?;
     // Fields after the command name (which may hold spaces) start at ") ".
     let rest = stat.rsplit_once(") ").context("odd /proc stat")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime, in ticks; CLK_TCK is 100 on every Linux this runs on.
-    let seconds = |i: usize| -> anyhow::Result<f64> { Ok(fields[i].parse::<f64>()? / 100.0) };
+    // In ticks; CLK_TCK is 100 on every Linux this runs on.
+    let seconds = |i: usize| -> anyhow::Result<f64> {
+        let field = fields.get(i).context("short /proc stat")?;
+        Ok(field.parse::<f64>()? / 100.0)
+    };
     Ok(Cpu {
-        user: seconds(11)?,
-        system: seconds(12)?,
+        user: seconds(at)?,
+        system: seconds(at + 1)?,
     })
+}
+
+impl Cpu {
+    /// The CPU time, user and system, from `before` to `self`.
+    fn since(self, before: Cpu) -> f64 {
+        self.user - before.user + self.system - before.system
+    }
 }
 
 /// The pid of the server itself (under `taskset`, the child is exec'd in place).
@@ -169,22 +197,27 @@ struct Row {
     /// The user-space part of `cpu_us_per_request`: the server's own work, where
     /// the rest is the kernel's (sockets, wake-ups).
     user_us_per_request: f64,
+    /// The load tool's CPU time per request, user and system.
+    tool_us_per_request: f64,
     saturation: f64,
     per_request: f64,
 }
 
 fn measure(setup: &Setup, name: &str, server: &Server, args: &[&str]) -> anyhow::Result<Row> {
     let before = cpu_seconds(pid(server))?;
+    let tool_before = children_cpu()?;
     let report = setup.bench(args)?;
+    let tool = children_cpu()?.since(tool_before);
     let after = cpu_seconds(pid(server))?;
     let user = after.user - before.user;
-    let cpu = user + after.system - before.system;
+    let cpu = after.since(before);
     let requests = report["requests"].as_f64().unwrap_or(0.0).max(1.0);
     let wall = report["duration_s"].as_f64().unwrap_or(1.0);
     let row = Row {
         name: name.to_string(),
         cpu_us_per_request: cpu * 1e6 / requests,
         user_us_per_request: user * 1e6 / requests,
+        tool_us_per_request: tool * 1e6 / requests,
         saturation: cpu / wall,
         per_request: report["keys_per_s"].as_f64().unwrap_or(0.0)
             / report["throughput_rps"].as_f64().unwrap_or(1.0).max(1e-9),
@@ -201,54 +234,98 @@ fn measure(setup: &Setup, name: &str, server: &Server, args: &[&str]) -> anyhow:
     Ok(row)
 }
 
-/// How many times `wrk` and `edgekv bench` alternate in [`wrk_check`]. With five
-/// pairs the interval is their lowest and highest ratio: the check is met only
-/// when every pair reaches `wrk`.
-const WRK_PAIRS: usize = 5;
+/// How many times `wrk` and `edgekv bench` alternate in [`wrk_check`].
+const WRK_PAIRS: usize = 7;
+
+/// What [`wrk_check`] found, pair by pair: `edgekv bench`'s requests per second
+/// over `wrk`'s, and its CPU time per request over `wrk`'s.
+struct GeneratorCheck {
+    text: String,
+    throughput: Paired,
+    cpu: Paired,
+}
 
 /// Checks that the load tool is not the bottleneck (it should reach at least what
 /// `wrk` does): `wrk` and `edgekv bench` against the bare server with the same
 /// connections, duration, core and request bytes (the `authorization` header
 /// too), alternating [`WRK_PAIRS`] times — one run of each is at the machine's
-/// mercy, as back-to-back runs of one tool differ by a fifth here. The ratio is
-/// `edgekv bench`'s requests per second over `wrk`'s. `None` when `wrk` is not
+/// mercy, as back-to-back runs of one tool differ by a fifth here.
+///
+/// Two ratios: the requests per second, which against a saturated server
+/// measure mostly the server (ratios near 1 whichever tool is faster); and each
+/// tool's own CPU time per request, which does not depend on the server: a tool
+/// that spends no more of its core per request than `wrk` does reaches at least
+/// `wrk`'s rate wherever `wrk` is not itself the limit. `None` when `wrk` is not
 /// installed or fails.
-fn wrk_check(setup: &Setup, url: &str, ours: &dyn Fn() -> anyhow::Result<Row>) -> Option<Paired> {
+fn wrk_check(
+    setup: &Setup,
+    url: &str,
+    ours: &dyn Fn() -> anyhow::Result<Row>,
+) -> Option<GeneratorCheck> {
     let mut runs = Vec::new();
     for _ in 0..WRK_PAIRS {
         let wrk = wrk_once(setup, url)?;
-        let edgekv = ours().ok()?.report["throughput_rps"].as_f64()?;
-        eprintln!("wrk against the bare server: {wrk:.0} req/s (edgekv bench: {edgekv:.0})");
+        let row = ours().ok()?;
+        let edgekv = Generated {
+            rate: row.report["throughput_rps"].as_f64()?,
+            cpu_us_per_request: row.tool_us_per_request,
+        };
+        eprintln!(
+            "against the bare server: wrk {:.0} req/s, {:.2} µs CPU/request; edgekv bench {:.0} req/s, {:.2} µs CPU/request",
+            wrk.rate, wrk.cpu_us_per_request, edgekv.rate, edgekv.cpu_us_per_request
+        );
         runs.push((wrk, edgekv));
     }
-    let list = |f: fn(&(f64, f64)) -> f64| {
-        runs.iter()
-            .map(|r| format!("{:.0}", f(r)))
-            .collect::<Vec<_>>()
-            .join(", ")
+    let list = |f: fn(&(Generated, Generated)) -> String| {
+        runs.iter().map(f).collect::<Vec<_>>().join(", ")
     };
-    let ratios: Vec<f64> = runs.iter().map(|(wrk, ours)| ours / wrk.max(1.0)).collect();
-    let interval = interval_of(&ratios);
-    let (ratio_list, median) = listed_median(ratios);
+    let ratios = |f: fn(&Generated) -> f64| -> Paired {
+        let ratios: Vec<f64> = runs
+            .iter()
+            .map(|(wrk, ours)| f(ours) / f(wrk).max(1e-9))
+            .collect();
+        let interval = interval_of(&ratios);
+        let (text, median) = listed_median(ratios);
+        Paired {
+            text,
+            median,
+            interval,
+        }
+    };
+    let throughput = ratios(|g| g.rate);
+    let cpu = ratios(|g| g.cpu_us_per_request);
     let text = format!(
         "Load generator check, against the bare hyper server from the same core, the two tools alternating: \
-         `wrk -t1 -c{c}` {} req/s, `edgekv bench --threads 1 -c {c}` {} req/s; pair by pair {ratio_list}, \
-         median **{:.2}×**{}.",
-        list(|r| r.0),
-        list(|r| r.1),
-        median,
-        interval_text(interval, " (", ")"),
+         `wrk -t1 -c{c}` {} req/s, `edgekv bench --threads 1 -c {c}` {} req/s; pair by pair {}, \
+         median **{:.2}×**{}. The tools' own CPU µs/request: `wrk` {}, `edgekv bench` {}; \
+         `edgekv bench` ÷ `wrk` pair by pair {}, median **{:.2}×**{}.",
+        list(|r| format!("{:.0}", r.0.rate)),
+        list(|r| format!("{:.0}", r.1.rate)),
+        throughput.text,
+        throughput.median,
+        interval_text(throughput.interval, " (", ")"),
+        list(|r| format!("{:.2}", r.0.cpu_us_per_request)),
+        list(|r| format!("{:.2}", r.1.cpu_us_per_request)),
+        cpu.text,
+        cpu.median,
+        interval_text(cpu.interval, " (", ")"),
         c = setup.connections,
     );
-    Some(Paired {
+    Some(GeneratorCheck {
         text,
-        median,
-        interval,
+        throughput,
+        cpu,
     })
 }
 
-/// One `wrk` run against `url`: its requests per second.
-fn wrk_once(setup: &Setup, url: &str) -> Option<f64> {
+/// One load tool's run: its requests per second and its CPU time per request.
+struct Generated {
+    rate: f64,
+    cpu_us_per_request: f64,
+}
+
+/// One `wrk` run against `url`.
+fn wrk_once(setup: &Setup, url: &str) -> Option<Generated> {
     let mut command = if setup.pin {
         let mut c = Command::new("taskset");
         c.args(["-c", "1", "wrk"]);
@@ -256,6 +333,7 @@ fn wrk_once(setup: &Setup, url: &str) -> Option<f64> {
     } else {
         Command::new("wrk")
     };
+    let before = children_cpu().ok()?;
     let out = command
         .args([
             "-t1",
@@ -267,12 +345,25 @@ fn wrk_once(setup: &Setup, url: &str) -> Option<f64> {
         ])
         .output()
         .ok()?;
-    String::from_utf8_lossy(&out.stdout)
+    let cpu = children_cpu().ok()?.since(before);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rate = stdout
         .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))?
         .trim()
         .parse()
-        .ok()
+        .ok()?;
+    // "  622264 requests in 4.10s, 128.78MB read"
+    let requests: f64 = stdout
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))?
+        .0
+        .parse()
+        .ok()?;
+    Some(Generated {
+        rate,
+        cpu_us_per_request: cpu * 1e6 / requests.max(1.0),
+    })
 }
 
 /// Runs each of `runs` once per round, in order, for `rounds` rounds: back to
@@ -845,7 +936,12 @@ fn render(
 /// The issue's targets against this run. The paired CPU ratios and the load-tool
 /// check are judged by their bootstrap intervals: met or missed only beyond the
 /// run's noise. The p99 and bulk targets are single figures, judged as they are.
-fn targets(rows: &[Row], hot: &Paired, warm: &Paired, generator: Option<&Paired>) -> String {
+fn targets(
+    rows: &[Row],
+    hot: &Paired,
+    warm: &Paired,
+    generator: Option<&GeneratorCheck>,
+) -> String {
     let mut t = String::from(
         "\n| target | bound | this run | 95% interval | verdict |\n|---|---|---|---|---|\n",
     );
@@ -876,8 +972,13 @@ fn targets(rows: &[Row], hot: &Paired, warm: &Paired, generator: Option<&Paired>
     if let Some(check) = generator {
         t.push_str(&format!(
             "| load tool not the bottleneck | ≥ 1.00× wrk's req/s | {:.2}× (median of {WRK_PAIRS} pairs) | {} |\n",
-            check.median,
-            judged(check.interval, |i| Verdict::at_least(i, 1.0))
+            check.throughput.median,
+            judged(check.throughput.interval, |i| Verdict::at_least(i, 1.0))
+        ));
+        t.push_str(&format!(
+            "| load tool not the bottleneck | ≤ 1.00× wrk's own CPU/req | {:.2}× (median of {WRK_PAIRS} pairs) | {} |\n",
+            check.cpu.median,
+            judged(check.cpu.interval, |i| Verdict::at_most(i, 1.0))
         ));
     }
     t
