@@ -14,7 +14,7 @@
 //! - (e) bulk gets of 100 hot keys of 100 bytes, in keys per second (three runs,
 //!   the median reported);
 //! - and (a) and (b) again at one fixed rate, to compare p99 where neither server
-//!   is saturated;
+//!   is saturated ([`RATE_PAIRS`] alternating pairs of `--rate-duration`, 10 s);
 //! - and (a) and (b) again with a load generator that busy-polls (`--spin`): on
 //!   one machine, an answer to a sleeping client costs the server's core a
 //!   cross-core wake-up, which a client across a network never costs it, and the
@@ -71,6 +71,10 @@ struct Setup {
     pin: bool,
     dir: tempfile::TempDir,
     duration: String,
+    /// The duration of each run at the fixed rate: longer than the saturated
+    /// runs, so that one stall of the machine (tens of milliseconds, every half
+    /// minute or so here) is a smaller part of the run than its 1% tail.
+    rate_duration: String,
     connections: usize,
 }
 
@@ -121,15 +125,21 @@ impl Setup {
         Ok(Server { child, url })
     }
 
-    /// Runs `edgekv bench` on the load core; returns its JSON report.
+    /// Runs `edgekv bench` on the load core for the run's duration; returns its
+    /// JSON report.
     fn bench(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        self.bench_for(&self.duration, args)
+    }
+
+    /// [`Setup::bench`] for `duration`.
+    fn bench_for(&self, duration: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
         let json = self.dir.path().join("run.json");
         let status = self
             .command(1, "edgekv")
             .arg("bench")
             .args(["--threads", "1", "--quiet", "--json"])
             .arg(&json)
-            .args(["-c", &self.connections.to_string(), "-d", &self.duration])
+            .args(["-c", &self.connections.to_string(), "-d", duration])
             .args(args)
             .stdout(Stdio::null())
             .status()?;
@@ -204,9 +214,20 @@ struct Row {
 }
 
 fn measure(setup: &Setup, name: &str, server: &Server, args: &[&str]) -> anyhow::Result<Row> {
+    measure_for(setup, &setup.duration, name, server, args)
+}
+
+/// [`measure`] for `duration`.
+fn measure_for(
+    setup: &Setup,
+    duration: &str,
+    name: &str,
+    server: &Server,
+    args: &[&str],
+) -> anyhow::Result<Row> {
     let before = cpu_seconds(pid(server))?;
     let tool_before = children_cpu()?;
-    let report = setup.bench(args)?;
+    let report = setup.bench_for(duration, args)?;
     let tool = children_cpu()?.since(tool_before);
     let after = cpu_seconds(pid(server))?;
     let user = after.user - before.user;
@@ -398,6 +419,50 @@ struct Paired {
     interval: Option<Interval>,
 }
 
+/// The run with the median p99.
+fn median_p99(mut runs: Vec<Row>) -> Row {
+    runs.sort_by(|a, b| p99_of(a).total_cmp(&p99_of(b)));
+    let middle = runs.len() / 2;
+    runs.swap_remove(middle)
+}
+
+fn p99_of(row: &Row) -> f64 {
+    row.report["latency_ms"]["p99"].as_f64().unwrap_or(0.0)
+}
+
+/// How many times the bare server and the hot GET alternate at the fixed rate.
+const RATE_PAIRS: usize = 5;
+
+/// The p99 ratio of each back-to-back pair at the fixed rate.
+fn paired_p99(base: &[Row], ours: &[Row]) -> Paired {
+    let ratios: Vec<f64> = base
+        .iter()
+        .zip(ours)
+        .map(|(a, b)| p99_of(b) / p99_of(a).max(1e-9))
+        .collect();
+    let interval = interval_of(&ratios);
+    let (list, median) = listed_median(ratios);
+    let ms = |runs: &[Row]| {
+        runs.iter()
+            .map(|r| format!("{:.3}", p99_of(r)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let text = format!(
+        "At the fixed rate, p99 ms of the {} alternating rounds: bare hyper {}; hot GET {}. \
+         Hot GET ÷ bare hyper, p99, pair by pair: {list}; median **{median:.2}×**{}.",
+        base.len(),
+        ms(base),
+        ms(ours),
+        interval_text(interval, " (", ")"),
+    );
+    Paired {
+        text,
+        median,
+        interval,
+    }
+}
+
 /// The bootstrap interval of the median of `ratios`, with a fixed seed: the same
 /// runs always give the same interval.
 fn interval_of(ratios: &[f64]) -> Option<Interval> {
@@ -493,11 +558,13 @@ fn shell(command: &str) -> String {
 
 fn main() -> anyhow::Result<()> {
     let mut duration = "4s".to_string();
+    let mut rate_duration = "10s".to_string();
     let mut keys = 10_000u64;
     let mut connections = 64usize;
     let mut pair_count = 15usize;
     let mut out = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md"));
-    const USAGE: &str = "--duration D --keys N --connections C --pairs P --out FILE";
+    const USAGE: &str =
+        "--duration D --rate-duration D --keys N --connections C --pairs P --out FILE";
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
@@ -509,6 +576,7 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--duration" => duration = value,
+            "--rate-duration" => rate_duration = value,
             "--keys" => keys = value.parse()?,
             "--connections" => connections = value.parse()?,
             "--pairs" => pair_count = value.parse::<usize>()?.max(1),
@@ -535,6 +603,7 @@ fn main() -> anyhow::Result<()> {
         pin,
         dir: tempfile::tempdir()?,
         duration,
+        rate_duration,
         connections,
     };
     let dir = setup.dir.path();
@@ -735,26 +804,37 @@ fn main() -> anyhow::Result<()> {
         ))
         / 2.0) as u64;
     let rate_text = rate.to_string();
-    rows.push(measure(
-        &setup,
-        &format!("(a) bare hyper at {rate} req/s"),
-        &baseline,
-        &[
-            "--raw",
-            "--token",
-            TOKEN,
-            "--url",
-            &value_path,
-            "--rate",
-            &rate_text,
+    // Alternating, as the saturated runs do, and longer: a p99 is the tail of one
+    // run, which a stall of the machine moves on its own (4 s runs read 3.3× and
+    // 17× where the others read 0.6–1.2×; the bare server's runs stall too), so
+    // the ratio is judged over pairs.
+    let bare_args = [
+        "--raw",
+        "--token",
+        TOKEN,
+        "--url",
+        &value_path,
+        "--rate",
+        &rate_text,
+    ];
+    let hot_args = hot(&["--rate", &rate_text]);
+    let at_rate = alternate(
+        RATE_PAIRS,
+        [
+            &|| {
+                let name = format!("(a) bare hyper at {rate} req/s");
+                measure_for(&setup, &setup.rate_duration, &name, &baseline, &bare_args)
+            },
+            &|| {
+                let name = format!("(b) edgekv hot GET at {rate} req/s");
+                let args = refs(&hot_args);
+                measure_for(&setup, &setup.rate_duration, &name, &hot_edge, &args)
+            },
         ],
-    )?);
-    rows.push(measure(
-        &setup,
-        &format!("(b) edgekv hot GET at {rate} req/s"),
-        &hot_edge,
-        &refs(&hot(&["--rate", &rate_text])),
-    )?);
+    )?;
+    let p99_paired = paired_p99(&at_rate[0], &at_rate[1]);
+    spread.push_str(&format!("\n\n{}", p99_paired.text));
+    rows.extend(at_rate.map(median_p99));
     // The mix last: its writes land in the edge's RocksDB too, and the flushes and
     // compactions that follow would be counted against the runs after it.
     rows.push(measure(
@@ -823,6 +903,7 @@ fn main() -> anyhow::Result<()> {
         &rows,
         &hot_paired,
         &warm_paired,
+        &p99_paired,
         generator.as_ref(),
     ));
     table.push_str(&format!("\n{spread}\n"));
@@ -862,7 +943,7 @@ fn render(
     ));
     t.push_str(&format!(
         "Machine: {cores} × {machine}, {}, kernel {}; {}; edgekv {}; `bench` profile. \
-         {} connections, {} per run, 100 B values, {keys} hot keys (warm: {warm_keys} keys). \
+         {} connections, {} per run ({} at the fixed rate), 100 B values, {keys} hot keys (warm: {warm_keys} keys). \
          Servers {}; the origin shares the load generator's core.\n\n",
         shell("free -g | awk '/Mem:/ {print $2\" GiB\"}'"),
         shell("uname -r"),
@@ -870,6 +951,7 @@ fn render(
         env!("CARGO_PKG_VERSION"),
         setup.connections,
         setup.duration,
+        setup.rate_duration,
         if pin {
             "on core 0, `edgekv bench` on core 1 (taskset)"
         } else {
@@ -935,11 +1017,13 @@ fn render(
 
 /// The issue's targets against this run. The paired CPU ratios and the load-tool
 /// check are judged by their bootstrap intervals: met or missed only beyond the
-/// run's noise. The p99 and bulk targets are single figures, judged as they are.
+/// run's noise, and so is the p99 at the fixed rate (pairs of its own). The bulk
+/// target is a single figure (a median of three runs), judged as it is.
 fn targets(
     rows: &[Row],
     hot: &Paired,
     warm: &Paired,
+    p99: &Paired,
     generator: Option<&GeneratorCheck>,
 ) -> String {
     let mut t = String::from(
@@ -948,18 +1032,11 @@ fn targets(
     // 0.9× the throughput on a saturated core is 1/0.9 the CPU per request.
     t.push_str(&target_line("hot GET ≥ 0.9× bare", hot, 1.0 / 0.9));
     t.push_str(&target_line("warm GET ≥ 0.6× bare", warm, 1.0 / 0.6));
-    let p99 = |name: &str| {
-        rows.iter()
-            .find(|row| row.name.starts_with(name) && row.name.contains(" at "))
-            .and_then(|row| row.report["latency_ms"]["p99"].as_f64())
-    };
-    if let (Some(bare), Some(hot)) = (p99("(a)"), p99("(b)")) {
-        let ratio = hot / bare.max(1e-9);
-        t.push_str(&format!(
-            "| hot GET p99 at the same rate | ≤ 1.5× bare | {ratio:.2}× (one run each) | — | {} |\n",
-            if ratio <= 1.5 { "met" } else { "missed" }
-        ));
-    }
+    t.push_str(&format!(
+        "| hot GET p99 at the same rate | ≤ 1.5× bare | {:.2}× (median of {RATE_PAIRS} pairs) | {} |\n",
+        p99.median,
+        judged(p99.interval, |i| Verdict::at_most(i, 1.5))
+    ));
     if let Some(bulk) = rows.iter().find(|row| row.name.starts_with("(e)")) {
         let per_core =
             bulk.report["keys_per_s"].as_f64().unwrap_or(0.0) / bulk.saturation.max(1e-9);
