@@ -30,8 +30,10 @@ bench: deps
 	cargo run --locked --profile bench -p edgekv-benches --bin sync
 
 ## The read path beside a bare hyper server, in one run: writes the table to
-## benches/RESULTS.md (needs 2 cores for pinning; taskset from util-linux).
+## benches/RESULTS.md (needs 2 cores for pinning; taskset from util-linux; installs
+## wrk if missing, for the check of the load tool).
 bench-e2e: deps
+	./benches/need.sh wrk
 	cargo build --locked --profile bench -p edgekv -p edgekv-benches
 	$(CARGO_TARGET_DIR)/release/e2e $(ARGS)
 

@@ -14,8 +14,7 @@ requests=${1:-100000}
 : "${CARGO_TARGET_DIR:=$HOME/.cache/edgekv-target}"
 export CARGO_TARGET_DIR
 
-# shellcheck source=benches/valgrind.sh
-. "$(dirname "$0")/valgrind.sh"
+"$(dirname "$0")/need.sh" valgrind
 
 echo "building the hot path bench (bench profile)" >&2
 bin=$(cargo bench --locked -p edgekv-edge --bench hot_path --no-run 2>&1 |

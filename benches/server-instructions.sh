@@ -26,8 +26,7 @@ token=0123456789abcdef0123456789abcdef
 export CARGO_TARGET_DIR
 bin=$CARGO_TARGET_DIR/release
 
-# shellcheck source=benches/valgrind.sh
-. "$(dirname "$0")/valgrind.sh"
+"$(dirname "$0")/need.sh" valgrind
 echo "building edgekv and the bare server (bench profile)" >&2
 cargo build --locked --profile bench -p edgekv -p edgekv-benches >&2
 

@@ -1046,6 +1046,11 @@ fn targets(
             if per_core >= 1_000_000.0 { "met" } else { "missed" }
         ));
     }
+    if generator.is_none() {
+        t.push_str(
+            "| load tool not the bottleneck | ≥ `wrk` | — | — | not run: `wrk` is not installed, or failed |\n",
+        );
+    }
     if let Some(check) = generator {
         t.push_str(&format!(
             "| load tool not the bottleneck | ≥ 1.00× wrk's req/s | {:.2}× (median of {WRK_PAIRS} pairs) | {} |\n",
