@@ -162,9 +162,7 @@ struct Plan {
     bulk_path: String,
     /// `host:` and `authorization:` lines, as every request sends them.
     headers: String,
-    keys: Keys,
-    read_share: f64,
-    bulk: usize,
+    mix: Mix,
     /// The whole request of `--raw`, sent as it is every time.
     raw: Option<Vec<u8>>,
     /// A GET of a value up to its key's number (`GET /…/values/bench-`), and from
@@ -199,9 +197,7 @@ impl Plan {
                 .raw
                 .then(|| format!("GET {other} HTTP/1.1\r\n{headers}\r\n").into_bytes()),
             headers,
-            keys: mix.keys,
-            read_share: mix.read_share,
-            bulk: mix.bulk,
+            mix,
             get,
             put: (format!("PUT {values}bench-").into_bytes(), put_tail),
         }
@@ -214,14 +210,14 @@ impl Plan {
             buf.extend_from_slice(raw);
             return;
         }
-        if self.bulk > 0 {
+        if self.mix.bulk > 0 {
             let mut body = String::from("{\"keys\":[");
-            for i in 0..self.bulk {
+            for i in 0..self.mix.bulk {
                 if i > 0 {
                     body.push(',');
                 }
                 body.push('"');
-                body.push_str(&key_name(self.keys.pick(rng)));
+                body.push_str(&key_name(self.mix.keys.pick(rng)));
                 body.push('"');
             }
             body.push_str("]}");
@@ -235,8 +231,8 @@ impl Plan {
             buf.extend_from_slice(body.as_bytes());
             return;
         }
-        let key = self.keys.pick(rng);
-        let (head, tail) = if rng.unit() < self.read_share {
+        let key = self.mix.keys.pick(rng);
+        let (head, tail) = if rng.unit() < self.mix.read_share {
             &self.get
         } else {
             &self.put
@@ -279,12 +275,9 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Res
             let status = response.code.unwrap_or(0);
             let mut length = None;
             for h in response.headers.iter() {
-                // By length first: most names are neither.
-                let named =
-                    |name: &str| h.name.len() == name.len() && h.name.eq_ignore_ascii_case(name);
-                if named("content-length") {
+                if h.name.eq_ignore_ascii_case("content-length") {
                     length = std::str::from_utf8(h.value)?.trim().parse::<usize>().ok();
-                } else if named("transfer-encoding") {
+                } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                     bail!("the server sent a chunked body; this tool reads content-length bodies");
                 }
             }
@@ -759,6 +752,8 @@ mod tests {
                 "PUT" => {
                     puts += 1;
                     assert_eq!(&buf[head..], b"12345");
+                    let length = request.headers.iter().find(|h| h.name == "content-length");
+                    assert_eq!(length.unwrap().value, b"5");
                 }
                 other => panic!("{other}"),
             }
@@ -775,6 +770,40 @@ mod tests {
             assert_eq!(header("authorization").unwrap(), b"Bearer t");
         }
         assert!(gets > 20 && puts > 20, "{gets} gets, {puts} puts");
+    }
+
+    #[test]
+    fn requests_are_exactly_the_bytes_expected_with_a_token_or_without() {
+        // One key and all reads, then all writes: every request is the same.
+        let request = |token: &str, read_share: f64| {
+            let mix = Mix {
+                keys: Keys::new(Distribution::Uniform, 1, 0.0).unwrap(),
+                read_share,
+                bulk: 0,
+                raw: false,
+                value: b"xyz".to_vec(),
+            };
+            let mut buf = Vec::new();
+            Plan::new("h:1", "/v/", "/bulk", token, mix).request(&mut Rng(3), &mut buf);
+            String::from_utf8(buf).unwrap()
+        };
+        assert_eq!(
+            request("t", 1.0),
+            "GET /v/bench-00000000 HTTP/1.1\r\nhost: h:1\r\nauthorization: Bearer t\r\n\r\n"
+        );
+        assert_eq!(
+            request("", 1.0),
+            "GET /v/bench-00000000 HTTP/1.1\r\nhost: h:1\r\n\r\n"
+        );
+        assert_eq!(
+            request("t", 0.0),
+            "PUT /v/bench-00000000 HTTP/1.1\r\nhost: h:1\r\nauthorization: Bearer t\r\n\
+             content-length: 3\r\n\r\nxyz"
+        );
+        assert_eq!(
+            request("", 0.0),
+            "PUT /v/bench-00000000 HTTP/1.1\r\nhost: h:1\r\ncontent-length: 3\r\n\r\nxyz"
+        );
     }
 
     #[test]
@@ -811,10 +840,9 @@ mod tests {
         assert_eq!(request.path, Some("/bulk"));
         let body: serde_json::Value = serde_json::from_slice(&buf[head..]).unwrap();
         assert_eq!(body["keys"].as_array().unwrap().len(), 3);
-        let length = request.headers.iter().find(|h| h.name == "content-length");
-        assert_eq!(
-            length.unwrap().value,
-            (buf.len() - head).to_string().as_bytes()
-        );
+        let header = |name: &str| request.headers.iter().find(|h| h.name == name).unwrap();
+        assert_eq!(header("authorization").value, b"Bearer t");
+        let length = header("content-length").value;
+        assert_eq!(length, (buf.len() - head).to_string().as_bytes());
     }
 }
