@@ -556,8 +556,11 @@ impl Control {
     }
 
     /// Deploys the first build of `environment` (a bootstrap, no traffic needed).
+    /// Deploys `build` to all of `environment` at once and waits until the
+    /// deployment has completed, so that the build is known-good and the next
+    /// deployment is not refused as one started while this one is active.
     pub fn bootstrap(&self, build: &str, environment: &str) {
-        self.ok(&[
+        let out = self.ok(&[
             "deploy",
             "start",
             build,
@@ -568,6 +571,24 @@ impl Control {
             "--steps",
             "100:0s",
         ]);
+        let id = out
+            .split_whitespace()
+            .skip_while(|word| *word != "deployment")
+            .nth(1)
+            .map(|id| id.trim_end_matches(':').to_string())
+            .unwrap_or_else(|| panic!("no deployment id in {out:?}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = self.status(&id);
+            if status["phase"] == "completed" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bootstrap deployment {id} did not complete: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn status(&self, id: &str) -> serde_json::Value {
