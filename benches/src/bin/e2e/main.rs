@@ -247,7 +247,7 @@ fn measure_for(
     eprintln!(
         "{name}: {:.0} req/s, p99 {:.3} ms, {:.2} µs CPU/request ({:.2} user), server core {:.0}% busy",
         row.report["throughput_rps"].as_f64().unwrap_or(0.0),
-        row.report["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+        p99_of(&row),
         row.cpu_us_per_request,
         row.user_us_per_request,
         row.saturation * 100.0
@@ -984,15 +984,12 @@ fn render(
         let versus = if row.name.starts_with("(a)") {
             "baseline".to_string()
         } else if row.name.contains(" at ") {
-            let base_p99 = rows
+            let base = rows
                 .iter()
-                .find(|x| x.name.starts_with("(a)") && x.name.contains(" at "))
-                .map_or(0.0, |x| {
-                    x.report["latency_ms"]["p99"].as_f64().unwrap_or(0.0)
-                });
+                .find(|x| x.name.starts_with("(a)") && x.name.contains(" at "));
             format!(
                 "p99 {:.2}×",
-                l["p99"].as_f64().unwrap_or(0.0) / base_p99.max(1e-9)
+                base.map_or(0.0, |base| p99_ratio((base, row)))
             )
         } else if row.per_request > 1.5 {
             format!(
