@@ -130,6 +130,15 @@ pub enum Refusal {
     /// A pin that names no build.
     #[error("the order is a pin but names no build to pin to")]
     PinWithoutBuild,
+    /// An unpin that does not name the pin it lifts by its nonce.
+    #[error(
+        "the order is an unpin but names no pin to lift (lifts {0:?} is not the 32 hex \
+         characters of a pin's nonce); sign one naming the pin in force"
+    )]
+    UnpinWithoutPin(String),
+    /// An order other than an unpin that names a pin to lift.
+    #[error("the order is a {0} but names a pin to lift; only an unpin lifts a pin")]
+    LiftsOutsideUnpin(&'static str),
     /// The nonce is not 128 bits of hex.
     #[error("the order's nonce {0:?} is not 32 hex characters (128 random bits)")]
     MalformedNonce(String),

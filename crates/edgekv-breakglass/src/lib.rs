@@ -13,7 +13,9 @@
 //! - [`Order`], [`Action`], [`SignedOrder`]: what is signed and what travels.
 //! - [`SigningKey`], [`VerifyingKey`], [`generate_key_files`], [`nonce`]: keys, their
 //!   files, and signing.
-//! - [`Verifier`]: the edge's checks, including replay protection.
+//! - [`Verifier`]: the edge's checks, including replay protection; a node keeps
+//!   [`Verifier::remembered`] on disk and seeds a new verifier with
+//!   [`Verifier::remember`], so replays are refused across a restart too.
 //! - [`KeyError`], [`Refusal`]: why a key could not be used, why an order was refused.
 
 mod error;

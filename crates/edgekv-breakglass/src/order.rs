@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 pub enum Action {
     /// Routes every request to one build until the order expires.
     Pin,
-    /// Lifts a pin before it expires.
+    /// Lifts a pin before it expires: the one whose nonce the order names
+    /// ([`Order::lifts`]).
     Unpin,
     /// Rolls back to a named build, or to the previous known-good one.
     Rollback,
@@ -28,8 +29,8 @@ pub struct Order {
     pub environment: String,
     /// A node id, or "all".
     pub node: String,
-    /// Pin: the build to route everything to. Unpin: empty. Rollback: the build to
-    /// roll back to, or empty for the previous known-good.
+    /// Pin: the build to route everything to. Unpin: empty (see `lifts`). Rollback:
+    /// the build to roll back to, or empty for the previous known-good.
     pub build: String,
     /// Unix ms when it was made.
     pub issued_ms: u64,
@@ -37,6 +38,14 @@ pub struct Order {
     pub not_after_ms: u64,
     /// 128 random bits, hex: an order is accepted once.
     pub nonce: String,
+    /// Unpin: the nonce of the pin it lifts. An edge refuses an unpin naming
+    /// another pin than the one in force, so an unpin made for one pin cannot lift
+    /// a newer pin. Empty on other orders, and then left out of the signed text:
+    /// pins and rollbacks read exactly as before the field existed, while an edge
+    /// that predates it refuses an unpin carrying it (an unknown field) rather
+    /// than lift whatever pin it holds.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub lifts: String,
 }
 
 /// An order as it travels: the exact JSON text that was signed, and the signature

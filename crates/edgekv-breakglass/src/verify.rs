@@ -13,9 +13,11 @@ pub const CLOCK_SKEW_MS: u64 = 60_000;
 /// Checks orders against one public key, remembering nonces until their orders
 /// expire (so a captured order cannot be replayed).
 ///
-/// The memory is in-process only: after a restart an edge would accept a captured
-/// order again until it expires, which is why every order must carry a short
-/// lifetime (bounded by `max_ttl_ms`).
+/// The memory itself is in-process: a node that must refuse replays across a
+/// restart keeps [`Verifier::remembered`] on disk after each accepted order, before
+/// acting on it, and hands it back to [`Verifier::remember`] when it starts. Only
+/// nonces of orders that have not expired need keeping (an expired order is refused
+/// anyway), so what is kept is bounded by the orders of one `max_ttl_ms`.
 #[derive(Debug)]
 pub struct Verifier {
     /// The public key orders must be signed with.
@@ -39,8 +41,9 @@ impl Verifier {
 
     /// Verifies the signature, then: environment == `environment`; node == `node_id`
     /// or "all"; not_after_ms > now_ms; not_after_ms - now_ms <= max_ttl; issued_ms <=
-    /// now_ms + 60_000 (clock skew allowance); a pin names a build; the nonce is 128
-    /// bits of hex and not seen before. Records the nonce only when everything passes.
+    /// now_ms + 60_000 (clock skew allowance); a pin names a build; an unpin names the
+    /// pin it lifts (`lifts`, a nonce) and no other order does; the nonce is 128 bits
+    /// of hex and not seen before. Records the nonce only when everything passes.
     pub fn verify(
         &self,
         signed: &SignedOrder,
@@ -97,7 +100,19 @@ impl Verifier {
         if order.action == Action::Pin && order.build.is_empty() {
             return Err(Refusal::PinWithoutBuild);
         }
-        if order.nonce.len() != 32 || !order.nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+        match order.action {
+            Action::Unpin if !is_nonce(&order.lifts) => {
+                return Err(Refusal::UnpinWithoutPin(order.lifts));
+            }
+            Action::Pin if !order.lifts.is_empty() => {
+                return Err(Refusal::LiftsOutsideUnpin("pin"));
+            }
+            Action::Rollback if !order.lifts.is_empty() => {
+                return Err(Refusal::LiftsOutsideUnpin("rollback"));
+            }
+            _ => {}
+        }
+        if !is_nonce(&order.nonce) {
             return Err(Refusal::MalformedNonce(order.nonce));
         }
 
@@ -117,6 +132,34 @@ impl Verifier {
     pub fn remembered_nonces(&self) -> usize {
         self.seen.lock().len()
     }
+
+    /// Remembers the nonce of an order accepted before — by an earlier run of this
+    /// node, as kept on disk — so an order carrying it is refused as replayed until
+    /// `not_after_ms`. A nonce remembered already keeps the later of its two expiries.
+    pub fn remember(&self, nonce: &str, not_after_ms: u64) {
+        let mut seen = self.seen.lock();
+        let kept = seen.entry(nonce.to_owned()).or_insert(not_after_ms);
+        *kept = (*kept).max(not_after_ms);
+    }
+
+    /// Returns the remembered nonces of orders still valid at `now_ms`, each with its
+    /// order's `not_after_ms`, sorted by nonce, and forgets the others: what a node
+    /// keeps on disk to refuse replays across a restart.
+    pub fn remembered(&self, now_ms: u64) -> Vec<(String, u64)> {
+        let mut seen = self.seen.lock();
+        seen.retain(|_, not_after_ms| *not_after_ms > now_ms);
+        let mut nonces: Vec<(String, u64)> = seen
+            .iter()
+            .map(|(nonce, not_after_ms)| (nonce.clone(), *not_after_ms))
+            .collect();
+        nonces.sort_unstable();
+        nonces
+    }
+}
+
+/// Whether `text` is a nonce: 128 bits as 32 hex characters.
+fn is_nonce(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]

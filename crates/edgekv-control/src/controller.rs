@@ -8,7 +8,7 @@ use edgekv_routing::RouteTable;
 use parking_lot::Mutex;
 
 use crate::health::Thresholds;
-use crate::model::{Build, Deployment, Phase, Step};
+use crate::model::{Build, Deployment, Phase, Step, rfc3339};
 use crate::precheck::{self, Refusal};
 use crate::probe::Probe;
 use crate::rollout::{self, Health, Transition};
@@ -45,6 +45,10 @@ pub enum ControlError {
     #[error("{0}")]
     Invalid(String),
 }
+
+/// How far past control's route version an edge may report holding: further is
+/// refused as absurd (a hostile or corrupt hello).
+pub const MAX_VERSION_LEAP: u64 = 1 << 32;
 
 /// The result of a control operation.
 pub type Result<T, E = ControlError> = std::result::Result<T, E>;
@@ -130,6 +134,76 @@ impl Controller {
         self.change(|state| Ok(state.register_build(build)?))
     }
 
+    /// Probes a registered build's first endpoint with its environment's
+    /// credential and records the data set it answers with. Returns it, or why it
+    /// is unknown (the build may be registered before it runs).
+    pub async fn learn_data_set(&self, build_id: &str) -> Result<String> {
+        let build = self
+            .state
+            .lock()
+            .builds
+            .get(build_id)
+            .cloned()
+            .ok_or_else(|| ControlError::NotFound(format!("no build {build_id:?}")))?;
+        let endpoint = build.endpoints.first().cloned().unwrap_or_default();
+        let data_set = self
+            .probe
+            .health(
+                &endpoint,
+                &build.build_id,
+                &build.environment,
+                &build.tenant,
+            )
+            .await
+            .map_err(|why| {
+                ControlError::Invalid(format!("cannot probe {build_id} at {endpoint}: {why}"))
+            })?;
+        self.record_data_sets(&[(build_id, &data_set)])?;
+        Ok(data_set)
+    }
+
+    /// Records what builds answered with, where it is news.
+    fn record_data_sets(&self, seen: &[(&str, &str)]) -> Result<()> {
+        let news = {
+            let state = self.state.lock();
+            seen.iter()
+                .any(|(id, ds)| state.builds.get(*id).is_some_and(|b| b.data_set != *ds))
+        };
+        if !news {
+            return Ok(());
+        }
+        self.change(|state| {
+            for (id, ds) in seen {
+                if let Some(b) = state.builds.get_mut(*id) {
+                    if !b.data_set.is_empty() && b.data_set != *ds {
+                        tracing::warn!(build = %id, was = %b.data_set, now = %ds, "a build now serves another data set");
+                    }
+                    b.data_set = ds.to_string();
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The known-good build of an environment now.
+    pub fn known_good(&self, environment: &str) -> Option<String> {
+        self.state
+            .lock()
+            .environments
+            .get(environment)
+            .and_then(|e| e.known_good.clone())
+    }
+
+    /// A build by id.
+    pub fn build(&self, build_id: &str) -> Result<Build> {
+        self.state
+            .lock()
+            .builds
+            .get(build_id)
+            .cloned()
+            .ok_or_else(|| ControlError::NotFound(format!("no build {build_id:?}")))
+    }
+
     /// The builds of one environment and tenant.
     pub fn list_builds(&self, environment: &str, tenant: &str) -> Result<Vec<Build>> {
         let state = self.state.lock();
@@ -151,11 +225,20 @@ impl Controller {
         build_id: &str,
         steps: Vec<Step>,
     ) -> Result<Deployment> {
-        self.create_deployment_with(environment, tenant, build_id, steps, Thresholds::default())
-            .await
+        self.create_deployment_with(
+            environment,
+            tenant,
+            build_id,
+            steps,
+            Thresholds::default(),
+            None,
+        )
+        .await
     }
 
-    /// [`Controller::create_deployment`] with the health analysis' thresholds.
+    /// [`Controller::create_deployment`] with the health analysis' thresholds, and
+    /// the data set the operator names for a real migration (`None`: the build
+    /// must serve known-good's).
     pub async fn create_deployment_with(
         &self,
         environment: &str,
@@ -163,6 +246,7 @@ impl Controller {
         build_id: &str,
         steps: Vec<Step>,
         thresholds: Thresholds,
+        new_data_set: Option<&str>,
     ) -> Result<Deployment> {
         if thresholds.window_ms < 1_000 || thresholds.window_ms > 5 * 60_000 {
             return Err(ControlError::Invalid(format!(
@@ -170,9 +254,9 @@ impl Controller {
                 thresholds.window_ms
             )));
         }
-        let build = {
+        let (build, known_good) = {
             let state = self.state.lock();
-            precheck::check(
+            let build = precheck::check(
                 state.builds.values(),
                 &state.deployments,
                 build_id,
@@ -180,23 +264,87 @@ impl Controller {
                 tenant,
                 &steps,
             )?
-            .clone()
+            .clone();
+            let known_good = state
+                .environments
+                .get(environment)
+                .and_then(|e| e.known_good.as_ref())
+                .and_then(|k| state.builds.get(k))
+                .filter(|k| k.build_id != build.build_id)
+                .cloned();
+            (build, known_good)
         };
+        let mut data_sets = Vec::new();
         for endpoint in &build.endpoints {
-            if let Err(reason) = self
+            match self
                 .probe
                 .health(endpoint, &build.build_id, environment, tenant)
                 .await
             {
-                return Err(Refusal::HealthFailed {
-                    build_id: build.build_id.clone(),
-                    endpoint: endpoint.clone(),
-                    environment: environment.to_string(),
-                    reason,
+                Ok(data_set) => data_sets.push((endpoint.clone(), data_set)),
+                Err(reason) => {
+                    return Err(Refusal::HealthFailed {
+                        build_id: build.build_id.clone(),
+                        endpoint: endpoint.clone(),
+                        environment: environment.to_string(),
+                        reason,
+                    }
+                    .into());
                 }
-                .into());
             }
         }
+        let build_data_set = data_sets
+            .first()
+            .map(|(_, d)| d.clone())
+            .unwrap_or_default();
+        if data_sets.iter().any(|(_, d)| *d != build_data_set) {
+            return Err(Refusal::MixedDataSets {
+                build_id: build.build_id.clone(),
+                data_sets: data_sets
+                    .iter()
+                    .map(|(e, d)| format!("{e} → {d}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+            .into());
+        }
+        // Known-good's data set: as recorded, or probed now when control never
+        // learnt it (a state from before data sets).
+        let known_good_data_set = match &known_good {
+            Some(k) if !k.data_set.is_empty() => Some((k.build_id.clone(), k.data_set.clone())),
+            Some(k) => {
+                let endpoint = k.endpoints.first().cloned().unwrap_or_default();
+                match self
+                    .probe
+                    .health(&endpoint, &k.build_id, environment, tenant)
+                    .await
+                {
+                    Ok(d) => Some((k.build_id.clone(), d)),
+                    Err(why) if new_data_set.is_none() => {
+                        return Err(ControlError::Invalid(format!(
+                            "deployment refused: control cannot tell which data set known-good {} serves ({why}); to deploy anyway, name the new build's data set: --new-data-set {build_data_set}",
+                            k.build_id
+                        )));
+                    }
+                    Err(_) => None,
+                }
+            }
+            None => None,
+        };
+        // What the probes saw is a fact: recorded even when the pre-check refuses.
+        let mut seen = vec![(build.build_id.as_str(), build_data_set.as_str())];
+        if let Some((k, d)) = &known_good_data_set {
+            seen.push((k.as_str(), d.as_str()));
+        }
+        self.record_data_sets(&seen)?;
+        precheck::data_set(
+            &build.build_id,
+            &build_data_set,
+            known_good_data_set
+                .as_ref()
+                .map(|(k, d)| (k.as_str(), d.as_str())),
+            new_data_set,
+        )?;
         let now = (self.clock)();
         self.change(|state| {
             // Checked again: another deployment may have started during the probe.
@@ -230,8 +378,14 @@ impl Controller {
                 },
                 created_ms: now,
                 history: vec![format!(
-                    "{now}: created; known-good {}",
-                    known_good.as_deref().unwrap_or("none (bootstrap)")
+                    "{}: created; known-good {}; data set {build_data_set}{}",
+                    rfc3339(now),
+                    known_good.as_deref().unwrap_or("none (bootstrap)"),
+                    if new_data_set.is_some() {
+                        " (a migration named by the operator)"
+                    } else {
+                        ""
+                    }
                 )],
                 thresholds,
             };
@@ -291,7 +445,7 @@ impl Controller {
             Phase::Running { step, .. } => {
                 d.phase = Phase::Paused { step };
                 d.history
-                    .push(format!("{now}: paused at step {}", step + 1));
+                    .push(format!("{}: paused at step {}", rfc3339(now), step + 1));
                 Ok(())
             }
             ref other => Err(ControlError::Invalid(format!(
@@ -309,7 +463,7 @@ impl Controller {
                     since_ms: now,
                 };
                 d.history
-                    .push(format!("{now}: resumed at step {}", step + 1));
+                    .push(format!("{}: resumed at step {}", rfc3339(now), step + 1));
                 Ok(())
             }
             ref other => Err(ControlError::Invalid(format!(
@@ -330,55 +484,150 @@ impl Controller {
             d.phase = Phase::Aborted {
                 reason: reason.to_string(),
             };
-            d.history.push(format!("{now}: aborted: {reason}"));
+            d.history
+                .push(format!("{}: aborted: {reason}", rfc3339(now)));
             Ok(())
         })
     }
 
-    /// Rolls an environment back: an active deployment is rolled back to
-    /// known-good; with none active, known-good becomes `to` (or the previous
-    /// known-good). Returns the known-good build.
+    /// Rolls an environment back. Without `to`: an active deployment (running or
+    /// paused) is rolled back and traffic goes to known-good, which stays as it
+    /// is; with nothing active there is nothing to roll back from, and that is an
+    /// error that changes nothing — so rolling back twice equals rolling back once.
+    /// With `to`: known-good becomes that build (of the environment's tenant and
+    /// data set, and once known-good itself), and an active deployment is rolled
+    /// back too. A rollback never makes the build it leaves known-good. Returns the
+    /// known-good build.
     pub fn rollback(&self, environment: &str, to: Option<&str>, reason: &str) -> Result<String> {
         let now = (self.clock)();
-        self.change(|state| {
-            if let Some(d) = state
+        {
+            // `--to` the build that is known-good already, with nothing active:
+            // done before; pressing it again changes nothing.
+            let state = self.state.lock();
+            let current = state
+                .environments
+                .get(environment)
+                .and_then(|e| e.known_good.clone());
+            let active = state
                 .deployments
-                .iter_mut()
-                .find(|d| d.environment == environment && d.phase.is_active())
+                .iter()
+                .any(|d| d.environment == environment && d.phase.is_active());
+            if let (Some(current), Some(to)) = (current, to)
+                && current == to
+                && !active
             {
-                d.phase = Phase::RolledBack { reason: reason.to_string() };
-                d.history.push(format!("{now}: rolled back: {reason}"));
-            } else {
-                let builds = state.builds.clone();
-                let env = state.environments.entry(environment.to_string()).or_default();
-                let target = match to {
-                    Some(id) => id.to_string(),
-                    None => env.known_good_history.last().cloned().ok_or_else(|| {
-                        ControlError::Invalid(format!(
-                            "environment {environment} has no earlier known-good build to roll back to"
-                        ))
-                    })?,
-                };
-                match builds.get(&target) {
-                    Some(b) if b.environment == environment => {}
-                    Some(b) => {
+                return Ok(current);
+            }
+        }
+        self.change(|state| {
+            let builds = state.builds.clone();
+            let env = state
+                .environments
+                .get(environment)
+                .cloned()
+                .unwrap_or_default();
+            let current = env.known_good.clone().ok_or_else(|| {
+                ControlError::Invalid(format!(
+                    "environment {environment} has no known-good build: nothing to roll back to"
+                ))
+            })?;
+            let target = match to {
+                Some(id) if id != current => {
+                    let build = builds
+                        .get(id)
+                        .ok_or_else(|| Refusal::UnknownBuild(id.to_string()))?;
+                    if build.environment != environment {
                         return Err(Refusal::WrongEnvironment {
-                            build_id: target.clone(),
-                            build_environment: b.environment.clone(),
+                            build_id: id.to_string(),
+                            build_environment: build.environment.clone(),
                             environment: environment.to_string(),
                         }
                         .into());
                     }
-                    None => return Err(Refusal::UnknownBuild(target).into()),
+                    let current_build = builds.get(&current);
+                    if let Some(k) = current_build {
+                        if build.tenant != k.tenant {
+                            return Err(Refusal::WrongTenant {
+                                build_id: id.to_string(),
+                                build_tenant: build.tenant.clone(),
+                                tenant: k.tenant.clone(),
+                            }
+                            .into());
+                        }
+                        if !build.data_set.is_empty()
+                            && !k.data_set.is_empty()
+                            && build.data_set != k.data_set
+                        {
+                            return Err(Refusal::WrongDataSet {
+                                build_id: id.to_string(),
+                                build_data_set: build.data_set.clone(),
+                                known_good: current.clone(),
+                                known_good_data_set: k.data_set.clone(),
+                            }
+                            .into());
+                        }
+                    }
+                    if !env.known_good_history.iter().any(|b| b == id) {
+                        return Err(ControlError::Invalid(format!(
+                            "build {id} was never known-good in {environment}; a rollback goes only to a build that was (earlier known-good: {})",
+                            if env.known_good_history.is_empty() {
+                                "none".to_string()
+                            } else {
+                                env.known_good_history.join(", ")
+                            }
+                        )));
+                    }
+                    Some(id.to_string())
                 }
-                if let Some(current) = env.known_good.replace(target.clone())
-                    && current != target
-                {
-                    env.known_good_history.retain(|b| *b != target);
-                    env.known_good_history.push(current);
+                _ => None,
+            };
+            let active = state
+                .deployments
+                .iter_mut()
+                .rev()
+                .find(|d| d.environment == environment && d.phase.is_active());
+            let stamp = rfc3339(now);
+            match (active, &target) {
+                (Some(d), _) => {
+                    d.phase = Phase::RolledBack {
+                        reason: reason.to_string(),
+                    };
+                    d.history.push(match &target {
+                        Some(t) => format!("{stamp}: rolled back to {t} by an operator: {reason}"),
+                        None => format!("{stamp}: rolled back to {current} by an operator: {reason}"),
+                    });
+                }
+                (None, Some(t)) => {
+                    if let Some(d) = state
+                        .deployments
+                        .iter_mut()
+                        .rev()
+                        .find(|d| d.environment == environment)
+                    {
+                        d.history.push(format!(
+                            "{stamp}: environment rolled back from {current} to {t} by an operator: {reason}"
+                        ));
+                    }
+                }
+                (None, None) => {
+                    return Err(ControlError::Invalid(format!(
+                        "nothing to roll back in {environment}: no deployment is active and traffic already goes to known-good {current}; to go back to an earlier build, name it with --to{}",
+                        match env.known_good_history.last() {
+                            Some(b) => format!(" (the previous known-good is {b})"),
+                            None => String::new(),
+                        }
+                    )));
                 }
             }
             let env = state.environments.entry(environment.to_string()).or_default();
+            if let Some(target) = target {
+                // The build left stays in the history of builds once known-good;
+                // the target was one already.
+                if !env.known_good_history.contains(&current) {
+                    env.known_good_history.push(current);
+                }
+                env.known_good = Some(target);
+            }
             env.route_version += 1;
             env.known_good
                 .clone()
@@ -386,8 +635,9 @@ impl Controller {
         })
     }
 
-    /// Advances every running deployment given its health verdict; a completed one
-    /// makes its build known-good. Returns what moved.
+    /// Advances every running deployment given its health verdict, and rolls back
+    /// a paused one whose verdict is a breach; a completed one makes its build
+    /// known-good. Returns what moved.
     pub fn tick(
         &self,
         health: impl Fn(&Deployment) -> Health,
@@ -398,7 +648,7 @@ impl Controller {
             state
                 .deployments
                 .iter()
-                .filter(|d| matches!(d.phase, Phase::Running { .. }))
+                .filter(|d| d.phase.is_active())
                 .map(|d| (d.id.clone(), health(d)))
                 .collect::<Vec<_>>()
         };
@@ -416,11 +666,15 @@ impl Controller {
                 };
                 let (environment, build_id) = (d.environment.clone(), d.build_id.clone());
                 let env = state.environments.entry(environment).or_default();
-                if transition == Transition::Completed
-                    && let Some(previous) = env.known_good.replace(build_id.clone())
-                    && previous != build_id
-                {
-                    env.known_good_history.push(previous);
+                if transition == Transition::Completed {
+                    // Promotion: the only way a build becomes known-good. Every
+                    // build that ever was stays listed, for `rollback --to`.
+                    if let Some(previous) = env.known_good.replace(build_id.clone())
+                        && !env.known_good_history.contains(&previous)
+                    {
+                        env.known_good_history.push(previous);
+                    }
+                    env.known_good_history.retain(|b| *b != build_id);
                 }
                 env.route_version += 1;
                 transitions.push((id, transition));
@@ -444,6 +698,11 @@ impl Controller {
         let record = record(hash);
         if record.account.trim().is_empty() {
             return Err(ControlError::Invalid("a token needs an account".into()));
+        }
+        if record.environment.trim().is_empty() {
+            return Err(ControlError::Invalid(
+                "a token needs an environment: the one whose edges accept it".into(),
+            ));
         }
         let version = self.change(|state| {
             if state.tokens.contains_key(name) {
@@ -481,8 +740,48 @@ impl Controller {
         (state.token_version, list)
     }
 
-    /// Raises an environment's route version past what an edge reports holding, so
-    /// versions never go backwards (even after control lost its state).
+    /// The token table of one environment: the version (one counter for every
+    /// environment) and, by name, only the tokens its edges accept
+    /// ([`TokenRecord::is_for`]) — never another environment's.
+    pub fn tokens_for(&self, environment: &str) -> (u64, Vec<(String, TokenRecord)>) {
+        let state = self.state.lock();
+        let list = state
+            .tokens
+            .iter()
+            .filter(|(_, t)| t.is_for(environment))
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect();
+        (state.token_version, list)
+    }
+
+    /// The tenant of an environment as control knows it: its known-good build's,
+    /// else the one tenant its registered builds share; `None` when control has
+    /// no build of it yet (or its builds disagree).
+    pub fn tenant_of(&self, environment: &str) -> Option<String> {
+        let state = self.state.lock();
+        let known_good = state
+            .environments
+            .get(environment)
+            .and_then(|e| e.known_good.as_ref())
+            .and_then(|id| state.builds.get(id));
+        if let Some(build) = known_good {
+            return Some(build.tenant.clone());
+        }
+        let mut tenants = state
+            .builds
+            .values()
+            .filter(|b| b.environment == environment)
+            .map(|b| b.tenant.as_str());
+        let first = tenants.next()?;
+        tenants.all(|t| t == first).then(|| first.to_string())
+    }
+
+    /// Raises an environment's route version past what an edge reports holding,
+    /// so versions never go backwards (even after control lost its state). Only a
+    /// version control has not issued moves it: an edge reopening its stream with
+    /// the current version changes nothing (else every reconnect would push a new
+    /// table to the whole fleet). A version absurdly far ahead (more than 2^32 past
+    /// control's) is refused: one hostile hello must not make every edge NACK.
     pub fn observe_edge_version(&self, environment: &str, version: u64) -> Result<()> {
         let held = self
             .state
@@ -490,15 +789,21 @@ impl Controller {
             .environments
             .get(environment)
             .map_or(0, |e| e.route_version);
-        if version < held {
+        if version <= held {
             return Ok(());
+        }
+        if version - held > MAX_VERSION_LEAP {
+            return Err(ControlError::Invalid(format!(
+                "the edge reports route version {version}, more than 2^32 past control's {held}: refused"
+            )));
         }
         self.change(|state| {
             let env = state
                 .environments
                 .entry(environment.to_string())
                 .or_default();
-            env.route_version = rollout::next_version(env.route_version, [version]);
+            env.route_version = rollout::next_version(env.route_version, [version])
+                .ok_or_else(|| ControlError::Invalid("route versions are exhausted".into()))?;
             Ok(())
         })
     }

@@ -10,7 +10,12 @@
 //!    percentage point, is a breach;
 //! 4. a p99 latency above the absolute ceiling, or above known-good's p99 × the
 //!    relative factor (only past 50 ms), is a breach;
-//! 5. otherwise healthy — unless an edge of the environment holds a break-glass
+//! 5. a client-error rate — answers the client sees as 404, and 4xx refusals —
+//!    above known-good's × the relative factor plus a margin, by more than
+//!    chance (three standard errors), over the reports in which both builds were
+//!    served, is a breach: a build over the wrong data answers 404 to keys that
+//!    exist, which no error count shows;
+//! 6. otherwise healthy — unless an edge of the environment holds a break-glass
 //!    pin: then promotion is held (inconclusive) while the pin lasts. A pin never
 //!    hides a breach.
 //!
@@ -48,6 +53,9 @@ pub struct Thresholds {
     pub max_p99_ms: u64,
     /// Relative p99 factor against known-good, percent.
     pub relative_p99_pct: u32,
+    /// The client-error rates (404s, 4xx refusals) may exceed known-good's × the
+    /// relative error factor by this much, basis points.
+    pub client_error_margin_bp: u32,
 }
 
 impl Default for Thresholds {
@@ -59,6 +67,7 @@ impl Default for Thresholds {
             relative_error_pct: 200,
             max_p99_ms: 1_000,
             relative_p99_pct: 300,
+            client_error_margin_bp: 500,
         }
     }
 }
@@ -93,6 +102,11 @@ impl Thresholds {
             } else {
                 t.relative_p99_pct
             },
+            client_error_margin_bp: if t.client_error_margin_bp == 0 {
+                d.client_error_margin_bp
+            } else {
+                t.client_error_margin_bp
+            },
         }
     }
 
@@ -106,6 +120,7 @@ impl Thresholds {
             relative_error_pct: self.relative_error_pct,
             max_p99_ms: self.max_p99_ms,
             relative_p99_pct: self.relative_p99_pct,
+            client_error_margin_bp: self.client_error_margin_bp,
         }
     }
 }
@@ -119,6 +134,10 @@ pub struct Totals {
     pub faults: [u64; 4],
     /// Latency histogram.
     pub latency: Vec<u64>,
+    /// Answers the client saw as 404.
+    pub not_found: u64,
+    /// Client faults (4xx refusals, NOT_FOUND included).
+    pub client_errors: u64,
     /// The last fault message seen.
     pub last_error: String,
 }
@@ -130,6 +149,8 @@ impl Totals {
         self.faults[1] += b.errors_unavailable;
         self.faults[2] += b.errors_deadline;
         self.faults[3] += b.errors_other;
+        self.not_found += b.not_found;
+        self.client_errors += b.client_errors;
         if self.latency.len() < b.latency_buckets.len() {
             self.latency.resize(b.latency_buckets.len(), 0);
         }
@@ -153,6 +174,20 @@ impl Totals {
             .unwrap_or(0)
     }
 
+    /// 404 answers per 10,000 requests.
+    pub fn not_found_bp(&self) -> u64 {
+        (self.not_found * 10_000)
+            .checked_div(self.requests)
+            .unwrap_or(0)
+    }
+
+    /// Client faults per 10,000 requests.
+    pub fn client_error_bp(&self) -> u64 {
+        (self.client_errors * 10_000)
+            .checked_div(self.requests)
+            .unwrap_or(0)
+    }
+
     /// The p99 latency, as the upper bound of its bucket, ms.
     pub fn p99_ms(&self) -> u64 {
         let total: u64 = self.latency.iter().sum();
@@ -172,7 +207,7 @@ impl Totals {
 
     fn describe(&self) -> String {
         format!(
-            "{} of {} requests failed ({:.1}%: auth {}, unavailable {}, deadline {}, other {}), p99 ≤ {} ms",
+            "{} of {} requests failed ({:.1}%: auth {}, unavailable {}, deadline {}, other {}), 404 {:.1}%, 4xx {:.1}%, p99 ≤ {} ms",
             self.errors(),
             self.requests,
             self.error_bp() as f64 / 100.0,
@@ -180,6 +215,8 @@ impl Totals {
             self.faults[1],
             self.faults[2],
             self.faults[3],
+            self.not_found_bp() as f64 / 100.0,
+            self.client_error_bp() as f64 / 100.0,
             self.p99_ms()
         )
     }
@@ -193,6 +230,25 @@ pub struct Analyzer {
 
 /// An edge: its environment and node id.
 type EdgeKey = (String, String);
+
+/// How many standard errors a client-error rate must stand above known-good's
+/// before it counts: three, so a healthy build is not rolled back by chance.
+const MIN_Z: f64 = 3.0;
+
+/// The two-proportion z-score of `a` (count of n) above `b`: how many standard
+/// errors rate a stands above rate b (0 when either has no requests).
+pub fn z_score((a, n): (u64, u64), (b, m): (u64, u64)) -> f64 {
+    if n == 0 || m == 0 {
+        return 0.0;
+    }
+    let (pa, pb) = (a as f64 / n as f64, b as f64 / m as f64);
+    let pooled = (a + b) as f64 / (n + m) as f64;
+    let se = (pooled * (1.0 - pooled) * (1.0 / n as f64 + 1.0 / m as f64)).sqrt();
+    if se == 0.0 {
+        return if pa > pb { f64::INFINITY } else { 0.0 };
+    }
+    (pa - pb) / se
+}
 
 /// How long reports are kept at most (the longest window a deployment may ask).
 const KEEP_MS: u64 = 5 * 60_000;
@@ -266,6 +322,10 @@ impl Analyzer {
         let edges = self.edges.lock();
         let mut deploying = Totals::default();
         let mut reference = Totals::default();
+        // Known-good's figures from the reports in which the deploying build was
+        // served too: its client-error rates are compared over the same stretch of
+        // traffic, not with what known-good answered before the deployment began.
+        let mut paired = Totals::default();
         let mut reporting = 0;
         let mut left_out = Vec::new();
         for ((env, node), reports) in edges.iter() {
@@ -301,11 +361,18 @@ impl Analyzer {
                 ));
             }
             for report in recent {
+                let served = report
+                    .builds
+                    .iter()
+                    .any(|b| b.build_id == build && b.requests > 0);
                 for b in &report.builds {
                     if b.build_id == build {
                         deploying.add(b);
                     } else if Some(b.build_id.as_str()) == known_good {
                         reference.add(b);
+                        if served {
+                            paired.add(b);
+                        }
                     }
                 }
             }
@@ -378,6 +445,46 @@ impl Analyzer {
                     thresholds.relative_p99_pct,
                     evidence()
                 ));
+            }
+        }
+        if known_good.is_some_and(|k| k != build)
+            && paired.requests >= thresholds.min_requests.max(1)
+        {
+            let margin = u64::from(thresholds.client_error_margin_bp);
+            for (what, count, rate, reference_count, reference_rate) in [
+                (
+                    "404",
+                    deploying.not_found,
+                    deploying.not_found_bp(),
+                    paired.not_found,
+                    paired.not_found_bp(),
+                ),
+                (
+                    "4xx",
+                    deploying.client_errors,
+                    deploying.client_error_bp(),
+                    paired.client_errors,
+                    paired.client_error_bp(),
+                ),
+            ] {
+                let allowed =
+                    reference_rate * u64::from(thresholds.relative_error_pct) / 100 + margin;
+                // Above the allowance, and by more than chance: a handful of
+                // requests split by key can differ in their mix of absent keys.
+                let significant = z_score(
+                    (count, deploying.requests),
+                    (reference_count, paired.requests),
+                ) >= MIN_Z;
+                if rate > allowed && significant {
+                    return Health::Breach(format!(
+                        "{what} rate {:.1}% is above {}% of known-good's ({:.1}%) plus {:.1} points — {}",
+                        rate as f64 / 100.0,
+                        thresholds.relative_error_pct,
+                        reference_rate as f64 / 100.0,
+                        margin as f64 / 100.0,
+                        evidence()
+                    ));
+                }
             }
         }
         Health::Healthy

@@ -46,6 +46,41 @@ pub enum Refusal {
         /// What the probe got.
         reason: String,
     },
+    /// The build serves another data set than known-good (an empty store, an old
+    /// backup, another environment's data) and the operator did not name it.
+    #[error(
+        "build {build_id} serves data set {build_data_set}, but known-good {known_good} serves {known_good_data_set}; if this is a real migration to the new data set, name it: --new-data-set {build_data_set}"
+    )]
+    WrongDataSet {
+        /// The build.
+        build_id: String,
+        /// Its data set, as its endpoints answered.
+        build_data_set: String,
+        /// The known-good build.
+        known_good: String,
+        /// Known-good's data set.
+        known_good_data_set: String,
+    },
+    /// The build's endpoints answered with different data sets.
+    #[error("build {build_id}'s endpoints serve different data sets: {data_sets}")]
+    MixedDataSets {
+        /// The build.
+        build_id: String,
+        /// Each endpoint and its data set.
+        data_sets: String,
+    },
+    /// The operator named a data set the build does not serve.
+    #[error(
+        "--new-data-set {named} was named, but build {build_id} serves data set {build_data_set}"
+    )]
+    NotTheNamedDataSet {
+        /// The build.
+        build_id: String,
+        /// What the operator named.
+        named: String,
+        /// What the build serves.
+        build_data_set: String,
+    },
     /// Another deployment is active in the environment.
     #[error("deployment {0} is still active in this environment; pause, abort or finish it first")]
     ActiveDeployment(String),
@@ -126,6 +161,39 @@ pub fn check<'a>(
     }
     steps(planned)?;
     Ok(build)
+}
+
+/// Checks the data set the build's endpoints answered with against known-good's:
+/// equal, or different and named by the operator (`new_data_set`, a real
+/// migration). `known_good` is `None` for a bootstrap.
+pub fn data_set(
+    build_id: &str,
+    build_data_set: &str,
+    known_good: Option<(&str, &str)>,
+    new_data_set: Option<&str>,
+) -> Result<(), Refusal> {
+    if let Some(named) = new_data_set
+        && named != build_data_set
+    {
+        return Err(Refusal::NotTheNamedDataSet {
+            build_id: build_id.to_string(),
+            named: named.to_string(),
+            build_data_set: build_data_set.to_string(),
+        });
+    }
+    match known_good {
+        Some((known_good, known_good_data_set))
+            if known_good_data_set != build_data_set && new_data_set.is_none() =>
+        {
+            Err(Refusal::WrongDataSet {
+                build_id: build_id.to_string(),
+                build_data_set: build_data_set.to_string(),
+                known_good: known_good.to_string(),
+                known_good_data_set: known_good_data_set.to_string(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

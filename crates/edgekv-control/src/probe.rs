@@ -12,14 +12,15 @@ use edgekv_proto::v1::{self, origin_client::OriginClient};
 /// Probes one endpoint of a build for an environment.
 pub trait Probe: Send + Sync {
     /// Calls `Health` on `endpoint` with `environment`'s credential; checks that the
-    /// answer is stamped with `build_id`, `environment` and `tenant`.
+    /// answer is stamped with `build_id`, `environment` and `tenant`. Returns the
+    /// data set the answer is stamped with.
     fn health<'a>(
         &'a self,
         endpoint: &'a str,
         build_id: &'a str,
         environment: &'a str,
         tenant: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
 }
 
 /// Probes over gRPC, with one credential per environment (`--probe-credential ENV=FILE`).
@@ -46,7 +47,7 @@ impl Probe for GrpcProbe {
         build_id: &'a str,
         environment: &'a str,
         tenant: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
         Box::pin(async move {
             let credential = self.credentials.get(environment).ok_or_else(|| {
                 format!("control has no probe credential for environment {environment:?}")
@@ -75,7 +76,10 @@ impl Probe for GrpcProbe {
                         stamp.build_id, stamp.environment, stamp.tenant
                     ));
                 }
-                Ok(())
+                if stamp.data_set.is_empty() {
+                    return Err("the answer names no data set".to_string());
+                }
+                Ok(stamp.data_set)
             };
             tokio::time::timeout(self.timeout, call)
                 .await

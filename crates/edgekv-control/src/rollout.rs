@@ -42,10 +42,13 @@ pub fn share(deployment: &Deployment) -> Option<u32> {
     }
 }
 
-/// Advances a running deployment at `now_ms` given the health verdict.
+/// Advances a running deployment at `now_ms` given the health verdict. A paused
+/// deployment does not advance, but is still judged: a breach rolls it back.
 pub fn advance(deployment: &mut Deployment, now_ms: u64, health: &Health) -> Option<Transition> {
-    let Phase::Running { step, since_ms } = deployment.phase else {
-        return None;
+    let (step, since_ms) = match deployment.phase {
+        Phase::Running { step, since_ms } => (step, since_ms),
+        Phase::Paused { .. } if matches!(health, Health::Breach(_)) => (0, now_ms),
+        _ => return None,
     };
     let transition = match health {
         Health::Breach(why) => {
@@ -72,7 +75,19 @@ pub fn advance(deployment: &mut Deployment, now_ms: u64, health: &Health) -> Opt
             }
         }
     };
-    deployment.history.push(format!("{now_ms}: {transition:?}"));
+    let line = match &transition {
+        Transition::Stepped(i) => format!(
+            "step {} of {}: {}% of traffic",
+            i + 1,
+            deployment.steps.len(),
+            f64::from(deployment.steps[*i].weight_bp) / 100.0
+        ),
+        Transition::Completed => format!("completed: {} is known-good", deployment.build_id),
+        Transition::RolledBack(why) => format!("rolled back automatically: {why}"),
+    };
+    deployment
+        .history
+        .push(format!("{}: {line}", crate::model::rfc3339(now_ms)));
     Some(transition)
 }
 
@@ -84,6 +99,7 @@ fn entry(build: &Build, weight_bp: u32) -> RouteEntry {
         artifact_digest: build.artifact_digest.clone(),
         weight_bp,
         endpoints: build.endpoints.clone(),
+        data_set: build.data_set.clone(),
     }
 }
 
@@ -118,8 +134,8 @@ pub fn route_table(
 /// The next route version: above everything control stored and every edge
 /// reported holding, so versions never go backwards — not even when control lost
 /// its store.
-pub fn next_version(stored: u64, reported: impl IntoIterator<Item = u64>) -> u64 {
-    reported.into_iter().fold(stored, u64::max) + 1
+pub fn next_version(stored: u64, reported: impl IntoIterator<Item = u64>) -> Option<u64> {
+    reported.into_iter().fold(stored, u64::max).checked_add(1)
 }
 
 #[cfg(test)]

@@ -94,8 +94,7 @@ impl RunningControl {
         }
         let analyzer = service.analyzer();
         let acks = service.acks();
-        let listener = tokio::net::TcpListener::bind(config.grpc)
-            .await
+        let listener = listen(config.grpc, LISTEN_BACKLOG)
             .map_err(|e| format!("cannot listen on {}: {e}", config.grpc))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let incoming = TcpIncoming::from_listener(listener, true, Some(Duration::from_secs(30)))
@@ -181,4 +180,22 @@ impl RunningControl {
             self.tasks.abort_all();
         }
     }
+}
+
+/// Connections control's listener queues before it accepts them: after a control
+/// restart a whole fleet reconnects at once (with jitter, within about a
+/// second), more than the usual 128.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with a backlog of `backlog` (the kernel caps it at
+/// `net.core.somaxconn`).
+fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }

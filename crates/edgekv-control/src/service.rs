@@ -34,8 +34,35 @@ fn token_grants(tokens: Vec<(String, TokenRecord)>) -> Vec<v1::TokenGrant> {
             namespaces: t.namespaces,
             read_only: t.read_only,
             admin: t.admin,
+            environment: t.environment,
         })
         .collect()
+}
+
+/// The SHA-256 of a secret (a credential or an admin token, as presented).
+fn secret_digest(secret: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Whether a presented secret equals an accepted one, compared as the edge and the
+/// builds compare theirs: as SHA-256 digests, here over all 32 bytes with no early
+/// exit, so the time taken tells a caller nothing of how much of a guess was right.
+fn same_secret(presented: &str, accepted: &str) -> bool {
+    let (presented, accepted) = (secret_digest(presented), secret_digest(accepted));
+    let difference = presented
+        .iter()
+        .zip(&accepted)
+        .fold(0u8, |difference, (p, a)| difference | (p ^ a));
+    std::hint::black_box(difference) == 0
+}
+
+/// Whether a presented secret is one of `accepted`; every entry is compared, so the
+/// time taken does not say which one matched, or how nearly.
+fn one_of<'a>(presented: &str, accepted: impl IntoIterator<Item = &'a String>) -> bool {
+    accepted.into_iter().fold(false, |found, candidate| {
+        found | same_secret(presented, candidate)
+    })
 }
 
 /// What every edge last told control, per environment and node.
@@ -48,6 +75,41 @@ pub struct EdgeAck {
     pub version: u64,
     /// The reason of its last NACK, if the last message was one.
     pub nack: Option<String>,
+    /// When its stream ended (Unix ms), if it has: a departed edge.
+    pub left_ms: Option<u64>,
+    /// The stream that speaks for it now (a reconnect replaces the old one).
+    pub stream: u64,
+}
+
+/// Departed edges kept per environment, at most: the oldest are forgotten first.
+pub const MAX_DEPARTED: usize = 1_000;
+
+/// Numbers route streams, so the end of an old stream of a reconnected edge does
+/// not mark it departed.
+static STREAMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Marks an edge's stream ended, if it is still the one that speaks for it, and
+/// forgets the oldest departed edges past [`MAX_DEPARTED`].
+fn departed(acks: &Acks, environment: &str, node: &str, stream: u64, now_ms: u64) {
+    let mut acks = acks.lock();
+    let Some(nodes) = acks.get_mut(environment) else {
+        return;
+    };
+    if let Some(ack) = nodes.get_mut(node)
+        && ack.stream == stream
+    {
+        ack.left_ms = Some(now_ms);
+    }
+    let mut gone: Vec<(u64, String)> = nodes
+        .iter()
+        .filter_map(|(n, a)| a.left_ms.map(|t| (t, n.clone())))
+        .collect();
+    if gone.len() > MAX_DEPARTED {
+        gone.sort();
+        for (_, n) in gone.iter().take(gone.len() - MAX_DEPARTED) {
+            nodes.remove(n);
+        }
+    }
 }
 
 /// The service.
@@ -104,9 +166,18 @@ impl ControlService {
             .and_then(|v| v.strip_prefix("Bearer "))
     }
 
+    /// Whether `presented` is the credential of `environment`'s edges (compared in
+    /// constant time).
+    fn edge_credential_of(&self, environment: &str, presented: Option<&str>) -> bool {
+        match (self.edge_credentials.get(environment), presented) {
+            (Some(accepted), Some(presented)) => same_secret(presented, accepted),
+            _ => false,
+        }
+    }
+
     fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
         match Self::presented(request) {
-            Some(token) if self.admin_tokens.contains(token) => Ok(()),
+            Some(token) if one_of(token, self.admin_tokens.iter()) => Ok(()),
             _ => Err(Status::unauthenticated("control needs an admin token")),
         }
     }
@@ -126,11 +197,33 @@ impl ControlService {
             Phase::Aborted { reason } => ("aborted", 0, reason.clone()),
             Phase::RolledBack { reason } => ("rolled_back", 0, reason.clone()),
         };
-        let acked = self
+        let (acked, departed) = self
             .acks
             .lock()
             .get(&d.environment)
-            .map(|nodes| nodes.iter().map(|(n, a)| (n.clone(), a.version)).collect())
+            .map(|nodes| {
+                let connected = nodes
+                    .iter()
+                    .filter(|(_, a)| a.left_ms.is_none())
+                    .map(|(n, a)| (n.clone(), a.version))
+                    .collect();
+                let departed = nodes
+                    .iter()
+                    .filter_map(|(n, a)| {
+                        a.left_ms.map(|t| {
+                            (
+                                n.clone(),
+                                format!(
+                                    "left {} holding route version {}",
+                                    crate::model::rfc3339(t),
+                                    a.version
+                                ),
+                            )
+                        })
+                    })
+                    .collect();
+                (connected, departed)
+            })
             .unwrap_or_default();
         let now = self.controller.now_ms();
         let health = if d.phase.is_active() {
@@ -152,8 +245,22 @@ impl ControlService {
             .analyzer
             .pins(&d.environment, now)
             .into_iter()
-            .map(|(node, (build, until))| (node, format!("{build} until {until}")))
+            .map(|(node, (build, until))| {
+                (
+                    node,
+                    format!("{build} until {}", crate::model::rfc3339(until)),
+                )
+            })
             .collect();
+        let current_known_good = self
+            .controller
+            .known_good(&d.environment)
+            .unwrap_or_default();
+        let data_set = self
+            .controller
+            .build(&d.build_id)
+            .map(|b| b.data_set)
+            .unwrap_or_default();
         v1::Deployment {
             id: d.id,
             environment: d.environment,
@@ -176,6 +283,9 @@ impl ControlService {
             thresholds: Some(d.thresholds.to_wire()),
             health,
             pins,
+            current_known_good,
+            data_set,
+            departed,
         }
     }
 }
@@ -259,6 +369,7 @@ pub fn table_to_wire(table: &RouteTable) -> v1::RouteTable {
                 artifact_digest: e.artifact_digest.clone(),
                 weight_bp: e.weight_bp,
                 endpoints: e.endpoints.clone(),
+                data_set: e.data_set.clone(),
             })
             .collect(),
     }
@@ -272,6 +383,8 @@ fn build_from_wire(b: v1::Build) -> Build {
         tenant: b.tenant,
         artifact_digest: b.artifact_digest,
         endpoints: b.endpoints,
+        // Learnt by control from the build's answers, never taken from a caller.
+        data_set: String::new(),
     }
 }
 
@@ -283,6 +396,7 @@ fn build_to_wire(b: Build) -> v1::Build {
         tenant: b.tenant,
         artifact_digest: b.artifact_digest,
         endpoints: b.endpoints,
+        data_set: b.data_set,
     }
 }
 
@@ -297,9 +411,20 @@ impl control_server::Control for ControlService {
             .into_inner()
             .build
             .ok_or_else(|| Status::invalid_argument("no build given"))?;
+        let id = build.build_id.clone();
         let created = self
             .controller
-            .register_build(build_from_wire(build.clone()))
+            .register_build(build_from_wire(build))
+            .map_err(status)?;
+        // Learn the build's data set now if it runs (it may be registered before
+        // it does: the pre-check probes it again anyway).
+        if let Err(why) = self.controller.learn_data_set(&id).await {
+            tracing::info!(build = %id, %why, "registered a build whose data set is not known yet");
+        }
+        let build = self
+            .controller
+            .build(&id)
+            .map(build_to_wire)
             .map_err(status)?;
         Ok(Response::new(v1::BuildResponse {
             build: Some(build),
@@ -339,7 +464,14 @@ impl control_server::Control for ControlService {
         let thresholds = Thresholds::from_wire(r.thresholds.as_ref());
         let d = self
             .controller
-            .create_deployment_with(&r.environment, &r.tenant, &r.build_id, steps, thresholds)
+            .create_deployment_with(
+                &r.environment,
+                &r.tenant,
+                &r.build_id,
+                steps,
+                thresholds,
+                (!r.new_data_set.is_empty()).then_some(r.new_data_set.as_str()),
+            )
             .await
             .map_err(status)?;
         Ok(self.answer(d))
@@ -463,6 +595,14 @@ impl control_server::Control for ControlService {
     ) -> Result<Response<v1::CreateTokenResponse>, Status> {
         self.admin(&request)?;
         let r = request.into_inner();
+        // A token no edge could fetch is refused: an environment control has no
+        // credential for has no edge (and is most likely a typo).
+        if !r.environment.trim().is_empty() && !self.edge_credentials.contains_key(&r.environment) {
+            return Err(Status::invalid_argument(format!(
+                "control knows no environment {:?} (no --probe-credential for it): no edge would accept the token",
+                r.environment
+            )));
+        }
         let (token, version) = self
             .controller
             .create_token(&r.name, |hash| TokenRecord {
@@ -471,6 +611,7 @@ impl control_server::Control for ControlService {
                 namespaces: r.namespaces.clone(),
                 read_only: r.read_only,
                 admin: r.admin,
+                environment: r.environment.clone(),
             })
             .map_err(status)?;
         let grant = v1::TokenGrant {
@@ -480,6 +621,7 @@ impl control_server::Control for ControlService {
             namespaces: r.namespaces,
             read_only: r.read_only,
             admin: r.admin,
+            environment: r.environment,
         };
         Ok(Response::new(v1::CreateTokenResponse {
             token,
@@ -508,7 +650,12 @@ impl control_server::Control for ControlService {
         request: Request<v1::ListTokensRequest>,
     ) -> Result<Response<v1::ListTokensResponse>, Status> {
         self.admin(&request)?;
-        let (version, tokens) = self.controller.tokens();
+        let environment = request.into_inner().environment;
+        let (version, tokens) = if environment.is_empty() {
+            self.controller.tokens()
+        } else {
+            self.controller.tokens_for(&environment)
+        };
         Ok(Response::new(v1::ListTokensResponse {
             grants: token_grants(tokens),
             version,
@@ -526,26 +673,40 @@ impl control_server::Control for ControlService {
         let hello = acks.next().await.ok_or_else(|| {
             Status::invalid_argument("the stream must open with the edge's RouteAck")
         })??;
-        let accepted = self.edge_credentials.get(&hello.environment);
-        if accepted.is_none() || accepted.map(String::as_str) != presented.as_deref() {
+        if !self.edge_credential_of(&hello.environment, presented.as_deref()) {
             return Err(Status::unauthenticated(format!(
                 "not a credential of environment {:?}",
                 hello.environment
             )));
         }
         let environment = hello.environment.clone();
-        self.controller
+        if hello.node_id.trim().is_empty() || hello.node_id.len() > 256 {
+            return Err(Status::invalid_argument(
+                "the edge's first RouteAck must name its node (1 to 256 bytes)",
+            ));
+        }
+        // The node id is fixed by the stream's first message: later messages
+        // cannot speak for other (made-up) nodes.
+        let node = hello.node_id.clone();
+        if let Err(err) = self
+            .controller
             .observe_edge_version(&environment, hello.version)
-            .map_err(status)?;
+        {
+            tracing::warn!(%node, version = hello.version, error = %err, "refused an edge's route stream");
+            return Err(status(err));
+        }
+        let stream = STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.acks
             .lock()
             .entry(environment.clone())
             .or_default()
             .insert(
-                hello.node_id.clone(),
+                node.clone(),
                 EdgeAck {
                     version: hello.version,
                     nack: None,
+                    left_ms: None,
+                    stream,
                 },
             );
         let (tx, rx) = mpsc::channel(8);
@@ -570,24 +731,36 @@ impl control_server::Control for ControlService {
             }
         });
         let acks_map = self.acks.clone();
+        let clock = self.controller.clone();
         tokio::spawn(async move {
             while let Some(Ok(ack)) = acks.next().await {
                 let nack = (!ack.nack_reason.is_empty()).then_some(ack.nack_reason.clone());
                 if let Some(reason) = &nack {
-                    tracing::warn!(node = %ack.node_id, version = ack.nacked_version, %reason, "edge NACKed a route table");
+                    tracing::warn!(%node, version = ack.nacked_version, %reason, "edge NACKed a route table");
                 }
-                acks_map
-                    .lock()
-                    .entry(environment.clone())
-                    .or_default()
-                    .insert(
-                        ack.node_id,
-                        EdgeAck {
-                            version: ack.version,
-                            nack,
-                        },
-                    );
+                let mut map = acks_map.lock();
+                let nodes = map.entry(environment.clone()).or_default();
+                match nodes.get_mut(&node) {
+                    // A newer stream of the same node speaks for it now.
+                    Some(held) if held.stream != stream => break,
+                    Some(held) => {
+                        held.version = ack.version;
+                        held.nack = nack;
+                    }
+                    None => {
+                        nodes.insert(
+                            node.clone(),
+                            EdgeAck {
+                                version: ack.version,
+                                nack,
+                                left_ms: None,
+                                stream,
+                            },
+                        );
+                    }
+                }
             }
+            departed(&acks_map, &environment, &node, stream, clock.now_ms());
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -601,8 +774,7 @@ impl control_server::Control for ControlService {
         let mut count = 0;
         while let Some(report) = reports.next().await {
             let report = report?;
-            let accepted = self.edge_credentials.get(&report.environment);
-            if accepted.is_none() || accepted.map(String::as_str) != presented.as_deref() {
+            if !self.edge_credential_of(&report.environment, presented.as_deref()) {
                 return Err(Status::unauthenticated(format!(
                     "not a credential of environment {:?}",
                     report.environment
@@ -621,26 +793,45 @@ impl control_server::Control for ControlService {
         request: Request<Streaming<v1::TokenAck>>,
     ) -> Result<Response<Self::StreamTokensStream>, Status> {
         let presented = Self::presented(&request).map(str::to_string);
-        if !self
-            .edge_credentials
-            .values()
-            .any(|c| Some(c) == presented.as_ref())
-        {
-            return Err(Status::unauthenticated("not an environment credential"));
-        }
         let mut acks = request.into_inner();
+        // The first message says who the edge is: its environment picks the
+        // tokens it gets, so a stream that does not name one gets none.
+        let hello = acks.next().await.ok_or_else(|| {
+            Status::invalid_argument("the stream must open with the edge's TokenAck")
+        })??;
+        if hello.environment.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "the edge's first TokenAck must name its environment: control sends each environment only its own tokens",
+            ));
+        }
+        if !self.edge_credential_of(&hello.environment, presented.as_deref()) {
+            return Err(Status::unauthenticated(format!(
+                "not a credential of environment {:?}",
+                hello.environment
+            )));
+        }
+        let (environment, edge_tenant) = (hello.environment, hello.tenant);
         let (tx, rx) = mpsc::channel(8);
         let controller = self.controller.clone();
         let mut changed = controller.subscribe();
+        let sender_env = environment.clone();
         tokio::spawn(async move {
             let mut sent = None;
             loop {
-                let (version, tokens) = controller.tokens();
+                let (version, tokens) = controller.tokens_for(&sender_env);
                 if sent != Some(version) {
                     sent = Some(version);
+                    // The tenant control knows for the environment; the edge checks
+                    // it against its own. Without a build of it yet, control knows
+                    // none and names the edge's.
+                    let tenant = controller
+                        .tenant_of(&sender_env)
+                        .unwrap_or_else(|| edge_tenant.clone());
                     let table = v1::TokenTable {
                         version,
                         grants: token_grants(tokens),
+                        environment: sender_env.clone(),
+                        tenant,
                     };
                     if tx.send(Ok(table)).await.is_err() {
                         return;
@@ -655,10 +846,35 @@ impl control_server::Control for ControlService {
         tokio::spawn(async move {
             while let Some(Ok(ack)) = acks.next().await {
                 if !ack.nack_reason.is_empty() {
-                    tracing::warn!(node = %ack.node_id, reason = %ack.nack_reason, "edge NACKed a token table");
+                    tracing::warn!(
+                        node = %ack.node_id,
+                        %environment,
+                        version = ack.nacked_version,
+                        held = ack.version,
+                        reason = %ack.nack_reason,
+                        "edge NACKed a token table; it keeps the one it holds"
+                    );
                 }
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn secrets_match_only_when_equal_and_one_of_checks_every_entry() {
+        assert!(same_secret("prod-cred", "prod-cred"));
+        assert!(!same_secret("prod-cred", "prod-creD"));
+        assert!(!same_secret("prod-cred", "prod-cred-and-more"));
+        assert!(!same_secret("", "prod-cred"));
+        let accepted: HashSet<String> = ["alpha", "beta"].map(String::from).into();
+        assert!(one_of("alpha", accepted.iter()));
+        assert!(one_of("beta", accepted.iter()));
+        assert!(!one_of("gamma", accepted.iter()));
+        assert!(!one_of("beta", std::iter::empty::<&String>()));
     }
 }

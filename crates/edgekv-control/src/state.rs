@@ -63,6 +63,23 @@ pub struct TokenRecord {
     pub read_only: bool,
     /// Whether it may use operator features.
     pub admin: bool,
+    /// The environment whose edges accept the token: control sends it only in
+    /// that environment's token table, so a staging token never works on a
+    /// production edge. Every token issued now names one (`CreateToken` refuses
+    /// a token without). Empty only in a token read from a state file written
+    /// before tokens had an environment: such a token stays valid in every
+    /// environment, as it was when it was issued, so an upgrade locks no client
+    /// out; revoke it and issue one per environment to scope it.
+    #[serde(default)]
+    pub environment: String,
+}
+
+impl TokenRecord {
+    /// Whether the edges of `environment` accept the token: it is that
+    /// environment's, or it was issued before tokens had an environment.
+    pub fn is_for(&self, environment: &str) -> bool {
+        self.environment.is_empty() || self.environment == environment
+    }
 }
 
 /// Everything control persists.
@@ -83,11 +100,12 @@ pub struct ControlState {
 }
 
 impl ControlState {
-    /// Registers a build. Registering the same build again changes nothing; a
-    /// different build under a taken id is refused.
+    /// Registers a build. Registering the same build again changes nothing (what
+    /// control learnt of it, its data set, stays); a different build under a taken
+    /// id is refused.
     pub fn register_build(&mut self, build: Build) -> Result<bool, StateError> {
         match self.builds.get(&build.build_id) {
-            Some(held) if *held == build => Ok(false),
+            Some(held) if held.same_registration(&build) => Ok(false),
             Some(_) => Err(StateError::BuildConflict(build.build_id)),
             None => {
                 self.builds.insert(build.build_id.clone(), build);
@@ -182,6 +200,7 @@ mod tests {
             tenant: environment.into(),
             artifact_digest: "sha256:x".into(),
             endpoints: vec!["http://x:1".into()],
+            data_set: String::new(),
         }
     }
 
@@ -270,5 +289,32 @@ mod tests {
         assert_eq!(StateFile::in_dir(dir.path()).load().unwrap(), state);
         std::fs::write(dir.path().join("control.json"), b"{ half a state").unwrap();
         assert!(matches!(file.load(), Err(StateError::Corrupt { .. })));
+    }
+
+    /// A token of a state file written before tokens had an environment still
+    /// loads, and stays valid in every environment (as it was when issued); a
+    /// token of today is valid in its own environment only.
+    #[test]
+    fn a_token_without_an_environment_is_valid_everywhere_and_one_with_is_only_there() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("control.json"),
+            br#"{"builds": {}, "deployments": [], "environments": {},
+                "tokens": {"old": {"hash": "ab", "account": "acct", "namespaces": [],
+                                   "read_only": false, "admin": false}},
+                "token_version": 3}"#,
+        )
+        .unwrap();
+        let state = StateFile::in_dir(dir.path()).load().unwrap();
+        let old = &state.tokens["old"];
+        assert_eq!(old.environment, "");
+        assert!(old.is_for("production") && old.is_for("staging"));
+        let staging = TokenRecord {
+            environment: "staging".into(),
+            ..old.clone()
+        };
+        assert!(staging.is_for("staging"));
+        assert!(!staging.is_for("production"));
+        assert!(!staging.is_for(""));
     }
 }

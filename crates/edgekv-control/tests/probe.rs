@@ -48,6 +48,7 @@ async fn a_staging_build_fails_the_production_probe() {
             tenant: "production".into(),
             artifact_digest: "sha256:2".into(),
             endpoints: vec![url.clone()],
+            data_set: String::new(),
         })
         .unwrap();
     let err = controller
@@ -87,6 +88,7 @@ async fn a_staging_build_fails_the_production_probe() {
             tenant: "staging".into(),
             artifact_digest: "sha256:2".into(),
             endpoints: vec![url],
+            data_set: String::new(),
         })
         .unwrap();
     staging

@@ -48,8 +48,25 @@ async fn route_tables_stream_to_edges() {
     })
     .await
     .unwrap();
-    // The builds do not exist: their deployments fail the health probe, so the
-    // known-good build is set through the operator's rollback instead.
+    // Real builds, so deployments pass their health probe.
+    std::fs::write(dir.path().join("origin-credentials"), "prod-cred\n").unwrap();
+    let origin = edgekv_origin::RunningOrigin::start(
+        edgekv_origin::OriginConfig {
+            data_dir: dir.path().join("origin"),
+            environment: "production".into(),
+            tenant: "production".into(),
+            credential_file: dir.path().join("origin-credentials"),
+            builds: vec![
+                "v1=127.0.0.1:0".parse().unwrap(),
+                "v2=127.0.0.1:0".parse().unwrap(),
+            ],
+            sync_writes: false,
+            ..edgekv_origin::OriginConfig::default()
+        },
+        std::sync::Arc::new(edgekv_kv::SystemClock),
+    )
+    .await
+    .unwrap();
     let controller = running.controller().clone();
     for id in ["v1", "v2"] {
         controller
@@ -59,7 +76,8 @@ async fn route_tables_stream_to_edges() {
                 environment: "production".into(),
                 tenant: "production".into(),
                 artifact_digest: String::new(),
-                endpoints: vec![format!("http://{id}.invalid:1")],
+                endpoints: vec![origin.url(id).unwrap()],
+                data_set: String::new(),
             })
             .unwrap();
     }
@@ -86,23 +104,32 @@ async fn route_tables_stream_to_edges() {
         .into_inner();
     // No known-good yet: nothing is sent until the first table exists.
     assert!(
-        controller
-            .create_deployment(
-                "production",
-                "production",
-                "v1",
-                vec![Step {
-                    weight_bp: 10_000,
-                    bake_ms: 0
-                }]
-            )
+        tokio::time::timeout(Duration::from_millis(300), tables.next())
             .await
-            .unwrap_err()
-            .to_string()
-            .contains("health probe")
+            .is_err(),
+        "no table before the first deployment"
     );
+    let all = || {
+        vec![Step {
+            weight_bp: 10_000,
+            bake_ms: 0,
+        }]
+    };
+    // Promoted on bake time alone: no edge reports traffic in this test.
+    let promote_on_bake = edgekv_control::health::Thresholds {
+        min_requests: 0,
+        ..Default::default()
+    };
     controller
-        .rollback("production", Some("v1"), "set up known-good")
+        .create_deployment_with(
+            "production",
+            "production",
+            "v1",
+            all(),
+            promote_on_bake,
+            None,
+        )
+        .await
         .unwrap();
     let table = tokio::time::timeout(Duration::from_secs(5), tables.next())
         .await
@@ -148,20 +175,44 @@ async fn route_tables_stream_to_edges() {
         said(),
         edgekv_control::service::EdgeAck {
             version: table.version,
-            nack: None
+            nack: None,
+            left_ms: None,
+            stream: said().stream,
         }
     );
     // A change sends a newer table on the open stream.
-    controller
-        .rollback("production", Some("v2"), "operator")
-        .unwrap();
-    let next = tokio::time::timeout(Duration::from_secs(5), tables.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(next.version > table.version);
-    assert_eq!(next.known_good_build, "v2");
+    let mut next = table.clone();
+    while next.known_good_build != "v2" {
+        if controller
+            .deployments(Some("production"))
+            .iter()
+            .all(|d| !d.phase.is_active())
+            && controller.known_good("production").as_deref() == Some("v1")
+        {
+            controller
+                .create_deployment_with(
+                    "production",
+                    "production",
+                    "v2",
+                    all(),
+                    promote_on_bake,
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+        next = tokio::time::timeout(Duration::from_secs(5), tables.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(next.version > table.version);
+    }
+    assert!(
+        next.entries.iter().all(|e| e.data_set.len() == 32),
+        "{next:?}"
+    );
     drop((tables, tx));
     running.shutdown().await;
+    origin.shutdown().await;
 }

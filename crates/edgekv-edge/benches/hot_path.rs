@@ -60,6 +60,7 @@ fn route_pick(c: &mut Criterion) {
         artifact_digest: String::new(),
         weight_bp,
         endpoints: vec!["http://127.0.0.1:7001".into()],
+        data_set: String::new(),
     };
     let table = edgekv_routing::RouteTable {
         version: 7,

@@ -64,6 +64,7 @@ where
             let body = json!({
                 "ready": readiness(edge).is_ok(),
                 "token_table_version": edge.tokens_version(),
+                "token_nack": edge.token_nack().map(|(version, reason)| json!({ "version": version, "reason": reason })),
                 "node_id": edge.node_id(),
                 "known_good": edge.routes().known_good.as_ref().map(|k| k.url().to_string()),
                 "build": edge.routes().known_good.as_ref().and_then(|k| k.build_id().map(str::to_string)),
@@ -78,7 +79,9 @@ where
                 "hot_tier": { "entries": hot.entries, "bytes": hot.bytes, "capacity": hot.capacity },
                 "outbox_depth": edge.outbox().stats(0).depth,
                 "known_good_auth_failing": edge.known_good_auth_failing(),
-                "pinned": edge.pin().map(|p| json!({ "build": p.build, "until_ms": p.until_ms })),
+                // The nonce names the pin: an unpin must name it (`edgekv break-glass
+                // unpin` reads it here when not given `--pin`).
+                "pinned": edge.pin().map(|p| json!({ "build": p.build, "until_ms": p.until_ms, "nonce": p.nonce })),
                 "ejected": edge.routes().builds.iter()
                     .filter(|(id, _, _)| edge.routes().is_ejected(id))
                     .map(|(id, _, _)| id.clone())
@@ -184,6 +187,12 @@ fn render_edge_metrics(edge: &Edge, out: &mut String) {
             "1 while a break-glass pin is in force.",
             u64::from(edge.pin().is_some()),
         ),
+        (
+            "edgekv_table_save_failures_total",
+            "counter",
+            "Route and token tables installed that could not be kept on disk.",
+            edge.metrics().table_save_failures(),
+        ),
     ];
     for (name, kind, help, value) in gauges {
         let _ = writeln!(
@@ -191,6 +200,11 @@ fn render_edge_metrics(edge: &Edge, out: &mut String) {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP edgekv_data_set_info The data set this edge follows (learnt from its feed).\n# TYPE edgekv_data_set_info gauge\nedgekv_data_set_info{{data_set=\"{}\"}} 1",
+        edge.data_set().as_deref().map_or("", String::as_str)
+    );
     let routes = edge.routes();
     let _ = writeln!(
         out,

@@ -1,7 +1,8 @@
 //! Following control's route tables: each table is validated exactly as
 //! `edgekv_routing::validate` says (this edge does not trust control blindly),
 //! ACKed or NACKed with the reason, kept on disk when good, and installed without
-//! a lock on the hot path.
+//! a lock on the hot path. Token tables follow the same rules
+//! ([`crate::tokens::validate`]) on a stream of their own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,6 @@ use tokio_stream::StreamExt as _;
 
 use crate::Edge;
 use crate::routes::{self, Routes};
-use crate::upstream::Expected;
 
 /// A route table from the wire.
 pub fn table_from_wire(table: v1::RouteTable) -> RouteTable {
@@ -33,6 +33,7 @@ pub fn table_from_wire(table: v1::RouteTable) -> RouteTable {
                 artifact_digest: e.artifact_digest,
                 weight_bp: e.weight_bp,
                 endpoints: e.endpoints,
+                data_set: e.data_set,
             })
             .collect(),
     }
@@ -43,35 +44,76 @@ pub async fn follow(edge: Arc<Edge>, url: String, credential: String, stop: watc
     reconnecting("route", stop, || stream(&edge, &url, &credential)).await;
 }
 
-/// Runs one stream after another until told to stop, backing off after each
-/// failure; what the edge holds stays in use meanwhile.
+/// How long connecting to control may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 pings on control links: a link whose pings go unanswered for
+/// `KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT` is closed and reconnected, so a
+/// half-open link (a peer or middlebox gone silent without a FIN) is noticed
+/// within 10 s with the connect timeout.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
+/// How long a ping may go unanswered.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A channel to control with connect timeout and keepalive.
+pub async fn channel(url: &str) -> Result<tonic::transport::Channel, String> {
+    tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("invalid control URL {url:?}: {e}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach control at {url}: {e}"))
+}
+
+/// The wait before reconnection attempt `attempt` (0 first): exponential from
+/// 100 ms to 2 s, with ±50% jitter so a fleet that lost control at once does not
+/// come back in lockstep.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(100)
+        .saturating_mul(1u32 << attempt.min(5))
+        .min(Duration::from_secs(2));
+    base.mul_f64(rand::random::<f64>() + 0.5)
+}
+
+/// A stream that lived this long was healthy: the next failure starts the
+/// backoff afresh.
+const HEALTHY_STREAM: Duration = Duration::from_secs(10);
+
+/// Runs one stream after another until told to stop, backing off (with jitter)
+/// after each failure; what the edge holds stays in use meanwhile.
 async fn reconnecting<F, Fut>(what: &str, mut stop: watch::Receiver<bool>, mut round: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
-    let mut backoff = Duration::from_millis(100);
+    let mut attempt = 0;
     loop {
+        let started = tokio::time::Instant::now();
         let outcome = tokio::select! {
             outcome = round() => outcome,
             _ = stop.changed() => return,
         };
+        if started.elapsed() >= HEALTHY_STREAM {
+            attempt = 0;
+        }
+        let wait = backoff(attempt);
         if let Err(why) = outcome {
-            tracing::warn!(%why, ?backoff, "{what} stream from control interrupted; keeping the last good table");
+            tracing::warn!(%why, ?wait, "{what} stream from control interrupted; keeping the last good table");
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        attempt = attempt.saturating_add(1);
     }
 }
 
 async fn stream(edge: &Arc<Edge>, url: &str, credential: &str) -> Result<(), String> {
     let config = edge.config();
-    let mut client = ControlClient::connect(url.to_string())
-        .await
-        .map_err(|e| format!("cannot reach control at {url}: {e}"))?;
+    let mut client = ControlClient::new(channel(url).await?);
     let ack = |version: u64, nack: Option<(u64, String)>| v1::RouteAck {
         node_id: edge.node_id().to_string(),
         environment: config.environment.clone(),
@@ -134,16 +176,21 @@ async fn stream(edge: &Arc<Edge>, url: &str, credential: &str) -> Result<(), Str
 
 fn install(edge: &Edge, table: RouteTable, credential: &str) -> Result<(), String> {
     let config = edge.config();
-    let expected = Expected {
-        environment: config.environment.clone(),
-        tenant: config.tenant.clone(),
-    };
     let timeout = Duration::from_millis(config.upstream_timeout_ms);
     let version = table.version;
-    routes::save_table(&config.data_dir, &table)
-        .map_err(|e| format!("cannot keep the table on disk: {e}"))?;
     let known_good = table.known_good_build.clone();
-    let routes = Arc::new(Routes::from_table(table, credential, &expected, timeout)?);
+    let routes = Arc::new(Routes::from_table(
+        table.clone(),
+        credential,
+        edge.expected(),
+        timeout,
+    )?);
+    // A table that validates is installed even when it cannot be kept on disk (a
+    // full or read-only disk must not stop a rollback): ACKed, warned, counted.
+    if let Err(err) = routes::save_table(&config.data_dir, &table) {
+        edge.metrics().table_save_failed();
+        tracing::warn!(version, error = %err, "installed a route table that cannot be kept on disk; a restart would start from the last one kept");
+    }
     // Probe every build but known-good with this edge's own credential; a build
     // that fails (or answers as another) is ejected: its share goes to known-good.
     for (build_id, _, upstream) in &routes.builds {
@@ -163,36 +210,11 @@ fn install(edge: &Edge, table: RouteTable, credential: &str) -> Result<(), Strin
     Ok(())
 }
 
-/// A token table from the wire, or why it is refused.
-pub fn tokens_from_wire(
-    table: &v1::TokenTable,
-) -> Result<Vec<(crate::tokens::TokenHash, crate::tokens::Grant)>, String> {
-    table
-        .grants
-        .iter()
-        .map(|g| {
-            let raw =
-                hex::decode(&g.hash).map_err(|_| format!("token {:?}: hash is not hex", g.name))?;
-            let hash: crate::tokens::TokenHash = raw
-                .try_into()
-                .map_err(|_| format!("token {:?}: hash is not 32 bytes", g.name))?;
-            if g.account.is_empty() {
-                return Err(format!("token {:?} has no account", g.name));
-            }
-            let grant = crate::tokens::Grant {
-                name: g.name.clone(),
-                account: g.account.clone(),
-                namespaces: (!g.namespaces.is_empty()).then(|| g.namespaces.clone()),
-                read_only: g.read_only,
-                admin: g.admin,
-            };
-            Ok((hash, grant))
-        })
-        .collect()
-}
-
 /// Follows control's token tables until told to stop: a revocation reaches the
-/// edge within one round trip, whatever happens to route tables.
+/// edge within one round trip, whatever happens to route tables. Each table is
+/// checked as [`crate::tokens::validate`] says, exactly as route tables are: one
+/// of another environment or tenant, an older one, or the same version with
+/// other content is NACKed, and the edge keeps serving with the table it holds.
 pub async fn follow_tokens(
     edge: Arc<Edge>,
     url: String,
@@ -203,16 +225,22 @@ pub async fn follow_tokens(
 }
 
 async fn stream_tokens(edge: &Arc<Edge>, url: &str, credential: &str) -> Result<(), String> {
-    let mut client = ControlClient::connect(url.to_string())
-        .await
-        .map_err(|e| format!("cannot reach control at {url}: {e}"))?;
-    let ack = |version: u64, nack: String| v1::TokenAck {
+    use crate::tokens::validate::{self as rules, Verdict};
+    let config = edge.config();
+    let mut client = ControlClient::new(channel(url).await?);
+    // Every message says who the edge is; control reads the first one before it
+    // sends any table, and sends this environment's tokens only.
+    let held_version = || edge.control_tokens_held().map_or(0, |held| held.version);
+    let ack = |version: u64, nack: Option<(u64, String)>| v1::TokenAck {
         node_id: edge.node_id().to_string(),
+        environment: config.environment.clone(),
+        tenant: config.tenant.clone(),
         version,
-        nack_reason: nack,
+        nack_reason: nack.as_ref().map(|(_, r)| r.clone()).unwrap_or_default(),
+        nacked_version: nack.map_or(0, |(v, _)| v),
     };
     let (tx, rx) = mpsc::channel(8);
-    tx.send(ack(edge.tokens_version(), String::new()))
+    tx.send(ack(held_version(), None))
         .await
         .map_err(|_| "ack channel closed".to_string())?;
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
@@ -227,15 +255,33 @@ async fn stream_tokens(edge: &Arc<Edge>, url: &str, credential: &str) -> Result<
         .into_inner();
     while let Some(table) = tables.next().await {
         let table = table.map_err(|s| s.to_string())?;
-        let reply = match tokens_from_wire(&table) {
-            Ok(grants) => {
-                edge.set_control_tokens(table.version, grants);
-                if let Err(err) = save_tokens(&edge.config().data_dir, &table) {
-                    tracing::warn!(error = %err, "cannot keep the token table on disk");
-                }
-                ack(table.version, String::new())
+        let verdict = rules::validate(
+            &table,
+            &config.environment,
+            &config.tenant,
+            edge.control_tokens_held(),
+        );
+        let reply = match verdict {
+            Ok(Verdict::AckAgain) => {
+                edge.note_token_nack(None);
+                ack(table.version, None)
             }
-            Err(why) => ack(edge.tokens_version(), why),
+            Ok(Verdict::Install(grants)) => {
+                edge.set_control_tokens(table.version, grants);
+                // A table that validates is in use even when it cannot be kept.
+                if let Err(err) = save_tokens(&config.data_dir, &table) {
+                    edge.metrics().table_save_failed();
+                    tracing::warn!(version = table.version, error = %err, "installed a token table that cannot be kept on disk; a restart would start from the last one kept");
+                }
+                tracing::info!(version = table.version, "installed a token table");
+                ack(table.version, None)
+            }
+            Err(nack) => {
+                tracing::warn!(version = table.version, reason = %nack, "NACKed a token table; keeping the one held");
+                let nack = (table.version, nack.to_string());
+                edge.note_token_nack(Some(nack.clone()));
+                ack(held_version(), Some(nack))
+            }
         };
         tx.send(reply)
             .await
@@ -254,9 +300,59 @@ fn save_tokens(data_dir: &std::path::Path, table: &v1::TokenTable) -> std::io::R
     std::fs::rename(temp, path)
 }
 
-/// Reads the last good token table kept on disk.
-pub fn load_tokens(data_dir: &std::path::Path) -> Option<v1::TokenTable> {
+/// Reads the last good token table kept on disk, checked as a table from control
+/// is: one of another environment or tenant (or written before tables had one),
+/// or not well formed, is not loaded. Returns its version and grants.
+pub fn load_tokens(
+    data_dir: &std::path::Path,
+    environment: &str,
+    tenant: &str,
+) -> Option<(u64, Vec<(crate::tokens::TokenHash, crate::tokens::Grant)>)> {
+    use crate::tokens::validate::{Verdict, validate};
     use prost::Message as _;
-    let raw = std::fs::read(data_dir.join("tokens.pb")).ok()?;
-    v1::TokenTable::decode(raw.as_slice()).ok()
+    let path = data_dir.join("tokens.pb");
+    let raw = std::fs::read(&path).ok()?;
+    let table = match v1::TokenTable::decode(raw.as_slice()) {
+        Ok(table) => table,
+        Err(err) => {
+            tracing::warn!(path = %path.display(), error = %err, "not loading a token table that does not decode");
+            return None;
+        }
+    };
+    match validate(&table, environment, tenant, None) {
+        Ok(Verdict::Install(grants)) => Some((table.version, grants)),
+        Ok(Verdict::AckAgain) => None,
+        Err(nack) => {
+            tracing::warn!(path = %path.display(), reason = %nack, "not loading the token table kept on disk");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reconnections spread out: each wait is within ±50% of its exponential
+    /// base (100 ms doubling to 2 s), and a fleet's waits are not all equal.
+    #[test]
+    fn backoff_is_exponential_with_jitter() {
+        for attempt in 0..10 {
+            let base = (100u64 << attempt.min(5)).min(2_000) as f64;
+            let waits: Vec<f64> = (0..200)
+                .map(|_| backoff(attempt).as_secs_f64() * 1000.0)
+                .collect();
+            assert!(
+                waits.iter().all(|w| *w >= base * 0.5 && *w <= base * 1.5),
+                "attempt {attempt}: {waits:?}"
+            );
+            let (min, max) = waits
+                .iter()
+                .fold((f64::MAX, 0.0f64), |(lo, hi), w| (lo.min(*w), hi.max(*w)));
+            assert!(
+                max - min > base * 0.5,
+                "attempt {attempt}: spread {min}..{max}"
+            );
+        }
+    }
 }

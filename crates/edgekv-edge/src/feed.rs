@@ -2,6 +2,12 @@
 //! revision (persisted with the data it numbers), applies changes to held keys, to
 //! every key of `full` namespaces and to namespaces, and resyncs from a snapshot
 //! when the edge has fallen behind the retained log (or has never synced).
+//!
+//! The feed is also where the edge learns the data set it follows: the first
+//! stamped event names it, and it is kept in the store. A feed of another data set
+//! is refused (a known-good build over an empty or restored store must not empty
+//! the edge) unless the route table's known-good entry names that data set — a
+//! migration control was told of — and then the edge resyncs from a snapshot of it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -102,6 +108,9 @@ async fn stream(edge: &Arc<Edge>) -> Result<(), FeedError> {
             Err(status) => return Err(FeedError::Failed(status.to_string())),
         };
         upstream.check_stamp(event.stamp.as_ref())?;
+        if let Some(stamp) = &event.stamp {
+            follows(edge, &stamp.data_set)?;
+        }
         // A new known-good build: follow it instead, from where this one stopped.
         if edge
             .routes
@@ -124,6 +133,26 @@ async fn stream(edge: &Arc<Edge>) -> Result<(), FeedError> {
         apply(edge, event)?;
     }
     Err(FeedError::Failed("the origin ended the change feed".into()))
+}
+
+/// Checks a feed event's data set against the one the edge follows: learns it
+/// when the edge has none; a known-good entry naming another one (its stamp
+/// already checked against the entry) is a migration: resync from its snapshot.
+fn follows(edge: &Edge, data_set: &str) -> Result<(), FeedError> {
+    if data_set.is_empty() {
+        return Ok(());
+    }
+    match edge.data_set() {
+        None => {
+            edge.follow_data_set(data_set)?;
+            tracing::info!(%data_set, "following the data set of the change feed");
+            Ok(())
+        }
+        Some(followed) if *followed != data_set => Err(FeedError::Trimmed(format!(
+            "known-good now serves data set {data_set} (its route entry names it); this edge followed {followed}"
+        ))),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Applies one committed revision.
@@ -216,6 +245,8 @@ async fn resync(edge: &Arc<Edge>) -> Result<(), FeedError> {
 
 struct Snapshot {
     revision: u64,
+    /// The data set it is a copy of.
+    data_set: String,
     namespaces: Vec<edgekv_kv::Namespace>,
     keys: HashMap<String, Vec<(Bytes, Record)>>,
 }
@@ -225,12 +256,16 @@ async fn load_snapshot(edge: &Edge, full: Vec<String>) -> Result<Snapshot, FeedE
     let mut chunks = upstream.snapshot(full).await?;
     let mut snapshot = Snapshot {
         revision: 0,
+        data_set: String::new(),
         namespaces: Vec::new(),
         keys: HashMap::new(),
     };
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|s| FeedError::Failed(format!("snapshot: {s}")))?;
         upstream.check_stamp(chunk.stamp.as_ref())?;
+        if let Some(stamp) = &chunk.stamp {
+            snapshot.data_set.clone_from(&stamp.data_set);
+        }
         snapshot
             .namespaces
             .extend(chunk.namespaces.into_iter().map(namespace_from_wire));
@@ -325,6 +360,10 @@ fn install(edge: &Edge, mut snapshot: Snapshot) -> Result<()> {
         ],
         ..Commit::default()
     })?;
+    if !snapshot.data_set.is_empty() && edge.data_set().as_deref() != Some(&snapshot.data_set) {
+        edge.follow_data_set(&snapshot.data_set)?;
+        tracing::warn!(data_set = %snapshot.data_set, "now following another data set, from its snapshot");
+    }
     edge.feed.applied.store(revision, Ordering::Release);
     edge.feed.synced.store(true, Ordering::Release);
     edge.feed.snapshots.fetch_add(1, Ordering::AcqRel);

@@ -2,8 +2,8 @@
 //! edge saw of each build to control for its health analysis.
 //!
 //! A probe is a `Health` call made with this edge's own credential. A build other
-//! than known-good whose probe is refused authentication, or fails three times in
-//! a row, is ejected (its share goes to known-good) and comes back once a probe
+//! than known-good whose probe is refused authentication or answered by another
+//! build or data set, or fails three times in a row, is ejected (its share goes to known-good) and comes back once a probe
 //! succeeds; a new route table starts afresh. A failing
 //! probe of known-good is never an ejection — known-good is the fallback — but
 //! when it fails *authentication* this edge is itself unhealthy: it fails
@@ -89,12 +89,13 @@ pub async fn probe_all(edge: &Edge) {
                 routes.restore(&build_id);
             }
             Ok(_) => {}
-            // A refused credential (the 2023 failure) ejects at once; other
-            // failures — a timeout, a restart — only when they repeat, so one lost
-            // probe at one edge does not roll a deployment back.
+            // A refused credential (the 2023 failure) or an answer of another
+            // build or data set ejects at once; other failures — a timeout, a
+            // restart — only when they repeat, so one lost probe at one edge does
+            // not roll a deployment back.
             Err(err)
                 if !routes.is_ejected(&build_id)
-                    && (err.refused_auth()
+                    && (err.is_decisive()
                         || failed_probes(&routes, &build_id) >= EJECT_AFTER_PROBES) =>
             {
                 tracing::warn!(build = %build_id, error = %err, "ejecting a build whose probe failed");
@@ -155,6 +156,7 @@ pub fn report(edge: &Edge, interval_ms: u64) -> v1::HealthReport {
                 errors_deadline: delta.faults[2],
                 errors_other: delta.faults[3],
                 client_errors: delta.client_errors,
+                not_found: delta.not_found,
                 latency_buckets: delta.latency,
                 probes_ok: delta.probes_ok,
                 probes_failed: delta.probes_failed,
@@ -167,10 +169,7 @@ pub fn report(edge: &Edge, interval_ms: u64) -> v1::HealthReport {
 
 /// Opens the report stream to control; `None` when control cannot be reached.
 async fn open_reports(url: &str, credential: &str) -> Option<mpsc::Sender<v1::HealthReport>> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .ok()?
-        .connect_timeout(Duration::from_secs(1))
-        .connect()
+    let channel = crate::control::channel(url)
         .await
         .map_err(|e| tracing::debug!(error = %e, "cannot reach control to report health"))
         .ok()?;

@@ -14,9 +14,10 @@
 //! - [`upstream`]: the gRPC client of an origin build; build faults vs client faults.
 //! - [`feed`]: the change feed: watch, apply, resync from a snapshot.
 //! - [`routes`]: the builds an edge calls and the weighted choice among them.
-//! - [`control`]: following control's route tables (validate, ACK/NACK, keep on disk).
+//! - [`control`]: following control's route and token tables (validate, ACK/NACK,
+//!   keep on disk).
 //! - [`hot`]: the hot tier, bounded by bytes, correct under concurrent writes.
-//! - [`tokens`]: the token table, looked up by SHA-256.
+//! - [`tokens`]: the token table, looked up by SHA-256, and the checks of control's.
 //! - [`http`]: routes, handlers and the v4 JSON envelope.
 //! - [`server`]: listeners (HTTP/1.1 and h2c), graceful shutdown, background purge.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/status`.
@@ -60,9 +61,17 @@ pub fn open(
     credential: &str,
 ) -> Result<Arc<Edge>> {
     config.validate().map_err(Error::Config)?;
+    let options = RocksOptions {
+        sync_writes: config.sync_writes,
+        ..RocksOptions::default()
+    };
+    let store = RocksStore::open(config.data_dir.join("db"), &options)?;
     let expected = upstream::Expected {
         environment: config.environment.clone(),
         tenant: config.tenant.clone(),
+        data_set: Arc::new(upstream::FollowedDataSet::new(service::followed_data_set(
+            &store,
+        )?)),
     };
     let timeout = std::time::Duration::from_millis(config.upstream_timeout_ms);
     let routes = if config.origin.is_empty() {
@@ -79,21 +88,19 @@ pub fn open(
         }
     } else {
         routes::Routes::single(
-            upstream::Upstream::new(&config.origin, credential, expected, timeout)
+            upstream::Upstream::new(&config.origin, credential, expected.clone(), timeout)
                 .map_err(Error::Config)?,
         )
     };
-    let options = RocksOptions {
-        sync_writes: config.sync_writes,
-        ..RocksOptions::default()
-    };
-    let store = RocksStore::open(config.data_dir.join("db"), &options)?;
-    Ok(Arc::new(Edge::new(
-        config,
-        Arc::new(store),
-        clock,
-        tokens,
-        routes,
-        credential.to_string(),
-    )?))
+    Ok(Arc::new(
+        Edge::new(
+            config,
+            Arc::new(store),
+            clock,
+            tokens,
+            routes,
+            credential.to_string(),
+        )?
+        .following(expected),
+    ))
 }

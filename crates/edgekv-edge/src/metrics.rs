@@ -102,6 +102,8 @@ const BUCKET_SLOTS: usize = BUCKETS_US.len() + 1;
 #[derive(Debug)]
 pub struct Metrics {
     stripes: Box<[Stripe]>,
+    /// Route or token tables installed that could not be kept on disk.
+    table_save_failures: AtomicU64,
 }
 
 /// One thread's share of the counters. Stripes are handed out round-robin to
@@ -153,7 +155,18 @@ impl Metrics {
             stripes: (0..stripes.clamp(1, MAX_STRIPES))
                 .map(|_| Stripe::default())
                 .collect(),
+            table_save_failures: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a table installed that could not be kept on disk.
+    pub fn table_save_failed(&self) {
+        self.table_save_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Tables installed that could not be kept on disk, since start.
+    pub fn table_save_failures(&self) -> u64 {
+        self.table_save_failures.load(Ordering::Relaxed)
     }
 
     /// The calling thread's stripe.

@@ -69,7 +69,8 @@ impl Routes {
                 expected.clone(),
                 timeout,
                 &entry.build_id,
-            )?;
+            )?
+            .with_data_set(&entry.data_set);
             if entry.build_id == table.known_good_build {
                 known_good = Some(upstream.clone());
             }

@@ -86,10 +86,12 @@ impl RunningEdge {
             stopped.clone(),
         ));
         if !config.control.is_empty() {
-            if let Some(table) = crate::control::load_tokens(&config.data_dir)
-                && let Ok(grants) = crate::control::tokens_from_wire(&table)
+            // The last good token table kept on disk, if it is this edge's
+            // environment's: what the first table from control is checked against.
+            if let Some((version, grants)) =
+                crate::control::load_tokens(&config.data_dir, &config.environment, &config.tenant)
             {
-                edge.set_control_tokens(table.version, grants);
+                edge.set_control_tokens(version, grants);
             }
             tasks.spawn(crate::control::follow(
                 edge.clone(),

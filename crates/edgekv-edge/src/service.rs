@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Queued};
 use crate::routes::Routes;
 use crate::tokens::{self, TokenHash, TokenTable};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{Expected, FollowedDataSet, Upstream, UpstreamError};
 use crate::{EdgeConfig, Error, Result};
 
 /// Keys are spread over this many apply locks.
@@ -45,6 +45,16 @@ pub(crate) const FEED_REVISION: &str = "feed_revision";
 /// The meta entry present once a first snapshot is loaded.
 pub(crate) const SYNCED: &str = "synced";
 const NODE_ID: &str = "node_id";
+/// The meta entry holding the data set the edge follows.
+pub(crate) const FOLLOWED_DATA_SET: &str = "followed_data_set";
+
+/// The data set an edge's store says it follows, if it learnt one.
+pub fn followed_data_set(store: &dyn Store) -> Result<Option<String>> {
+    Ok(store
+        .meta(FOLLOWED_DATA_SET)?
+        .map(|raw| String::from_utf8_lossy(&raw).into_owned())
+        .filter(|id| !id.is_empty()))
+}
 const SEQUENCE_RESERVED: &str = "write_sequence_reserved";
 
 /// Every namespace by id. Looked up on every request: foldhash (seeded per map)
@@ -88,7 +98,7 @@ pub struct Pin {
     pub build: String,
     /// When the pin ends, Unix ms.
     pub until_ms: u64,
-    /// The signed order's nonce, for the log.
+    /// The signed order's nonce: it names the pin, and an unpin must name it.
     pub nonce: String,
 }
 
@@ -212,6 +222,9 @@ pub struct Edge {
     scope_generation: AtomicU64,
     /// The tokens given at start (`--account/--token`), kept beside control's.
     bootstrap_tokens: TokenTable,
+    /// The last token table from control this edge refused, `(version, reason)`,
+    /// while no newer one was accepted: shown on `/status`.
+    token_nack: Mutex<Option<(u64, String)>>,
     /// The builds this edge calls; swapped whole when a new route table arrives.
     pub(crate) routes: ArcSwap<Routes>,
     /// The edge's environment credential, for builds and control.
@@ -236,7 +249,10 @@ pub struct Edge {
     /// Set by the prober: this edge's calls to known-good fail authentication.
     pub(crate) known_good_auth_failing: AtomicBool,
     /// Checks break-glass orders, when a public key is configured.
-    pub(crate) break_glass: Option<edgekv_breakglass::Verifier>,
+    pub(crate) break_glass: Option<crate::breakglass::BreakGlass>,
+    /// What every build's answers must be: this edge's environment and tenant,
+    /// and the data set it follows (shared with every client of a build).
+    expected: Expected,
 }
 
 /// The write marks of one write, released when it is done (or abandoned).
@@ -321,7 +337,12 @@ impl Edge {
         // Sequence numbers restart after the last reserved block, so none repeats.
         let reserved = read_u64(&*store, SEQUENCE_RESERVED)?;
         let outbox = Outbox::load(&*store)?;
-        let break_glass = crate::breakglass::verifier(&config)?;
+        let break_glass = crate::breakglass::load(&config)?;
+        let expected = Expected {
+            environment: config.environment.clone(),
+            tenant: config.tenant.clone(),
+            data_set: Arc::new(FollowedDataSet::new(followed_data_set(&*store)?)),
+        };
         let feed = FeedState::default();
         feed.applied.store(applied, Ordering::Release);
         feed.synced
@@ -335,6 +356,7 @@ impl Edge {
             namespaces: ArcSwap::from_pointee(namespaces),
             bootstrap_tokens: tokens.clone(),
             tokens: ArcSwap::from_pointee(tokens),
+            token_nack: Mutex::new(None),
             scope_generation: AtomicU64::new(0),
             routes: ArcSwap::from_pointee(routes),
             credential,
@@ -353,9 +375,11 @@ impl Edge {
             pin: arc_swap::ArcSwapOption::empty(),
             known_good_auth_failing: AtomicBool::new(false),
             break_glass,
+            expected,
         })
         .and_then(|edge| {
             edge.load_pin()?;
+            edge.load_nonces()?;
             Ok(edge)
         })
     }
@@ -363,6 +387,31 @@ impl Edge {
     /// The edge's configuration.
     pub fn config(&self) -> &EdgeConfig {
         &self.config
+    }
+
+    /// Shares `expected` (and its followed data set) with the clients of the
+    /// route table the edge was opened with.
+    pub fn following(mut self, expected: Expected) -> Self {
+        self.expected = expected;
+        self
+    }
+
+    /// What every build's answers must be.
+    pub fn expected(&self) -> &Expected {
+        &self.expected
+    }
+
+    /// The data set this edge follows, once learnt from its feed.
+    pub fn data_set(&self) -> Option<Arc<String>> {
+        self.expected.data_set.get()
+    }
+
+    /// Follows `data_set` from now on: kept in the store (fsynced) first.
+    pub(crate) fn follow_data_set(&self, data_set: &str) -> Result<()> {
+        self.store
+            .set_meta_synced(FOLLOWED_DATA_SET, data_set.as_bytes())?;
+        self.expected.data_set.set(data_set);
+        Ok(())
     }
 
     /// The hot tier.
@@ -512,21 +561,43 @@ impl Edge {
         }
     }
 
-    /// Installs control's token table, beside the bootstrap tokens.
+    /// Installs control's token table, beside the bootstrap tokens, with the
+    /// content hash of control's grants, which the next table is checked against
+    /// ([`tokens::validate`]). Clears the last token NACK.
     pub fn set_control_tokens(
         &self,
         version: u64,
         grants: Vec<(crate::tokens::TokenHash, crate::tokens::Grant)>,
     ) {
+        let content_hash = tokens::validate::content_hash(&grants);
         let bootstrap = self
             .bootstrap_tokens
             .entries()
             .map(|(h, g)| (*h, g.clone()));
-        self.tokens.store(Arc::new(TokenTable::new(
-            version,
-            grants.into_iter().chain(bootstrap),
-        )));
+        self.tokens.store(Arc::new(
+            TokenTable::new(version, grants.into_iter().chain(bootstrap))
+                .with_content_hash(content_hash),
+        ));
         self.scope_generation.fetch_add(1, Ordering::Release);
+        *self.token_nack.lock() = None;
+    }
+
+    /// The version and content hash of control's token table in use; `None`
+    /// while the edge has only its bootstrap tokens.
+    pub fn control_tokens_held(&self) -> Option<tokens::validate::Held> {
+        self.tokens.load().held()
+    }
+
+    /// Records the NACK of a token table from control (`Some((version,
+    /// reason))`), or that the table offered was the one held (`None`).
+    pub fn note_token_nack(&self, nack: Option<(u64, String)>) {
+        *self.token_nack.lock() = nack;
+    }
+
+    /// The last token table from control this edge refused, `(version, reason)`,
+    /// unless it accepted one since.
+    pub fn token_nack(&self) -> Option<(u64, String)> {
+        self.token_nack.lock().clone()
     }
 
     /// The scope generation: read it before the token, namespace and route tables,

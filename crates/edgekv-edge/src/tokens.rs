@@ -4,6 +4,11 @@
 //! gives nobody access. (A connection's last token stays in memory beside its
 //! hash while the connection lasts: [`TokenMemo`].) Tokens are 128-bit random secrets, so one
 //! SHA-256 is as strong as a slow KDF would be and costs well under a microsecond.
+//!
+//! [`validate`] holds the checks a token table from control passes before it is
+//! installed.
+
+pub mod validate;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -63,6 +68,9 @@ impl Grant {
 pub struct TokenTable {
     version: u64,
     grants: HashMap<TokenHash, Grant, BuildHasherDefault<DigestHasher>>,
+    /// The content hash of control's grants in it ([`validate::content_hash`]),
+    /// when it holds a table of control's: what the next table is checked against.
+    content_hash: Option<validate::ContentHash>,
 }
 
 /// Hashes a [`TokenHash`] by its first eight bytes: it is a SHA-256 digest, already
@@ -90,7 +98,22 @@ impl TokenTable {
         TokenTable {
             version,
             grants: grants.into_iter().collect(),
+            content_hash: None,
         }
+    }
+
+    /// The table with the content hash of the control table it holds.
+    pub fn with_content_hash(mut self, content_hash: validate::ContentHash) -> Self {
+        self.content_hash = Some(content_hash);
+        self
+    }
+
+    /// The version and content hash of the control table it holds, if any.
+    pub fn held(&self) -> Option<validate::Held> {
+        self.content_hash.map(|content_hash| validate::Held {
+            version: self.version,
+            content_hash,
+        })
     }
 
     /// The table's version.

@@ -85,8 +85,11 @@ pub enum FaultClass {
     Unavailable,
     /// No answer within the request's time budget.
     Deadline,
-    /// Anything else: an answer stamped by another build, environment or tenant, a
-    /// protocol error, an internal error.
+    /// An answer (or an error) of another build, environment, tenant or data
+    /// set, or an error with no stamp: the route leads to the wrong thing. Counted
+    /// with `Other` in reports; a probe failing so ejects the build at once.
+    Identity,
+    /// Anything else: a protocol error, an internal error.
     Other,
 }
 
@@ -116,6 +119,12 @@ impl ProbeFailure {
     pub fn refused_auth(&self) -> bool {
         self.class == FaultClass::Auth
     }
+
+    /// Whether the fault is one that no retry mends: a refused credential, or an
+    /// answer of another build, environment, tenant or data set. It ejects at once.
+    pub fn is_decisive(&self) -> bool {
+        matches!(self.class, FaultClass::Auth | FaultClass::Identity)
+    }
 }
 
 /// What this edge saw of one build: counters since the last health report, and
@@ -125,6 +134,11 @@ pub struct BuildStats {
     requests: AtomicU64,
     faults: [AtomicU64; 4],
     client_errors: AtomicU64,
+    /// Client faults that were NOT_FOUND, and reads answered "no such key": what
+    /// the client sees as 404.
+    not_found: AtomicU64,
+    /// Reads answered "no such key" (a subset of `requests`, not a fault).
+    absent: AtomicU64,
     latency: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
     probes_ok: AtomicU64,
     probes_failed: AtomicU64,
@@ -142,6 +156,8 @@ pub struct StatsDelta {
     pub faults: [u64; 4],
     /// Client faults.
     pub client_errors: u64,
+    /// Answers the client sees as 404: NOT_FOUND faults and reads of no key.
+    pub not_found: u64,
     /// Latency histogram over [`LATENCY_BOUNDS_MS`].
     pub latency: Vec<u64>,
     /// Probes answered.
@@ -168,9 +184,12 @@ impl BuildStats {
         self.consecutive_faults.store(0, Ordering::Relaxed);
     }
 
-    fn client_fault(&self, elapsed: Duration) {
+    fn client_fault(&self, elapsed: Duration, not_found: bool) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.client_errors.fetch_add(1, Ordering::Relaxed);
+        if not_found {
+            self.not_found.fetch_add(1, Ordering::Relaxed);
+        }
         self.latency(elapsed);
         self.consecutive_faults.store(0, Ordering::Relaxed);
     }
@@ -181,7 +200,13 @@ impl BuildStats {
             self.requests.fetch_add(1, Ordering::Relaxed);
             self.latency(elapsed);
         }
-        self.faults[class as usize].fetch_add(1, Ordering::Relaxed);
+        let index = match class {
+            FaultClass::Auth => 0,
+            FaultClass::Unavailable => 1,
+            FaultClass::Deadline => 2,
+            FaultClass::Identity | FaultClass::Other => 3,
+        };
+        self.faults[index].fetch_add(1, Ordering::Relaxed);
         self.consecutive_faults.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock() = message.to_string();
     }
@@ -217,6 +242,7 @@ impl BuildStats {
             requests: take(&self.requests),
             faults: std::array::from_fn(|i| take(&self.faults[i])),
             client_errors: take(&self.client_errors),
+            not_found: take(&self.not_found) + take(&self.absent),
             latency: self.latency.iter().map(take).collect(),
             probes_ok: take(&self.probes_ok),
             probes_failed: take(&self.probes_failed),
@@ -238,13 +264,49 @@ impl Interceptor for Credential {
     }
 }
 
+/// The data set this edge follows: learnt from its change feed (known-good's),
+/// kept in its store, and required of every answer a route entry does not say
+/// otherwise of. Shared by every client of the edge; read without a lock.
+#[derive(Debug, Default)]
+pub struct FollowedDataSet(arc_swap::ArcSwapOption<String>);
+
+impl FollowedDataSet {
+    /// A cell holding `id`, if the edge has learnt one.
+    pub fn new(id: Option<String>) -> Self {
+        FollowedDataSet(arc_swap::ArcSwapOption::from(id.map(Arc::new)))
+    }
+
+    /// The data set followed now, if one was learnt.
+    pub fn get(&self) -> Option<Arc<String>> {
+        self.0.load_full()
+    }
+
+    /// Follows another data set (the feed learnt or switched it).
+    pub fn set(&self, id: &str) {
+        self.0.store(Some(Arc::new(id.to_string())));
+    }
+}
+
 /// What the edge expects of the build it calls.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Expected {
     /// The edge's environment.
     pub environment: String,
     /// The edge's tenant.
     pub tenant: String,
+    /// The data set the edge follows (shared by every client).
+    pub data_set: Arc<FollowedDataSet>,
+}
+
+impl Expected {
+    /// Expects `environment` and `tenant`, and a data set still to learn.
+    pub fn new(environment: &str, tenant: &str) -> Self {
+        Expected {
+            environment: environment.to_string(),
+            tenant: tenant.to_string(),
+            data_set: Arc::default(),
+        }
+    }
 }
 
 /// A client of one build.
@@ -255,6 +317,8 @@ pub struct Upstream {
     expected: Expected,
     /// The build id, learned from its first stamped answer and then required.
     build_id: std::sync::Arc<OnceLock<String>>,
+    /// The data set its route entry names; `None`: the one the edge follows.
+    declared_data_set: Option<Arc<str>>,
     timeout: Duration,
     stats: Arc<BuildStats>,
 }
@@ -315,6 +379,7 @@ impl Upstream {
             url: url.to_string(),
             expected,
             build_id: std::sync::Arc::default(),
+            declared_data_set: None,
             timeout,
             stats: Arc::default(),
         })
@@ -332,6 +397,20 @@ impl Upstream {
         let upstream = Self::new(url, credential, expected, timeout)?;
         let _ = upstream.build_id.set(build_id.to_string());
         Ok(upstream)
+    }
+
+    /// Requires answers stamped with `data_set` (a route entry's), rather than
+    /// with the data set the edge follows.
+    pub fn with_data_set(mut self, data_set: &str) -> Self {
+        if !data_set.is_empty() {
+            self.declared_data_set = Some(Arc::from(data_set));
+        }
+        self
+    }
+
+    /// The data set its route entry names, if it names one.
+    pub fn declared_data_set(&self) -> Option<&str> {
+        self.declared_data_set.as_deref()
     }
 
     /// The build's URL.
@@ -360,7 +439,7 @@ impl Upstream {
     fn check(&self, stamp: Option<&v1::Stamp>) -> Result<String, UpstreamError> {
         self.check_inner(stamp).inspect_err(|err| {
             self.stats
-                .fault(FaultClass::Other, Duration::ZERO, &err.to_string(), true)
+                .fault(FaultClass::Identity, Duration::ZERO, &err.to_string(), true)
         })
     }
 
@@ -379,7 +458,57 @@ impl Upstream {
                 stamp.build_id
             )));
         }
+        self.check_data_set(stamp)?;
         Ok(stamp.build_id.clone())
+    }
+
+    /// An answer of another data set than the route entry names (or, where it
+    /// names none, than the edge follows) is a build fault: a build over the wrong
+    /// store answers 404 to keys that exist.
+    fn check_data_set(&self, stamp: &v1::Stamp) -> Result<(), UpstreamError> {
+        let followed = self.expected.data_set.get();
+        let want = self
+            .declared_data_set
+            .as_deref()
+            .or(followed.as_deref().map(String::as_str));
+        match want {
+            Some(want) if want != stamp.data_set => Err(UpstreamError::Build(format!(
+                "answer of data set {:?} from build {}; {} data set {want:?}",
+                stamp.data_set,
+                stamp.build_id,
+                if self.declared_data_set.is_some() {
+                    "its route entry names"
+                } else {
+                    "this edge follows"
+                }
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sorts an error answer: a client fault only when the build it called stamped
+    /// it (environment, tenant, build and data set); an unstamped error, or one of
+    /// another build or data set, is the route's fault.
+    fn classify_error(&self, status: &Status) -> (UpstreamError, FaultClass) {
+        let class = FaultClass::of(status.code());
+        let err = classify(status);
+        if matches!(err, UpstreamError::Build(_)) {
+            return (err, class);
+        }
+        match edgekv_proto::stamp::read(status.metadata()) {
+            None => (
+                UpstreamError::Build(format!(
+                    "error answer carries no build stamp ({:?}: {})",
+                    status.code(),
+                    status.message()
+                )),
+                FaultClass::Identity,
+            ),
+            Some(stamp) => match self.check_inner(Some(&stamp)) {
+                Ok(_) => (err, class),
+                Err(fault) => (fault, FaultClass::Identity),
+            },
+        }
     }
 
     /// Runs one call within the time budget and counts it in the build's stats.
@@ -396,13 +525,15 @@ impl Upstream {
                 Ok(response.into_inner())
             }
             Ok(Err(status)) => {
-                let err = classify(&status);
+                let (err, class) = self.classify_error(&status);
                 match &err {
                     UpstreamError::Build(message) => {
-                        self.stats
-                            .fault(FaultClass::of(status.code()), elapsed, message, false)
+                        self.stats.fault(class, elapsed, message, false)
                     }
-                    _ => self.stats.client_fault(elapsed),
+                    UpstreamError::Client { code, .. } => {
+                        self.stats.client_fault(elapsed, *code == Code::NotFound)
+                    }
+                    UpstreamError::TitleTaken(_) => self.stats.client_fault(elapsed, false),
                 }
                 Err(err)
             }
@@ -425,14 +556,14 @@ impl Upstream {
                 self.check_inner(answer.stamp.as_ref())
                     .map(|_| answer)
                     .map_err(|error| ProbeFailure {
-                        class: FaultClass::Other,
+                        class: FaultClass::Identity,
                         error,
                     })
             }
-            Ok(Err(status)) => Err(ProbeFailure {
-                class: FaultClass::of(status.code()),
-                error: classify(&status),
-            }),
+            Ok(Err(status)) => {
+                let (error, class) = self.classify_error(&status);
+                Err(ProbeFailure { class, error })
+            }
             Err(_) => Err(ProbeFailure {
                 class: FaultClass::Deadline,
                 error: UpstreamError::Build(format!(
@@ -455,6 +586,9 @@ impl Upstream {
         };
         let answer = self.unary(client.get(request)).await?;
         let build_id = self.check(answer.stamp.as_ref())?;
+        if answer.record.as_ref().is_none_or(|r| r.tombstone) {
+            self.stats.absent.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(Answer {
             record: answer.record.map(record_from_wire),
             read_revision: answer.read_revision,
@@ -614,7 +748,7 @@ impl Upstream {
             Ok(Err(status)) if needs_resync(&status) => {
                 Err(WatchError::Trimmed(status.message().to_string()))
             }
-            Ok(Err(status)) => Err(WatchError::Failed(classify(&status))),
+            Ok(Err(status)) => Err(WatchError::Failed(self.classify_error(&status).0)),
             Err(_) => Err(WatchError::Failed(UpstreamError::Build(
                 "watch did not open in time".into(),
             ))),
@@ -634,7 +768,7 @@ impl Upstream {
         .await
         {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(classify(&status)),
+            Ok(Err(status)) => Err(self.classify_error(&status).0),
             Err(_) => Err(UpstreamError::Build("snapshot did not open in time".into())),
         }
     }

@@ -334,6 +334,7 @@ async fn one_lost_probe_does_not_eject_a_build_three_do() {
         artifact_digest: String::new(),
         weight_bp,
         endpoints: vec![url.into()],
+        data_set: String::new(),
     };
     let table = RouteTable {
         version: 2,
@@ -346,10 +347,7 @@ async fn one_lost_probe_does_not_eject_a_build_three_do() {
             entry("v2", 5_000, &dead_url),
         ],
     };
-    let expected = Expected {
-        environment: ENVIRONMENT.into(),
-        tenant: ENVIRONMENT.into(),
-    };
+    let expected = Expected::new(ENVIRONMENT, ENVIRONMENT);
     let routes =
         Routes::from_table(table, CREDENTIAL, &expected, Duration::from_millis(300)).unwrap();
     edge.set_routes(Arc::new(routes));

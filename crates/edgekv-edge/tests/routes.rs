@@ -161,6 +161,7 @@ fn entry(build_id: &str, environment: &str, weight_bp: u32, endpoint: &str) -> v
         artifact_digest: String::new(),
         weight_bp,
         endpoints: vec![endpoint.into()],
+        data_set: String::new(),
     }
 }
 

@@ -64,6 +64,31 @@ pub struct OriginCore {
     /// Set when the process stops: open watch streams end.
     closing: watch::Sender<bool>,
     tombstone_ttl_s: u64,
+    /// The store's data-set id, 32 hex digits.
+    data_set: String,
+}
+
+/// The store metadata entry holding the data-set id.
+pub const DATA_SET_META: &str = "data_set";
+
+/// Reads the store's data-set id, creating it (128 random bits) with a store that
+/// has none yet: an empty store, never one holding data — a store with commits but
+/// no id predates ids, and gets one too, once, fsynced before it is used.
+pub fn data_set_of(store: &dyn Store) -> Result<String> {
+    if let Some(raw) = store.meta(DATA_SET_META)? {
+        let id = String::from_utf8(raw)
+            .ok()
+            .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| {
+                Error::Config("the store's data-set id is corrupt (not 32 hex digits)".into())
+            })?;
+        return Ok(id);
+    }
+    let bytes: [u8; 16] = rand::random();
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    store.set_meta_synced(DATA_SET_META, id.as_bytes())?;
+    tracing::info!(data_set = %id, "created the store's data-set id");
+    Ok(id)
 }
 
 impl std::fmt::Debug for OriginCore {
@@ -75,18 +100,26 @@ impl std::fmt::Debug for OriginCore {
 }
 
 impl OriginCore {
-    /// A core over a store that keeps a change log.
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, tombstone_ttl_s: u64) -> Self {
+    /// A core over a store that keeps a change log; reads the store's data-set id,
+    /// creating it with a new store.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, tombstone_ttl_s: u64) -> Result<Self> {
+        let data_set = data_set_of(store.as_ref())?;
         let (committed, _) = watch::channel(store.revision());
         let (closing, _) = watch::channel(false);
-        OriginCore {
+        Ok(OriginCore {
             store,
             clock,
             writer: Mutex::new(()),
             committed,
             closing,
             tombstone_ttl_s,
-        }
+            data_set,
+        })
+    }
+
+    /// The data-set id of the store: every build's answers carry it.
+    pub fn data_set(&self) -> &str {
+        &self.data_set
     }
 
     /// Ends every open watch stream (the process is stopping).

@@ -44,7 +44,7 @@ impl RunningOrigin {
             Arc::new(store),
             clock,
             config.tombstone_ttl_s,
-        ));
+        )?);
         Self::serve(config, core).await
     }
 
@@ -70,6 +70,7 @@ impl RunningOrigin {
                     build_id: spec.id.clone(),
                     environment: config.environment.clone(),
                     tenant: config.tenant.clone(),
+                    data_set: core.data_set().to_string(),
                 },
                 spec.version.clone(),
                 credentials.clone(),
@@ -99,7 +100,7 @@ impl RunningOrigin {
                     tracing::error!(build = %id, error = %err, "build stopped serving");
                 }
             });
-            tracing::info!(build = %spec.id, %addr, environment = %config.environment, "build serving");
+            tracing::info!(build = %spec.id, %addr, environment = %config.environment, data_set = %core.data_set(), "build serving");
             builds.insert(spec.id.clone(), addr);
         }
         tasks.spawn(maintain(

@@ -2,7 +2,9 @@
 //!
 //! Every call is admitted the same way: the build's injected fault (if any) first,
 //! then the caller's credential, which must be one of the build's environment. Every
-//! answer is stamped with the build's id, environment and tenant.
+//! answer is stamped with the build's id, environment, tenant and data set — error
+//! answers too, as status metadata ([`edgekv_proto::stamp`]), so the edge can tell
+//! a client fault this build reports from an error of anything else.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +61,10 @@ impl Build {
 
     /// Applies the injected fault, then checks the caller's credential.
     async fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.check_caller(request).await.map_err(|s| self.fail(s))
+    }
+
+    async fn check_caller<T>(&self, request: &Request<T>) -> Result<(), Status> {
         if let Some(fault) = &self.fault {
             fault.apply(&self.stamp.build_id).await?;
         }
@@ -88,6 +94,11 @@ impl Build {
         Some(self.stamp.clone())
     }
 
+    /// Stamps an error answer with who gave it.
+    fn fail(&self, status: impl Into<Status>) -> Status {
+        stamped(&self.stamp, status.into())
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&OriginCore) -> Result<T> + Send + 'static,
@@ -95,8 +106,8 @@ impl Build {
         let core = self.core.clone();
         tokio::task::spawn_blocking(move || work(&core))
             .await
-            .map_err(|e| Status::internal(format!("origin task failed: {e}")))?
-            .map_err(Status::from)
+            .map_err(|e| self.fail(Status::internal(format!("origin task failed: {e}"))))?
+            .map_err(|e| self.fail(e))
     }
 
     async fn write(
@@ -104,7 +115,8 @@ impl Build {
         header: Option<v1::WriteHeader>,
         mutations: Vec<Mutation>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
-        let header = header.ok_or_else(|| Status::invalid_argument("write has no header"))?;
+        let header =
+            header.ok_or_else(|| self.fail(Status::invalid_argument("write has no header")))?;
         let request = WriteRequest {
             namespace: header.namespace,
             mutations,
@@ -124,6 +136,12 @@ impl Build {
         })
         .await
     }
+}
+
+/// An error answer with the stamp of the build that gives it.
+pub fn stamped(stamp: &v1::Stamp, mut status: Status) -> Status {
+    edgekv_proto::stamp::write(stamp, status.metadata_mut());
+    status
 }
 
 fn mutation(key: bytes::Bytes, value: Option<v1::Value>) -> Mutation {
@@ -206,7 +224,7 @@ impl origin_server::Origin for Build {
         let r = request.into_inner();
         let value = r
             .value
-            .ok_or_else(|| Status::invalid_argument("put has no value"))?;
+            .ok_or_else(|| self.fail(Status::invalid_argument("put has no value")))?;
         self.write(r.header, vec![mutation(r.key, Some(value))])
             .await
     }
@@ -227,11 +245,10 @@ impl origin_server::Origin for Build {
         self.admit(&request).await?;
         let r = request.into_inner();
         if r.mutations.len() > edgekv_kv::limits::MAX_BULK_ITEMS {
-            return Err(Error::Kv(edgekv_kv::Error::TooManyItems {
+            return Err(self.fail(Error::Kv(edgekv_kv::Error::TooManyItems {
                 len: r.mutations.len(),
                 max: edgekv_kv::limits::MAX_BULK_ITEMS,
-            })
-            .into());
+            })));
         }
         let mutations = r
             .mutations
@@ -403,7 +420,7 @@ impl origin_server::Origin for Build {
                     last: true,
                     ..chunk
                 }),
-                Err(err) => Err(Status::from(err)),
+                Err(err) => Err(stamped(&stamp, Status::from(err))),
             };
             let _ = tx.blocking_send(last);
         });
@@ -443,13 +460,12 @@ async fn follow(
         let entries = match read {
             Ok(Ok(entries)) => entries,
             Ok(Err(err)) => {
-                let _ = tx.send(Err(Status::from(err))).await;
+                let _ = tx.send(Err(stamped(&stamp, Status::from(err)))).await;
                 return;
             }
             Err(err) => {
-                let _ = tx
-                    .send(Err(Status::internal(format!("watch task failed: {err}"))))
-                    .await;
+                let status = Status::internal(format!("watch task failed: {err}"));
+                let _ = tx.send(Err(stamped(&stamp, status))).await;
                 return;
             }
         };

@@ -2,7 +2,8 @@
 //! `proto/` — their only source.
 //!
 //! Besides the generated code, [`convert`] maps wire records and namespaces to the
-//! KV rules' own types, for edge and origin alike.
+//! KV rules' own types, for edge and origin alike, and [`stamp`] carries a build's
+//! stamp on its error answers.
 
 /// Version 1 of the wire types.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -11,6 +12,7 @@ pub mod v1 {
 }
 
 pub mod convert;
+pub mod stamp;
 
 /// Upper bounds of the latency buckets of `BuildHealth.latency_buckets`, in ms;
 /// one more bucket holds everything slower. Edges count by them, control reads by

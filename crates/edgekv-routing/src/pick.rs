@@ -61,6 +61,7 @@ mod tests {
                     artifact_digest: String::new(),
                     weight_bp: *w,
                     endpoints: vec!["http://x".into()],
+                    data_set: String::new(),
                 })
                 .collect(),
         }

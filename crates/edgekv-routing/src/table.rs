@@ -21,6 +21,10 @@ pub struct RouteEntry {
     pub weight_bp: u32,
     /// Where it listens (`http://host:port`).
     pub endpoints: Vec<String>,
+    /// The data set the build's answers must be stamped with; empty: the one the
+    /// edge follows on its change feed.
+    #[serde(default)]
+    pub data_set: String,
 }
 
 /// A versioned route table of one environment and tenant.
@@ -61,6 +65,12 @@ impl RouteTable {
             field(&entry.weight_bp.to_be_bytes());
             for endpoint in &entry.endpoints {
                 field(endpoint.as_bytes());
+            }
+            // Hashed only when named, so a table from before data sets hashes as
+            // it did.
+            if !entry.data_set.is_empty() {
+                field(b"data_set");
+                field(entry.data_set.as_bytes());
             }
             field(b"|");
         }

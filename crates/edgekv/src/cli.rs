@@ -175,7 +175,8 @@ pub enum BreakGlassCommand {
         #[arg(long, default_value = "all")]
         node: String,
     },
-    /// Lifts a pin: the route table decides again.
+    /// Lifts a pin: the route table decides again. The order names the pin it
+    /// lifts, and an edge holding another pin refuses it.
     Unpin {
         /// The private key file.
         #[arg(long)]
@@ -189,6 +190,11 @@ pub enum BreakGlassCommand {
         /// One node id, or `all`.
         #[arg(long, default_value = "all")]
         node: String,
+        /// The nonce of the pin to lift (`pinned.nonce` in an edge's `/status`);
+        /// without it, the pin each edge has in force is read from its admin
+        /// listener and named.
+        #[arg(long = "pin", value_name = "NONCE")]
+        pin: Option<String>,
     },
 }
 
@@ -213,6 +219,11 @@ pub enum TokenCommand {
         /// The account it acts for.
         #[arg(long)]
         account: String,
+        /// The environment whose edges accept it (required): control sends it to
+        /// that environment's edges only, so a staging token never works on a
+        /// production edge.
+        #[arg(long)]
+        environment: String,
         /// Limits it to a namespace; repeat for several.
         #[arg(long = "namespace")]
         namespaces: Vec<String>,
@@ -229,7 +240,12 @@ pub enum TokenCommand {
         name: String,
     },
     /// Lists tokens (names and scopes, never secrets).
-    List,
+    List {
+        /// Only the tokens this environment's edges accept (its own, and those
+        /// issued before tokens had an environment).
+        #[arg(long)]
+        environment: Option<String>,
+    },
 }
 
 /// Flags of `edgekv control`.
@@ -374,6 +390,16 @@ pub enum DeployCommand {
         /// Health: the window the analysis sums over.
         #[arg(long, default_value = "10s")]
         health_window: String,
+        /// Health: the new build's client-error rates (404s, 4xx refusals) may
+        /// exceed known-good's times --relative-error by this many percentage
+        /// points.
+        #[arg(long, default_value_t = 5.0)]
+        client_error_margin: f64,
+        /// For a real data migration: the data set the build serves when it is
+        /// not known-good's (the pre-check names both ids). Without it, a build
+        /// over another data set is refused.
+        #[arg(long, value_name = "ID")]
+        new_data_set: Option<String>,
     },
     /// Shows deployments: steps, weights, known-good, each edge's ACKed version,
     /// why it stopped.

@@ -118,6 +118,7 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
                 tenant: ENVIRONMENT.into(),
                 artifact_digest: String::new(),
                 endpoints: vec![format!("http://{addr}")],
+                data_set: String::new(),
             })
             .context("cannot register the dev builds")?;
     }

@@ -92,6 +92,7 @@ pub async fn build(args: BuildArgs) -> anyhow::Result<()> {
                 environment,
                 artifact_digest,
                 endpoints,
+                data_set: String::new(),
             };
             let request = control.request(v1::RegisterBuildRequest { build: Some(build) })?;
             let answer = control
@@ -101,18 +102,26 @@ pub async fn build(args: BuildArgs) -> anyhow::Result<()> {
                 .map_err(failed)?
                 .into_inner();
             let build = answer.build.unwrap_or_default();
+            let data_set = if build.data_set.is_empty() {
+                "unknown (control could not probe it yet)"
+            } else {
+                &build.data_set
+            };
             if args.client.json {
                 println!(
                     "{}",
-                    json!({ "build_id": build.build_id, "created": answer.created })
+                    json!({ "build_id": build.build_id, "created": answer.created, "data_set": build.data_set })
                 );
             } else if answer.created {
                 println!(
-                    "registered build {} in {}/{}",
+                    "registered build {} in {}/{}, data set {data_set}",
                     build.build_id, build.environment, build.tenant
                 );
             } else {
-                println!("build {} was already registered", build.build_id);
+                println!(
+                    "build {} was already registered, data set {data_set}",
+                    build.build_id
+                );
             }
         }
         BuildCommand::List {
@@ -133,12 +142,25 @@ pub async fn build(args: BuildArgs) -> anyhow::Result<()> {
             if args.client.json {
                 let list: Vec<_> = builds
                     .iter()
-                    .map(|b| json!({ "build_id": b.build_id, "version": b.version, "environment": b.environment, "tenant": b.tenant, "endpoints": b.endpoints }))
+                    .map(|b| json!({ "build_id": b.build_id, "version": b.version, "environment": b.environment, "tenant": b.tenant, "endpoints": b.endpoints, "data_set": b.data_set }))
                     .collect();
                 println!("{}", serde_json::Value::Array(list));
             } else {
+                println!("BUILD\tVERSION\tENVIRONMENT/TENANT\tDATA SET\tENDPOINTS");
                 for b in builds {
-                    println!("{}\t{}\t{}", b.build_id, b.version, b.endpoints.join(","));
+                    println!(
+                        "{}\t{}\t{}/{}\t{}\t{}",
+                        b.build_id,
+                        b.version,
+                        b.environment,
+                        b.tenant,
+                        if b.data_set.is_empty() {
+                            "unknown"
+                        } else {
+                            &b.data_set
+                        },
+                        b.endpoints.join(",")
+                    );
                 }
             }
         }
@@ -180,13 +202,23 @@ fn describe(d: &v1::Deployment) -> String {
         ));
     }
     out.push_str(&format!(
-        "\n  known-good: {}",
-        if d.known_good.is_empty() {
-            "none (bootstrap)"
+        "\n  known-good now: {}{}",
+        if d.current_known_good.is_empty() {
+            "none"
         } else {
-            &d.known_good
+            &d.current_known_good
+        },
+        if d.known_good == d.current_known_good {
+            String::new()
+        } else if d.known_good.is_empty() {
+            " (this deployment was the bootstrap)".to_string()
+        } else {
+            format!(" (when this deployment started: {})", d.known_good)
         }
     ));
+    if !d.data_set.is_empty() {
+        out.push_str(&format!("\n  data set: {}", d.data_set));
+    }
     let steps: Vec<String> = d
         .steps
         .iter()
@@ -227,6 +259,9 @@ fn describe(d: &v1::Deployment) -> String {
     for (node, version) in &d.acked {
         out.push_str(&format!("\n  edge {node}: holds route version {version}"));
     }
+    for (node, left) in &d.departed {
+        out.push_str(&format!("\n  edge {node} (departed): {left}"));
+    }
     for line in &d.history {
         out.push_str(&format!("\n  {line}"));
     }
@@ -236,9 +271,10 @@ fn describe(d: &v1::Deployment) -> String {
 fn deployment_json(d: &v1::Deployment) -> serde_json::Value {
     json!({
         "id": d.id, "environment": d.environment, "tenant": d.tenant, "build_id": d.build_id,
-        "known_good": d.known_good, "phase": d.phase, "step": d.step, "reason": d.reason,
+        "known_good": d.known_good, "current_known_good": d.current_known_good,
+        "data_set": d.data_set, "phase": d.phase, "step": d.step, "reason": d.reason,
         "steps": d.steps.iter().map(|s| json!({"weight_bp": s.weight_bp, "bake_ms": s.bake_ms})).collect::<Vec<_>>(),
-        "acked": d.acked, "history": d.history, "health": d.health, "pins": d.pins,
+        "acked": d.acked, "departed": d.departed, "history": d.history, "health": d.health, "pins": d.pins,
         "thresholds": d.thresholds.as_ref().map(|t| json!({
             "window_ms": t.window_ms, "min_requests": t.min_requests, "max_error_bp": t.max_error_bp,
             "relative_error_pct": t.relative_error_pct, "max_p99_ms": t.max_p99_ms,
@@ -282,7 +318,14 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             relative_error,
             relative_p99,
             health_window,
+            client_error_margin,
+            new_data_set,
         } => {
+            if !(0.0..=100.0).contains(&client_error_margin) {
+                anyhow::bail!(
+                    "--client-error-margin is in percentage points: 0 to 100, not {client_error_margin}"
+                );
+            }
             if !(0.0..=100.0).contains(&max_error_rate) {
                 anyhow::bail!("--max-error-rate is a percentage: 0 to 100, not {max_error_rate}");
             }
@@ -307,7 +350,10 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
                     relative_error_pct: (relative_error * 100.0).round() as u32,
                     max_p99_ms,
                     relative_p99_pct: (relative_p99 * 100.0).round() as u32,
+                    // At least one basis point: zero would read as "the default".
+                    client_error_margin_bp: ((client_error_margin * 100.0).round() as u32).max(1),
                 }),
+                new_data_set: new_data_set.unwrap_or_default(),
             })?;
             let answer = control
                 .client
@@ -391,6 +437,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
                     &environment,
                     "control",
                     to.as_deref().unwrap_or(""),
+                    "",
                     std::time::Duration::from_secs(300),
                 )?),
                 None => None,
@@ -439,6 +486,7 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
         TokenCommand::Create {
             name,
             account,
+            environment,
             namespaces,
             read_only,
             admin,
@@ -449,6 +497,7 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
                 namespaces,
                 read_only,
                 admin,
+                environment,
             })?;
             let answer = control
                 .client
@@ -479,8 +528,10 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
                 println!("revoked {name} (token table version {})", answer.version);
             }
         }
-        TokenCommand::List => {
-            let request = control.request(v1::ListTokensRequest {})?;
+        TokenCommand::List { environment } => {
+            let request = control.request(v1::ListTokensRequest {
+                environment: environment.unwrap_or_default(),
+            })?;
             let answer = control
                 .client
                 .list_tokens(request)
@@ -491,7 +542,7 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
                 let list: Vec<_> = answer
                     .grants
                     .iter()
-                    .map(|g| json!({ "name": g.name, "account": g.account, "namespaces": g.namespaces, "read_only": g.read_only, "admin": g.admin }))
+                    .map(|g| json!({ "name": g.name, "account": g.account, "environment": g.environment, "namespaces": g.namespaces, "read_only": g.read_only, "admin": g.admin }))
                     .collect();
                 println!("{}", serde_json::Value::Array(list));
             } else {
@@ -506,8 +557,15 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
                     } else {
                         "read-write"
                     };
+                    // An empty environment: a token issued before tokens had
+                    // one, accepted in every environment.
+                    let environment = if g.environment.is_empty() {
+                        "all environments"
+                    } else {
+                        g.environment.as_str()
+                    };
                     println!(
-                        "{}\t{}\t{scope}\t{mode}{}",
+                        "{}\t{}\t{scope}\t{mode}\t{environment}{}",
                         g.name,
                         g.account,
                         if g.admin { "\tadmin" } else { "" }
@@ -524,13 +582,15 @@ pub fn parse_duration_arg(flag: &str, text: &str) -> anyhow::Result<std::time::D
     edgekv_origin::fault::parse_duration(text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
 }
 
-/// Signs a break-glass order with the private key in `path`.
+/// Signs a break-glass order with the private key in `path`; `lifts` is the nonce
+/// of the pin an unpin lifts (empty for other orders).
 fn sign(
     path: &std::path::Path,
     action: edgekv_breakglass::Action,
     environment: &str,
     node: &str,
     build: &str,
+    lifts: &str,
     ttl: std::time::Duration,
 ) -> anyhow::Result<edgekv_breakglass::SignedOrder> {
     let key = edgekv_breakglass::SigningKey::load(path).map_err(|e| ClientError {
@@ -548,7 +608,35 @@ fn sign(
         issued_ms: now,
         not_after_ms: now + ttl.as_millis() as u64,
         nonce: edgekv_breakglass::nonce(),
+        lifts: lifts.to_string(),
     }))
+}
+
+/// The nonce of the pin an edge has in force, read from its admin listener's
+/// `/status` (`None`: no pin is in force there).
+async fn pin_in_force(client: &reqwest::Client, admin: &str) -> Result<Option<String>, String> {
+    let url = format!("{admin}/status");
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("{url} answered {}", response.status()));
+    }
+    let status: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|e| format!("{url} did not answer JSON: {e}"))?;
+    let pinned = &status["pinned"];
+    if pinned.is_null() {
+        return Ok(None);
+    }
+    pinned["nonce"]
+        .as_str()
+        .filter(|nonce| !nonce.is_empty())
+        .map(|nonce| Some(nonce.to_string()))
+        .ok_or_else(|| format!("{url} shows a pin but not its nonce (an older edge?)"))
 }
 
 /// Runs a `break-glass` subcommand.
@@ -583,7 +671,7 @@ pub async fn break_glass(args: BreakGlassArgs) -> anyhow::Result<()> {
             (
                 key_file.clone(),
                 edges,
-                (action, environment, node, build, ttl),
+                (action, environment, node, build, Some(String::new()), ttl),
             )
         }
         BreakGlassCommand::Unpin {
@@ -591,24 +679,47 @@ pub async fn break_glass(args: BreakGlassArgs) -> anyhow::Result<()> {
             edges,
             environment,
             node,
+            pin,
         } => {
             let action = edgekv_breakglass::Action::Unpin;
             let ttl = std::time::Duration::from_secs(300);
             (
                 key_file.clone(),
                 edges,
-                (action, environment, node, String::new(), ttl),
+                (action, environment, node, String::new(), pin, ttl),
             )
         }
     };
-    let (action, environment, node, build, ttl) = order;
-    let signed = sign(&key_file, action, &environment, &node, &build, ttl)?;
+    // `lifts`: `None` for an unpin that names, at each edge, the pin in force there.
+    let (action, environment, node, build, lifts, ttl) = order;
+    let shared = lifts
+        .as_deref()
+        .map(|lifts| sign(&key_file, action, &environment, &node, &build, lifts, ttl))
+        .transpose()?;
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .build()?;
     let mut failures = 0;
     for edge in &edges {
-        let url = format!("{}/break-glass", edge.trim_end_matches('/'));
+        let admin = edge.trim_end_matches('/');
+        let signed = match &shared {
+            Some(signed) => signed.clone(),
+            None => match pin_in_force(&client, admin).await {
+                Ok(Some(pin)) => sign(&key_file, action, &environment, &node, &build, &pin, ttl)?,
+                Ok(None) => {
+                    println!("{edge}: no pin in force; nothing to unpin");
+                    continue;
+                }
+                Err(why) => {
+                    failures += 1;
+                    eprintln!(
+                        "{edge}: cannot learn the pin in force ({why}); name it with --pin NONCE"
+                    );
+                    continue;
+                }
+            },
+        };
+        let url = format!("{admin}/break-glass");
         match client.post(&url).json(&signed).send().await {
             Ok(response) if response.status().is_success() => {
                 let body = response.text().await.unwrap_or_default();

@@ -161,7 +161,7 @@ async fn builds_pre_checks_and_a_progressive_rollout() {
         started.contains("step 1 of 3 (10% of traffic)"),
         "{started}"
     );
-    assert!(started.contains("known-good: kv-v1"), "{started}");
+    assert!(started.contains("known-good now: kv-v1"), "{started}");
     let why = control.refused(&[
         "deploy",
         "start",
@@ -193,11 +193,58 @@ async fn builds_pre_checks_and_a_progressive_rollout() {
     )
     .await;
     let history = control.ok(&["deploy", "status", "production-2"]);
-    assert!(history.contains("Completed"), "{history}");
+    assert!(
+        history.contains("completed: kv-v2 is known-good")
+            && history.contains("known-good now: kv-v2 (when this deployment started: kv-v1)"),
+        "{history}"
+    );
+    // Wall-clock times, not epoch milliseconds.
+    let year = history
+        .lines()
+        .find(|l| l.contains("completed:"))
+        .and_then(|l| l.trim().get(..4))
+        .unwrap_or_default()
+        .to_string();
+    assert!(year.starts_with("20") && year.len() == 4, "{history}");
 
-    // An operator rollback returns to the previous known-good.
-    let back = control.ok(&["deploy", "rollback", "--environment", "production"]);
+    // Rollback twice in an incident: with nothing active a plain rollback has
+    // nothing to roll back from and says so; the operator names the earlier
+    // known-good build; pressing rollback again does not redeploy kv-v2 (before,
+    // the second rollback went back to the build the first one left).
+    let why = control.refused(&["deploy", "rollback", "--environment", "production"]);
+    assert!(
+        why.contains("nothing to roll back") && why.contains("kv-v1"),
+        "{why}"
+    );
+    let back = control.ok(&[
+        "deploy",
+        "rollback",
+        "--environment",
+        "production",
+        "--to",
+        "kv-v1",
+    ]);
     assert!(back.contains("known-good is kv-v1"), "{back}");
+    let again = control.ok(&[
+        "deploy",
+        "rollback",
+        "--environment",
+        "production",
+        "--to",
+        "kv-v1",
+    ]);
+    assert!(again.contains("known-good is kv-v1"), "{again}");
+    let why = control.refused(&["deploy", "rollback", "--environment", "production"]);
+    assert!(why.contains("nothing to roll back"), "{why}");
+    assert_eq!(
+        control.status("production-2")["current_known_good"],
+        "kv-v1"
+    );
+    let history = control.ok(&["deploy", "status", "production-2"]);
+    assert!(
+        history.contains("rolled back from kv-v2 to kv-v1 by an operator"),
+        "{history}"
+    );
     drop(staging);
     drop(production);
 }
@@ -400,7 +447,15 @@ async fn edges_follow_a_rollout_in_the_shares_of_its_steps() {
     // Tokens: created on control, usable at every edge; revoked, refused at every
     // edge within a second.
     let token = control
-        .ok(&["token", "create", "app", "--account", "acct"])
+        .ok(&[
+            "token",
+            "create",
+            "app",
+            "--account",
+            "acct",
+            "--environment",
+            "production",
+        ])
         .trim()
         .to_string();
     let listed = control.ok(&["token", "list"]);

@@ -563,6 +563,36 @@ async fn with_control_dead_edges_serve_and_a_break_glass_pin_takes_effect() {
     );
     assert_eq!(control.status("production-2")["phase"], "rolled_back");
 
+    // An unpin naming another pin than the one in force is refused, and the
+    // refusal names both; the pin stays. (The unpin below names none: the CLI
+    // reads the pin in force from the edge's `/status`.)
+    let in_force = edge.status().await["pinned"]["nonce"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(in_force.len(), 32, "{in_force}");
+    let other = "0".repeat(32);
+    let wrong = clean(Command::new(BIN))
+        .args(["break-glass", "unpin", "--key-file"])
+        .arg(&private)
+        .args([
+            "--edge",
+            edge.admin.as_str(),
+            "--environment",
+            "production",
+            "--pin",
+            other.as_str(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        stderr.contains(&in_force) && stderr.contains(&other),
+        "{stderr}"
+    );
+    assert_eq!(edge.status().await["pinned"]["build"], "kv-v1");
+
     // Unpinned, the route table decides again.
     let unpinned = glass(&edge.admin, &private, "production", "unpin");
     assert!(
@@ -692,4 +722,235 @@ async fn queued_writes_survive_an_edge_restart_and_replay_in_order() {
         || async { kva.get(&ns, "contested").await.1 == "newer, from B" },
     )
     .await;
+}
+
+/// A metric's labelled value from an edge's `/metrics`, e.g. the data set in
+/// `edgekv_data_set_info{data_set="..."} 1`.
+async fn data_set_of(edge: &Edge) -> String {
+    let text = reqwest::get(format!("{}/metrics", edge.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("edgekv_data_set_info{data_set=\""))
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The data set a build is registered with, as `build list` shows it.
+fn registered_data_set(control: &Control, build: &str) -> String {
+    let text = control.ok(&["build", "list", "--environment", "production", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["build_id"] == build)
+        .map(|b| b["data_set"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// The 2023 outage with 404 in place of 401: a correctly stamped production build
+/// over the wrong store. An empty store is refused at the pre-check, naming both
+/// data sets; a build that passed its pre-check and then came back over an empty
+/// volume at 10% under load never costs a client a read of an existing key, is
+/// rolled back within seconds with the reason, and no edge follows its data set.
+///
+/// Before data-set ids, the empty store passed every pre-check and its NOT_FOUND
+/// answers went to clients as 404s (about a third of the reads of existing keys
+/// in a 10% → 50% → 100% rollout), and the rollout completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_build_over_the_wrong_data_never_answers_for_existing_keys() {
+    let dirs: Vec<tempfile::TempDir> = (0..7).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut v1 = Origin::start(dirs[0].path(), "production", "prod-cred", &["kv-v1"], &[]);
+    let control = Control::start(
+        dirs[1].path(),
+        &dirs[0].path().join("credentials"),
+        &dirs[0].path().join("credentials"),
+    );
+    control.register("kv-v1", "production", &v1.url("kv-v1"));
+    control.bootstrap("kv-v1", "production");
+    let edges: Vec<Edge> = ["edge-a", "edge-b"]
+        .iter()
+        .zip(&dirs[2..4])
+        .map(|(node, dir)| {
+            Edge::start_with_control(
+                dir.path(),
+                &control.url,
+                "production",
+                "prod-cred",
+                &["--node-id", node],
+            )
+        })
+        .collect();
+    for edge in &edges {
+        edge.ready().await;
+    }
+    let kvs: Vec<Arc<Kv>> = edges.iter().map(|e| Arc::new(Kv::of(e))).collect();
+    let ns = kvs[0].create_namespace("config", "cache").await;
+    fill(&kvs[0], &ns, 1000).await;
+    for kv in &kvs {
+        for i in 0..1000 {
+            assert_eq!(kv.get(&ns, &format!("key-{i:04}")).await.0, 200);
+        }
+    }
+    let production = registered_data_set(&control, "kv-v1");
+    assert_eq!(production.len(), 32, "control learnt kv-v1's data set");
+    for edge in &edges {
+        assert_eq!(
+            data_set_of(edge).await,
+            production,
+            "edges follow kv-v1's data set"
+        );
+    }
+
+    // (a) A build over an empty store is refused at the pre-check, naming both ids.
+    let empty = Origin::start(dirs[4].path(), "production", "prod-cred", &["kv-v3"], &[]);
+    control.register("kv-v3", "production", &empty.url("kv-v3"));
+    let other = registered_data_set(&control, "kv-v3");
+    assert!(other.len() == 32 && other != production, "{other}");
+    let why = control.refused(&[
+        "deploy",
+        "start",
+        "kv-v3",
+        "--environment",
+        "production",
+        "--steps",
+        "100:0s",
+    ]);
+    assert!(
+        why.contains(&production) && why.contains(&other) && why.contains("--new-data-set"),
+        "{why}"
+    );
+
+    // (b) kv-v2 runs over a restored copy of the store (the same data set): it
+    // passes its pre-check and is deployed at 10%.
+    v1.proc.terminate();
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(dirs[0].path().join("data"))
+        .arg(dirs[5].path().join("data"))
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    v1.restart();
+    let mut v2 = Origin::start(dirs[5].path(), "production", "prod-cred", &["kv-v2"], &[]);
+    control.register("kv-v2", "production", &v2.url("kv-v2"));
+    assert_eq!(registered_data_set(&control, "kv-v2"), production);
+    control.ok(&[
+        "deploy",
+        "start",
+        "kv-v2",
+        "--environment",
+        "production",
+        "--min-requests",
+        "5",
+        "--max-p99-ms",
+        "10000",
+        "--relative-p99",
+        "100",
+        "--steps",
+        "10:600s,100:600s",
+    ]);
+    let sample: Vec<String> = (0..60).map(|i| format!("key-{i:04}")).collect();
+    for kv in &kvs {
+        eventually(
+            Duration::from_secs(20),
+            "the edge sends some reads to kv-v2",
+            || async { builds_of(kv, &ns, &sample).await.contains("kv-v2") },
+        )
+        .await;
+    }
+
+    // (c) kv-v2 dies and comes back over an empty volume, under load.
+    v2.proc.kill9();
+    let load = Arc::new(Load::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for (kv, name) in kvs.iter().zip(["a", "b"]) {
+        tasks.extend(run_load(
+            kv.clone(),
+            ns.clone(),
+            name,
+            load.clone(),
+            stop.clone(),
+        ));
+    }
+    std::fs::write(dirs[6].path().join("credentials"), "prod-cred\n").unwrap();
+    v2.dir = dirs[6].path().to_path_buf();
+    v2.restart();
+    let fault_at = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "control rolls kv-v2 back",
+        || async { control.status("production-2")["phase"] == "rolled_back" },
+    )
+    .await;
+    let rolled_back = fault_at.elapsed();
+    let status = control.status("production-2");
+    let reason = status["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("kv-v2") && reason.contains("data set"),
+        "{reason}"
+    );
+    assert_eq!(status["current_known_good"], "kv-v1");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    let seen = load.seen.lock().unwrap().clone();
+    let held: BTreeMap<u16, usize> =
+        seen.iter()
+            .filter(|s| s.kind == "held")
+            .fold(BTreeMap::new(), |mut m, s| {
+                *m.entry(s.status).or_default() += 1;
+                m
+            });
+    assert!(
+        held.keys().all(|s| *s == 200) && !held.is_empty(),
+        "reads of existing keys: {held:?}"
+    );
+    let writes: BTreeMap<u16, usize> =
+        seen.iter()
+            .filter(|s| s.kind == "write")
+            .fold(BTreeMap::new(), |mut m, s| {
+                *m.entry(s.status).or_default() += 1;
+                m
+            });
+    assert!(
+        writes.keys().all(|s| *s == 200 || *s == 202),
+        "writes: {writes:?}"
+    );
+    for edge in &edges {
+        eventually(Duration::from_secs(20), "the outbox drains", || async {
+            admin_json(edge, "/outbox").await["depth"] == 0
+        })
+        .await;
+    }
+    let acknowledged = load.acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() > 20, "the load wrote too little");
+    for (key, value) in &acknowledged {
+        let (status, body, _) = kvs[1].get_with(&ns, key, true).await;
+        assert_eq!((status, &body), (200, value), "acknowledged write {key}");
+    }
+    for edge in &edges {
+        assert_eq!(
+            data_set_of(edge).await,
+            production,
+            "no edge follows the empty store"
+        );
+    }
+    assert!(
+        rolled_back < Duration::from_secs(5),
+        "rolled back {rolled_back:?} after the fault"
+    );
+    println!(
+        "wrong data set: fault → rollback {rolled_back:?}; held reads {held:?}; writes {writes:?}, \
+         {} acknowledged and all present; reason: {reason}",
+        acknowledged.len()
+    );
 }

@@ -36,6 +36,7 @@ fn signing_with_a_loaded_key_verifies_with_the_loaded_public_key() {
         issued_ms: 1_000,
         not_after_ms: 2_000,
         nonce: nonce(),
+        lifts: String::new(),
     };
     let signed = SigningKey::load(&private).unwrap().sign(&order);
     let verifier = crate::Verifier::new(VerifyingKey::load(&public).unwrap(), 10_000);

@@ -17,6 +17,7 @@ fn order() -> Order {
         issued_ms: NOW - 1_000,
         not_after_ms: NOW + 600_000,
         nonce: nonce(),
+        lifts: String::new(),
     }
 }
 
@@ -211,6 +212,7 @@ fn pin_without_build_is_refused_but_unpin_without_build_is_accepted() {
     let unpin = key.sign(&Order {
         action: Action::Unpin,
         build: String::new(),
+        lifts: nonce(),
         ..order()
     });
     assert!(check(&v, &unpin).is_ok());
@@ -293,4 +295,129 @@ fn nonces_are_forgotten_once_their_orders_expire() {
         v.verify(&short, NOW + 10, "production", "edge-1"),
         Err(Refusal::Expired { .. })
     ));
+}
+
+#[test]
+fn an_unpin_names_the_pin_it_lifts_and_only_an_unpin_does() {
+    let key = key();
+    let v = verifier(&key);
+    let unpin = |lifts: &str| Order {
+        action: Action::Unpin,
+        build: String::new(),
+        lifts: lifts.to_owned(),
+        ..order()
+    };
+    // An unpin that names no pin, or names it by something that is not a nonce.
+    for bad in ["", "abc", &"g".repeat(32), &"a".repeat(33)] {
+        assert_eq!(
+            check(&v, &key.sign(&unpin(bad))),
+            Err(Refusal::UnpinWithoutPin(bad.to_owned())),
+            "{bad:?}"
+        );
+    }
+    // A pin or a rollback that names a pin to lift.
+    let pin = Order {
+        lifts: nonce(),
+        ..order()
+    };
+    assert_eq!(
+        check(&v, &key.sign(&pin)),
+        Err(Refusal::LiftsOutsideUnpin("pin"))
+    );
+    let rollback = Order {
+        action: Action::Rollback,
+        lifts: nonce(),
+        ..order()
+    };
+    assert_eq!(
+        check(&v, &key.sign(&rollback)),
+        Err(Refusal::LiftsOutsideUnpin("rollback"))
+    );
+    assert_eq!(v.remembered_nonces(), 0, "refusals spend no nonce");
+
+    let lifted = nonce();
+    let good = unpin(&lifted);
+    assert_eq!(check(&v, &key.sign(&good)), Ok(good.clone()));
+    assert_eq!(good.lifts, lifted);
+}
+
+#[test]
+fn lifts_is_signed_and_left_out_of_the_text_when_empty() {
+    let key = key();
+    let v = verifier(&key);
+    // Pins and rollbacks read as before the field existed: no `lifts` in the text,
+    // and a text without it reads as an empty `lifts`.
+    let pin = key.sign(&order());
+    assert!(!pin.order.contains("lifts"), "{}", pin.order);
+    let old_text = serde_json::json!({
+        "action": "pin",
+        "environment": "production",
+        "node": "edge-1",
+        "build": "v41",
+        "issued_ms": NOW - 1_000,
+        "not_after_ms": NOW + 600_000,
+        "nonce": nonce(),
+    });
+    let old = check(&v, &key.sign_text(old_text.to_string())).unwrap();
+    assert_eq!(old.lifts, "");
+
+    // An unpin carries it, under the signature: naming another pin breaks it.
+    let lifted = nonce();
+    let mut unpin = key.sign(&Order {
+        action: Action::Unpin,
+        build: String::new(),
+        lifts: lifted.clone(),
+        ..order()
+    });
+    assert!(
+        unpin.order.contains(&format!("\"lifts\":\"{lifted}\"")),
+        "{}",
+        unpin.order
+    );
+    unpin.order = unpin.order.replace(&lifted, &nonce());
+    assert_eq!(check(&v, &unpin), Err(Refusal::BadSignature));
+}
+
+#[test]
+fn remembered_nonces_are_refused_as_replays_until_their_orders_expire() {
+    let key = key();
+    // An edge accepts an order, keeps what its verifier remembers, and restarts.
+    let before = verifier(&key);
+    let first = order();
+    let signed = key.sign(&first);
+    assert!(check(&before, &signed).is_ok());
+    let kept = before.remembered(NOW);
+    assert_eq!(kept, [(first.nonce.clone(), first.not_after_ms)]);
+
+    let after = verifier(&key);
+    assert_eq!(after.remembered_nonces(), 0);
+    for (nonce, not_after_ms) in &kept {
+        after.remember(nonce, *not_after_ms);
+    }
+    assert_eq!(check(&after, &signed), Err(Refusal::Replayed));
+    // A fresh order is still accepted.
+    assert!(check(&after, &key.sign(&order())).is_ok());
+}
+
+#[test]
+fn remembering_keeps_the_later_expiry_and_remembered_drops_the_expired() {
+    let key = key();
+    let v = verifier(&key);
+    let (a, b) = (nonce(), nonce());
+    v.remember(&a, NOW + 100);
+    v.remember(&a, NOW + 50);
+    v.remember(&b, NOW + 10);
+    let mut both = vec![(a.clone(), NOW + 100), (b.clone(), NOW + 10)];
+    both.sort();
+    assert_eq!(v.remembered(NOW), both);
+    // At b's expiry only a is left, and b is forgotten for good.
+    assert_eq!(v.remembered(NOW + 10), [(a.clone(), NOW + 100)]);
+    assert_eq!(v.remembered_nonces(), 1);
+    // A seeded nonce is refused like one the verifier accepted itself.
+    let signed = key.sign(&Order {
+        nonce: a,
+        ..order()
+    });
+    assert_eq!(check(&v, &signed), Err(Refusal::Replayed));
+    assert!(v.remembered(NOW + 100).is_empty());
 }

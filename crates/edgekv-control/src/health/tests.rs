@@ -115,6 +115,73 @@ fn the_relative_error_threshold_compares_with_known_good() {
     assert_eq!(verdict(&noisy, 1_100), Health::Healthy);
 }
 
+/// A build over the wrong data answers 404 to keys that exist: no build fault,
+/// but its 404 rate beside known-good's is a breach that names both figures.
+#[test]
+fn a_404_rate_far_above_known_goods_is_a_breach() {
+    let with_404 = |id: &str, requests: u64, not_found: u64| v1::BuildHealth {
+        not_found,
+        ..build(id, requests, 0, 3)
+    };
+    let analyzer = Analyzer::default();
+    analyzer.record(
+        1_000,
+        report(
+            "e1",
+            vec![with_404("v1", 1_000, 20), with_404("v2", 100, 35)],
+        ),
+    );
+    let Health::Breach(why) = verdict(&analyzer, 1_100) else {
+        panic!("35% 404s against known-good's 2% is a breach");
+    };
+    assert!(
+        why.contains("404 rate 35.0%") && why.contains("(2.0%)"),
+        "{why}"
+    );
+    // The same mix of absent keys at both builds is healthy.
+    let same = Analyzer::default();
+    same.record(
+        1_000,
+        report(
+            "e1",
+            vec![with_404("v1", 1_000, 300), with_404("v2", 100, 33)],
+        ),
+    );
+    assert_eq!(verdict(&same, 1_100), Health::Healthy);
+    // Known-good's figures from before the deploying build was served do not
+    // count: only reports in which both were served are compared.
+    let earlier = Analyzer::default();
+    earlier.record(1_000, report("e1", vec![with_404("v1", 5_000, 0)]));
+    earlier.record(
+        2_000,
+        report("e1", vec![with_404("v1", 500, 50), with_404("v2", 50, 6)]),
+    );
+    assert_eq!(verdict(&earlier, 2_100), Health::Healthy);
+    // A few requests over the allowance by chance are not a breach.
+    let few = Analyzer::default();
+    few.record(
+        1_000,
+        report("e1", vec![with_404("v1", 1_000, 50), with_404("v2", 20, 4)]),
+    );
+    assert_eq!(verdict(&few, 1_100), Health::Healthy);
+    // 4xx refusals are compared the same way.
+    let refusing = Analyzer::default();
+    refusing.record(
+        1_000,
+        report(
+            "e1",
+            vec![
+                build("v1", 1_000, 0, 3),
+                v1::BuildHealth {
+                    client_errors: 30,
+                    ..build("v2", 100, 0, 3)
+                },
+            ],
+        ),
+    );
+    assert!(matches!(verdict(&refusing, 1_100), Health::Breach(why) if why.contains("4xx rate")));
+}
+
 #[test]
 fn latency_breaches_absolute_and_relative() {
     let analyzer = Analyzer::default();
@@ -243,4 +310,14 @@ fn thresholds_from_the_wire_fill_defaults() {
     assert_eq!(zero_meant.min_requests, 0);
     assert_eq!(zero_meant.max_error_bp, d.max_error_bp);
     assert_eq!(Thresholds::from_wire(Some(&d.to_wire())), d);
+}
+
+#[test]
+fn z_scores_measure_a_rate_against_another() {
+    use super::z_score;
+    assert!(z_score((35, 100), (20, 1_000)) > 3.0);
+    assert!(z_score((3, 20), (50, 1_000)) < 3.0);
+    assert_eq!(z_score((0, 0), (5, 10)), 0.0);
+    assert_eq!(z_score((0, 10), (0, 10)), 0.0);
+    assert!(z_score((10, 10), (0, 10)).is_infinite() || z_score((10, 10), (0, 10)) > 3.0);
 }

@@ -9,6 +9,7 @@ fn build(id: &str, environment: &str) -> Build {
         tenant: environment.into(),
         artifact_digest: format!("sha256:{id}"),
         endpoints: vec![format!("http://{id}:7001")],
+        data_set: String::new(),
     }
 }
 
@@ -126,4 +127,25 @@ fn steps_must_climb_to_all_traffic() {
         let refusal = steps(&bad).unwrap_err();
         assert!(refusal.to_string().contains(why), "{refusal}");
     }
+}
+
+/// A build over another store (an empty data dir, a staging data set) is refused
+/// with both ids named; naming the new id lets a real migration through, and a
+/// wrong name is refused.
+#[test]
+fn a_build_over_another_data_set_is_refused_unless_named() {
+    let (a, b) = ("a".repeat(32), "b".repeat(32));
+    assert_eq!(data_set("v2", &a, Some(("v1", &a)), None), Ok(()));
+    assert_eq!(data_set("v1", &a, None, None), Ok(()), "a bootstrap");
+    let refused = data_set("v2", &b, Some(("v1", &a)), None).unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        message.contains(&a) && message.contains(&b) && message.contains("--new-data-set"),
+        "{message}"
+    );
+    assert_eq!(data_set("v2", &b, Some(("v1", &a)), Some(&b)), Ok(()));
+    assert!(matches!(
+        data_set("v2", &b, Some(("v1", &a)), Some(&a)),
+        Err(Refusal::NotTheNamedDataSet { .. })
+    ));
 }

@@ -11,6 +11,7 @@ fn build(id: &str) -> Build {
         tenant: "production".into(),
         artifact_digest: format!("sha256:{id}"),
         endpoints: vec![format!("http://{id}:7001")],
+        data_set: String::new(),
     }
 }
 
@@ -116,8 +117,10 @@ fn tables_keep_known_good_and_pass_edge_validation() {
 
 #[test]
 fn versions_never_go_backwards() {
-    assert_eq!(next_version(10, []), 11);
-    assert_eq!(next_version(10, [3, 12, 7]), 13);
+    assert_eq!(next_version(10, []), Some(11));
+    assert_eq!(next_version(10, [3, 12, 7]), Some(13));
     // Control lost its store: edges' reports carry it past what they hold.
-    assert_eq!(next_version(0, [41, 40]), 42);
+    assert_eq!(next_version(0, [41, 40]), Some(42));
+    // Checked: the end of the range is an error, never a wrap to 0.
+    assert_eq!(next_version(1, [u64::MAX]), None);
 }

@@ -11,7 +11,7 @@ const NOW_MS: u64 = 1_700_000_000_000;
 
 fn core() -> (OriginCore, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(NOW_MS));
-    let core = OriginCore::new(Arc::new(MemoryStore::with_log()), clock.clone(), 3600);
+    let core = OriginCore::new(Arc::new(MemoryStore::with_log()), clock.clone(), 3600).unwrap();
     (core, clock)
 }
 
@@ -265,4 +265,22 @@ fn a_watch_from_beyond_the_head_must_resync() {
         status.metadata().get(crate::REASON_KEY).unwrap(),
         crate::RESYNC
     );
+}
+
+/// A store gets its data-set id once: reopening it keeps the id, another store
+/// has another, and a corrupt id is refused rather than replaced.
+#[test]
+fn a_store_keeps_its_data_set_id() {
+    let clock = Arc::new(ManualClock::new(NOW_MS));
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::with_log());
+    let first = OriginCore::new(store.clone(), clock.clone(), 3600).unwrap();
+    let id = first.data_set().to_string();
+    assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    let again = OriginCore::new(store.clone(), clock.clone(), 3600).unwrap();
+    assert_eq!(again.data_set(), id, "the same store, the same data set");
+    let other = OriginCore::new(Arc::new(MemoryStore::with_log()), clock.clone(), 3600).unwrap();
+    assert_ne!(other.data_set(), id, "a new store, a new data set");
+    store.set_meta_synced(DATA_SET_META, b"not an id").unwrap();
+    assert!(OriginCore::new(store, clock, 3600).is_err());
 }

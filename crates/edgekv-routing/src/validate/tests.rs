@@ -9,6 +9,7 @@ fn entry(id: &str, environment: &str, weight_bp: u32) -> RouteEntry {
         artifact_digest: format!("sha256:{id}"),
         weight_bp,
         endpoints: vec![format!("http://{id}.internal:7001")],
+        data_set: String::new(),
     }
 }
 

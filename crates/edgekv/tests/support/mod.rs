@@ -94,8 +94,12 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    /// Sends SIGTERM and waits for a clean exit.
+    /// Sends SIGTERM and waits for a clean exit (a process already killed with
+    /// [`Proc::kill9`] stays so).
     pub fn terminate(&mut self) {
+        if self.child.try_wait().unwrap().is_some() {
+            return;
+        }
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
