@@ -4,7 +4,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/edgekv-target
 export CARGO_TARGET_DIR
 ARGS ?=
 
-.PHONY: dev test lint deps build bench bench-e2e bench-memory bench-sweep bench-instructions bench-server-instructions
+.PHONY: dev test lint deps build bench bench-e2e bench-memory bench-sweep bench-fanout bench-instructions bench-server-instructions
 
 ## Installs what is missing, builds, and runs `edgekv dev` (ARGS="..." adds flags).
 dev: deps
@@ -57,6 +57,13 @@ bench-memory: deps
 bench-sweep: deps
 	cargo build --locked --profile bench -p edgekv -p edgekv-benches
 	$(CARGO_TARGET_DIR)/release/sweep $(ARGS)
+
+## Control's fan-out: N simulated edges on one control (ARGS="EDGES PUSHES TICK_MS",
+## default 1000 20 500): push latency to every edge, control CPU per push, memory
+## per edge, and a reconnect storm that must issue no new route version.
+bench-fanout: deps
+	cargo build --locked --profile bench -p edgekv-benches
+	$(CARGO_TARGET_DIR)/release/fanout $(ARGS)
 
 deps:
 	@./scripts/install-deps.sh

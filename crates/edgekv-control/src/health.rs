@@ -138,6 +138,8 @@ pub struct Totals {
     pub not_found: u64,
     /// Client faults (4xx refusals, NOT_FOUND included).
     pub client_errors: u64,
+    /// Hedged reads known-good answered first.
+    pub late: u64,
     /// The last fault message seen.
     pub last_error: String,
 }
@@ -151,6 +153,7 @@ impl Totals {
         self.faults[3] += b.errors_other;
         self.not_found += b.not_found;
         self.client_errors += b.client_errors;
+        self.late += b.late;
         if self.latency.len() < b.latency_buckets.len() {
             self.latency.resize(b.latency_buckets.len(), 0);
         }
@@ -207,7 +210,7 @@ impl Totals {
 
     fn describe(&self) -> String {
         format!(
-            "{} of {} requests failed ({:.1}%: auth {}, unavailable {}, deadline {}, other {}), 404 {:.1}%, 4xx {:.1}%, p99 ≤ {} ms",
+            "{} of {} requests failed ({:.1}%: auth {}, unavailable {}, deadline {}, other {}), {} hedged around, 404 {:.1}%, 4xx {:.1}%, p99 ≤ {} ms",
             self.errors(),
             self.requests,
             self.error_bp() as f64 / 100.0,
@@ -215,6 +218,7 @@ impl Totals {
             self.faults[1],
             self.faults[2],
             self.faults[3],
+            self.late,
             self.not_found_bp() as f64 / 100.0,
             self.client_error_bp() as f64 / 100.0,
             self.p99_ms()

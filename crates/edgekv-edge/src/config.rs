@@ -59,6 +59,19 @@ pub struct EdgeConfig {
     /// The file of the Ed25519 public key that break-glass orders must be signed
     /// with (none: this edge accepts no break-glass order).
     pub break_glass_key: Option<PathBuf>,
+    /// A read sent to a build other than known-good is also sent to known-good
+    /// when the first has not answered after four times known-good's typical
+    /// latency, within these bounds (ms); the first good answer wins, and the
+    /// late build is counted as a latency fault. `hedge_max_ms` 0 turns hedging
+    /// off.
+    pub hedge_min_ms: u64,
+    /// The longest a hedged read waits for the picked build (ms).
+    pub hedge_max_ms: u64,
+    /// A build that misses the hedge delay this many reads in a row is ejected
+    /// as an outlier (its share goes to known-good), as a failing one is.
+    pub slow_eject_after: u32,
+    /// How long an outlier stays ejected before it is given traffic again (ms).
+    pub slow_eject_ms: u64,
 }
 
 impl Default for EdgeConfig {
@@ -83,6 +96,10 @@ impl Default for EdgeConfig {
             outbox_max_writes: 100_000,
             probe_interval_ms: 1000,
             break_glass_key: None,
+            hedge_min_ms: 50,
+            hedge_max_ms: 250,
+            slow_eject_after: 10,
+            slow_eject_ms: 30_000,
         }
     }
 }
@@ -142,6 +159,15 @@ impl EdgeConfig {
         }
         if self.upstream_timeout_ms == 0 || self.lag_bound_ms == 0 {
             return Err("upstream_timeout_ms and lag_bound_ms must be at least 1".into());
+        }
+        if self.hedge_max_ms != 0 && self.hedge_min_ms > self.hedge_max_ms {
+            return Err(format!(
+                "hedge_min_ms ({}) must not be above hedge_max_ms ({})",
+                self.hedge_min_ms, self.hedge_max_ms
+            ));
+        }
+        if self.slow_eject_after == 0 {
+            return Err("slow_eject_after must be at least 1".into());
         }
         Ok(())
     }

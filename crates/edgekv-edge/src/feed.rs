@@ -60,6 +60,11 @@ pub async fn follow(edge: Arc<Edge>, mut stop: watch::Receiver<bool>) {
             }
             Err(FeedError::Failed(why)) => {
                 tracing::warn!(%why, ?backoff, "change feed interrupted; reconnecting");
+                // The next attempt goes to known-good's next endpoint, if it has
+                // several.
+                if let Ok(known_good) = edge.known_good() {
+                    known_good.rotate();
+                }
             }
         }
         tokio::select! {

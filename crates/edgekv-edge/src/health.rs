@@ -83,7 +83,14 @@ pub async fn probe_all(edge: &Edge) {
             known_good_probed(edge, &build_id, result.err());
             continue;
         }
+        let slow = routes
+            .build(&build_id)
+            .is_some_and(|u| u.stats().is_slow(edge.clock().now_ms()));
         match result {
+            // An outlier ejected as too slow stays out for its ejection time,
+            // whatever its probes say: a build can answer probes quickly and reads
+            // slowly.
+            Ok(_) if slow => {}
             Ok(_) if routes.is_ejected(&build_id) => {
                 tracing::info!(build = %build_id, "a probe succeeded: the build serves again");
                 routes.restore(&build_id);
@@ -157,6 +164,7 @@ pub fn report(edge: &Edge, interval_ms: u64) -> v1::HealthReport {
                 errors_other: delta.faults[3],
                 client_errors: delta.client_errors,
                 not_found: delta.not_found,
+                late: delta.late,
                 latency_buckets: delta.latency,
                 probes_ok: delta.probes_ok,
                 probes_failed: delta.probes_failed,

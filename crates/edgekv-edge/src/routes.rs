@@ -59,12 +59,8 @@ impl Routes {
         let mut builds = Vec::with_capacity(table.entries.len());
         let mut known_good = None;
         for entry in &table.entries {
-            let endpoint = entry
-                .endpoints
-                .first()
-                .ok_or_else(|| format!("entry {} has no endpoint", entry.build_id))?;
             let upstream = Upstream::for_build(
-                endpoint,
+                &entry.endpoints,
                 credential,
                 expected.clone(),
                 timeout,

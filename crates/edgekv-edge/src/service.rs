@@ -1110,19 +1110,25 @@ impl Edge {
         flight: &Flight,
     ) -> std::result::Result<Lookup, UpstreamError> {
         let picked = self.pick(affinity.unwrap_or(key))?;
-        let answer = match picked.get(namespace, key).await {
-            Ok(answer) => answer,
-            Err(UpstreamError::Build(why)) => {
-                self.note_fault(&picked);
-                match self.fallback(&picked).filter(|_| fallback) {
-                    Some(known_good) => {
-                        tracing::debug!(%why, "reading from known-good after a build fault");
-                        known_good.get(namespace, key).await?
-                    }
-                    None => return Err(UpstreamError::Build(why)),
-                }
+        let answer = match self.fallback(&picked) {
+            Some(known_good) if self.config.hedge_max_ms > 0 => {
+                self.hedged_get(&picked, &known_good, namespace, key, fallback)
+                    .await?
             }
-            Err(client) => return Err(client),
+            _ => match picked.get(namespace, key).await {
+                Ok(answer) => answer,
+                Err(UpstreamError::Build(why)) => {
+                    self.note_fault(&picked);
+                    match self.fallback(&picked).filter(|_| fallback) {
+                        Some(known_good) => {
+                            tracing::debug!(%why, "reading from known-good after a build fault");
+                            known_good.get(namespace, key).await?
+                        }
+                        None => return Err(UpstreamError::Build(why)),
+                    }
+                }
+                Err(client) => return Err(client),
+            },
         };
         let now_s = self.clock.now_s();
         let record = answer.record.clone().unwrap_or_else(|| Record {
@@ -1152,6 +1158,132 @@ impl Edge {
                 build: answer.build_id,
             },
         ))
+    }
+
+    /// How long a read waits for a build other than known-good before asking
+    /// known-good too: four times known-good's typical latency, within the
+    /// configured bounds.
+    pub fn hedge_delay(&self, known_good: &Upstream) -> Duration {
+        let min = Duration::from_millis(self.config.hedge_min_ms);
+        let max = Duration::from_millis(self.config.hedge_max_ms);
+        known_good
+            .stats()
+            .typical_latency()
+            .map_or(max, |typical| (typical * 4).clamp(min, max))
+    }
+
+    /// Reads from `picked` (a build other than known-good); when it has not
+    /// answered within the hedge delay, asks known-good too and takes the first
+    /// good answer; when known-good's comes first, `picked` is counted late (a
+    /// latency fault). A build late this way `slow_eject_after` times in a row is
+    /// ejected as an outlier for `slow_eject_ms`, and control sees the ejection in
+    /// the next report. After a
+    /// build fault of `picked`, known-good answers only where `fallback` allows
+    /// (a held key is served stale instead).
+    async fn hedged_get(
+        &self,
+        picked: &Upstream,
+        known_good: &Upstream,
+        namespace: &str,
+        key: &[u8],
+        fallback: bool,
+    ) -> std::result::Result<crate::upstream::Answer, UpstreamError> {
+        let delay = self.hedge_delay(known_good);
+        let first = picked.get(namespace, key);
+        tokio::pin!(first);
+        let early = tokio::select! {
+            answer = &mut first => Some(answer),
+            _ = tokio::time::sleep(delay) => None,
+        };
+        match early {
+            Some(Ok(answer)) => {
+                picked.stats().on_time();
+                return Ok(answer);
+            }
+            Some(Err(UpstreamError::Build(why))) => {
+                self.note_fault(picked);
+                if !fallback {
+                    return Err(UpstreamError::Build(why));
+                }
+                tracing::debug!(%why, "reading from known-good after a build fault");
+                return known_good.get(namespace, key).await;
+            }
+            Some(Err(client)) => return Err(client),
+            None => {}
+        }
+        // The picked build is late: ask known-good too; the first good answer wins.
+        let second = known_good.get(namespace, key);
+        tokio::pin!(second);
+        let mut first_done: Option<UpstreamError> = None;
+        let mut second_done: Option<UpstreamError> = None;
+        loop {
+            tokio::select! {
+                answer = &mut first, if first_done.is_none() => match answer {
+                    // Late, but before known-good: the machine or the network is
+                    // slow, not this build against known-good.
+                    Ok(answer) => {
+                        picked.stats().on_time();
+                        return Ok(answer);
+                    }
+                    Err(err) => {
+                        if matches!(err, UpstreamError::Build(_)) {
+                            self.note_fault(picked);
+                        }
+                        first_done = Some(err);
+                    }
+                },
+                answer = &mut second, if second_done.is_none() => match answer {
+                    Ok(answer) => {
+                        if first_done.is_none() {
+                            self.count_late(picked, delay);
+                        }
+                        return Ok(answer);
+                    }
+                    Err(err) => second_done = Some(err),
+                },
+            }
+            if let (Some(first), Some(second)) = (&first_done, &second_done) {
+                // Neither answered: a client fault of either is the answer (the
+                // request's own fault), else the picked build's fault.
+                return Err(match (first, second) {
+                    (UpstreamError::Build(_), UpstreamError::Build(_)) => first.clone(),
+                    (UpstreamError::Build(_), client) | (client, _) => client.clone(),
+                });
+            }
+        }
+    }
+
+    /// Counts a hedged read known-good answered while the picked build had not
+    /// (past the delay), and ejects the build as an outlier when it keeps being
+    /// beaten so.
+    fn count_late(&self, picked: &Upstream, delay: Duration) {
+        let Some(build) = picked.build_id() else {
+            return;
+        };
+        let missed = picked.stats().late(
+            delay,
+            &format!(
+                "no answer within the hedge delay of {} ms, while known-good answered",
+                delay.as_millis()
+            ),
+        );
+        if missed >= self.config.slow_eject_after {
+            let until = self
+                .clock
+                .now_ms()
+                .saturating_add(self.config.slow_eject_ms);
+            picked.stats().eject_slow(until);
+            let routes = self.routes.load();
+            if !routes.is_ejected(build) {
+                tracing::warn!(
+                    build,
+                    missed,
+                    delay_ms = delay.as_millis() as u64,
+                    "ejecting a build too slow for the hedge delay (an outlier)"
+                );
+                routes.eject(build);
+            }
+        }
     }
 
     /// Records that the feed saw a change of a key at `revision`, for every read and

@@ -2,7 +2,7 @@
 //! wrong into build faults (the route's fault: fall back) and client faults (the
 //! request's fault: answer 4xx, never retry elsewhere).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -145,6 +145,14 @@ pub struct BuildStats {
     consecutive_faults: AtomicU32,
     failed_probes: AtomicU32,
     last_error: parking_lot::Mutex<String>,
+    /// A moving average of answered calls' latency, µs (0: none yet).
+    typical_us: AtomicU64,
+    /// Hedged reads known-good answered first, since the last report.
+    late: AtomicU64,
+    /// Hedged reads in a row known-good answered first.
+    consecutive_late: AtomicU32,
+    /// Ejected as too slow until then (Unix ms; 0: not).
+    slow_until_ms: AtomicU64,
 }
 
 /// The counters of a [`BuildStats`] taken at a report, each reset to zero.
@@ -158,6 +166,8 @@ pub struct StatsDelta {
     pub client_errors: u64,
     /// Answers the client sees as 404: NOT_FOUND faults and reads of no key.
     pub not_found: u64,
+    /// Hedged reads known-good answered first (latency faults).
+    pub late: u64,
     /// Latency histogram over [`LATENCY_BOUNDS_MS`].
     pub latency: Vec<u64>,
     /// Probes answered.
@@ -182,6 +192,52 @@ impl BuildStats {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.latency(elapsed);
         self.consecutive_faults.store(0, Ordering::Relaxed);
+        // An average over about the last eight answers (a race between two
+        // updates loses one sample, which does not matter here).
+        let us = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
+        let held = self.typical_us.load(Ordering::Relaxed);
+        let next = if held == 0 {
+            us.max(1)
+        } else {
+            (held * 7 + us) / 8
+        };
+        self.typical_us.store(next.max(1), Ordering::Relaxed);
+    }
+
+    /// The typical latency of this build's answers, once it has answered.
+    pub fn typical_latency(&self) -> Option<Duration> {
+        match self.typical_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// Counts a hedged read this build had not answered when known-good did (a
+    /// latency fault: a request whose latency is at least `waited`, counted
+    /// apart from errors); returns how many in a row it has missed.
+    pub fn late(&self, waited: Duration, message: &str) -> u32 {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.latency(waited);
+        self.late.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock() = message.to_string();
+        self.consecutive_late.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A hedged read this build answered within the delay: its run of late
+    /// answers ends.
+    pub fn on_time(&self) {
+        self.consecutive_late.store(0, Ordering::Relaxed);
+    }
+
+    /// Marks the build ejected as too slow until `until_ms`.
+    pub fn eject_slow(&self, until_ms: u64) {
+        self.slow_until_ms.store(until_ms, Ordering::Relaxed);
+        self.consecutive_late.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the build is ejected as too slow at `now_ms`.
+    pub fn is_slow(&self, now_ms: u64) -> bool {
+        self.slow_until_ms.load(Ordering::Relaxed) > now_ms
     }
 
     fn client_fault(&self, elapsed: Duration, not_found: bool) {
@@ -243,6 +299,7 @@ impl BuildStats {
             faults: std::array::from_fn(|i| take(&self.faults[i])),
             client_errors: take(&self.client_errors),
             not_found: take(&self.not_found) + take(&self.absent),
+            late: take(&self.late),
             latency: self.latency.iter().map(take).collect(),
             probes_ok: take(&self.probes_ok),
             probes_failed: take(&self.probes_failed),
@@ -309,11 +366,22 @@ impl Expected {
     }
 }
 
-/// A client of one build.
+/// The gRPC client of one endpoint.
+type Client = OriginClient<InterceptedService<Channel, Credential>>;
+
+/// One endpoint of a build.
+struct Target {
+    url: String,
+    client: Client,
+}
+
+/// A client of one build, over every endpoint its route entry lists: calls go to
+/// the endpoint that answered last, and on a build fault to the next one.
 #[derive(Clone)]
 pub struct Upstream {
-    client: OriginClient<InterceptedService<Channel, Credential>>,
-    url: String,
+    targets: Arc<[Target]>,
+    /// The endpoint calls go to first.
+    preferred: Arc<AtomicUsize>,
     expected: Expected,
     /// The build id, learned from its first stamped answer and then required.
     build_id: std::sync::Arc<OnceLock<String>>,
@@ -325,7 +393,9 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("url", &self.url).finish()
+        f.debug_struct("Upstream")
+            .field("url", &self.url())
+            .finish()
     }
 }
 
@@ -362,21 +432,47 @@ impl Upstream {
         expected: Expected,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| format!("invalid origin URL {url:?}: {e}"))?
-            .connect_timeout(timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5));
-        let value = format!("Bearer {credential}")
-            .parse()
-            .map_err(|_| "the credential is not valid header text".to_string())?;
-        let client = OriginClient::with_interceptor(endpoint.connect_lazy(), Credential(value))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Self::over(&[url.to_string()], credential, expected, timeout)
+    }
+
+    /// A client of a build listening at each of `urls` (at least one).
+    pub fn over(
+        urls: &[String],
+        credential: &str,
+        expected: Expected,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        if urls.is_empty() {
+            return Err("a build needs at least one endpoint".into());
+        }
+        let value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+            format!("Bearer {credential}")
+                .parse()
+                .map_err(|_| "the credential is not valid header text".to_string())?;
+        let targets = urls
+            .iter()
+            .map(|url| {
+                let endpoint = Endpoint::from_shared(url.to_string())
+                    .map_err(|e| format!("invalid origin URL {url:?}: {e}"))?
+                    .connect_timeout(timeout)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(5));
+                let client = OriginClient::with_interceptor(
+                    endpoint.connect_lazy(),
+                    Credential(value.clone()),
+                )
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                Ok(Target {
+                    url: url.clone(),
+                    client,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Upstream {
-            client,
-            url: url.to_string(),
+            targets: targets.into(),
+            preferred: Arc::default(),
             expected,
             build_id: std::sync::Arc::default(),
             declared_data_set: None,
@@ -388,13 +484,13 @@ impl Upstream {
     /// A client of a build whose id is known (from a route table): answers stamped
     /// by any other build are refused.
     pub fn for_build(
-        url: &str,
+        urls: &[String],
         credential: &str,
         expected: Expected,
         timeout: Duration,
         build_id: &str,
     ) -> Result<Self, String> {
-        let upstream = Self::new(url, credential, expected, timeout)?;
+        let upstream = Self::over(urls, credential, expected, timeout)?;
         let _ = upstream.build_id.set(build_id.to_string());
         Ok(upstream)
     }
@@ -413,9 +509,28 @@ impl Upstream {
         self.declared_data_set.as_deref()
     }
 
-    /// The build's URL.
+    /// The URL of the endpoint calls go to first.
     pub fn url(&self) -> &str {
-        &self.url
+        &self.targets[self.preferred.load(Ordering::Relaxed) % self.targets.len()].url
+    }
+
+    /// Every endpoint's URL, in the route entry's order.
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        self.targets.iter().map(|t| t.url.as_str())
+    }
+
+    /// The client of the endpoint calls go to first.
+    fn client(&self) -> Client {
+        self.targets[self.preferred.load(Ordering::Relaxed) % self.targets.len()]
+            .client
+            .clone()
+    }
+
+    /// Moves to the next endpoint (a stream on this one failed).
+    pub fn rotate(&self) {
+        if self.targets.len() > 1 {
+            self.preferred.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The build id, once known.
@@ -431,7 +546,7 @@ impl Upstream {
     /// Whether two clients call the same build.
     pub fn same_build(&self, other: &Upstream) -> bool {
         Arc::ptr_eq(&self.stats, &other.stats)
-            || (self.url == other.url && self.build_id() == other.build_id())
+            || (self.targets[0].url == other.targets[0].url && self.build_id() == other.build_id())
     }
 
     /// Checks an answer's stamp: same environment and tenant as the edge, and the
@@ -511,44 +626,78 @@ impl Upstream {
         }
     }
 
-    /// Runs one call within the time budget and counts it in the build's stats.
-    async fn unary<T, F>(&self, call: F) -> Result<T, UpstreamError>
+    /// Runs one call within the time budget, on the preferred endpoint and, after
+    /// a build fault, on the next ones while the budget lasts; checks the answer's
+    /// stamp; counts the outcome in the build's stats.
+    async fn unary<T, F, Fut>(&self, call: F) -> Result<T, UpstreamError>
     where
-        F: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+        T: Stamped,
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, call).await;
-        let elapsed = started.elapsed();
-        match outcome {
-            Ok(Ok(response)) => {
-                self.stats.answered(elapsed);
-                Ok(response.into_inner())
-            }
-            Ok(Err(status)) => {
-                let (err, class) = self.classify_error(&status);
-                match &err {
-                    UpstreamError::Build(message) => {
-                        self.stats.fault(class, elapsed, message, false)
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut last = None;
+        for attempt in 0..self.targets.len() {
+            let index = (first + attempt) % self.targets.len();
+            let Some(left) = self.timeout.checked_sub(started.elapsed()) else {
+                break;
+            };
+            let outcome =
+                tokio::time::timeout(left, call(self.targets[index].client.clone())).await;
+            let (err, class) = match outcome {
+                Ok(Ok(response)) => {
+                    let answer = response.into_inner();
+                    match self.check_inner(answer.stamp()) {
+                        Ok(_) => {
+                            self.stats.answered(started.elapsed());
+                            if attempt > 0 {
+                                self.preferred.store(index, Ordering::Relaxed);
+                            }
+                            return Ok(answer);
+                        }
+                        Err(err) => (err, FaultClass::Identity),
                     }
-                    UpstreamError::Client { code, .. } => {
-                        self.stats.client_fault(elapsed, *code == Code::NotFound)
-                    }
-                    UpstreamError::TitleTaken(_) => self.stats.client_fault(elapsed, false),
                 }
-                Err(err)
-            }
-            Err(_) => {
-                let message = format!("no answer within {:?} from {}", self.timeout, self.url);
-                self.stats
-                    .fault(FaultClass::Deadline, elapsed, &message, false);
-                Err(UpstreamError::Build(message))
-            }
+                Ok(Err(status)) => {
+                    let (err, class) = self.classify_error(&status);
+                    match &err {
+                        UpstreamError::Client { code, .. } => {
+                            self.stats
+                                .client_fault(started.elapsed(), *code == Code::NotFound);
+                            return Err(err);
+                        }
+                        UpstreamError::TitleTaken(_) => {
+                            self.stats.client_fault(started.elapsed(), false);
+                            return Err(err);
+                        }
+                        UpstreamError::Build(_) => (err, class),
+                    }
+                }
+                Err(_) => (
+                    UpstreamError::Build(format!(
+                        "no answer within {:?} from {}",
+                        self.timeout, self.targets[index].url
+                    )),
+                    FaultClass::Deadline,
+                ),
+            };
+            last = Some((err, class));
         }
+        let (err, class) = last.unwrap_or_else(|| {
+            (
+                UpstreamError::Build(format!("no answer within {:?}", self.timeout)),
+                FaultClass::Deadline,
+            )
+        });
+        self.stats
+            .fault(class, started.elapsed(), &err.to_string(), false);
+        Err(err)
     }
 
     /// Asks the build who it is (a probe: counted apart from requests).
     pub async fn health(&self) -> Result<v1::HealthResponse, ProbeFailure> {
-        let mut client = self.client.clone();
+        let mut client = self.client();
         let outcome = tokio::time::timeout(self.timeout, client.health(v1::HealthRequest {})).await;
         let result = match outcome {
             Ok(Ok(response)) => {
@@ -568,7 +717,8 @@ impl Upstream {
                 class: FaultClass::Deadline,
                 error: UpstreamError::Build(format!(
                     "no answer within {:?} from {}",
-                    self.timeout, self.url
+                    self.timeout,
+                    self.url()
                 )),
             }),
         };
@@ -579,13 +729,21 @@ impl Upstream {
 
     /// Reads a key.
     pub async fn get(&self, namespace: &str, key: &[u8]) -> Result<Answer, UpstreamError> {
-        let mut client = self.client.clone();
         let request = v1::GetRequest {
             namespace: namespace.to_string(),
             key: Bytes::copy_from_slice(key),
         };
-        let answer = self.unary(client.get(request)).await?;
-        let build_id = self.check(answer.stamp.as_ref())?;
+        let answer = self
+            .unary(|mut client| {
+                let request = request.clone();
+                async move { client.get(request).await }
+            })
+            .await?;
+        let build_id = answer
+            .stamp
+            .as_ref()
+            .map(|s| s.build_id.clone())
+            .unwrap_or_default();
         if answer.record.as_ref().is_none_or(|r| r.tombstone) {
             self.stats.absent.fetch_add(1, Ordering::Relaxed);
         }
@@ -602,7 +760,7 @@ impl Upstream {
         header: v1::WriteHeader,
         mutations: Vec<v1::Mutation>,
     ) -> Result<Written, UpstreamError> {
-        let mut client = self.client.clone();
+        // A retry on another endpoint carries the same write id: applied once.
         let answer = if mutations.len() == 1 {
             let Some(m) = mutations.into_iter().next() else {
                 return Err(UpstreamError::Build("empty write".into()));
@@ -614,14 +772,22 @@ impl Upstream {
                         key: m.key,
                         value: Some(value),
                     };
-                    self.unary(client.put(request)).await?
+                    self.unary(|mut client| {
+                        let request = request.clone();
+                        async move { client.put(request).await }
+                    })
+                    .await?
                 }
                 None => {
                     let request = v1::DeleteRequest {
                         header: Some(header),
                         key: m.key,
                     };
-                    self.unary(client.delete(request)).await?
+                    self.unary(|mut client| {
+                        let request = request.clone();
+                        async move { client.delete(request).await }
+                    })
+                    .await?
                 }
             }
         } else {
@@ -629,9 +795,12 @@ impl Upstream {
                 header: Some(header),
                 mutations,
             };
-            self.unary(client.bulk_write(request)).await?
+            self.unary(|mut client| {
+                let request = request.clone();
+                async move { client.bulk_write(request).await }
+            })
+            .await?
         };
-        self.check(answer.stamp.as_ref())?;
         Ok(Written {
             revision: answer.revision,
             records: answer.records.into_iter().map(record_from_wire).collect(),
@@ -645,9 +814,12 @@ impl Upstream {
         &self,
         request: v1::ListRequest,
     ) -> Result<(Vec<(Bytes, Record)>, bool), UpstreamError> {
-        let mut client = self.client.clone();
-        let answer = self.unary(client.list(request)).await?;
-        self.check(answer.stamp.as_ref())?;
+        let answer = self
+            .unary(|mut client| {
+                let request = request.clone();
+                async move { client.list(request).await }
+            })
+            .await?;
         let entries = answer
             .entries
             .into_iter()
@@ -663,13 +835,17 @@ impl Upstream {
         title: &str,
         mode: Mode,
     ) -> Result<(Namespace, u64), UpstreamError> {
-        let mut client = self.client.clone();
         let request = v1::CreateNamespaceRequest {
             account: account.to_string(),
             title: title.to_string(),
             mode: mode_to_wire(mode),
         };
-        let answer = self.unary(client.create_namespace(request)).await?;
+        let answer = self
+            .unary(|mut client| {
+                let request = request.clone();
+                async move { client.create_namespace(request).await }
+            })
+            .await?;
         self.namespace_answer(answer)
     }
 
@@ -680,13 +856,17 @@ impl Upstream {
         id: &str,
         title: &str,
     ) -> Result<(Namespace, u64), UpstreamError> {
-        let mut client = self.client.clone();
         let request = v1::RenameNamespaceRequest {
             account: account.to_string(),
             id: id.to_string(),
             title: title.to_string(),
         };
-        let answer = self.unary(client.rename_namespace(request)).await?;
+        let answer = self
+            .unary(|mut client| {
+                let request = request.clone();
+                async move { client.rename_namespace(request).await }
+            })
+            .await?;
         self.namespace_answer(answer)
     }
 
@@ -696,12 +876,16 @@ impl Upstream {
         account: &str,
         id: &str,
     ) -> Result<(Namespace, u64), UpstreamError> {
-        let mut client = self.client.clone();
         let request = v1::DeleteNamespaceRequest {
             account: account.to_string(),
             id: id.to_string(),
         };
-        let answer = self.unary(client.delete_namespace(request)).await?;
+        let answer = self
+            .unary(|mut client| {
+                let request = request.clone();
+                async move { client.delete_namespace(request).await }
+            })
+            .await?;
         self.namespace_answer(answer)
     }
 
@@ -709,7 +893,6 @@ impl Upstream {
         &self,
         answer: v1::NamespaceResponse,
     ) -> Result<(Namespace, u64), UpstreamError> {
-        self.check(answer.stamp.as_ref())?;
         let namespace = answer
             .namespace
             .ok_or_else(|| UpstreamError::Build("namespace answer without a namespace".into()))?;
@@ -718,11 +901,11 @@ impl Upstream {
 
     /// Every namespace, current as of the returned revision.
     pub async fn namespaces(&self) -> Result<(Vec<Namespace>, u64), UpstreamError> {
-        let mut client = self.client.clone();
         let answer = self
-            .unary(client.list_namespaces(v1::ListNamespacesRequest {}))
+            .unary(|mut client| async move {
+                client.list_namespaces(v1::ListNamespacesRequest {}).await
+            })
             .await?;
-        self.check(answer.stamp.as_ref())?;
         let list = answer
             .namespaces
             .into_iter()
@@ -737,7 +920,7 @@ impl Upstream {
         &self,
         from_revision: u64,
     ) -> Result<tonic::Streaming<v1::WatchEvent>, WatchError> {
-        let mut client = self.client.clone();
+        let mut client = self.client();
         match tokio::time::timeout(
             self.timeout,
             client.watch(v1::WatchRequest { from_revision }),
@@ -760,7 +943,7 @@ impl Upstream {
         &self,
         namespaces: Vec<String>,
     ) -> Result<tonic::Streaming<v1::SnapshotChunk>, UpstreamError> {
-        let mut client = self.client.clone();
+        let mut client = self.client();
         match tokio::time::timeout(
             self.timeout,
             client.snapshot(v1::SnapshotRequest { namespaces }),
@@ -778,6 +961,31 @@ impl Upstream {
         self.check(stamp).map(drop)
     }
 }
+
+/// An answer that carries the stamp of the build that gave it.
+pub trait Stamped {
+    /// The stamp, if the answer has one.
+    fn stamp(&self) -> Option<&v1::Stamp>;
+}
+
+macro_rules! stamped {
+    ($($answer:ty),*) => {$(
+        impl Stamped for $answer {
+            fn stamp(&self) -> Option<&v1::Stamp> {
+                self.stamp.as_ref()
+            }
+        }
+    )*};
+}
+
+stamped!(
+    v1::GetResponse,
+    v1::WriteResponse,
+    v1::ListResponse,
+    v1::NamespaceResponse,
+    v1::ListNamespacesResponse,
+    v1::HealthResponse
+);
 
 /// Why a watch could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -361,3 +361,53 @@ async fn one_lost_probe_does_not_eject_a_build_three_do() {
         );
     }
 }
+
+/// A build entry may list several endpoints: a call goes to the one that answered
+/// last and, on a build fault, on to the next within the time budget — so a dead
+/// endpoint costs one failed connection, not the read (before, only the first
+/// endpoint of an entry was ever called).
+#[tokio::test]
+async fn a_build_with_several_endpoints_fails_over_between_them() {
+    use edgekv_edge::upstream::{Expected, Upstream};
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let origin = TestOrigin::start(clock.clone(), 1_000).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let upstream = Upstream::for_build(
+        &[dead_url.clone(), origin.url.clone()],
+        CREDENTIAL,
+        Expected::new(ENVIRONMENT, ENVIRONMENT),
+        Duration::from_secs(2),
+        "v1",
+    )
+    .unwrap();
+    assert_eq!(upstream.url(), dead_url, "the entry's first endpoint first");
+    let (namespaces, _) = upstream.namespaces().await.unwrap();
+    assert!(namespaces.is_empty());
+    assert_eq!(
+        upstream.url(),
+        origin.url,
+        "the endpoint that answered is kept"
+    );
+    let delta = upstream.stats().take();
+    assert_eq!(
+        (delta.requests, delta.faults.iter().sum::<u64>()),
+        (1, 0),
+        "one answered request, no fault"
+    );
+    // Every endpoint down: a build fault that names the last one tried.
+    let gone = Upstream::for_build(
+        &[dead_url.clone(), dead_url.clone()],
+        CREDENTIAL,
+        Expected::new(ENVIRONMENT, ENVIRONMENT),
+        Duration::from_secs(2),
+        "v1",
+    )
+    .unwrap();
+    let err = gone.namespaces().await.unwrap_err();
+    assert!(
+        matches!(err, edgekv_edge::upstream::UpstreamError::Build(_)),
+        "{err}"
+    );
+}

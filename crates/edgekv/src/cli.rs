@@ -557,6 +557,13 @@ pub struct EdgeArgs {
     /// How often every build is probed and health reported, in ms.
     #[arg(long, env = "EDGEKV_PROBE_INTERVAL_MS")]
     pub probe_interval_ms: Option<u64>,
+    /// The longest a read to a deploying build waits before known-good is asked
+    /// too, in ms (0: no hedging).
+    #[arg(long, env = "EDGEKV_HEDGE_MAX_MS")]
+    pub hedge_max_ms: Option<u64>,
+    /// How long a build too slow for the hedge delay stays ejected, in ms.
+    #[arg(long, env = "EDGEKV_SLOW_EJECT_MS")]
+    pub slow_eject_ms: Option<u64>,
     /// The account of the bootstrap token.
     #[arg(long, env = "EDGEKV_ACCOUNT", requires = "token")]
     pub account: Option<String>,

@@ -106,6 +106,12 @@ pub async fn edge(args: EdgeArgs, file: &File) -> anyhow::Result<()> {
     if let Some(every) = args.probe_interval_ms {
         config.probe_interval_ms = every;
     }
+    if let Some(max) = args.hedge_max_ms {
+        config.hedge_max_ms = max;
+    }
+    if let Some(ms) = args.slow_eject_ms {
+        config.slow_eject_ms = ms;
+    }
     if let Some(ttl) = args.cache_ttl_s {
         config.cache_ttl_s = ttl;
     }

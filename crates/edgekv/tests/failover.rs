@@ -23,6 +23,8 @@ struct Seen {
     kind: &'static str,
     status: u16,
     cache: String,
+    /// How long the client waited for the answer.
+    took: Duration,
 }
 
 /// What the load saw, and the writes it had acknowledged: key → value.
@@ -33,7 +35,7 @@ struct Load {
 }
 
 impl Load {
-    fn record(&self, kind: &'static str, response: &reqwest::Response) {
+    fn record(&self, kind: &'static str, sent: Instant, response: &reqwest::Response) {
         let cache = response
             .headers()
             .get("edgekv-cache")
@@ -42,6 +44,7 @@ impl Load {
             .to_string();
         self.seen.lock().unwrap().push(Seen {
             at: Instant::now(),
+            took: sent.elapsed(),
             kind,
             status: response.status().as_u16(),
             cache,
@@ -73,8 +76,9 @@ fn run_load(
                 if n % 2 == 0 {
                     request = request.header("cache-control", "no-cache");
                 }
+                let sent = Instant::now();
                 if let Ok(response) = request.send().await {
-                    load.record("held", &response);
+                    load.record("held", sent, &response);
                 }
             }
         }));
@@ -86,8 +90,9 @@ fn run_load(
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 let path = format!("/namespaces/{ns}/values/cold-{name}-{n}");
+                let sent = Instant::now();
                 if let Ok(response) = kv.request(reqwest::Method::GET, &path).send().await {
-                    load.record("unheld", &response);
+                    load.record("unheld", sent, &response);
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -98,6 +103,7 @@ fn run_load(
         while !stop.load(Ordering::Relaxed) {
             n += 1;
             let (key, value) = (format!("w-{name}-{n}"), format!("written {n} at {name}"));
+            let sent = Instant::now();
             let response = kv
                 .request(
                     reqwest::Method::PUT,
@@ -107,7 +113,7 @@ fn run_load(
                 .send()
                 .await;
             if let Ok(response) = response {
-                load.record("write", &response);
+                load.record("write", sent, &response);
                 if matches!(response.status().as_u16(), 200 | 202) {
                     load.acknowledged.lock().unwrap().insert(key, value);
                 }
@@ -952,5 +958,155 @@ async fn a_build_over_the_wrong_data_never_answers_for_existing_keys() {
         "wrong data set: fault → rollback {rolled_back:?}; held reads {held:?}; writes {writes:?}, \
          {} acknowledged and all present; reason: {reason}",
         acknowledged.len()
+    );
+}
+
+/// A build that turns slow (3 s an answer) at 100% under load: reads that reach
+/// it are hedged to known-good after a delay derived from known-good's latency
+/// (at most 250 ms), so no client read waits for the slow build; the late answers
+/// make it an outlier the edges eject, and control rolls it back at once.
+///
+/// Before hedging, the rollback came ~10 s after the fault (when the 3 s answers
+/// finally counted against the p99 ceiling) and every read that reached the build
+/// waited for the 2 s deadline first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_build_is_hedged_around_and_rolled_back_within_seconds() {
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let switch = dirs[0].path().join("slow-kv-v2");
+    let v2 = format!("kv-v2,fault=latency=3s;when={}", switch.display());
+    let production = Origin::start(
+        dirs[0].path(),
+        "production",
+        "prod-cred",
+        &["kv-v1", &v2],
+        &[],
+    );
+    let control = Control::start(
+        dirs[1].path(),
+        &dirs[0].path().join("credentials"),
+        &dirs[0].path().join("credentials"),
+    );
+    for id in ["kv-v1", "kv-v2"] {
+        control.register(id, "production", &production.url(id));
+    }
+    control.bootstrap("kv-v1", "production");
+    let edges: Vec<Edge> = ["edge-a", "edge-b"]
+        .iter()
+        .zip(&dirs[2..])
+        .map(|(node, dir)| {
+            Edge::start_with_control(
+                dir.path(),
+                &control.url,
+                "production",
+                "prod-cred",
+                &["--node-id", node],
+            )
+        })
+        .collect();
+    for edge in &edges {
+        edge.ready().await;
+    }
+    let kvs: Vec<Arc<Kv>> = edges.iter().map(|e| Arc::new(Kv::of(e))).collect();
+    let ns = kvs[0].create_namespace("config", "cache").await;
+    fill(&kvs[0], &ns, 1000).await;
+    for kv in &kvs {
+        for i in 0..1000 {
+            assert_eq!(kv.get(&ns, &format!("key-{i:04}")).await.0, 200);
+        }
+    }
+    let load = Arc::new(Load::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for (kv, name) in kvs.iter().zip(["a", "b"]) {
+        tasks.extend(run_load(
+            kv.clone(),
+            ns.clone(),
+            name,
+            load.clone(),
+            stop.clone(),
+        ));
+    }
+    control.ok(&[
+        "deploy",
+        "start",
+        "kv-v2",
+        "--environment",
+        "production",
+        "--min-requests",
+        "5",
+        "--steps",
+        "10:1s,50:1s,100:600s",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = control.status("production-2");
+        if status["phase"] == "running" && status["step"] == 2 {
+            break;
+        }
+        assert!(
+            status["phase"] == "running" && Instant::now() < deadline,
+            "the rollout did not reach 100% on health: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // kv-v2 turns slow: every answer 3 s late.
+    std::fs::write(&switch, b"").unwrap();
+    let fault_at = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "control rolls kv-v2 back",
+        || async { control.status("production-2")["phase"] == "rolled_back" },
+    )
+    .await;
+    let rolled_back = fault_at.elapsed();
+    let reason = control.status("production-2")["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let seen = load.seen.lock().unwrap().clone();
+    let reads: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.kind != "write" && s.at >= fault_at)
+        .collect();
+    let failed: Vec<&&Seen> = reads
+        .iter()
+        .filter(|s| !(s.status == 200 || (s.kind == "unheld" && s.status == 404)))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "reads failed during the slow build: {failed:?}"
+    );
+    let slowest = reads.iter().map(|s| s.took).max().unwrap_or_default();
+    let mut took: Vec<Duration> = reads.iter().map(|s| s.took).collect();
+    took.sort();
+    let p99 = took
+        .get(took.len().saturating_mul(99) / 100)
+        .copied()
+        .unwrap_or_default();
+    println!(
+        "slow build: fault → rollback {rolled_back:?}; {} reads after the fault, p99 {p99:?}, \
+         slowest {slowest:?}; reason: {reason}",
+        reads.len()
+    );
+    assert!(
+        reason.contains("kv-v2") && (reason.contains("hedge") || reason.contains("slow")),
+        "{reason}"
+    );
+    assert!(
+        rolled_back < Duration::from_secs(5),
+        "rolled back {rolled_back:?} after the fault"
+    );
+    // Hedge delay (≤ 250 ms) plus known-good's answer, with room for a loaded
+    // machine; the slow build's answers take 3 s.
+    assert!(
+        slowest < Duration::from_millis(1500),
+        "a read waited {slowest:?}"
     );
 }
