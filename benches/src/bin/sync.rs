@@ -183,6 +183,7 @@ async fn throughput(seconds: u64, sync_writes: bool, clients: usize, keys_per_wr
                         write_id: Some(v1::WriteId {
                             node_id: format!("bench-{c}"),
                             sequence: done,
+                            incarnation: String::new(),
                         }),
                         hlc: stamp,
                         replay: false,

@@ -180,6 +180,20 @@ async fn route_tables_stream_to_edges() {
             stream: said().stream,
         }
     );
+    // The stream's first message fixed its node: an ACK naming another node
+    // speaks for edge-a, and adds no made-up edge.
+    tx.send(v1::RouteAck {
+        node_id: "made-up".into(),
+        ..hello(table.version)
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !acks.lock()["production"].contains_key("made-up"),
+        "{:?}",
+        acks.lock()
+    );
     // A change sends a newer table on the open stream.
     let mut next = table.clone();
     while next.known_good_build != "v2" {
@@ -213,6 +227,14 @@ async fn route_tables_stream_to_edges() {
         "{next:?}"
     );
     drop((tables, tx));
+    // A stream that ended leaves its edge listed apart, as departed.
+    for _ in 0..200 {
+        if said().left_ms.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(said().left_ms.is_some(), "{:?}", said());
     running.shutdown().await;
     origin.shutdown().await;
 }

@@ -53,6 +53,11 @@ pub struct EdgeConfig {
     /// The most writes the outbox holds; past it, writes no build can take are
     /// answered 503.
     pub outbox_max_writes: u64,
+    /// How long a queued write may wait for its replay, in seconds; an older one
+    /// goes to the dead letters, never to a build. Kept below the origin's replay
+    /// horizon (its tombstone retention, 48 h by default), so a late replay can
+    /// never resurrect a delete.
+    pub outbox_max_age_s: u64,
     /// How often every build of the route table is probed (and health is reported
     /// to control), in milliseconds.
     pub probe_interval_ms: u64,
@@ -72,6 +77,28 @@ pub struct EdgeConfig {
     pub slow_eject_after: u32,
     /// How long an outlier stays ejected before it is given traffic again (ms).
     pub slow_eject_ms: u64,
+    /// How long a client has to send a request's whole header, in ms, counted
+    /// from when the connection opens or the previous answer was sent (a
+    /// connection that has not sent a first byte by then is closed too). Past
+    /// it, the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// How long a connection with no request in flight is kept, in ms. On
+    /// HTTP/1.1 the header timer above also runs while a connection waits for
+    /// its next request, so an idle HTTP/1.1 connection is closed after the
+    /// shorter of the two. On HTTP/2 the edge pings an idle connection this
+    /// often and closes it when the ping is not answered.
+    pub idle_timeout_ms: u64,
+    /// The most connections each listener serves at once; past it, accepting
+    /// pauses (new connections wait in the kernel's backlog) until one closes.
+    pub max_connections: usize,
+    /// The most requests with a body (writes, bulk requests, namespace changes)
+    /// served at once; each holds its place from before its body is read until
+    /// it is answered.
+    pub max_body_requests: usize,
+    /// How long a request with a body waits for a place when all
+    /// `max_body_requests` are taken, in ms, before it is answered 503 with
+    /// `Retry-After`.
+    pub body_wait_ms: u64,
 }
 
 impl Default for EdgeConfig {
@@ -94,12 +121,18 @@ impl Default for EdgeConfig {
             cache_ttl_s: 60,
             upstream_timeout_ms: 2000,
             outbox_max_writes: 100_000,
+            outbox_max_age_s: 24 * 3600,
             probe_interval_ms: 1000,
             break_glass_key: None,
             hedge_min_ms: 50,
             hedge_max_ms: 250,
             slow_eject_after: 10,
             slow_eject_ms: 30_000,
+            header_read_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 10_000,
+            max_body_requests: 256,
+            body_wait_ms: 1000,
         }
     }
 }
@@ -139,6 +172,9 @@ impl EdgeConfig {
         if self.outbox_max_writes == 0 {
             return Err("outbox_max_writes must be at least 1".into());
         }
+        if self.outbox_max_age_s == 0 {
+            return Err("outbox_max_age_s must be at least 1".into());
+        }
         if self.probe_interval_ms == 0 {
             return Err("probe_interval_ms must be at least 1".into());
         }
@@ -168,6 +204,37 @@ impl EdgeConfig {
         }
         if self.slow_eject_after == 0 {
             return Err("slow_eject_after must be at least 1".into());
+        }
+        self.validate_connection_limits()
+    }
+
+    /// Checks the bounds on connections and requests with a body.
+    fn validate_connection_limits(&self) -> Result<(), String> {
+        /// An hour: a timeout longer than this holds a connection as long as none.
+        const MAX_TIMEOUT_MS: u64 = 3_600_000;
+        for (name, ms) in [
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+        ] {
+            if !(1..=MAX_TIMEOUT_MS).contains(&ms) {
+                return Err(format!(
+                    "{name} is {ms}; it must be between 1 and {MAX_TIMEOUT_MS} (an hour)"
+                ));
+            }
+        }
+        for (name, max) in [
+            ("max_connections", self.max_connections),
+            ("max_body_requests", self.max_body_requests),
+        ] {
+            if !(1..=1_000_000).contains(&max) {
+                return Err(format!("{name} is {max}; it must be between 1 and 1000000"));
+            }
+        }
+        if self.body_wait_ms > 60_000 {
+            return Err(format!(
+                "body_wait_ms is {}; it must be at most 60000 (a minute)",
+                self.body_wait_ms
+            ));
         }
         Ok(())
     }
@@ -211,5 +278,45 @@ mod tests {
             ..EdgeConfig::default()
         };
         assert!(config.validate().unwrap_err().contains("hot_tier_bytes"));
+    }
+
+    #[test]
+    fn connection_limits_are_checked() {
+        let valid = EdgeConfig {
+            origin: "http://127.0.0.1:7001".into(),
+            ..EdgeConfig::default()
+        };
+        let refused = [
+            EdgeConfig {
+                header_read_timeout_ms: 0,
+                ..valid.clone()
+            },
+            EdgeConfig {
+                idle_timeout_ms: 3_600_001,
+                ..valid.clone()
+            },
+            EdgeConfig {
+                max_connections: 0,
+                ..valid.clone()
+            },
+            EdgeConfig {
+                max_body_requests: 0,
+                ..valid.clone()
+            },
+            EdgeConfig {
+                body_wait_ms: 60_001,
+                ..valid.clone()
+            },
+        ];
+        for (config, name) in refused.iter().zip([
+            "header_read_timeout_ms",
+            "idle_timeout_ms",
+            "max_connections",
+            "max_body_requests",
+            "body_wait_ms",
+        ]) {
+            assert!(config.validate().unwrap_err().contains(name), "{name}");
+        }
+        assert_eq!(valid.validate(), Ok(()));
     }
 }

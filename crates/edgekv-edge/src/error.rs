@@ -82,6 +82,10 @@ impl From<crate::upstream::UpstreamError> for Error {
                 ..
             } => Error::NamespaceNotFound,
             UpstreamError::TitleTaken(message) => Error::TitleTaken(message),
+            UpstreamError::NodeFault(message) => {
+                tracing::error!(%message, "the origin refused a write of this node as a reused write id");
+                Error::Internal(message)
+            }
             UpstreamError::Client { code, message } => Error::Refused {
                 too_large: code == tonic::Code::ResourceExhausted,
                 message,

@@ -176,6 +176,21 @@ impl Incoming<'_> {
             .map(drop)
     }
 
+    /// Authenticates a request that creates (`namespace` none), renames or deletes
+    /// a namespace: a token scoped to namespaces may not
+    /// ([`Edge::authorize_namespace_change`]).
+    fn authorize_namespace_change(&self, account: &str, namespace: Option<&str>) -> Result<()> {
+        self.edge
+            .authorize_namespace_change(bearer(self.headers), account, namespace)
+            .map(drop)
+    }
+
+    /// Authenticates a namespace listing of `account` and returns the namespaces
+    /// the token may see ([`Edge::visible_namespaces`]).
+    fn visible_namespaces(&self, account: &str) -> Result<Vec<edgekv_kv::Namespace>> {
+        self.edge.visible_namespaces(bearer(self.headers), account)
+    }
+
     /// Authenticates the request, checks that its namespace exists and returns its
     /// mode.
     async fn enter(&self, scope: &Scope<'_>, write: bool) -> Result<edgekv_kv::Mode> {
@@ -256,6 +271,13 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let method = request.method.clone();
+    // A request that sends a body holds a place of the body gate from before
+    // its body is read until it is answered (`max_body_requests`).
+    let _place = if reads_body(&route, &method) {
+        Some(request.edge.body_gate.admit().await?)
+    } else {
+        None
+    };
     match (route, method) {
         (Route::Namespaces { account }, Method::GET) => namespaces::list(request, &account),
         (Route::Namespaces { account }, Method::POST) => {
@@ -280,6 +302,18 @@ where
         (Route::BulkGet(scope), Method::POST) => bulk::get(request, &scope, body).await,
         (_, method) => Err(Error::MethodNotAllowed(method.to_string())),
     }
+}
+
+/// Whether the handler of `route` and `method` reads the request's body.
+fn reads_body(route: &Route<'_>, method: &Method) -> bool {
+    matches!(
+        (route, method),
+        (Route::Namespaces { .. }, &Method::POST)
+            | (Route::Namespace(_), &Method::PUT)
+            | (Route::Value(..), &Method::PUT)
+            | (Route::Bulk(_), &Method::PUT | &Method::DELETE)
+            | (Route::BulkDelete(_) | Route::BulkGet(_), &Method::POST)
+    )
 }
 
 /// The bearer token of a request, if it sent one.

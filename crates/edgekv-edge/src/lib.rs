@@ -19,7 +19,8 @@
 //! - [`hot`]: the hot tier, bounded by bytes, correct under concurrent writes.
 //! - [`tokens`]: the token table, looked up by SHA-256, and the checks of control's.
 //! - [`http`]: routes, handlers and the v4 JSON envelope.
-//! - [`server`]: listeners (HTTP/1.1 and h2c), graceful shutdown, background purge.
+//! - [`server`]: listeners (HTTP/1.1 and h2c) and their connection limits, graceful
+//!   shutdown, background purge.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/status`.
 //! - [`metrics`]: lock-free counters and histograms.
 //! - [`config`]: the edge's configuration, [`EdgeConfig`].

@@ -1,5 +1,10 @@
 //! Listeners: the KV API and the admin endpoints, served over HTTP/1.1 and
 //! HTTP/2 cleartext, with graceful shutdown; and the edge's background tasks.
+//!
+//! Each listener's connections are bounded by construction: at most
+//! `max_connections` at once (accepting pauses past it), and a connection that
+//! does not send a request's header within `header_read_timeout_ms`, or stays
+//! idle past `idle_timeout_ms`, is closed (`ConnectionLimits`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,15 +17,16 @@ use futures_util::future::Either;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use self::drain::Drain;
 use crate::tokens::TokenMemo;
-use crate::{Edge, Error, Result, admin, http::Body};
+use crate::{Edge, EdgeConfig, Error, Result, admin, http::Body};
 
 mod drain;
 
@@ -51,6 +57,7 @@ impl RunningEdge {
         let admin_addr = local_addr(&admin_listener)?;
         let (stop, stopped) = watch::channel(false);
         let grace = Duration::from_secs(config.shutdown_grace_s);
+        let limits = ConnectionLimits::of(&config);
         let mut tasks = JoinSet::new();
 
         let api = edge.clone();
@@ -60,6 +67,7 @@ impl RunningEdge {
             http,
             stopped.clone(),
             grace,
+            limits,
             move |mut req: Request<Incoming>| match crate::http::try_hot(&api, &mut req, &memo) {
                 Some(response) => Either::Left(std::future::ready(response)),
                 None => {
@@ -71,10 +79,13 @@ impl RunningEdge {
             },
         ));
         let ops = edge.clone();
+        // The admin listener has places of its own: a flood of the KV API never
+        // keeps `/healthz` and `/metrics` from being answered.
         tasks.spawn(serve(
             admin_listener,
             stopped.clone(),
             grace,
+            limits,
             move |req: Request<Incoming>| {
                 let edge = ops.clone();
                 async move { admin::handle(&edge, req).await }
@@ -141,19 +152,101 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr> {
         .map_err(|e| Error::Internal(format!("listener has no address: {e}")))
 }
 
+/// What bounds the connections of one listener.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    /// The most connections served at once; past it, accepting pauses.
+    max: usize,
+    /// How long a connection has to send a request's whole header.
+    header_read: Duration,
+    /// How long a connection with no request in flight is kept.
+    idle: Duration,
+}
+
+/// How long an HTTP/2 keep-alive ping may go unanswered before the connection
+/// is closed (at most the idle timeout).
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How often a full listener says so in the log, at most.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+impl ConnectionLimits {
+    /// The limits an edge's config sets.
+    fn of(config: &EdgeConfig) -> Self {
+        ConnectionLimits {
+            max: config.max_connections,
+            header_read: Duration::from_millis(config.header_read_timeout_ms),
+            idle: Duration::from_millis(config.idle_timeout_ms),
+        }
+    }
+
+    /// How long an HTTP/1.1 connection may go without a whole request header:
+    /// hyper's header timer runs from the end of one answer until the next
+    /// request's header is whole, so it is also the idle timeout of an HTTP/1.1
+    /// connection, and the shorter of the two is used. A new connection has as
+    /// long to send its first bytes, before hyper's timer starts.
+    fn header_wait(&self) -> Duration {
+        self.header_read.min(self.idle)
+    }
+
+    /// A connection builder that keeps these limits: hyper's header timer on
+    /// HTTP/1.1, keep-alive pings on HTTP/2.
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_wait());
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.idle)
+            .keep_alive_timeout(H2_PING_TIMEOUT.min(self.idle));
+        builder
+    }
+}
+
 /// Accepts connections until told to stop, then drains them.
+///
+/// A place among `limits.max` is taken before each `accept`, and moves into the
+/// connection's task: with every place taken, accepting pauses (new connections
+/// wait in the kernel's backlog) until a connection ends.
 async fn serve<F, Fut>(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
+    limits: ConnectionLimits,
     handler: F,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = Arc::new(limits.builder());
+    let header_wait = limits.header_wait();
+    let places = Arc::new(Semaphore::new(limits.max.clamp(1, Semaphore::MAX_PERMITS)));
     let drain = Drain::default();
+    let mut warned_full: Option<Instant> = None;
     loop {
+        let place = match places.clone().try_acquire_owned() {
+            Ok(place) => place,
+            Err(_) => {
+                if warned_full.is_none_or(|at| at.elapsed() >= FULL_WARNING_EVERY) {
+                    tracing::warn!(
+                        max_connections = limits.max,
+                        "every connection place is taken: accepting pauses until one closes"
+                    );
+                    warned_full = Some(Instant::now());
+                }
+                tokio::select! {
+                    place = places.clone().acquire_owned() => match place {
+                        Ok(place) => place,
+                        // The semaphore is never closed.
+                        Err(_) => break,
+                    },
+                    _ = stop.changed() => break,
+                }
+            }
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop.changed() => break,
@@ -173,11 +266,23 @@ async fn serve<F, Fut>(
             let answer = handler(req);
             async move { Ok::<_, Infallible>(answer.await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = drain.watch(connection);
+        let builder = builder.clone();
+        let drain = drain.clone();
+        let mut stopping = stop.clone();
         tokio::spawn(async move {
+            // Held until the connection ends.
+            let _place = place;
+            let opened = tokio::select! {
+                opened = opening(&stream, header_wait) => opened,
+                _ = stopping.changed() => false,
+            };
+            if !opened {
+                return;
+            }
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = drain.watch(connection);
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
@@ -189,6 +294,35 @@ async fn serve<F, Fut>(
             ?grace,
             "requests still in flight after the grace period; closing"
         );
+    }
+}
+
+/// Waits until a new connection has sent enough to tell HTTP/1.1 from HTTP/2 —
+/// hyper-util reads that much before hyper's header timer starts, with no timer
+/// of its own — or `within` has passed. False when it had not (or the client
+/// closed, or the socket failed): the connection is dropped unserved.
+async fn opening(stream: &TcpStream, within: Duration) -> bool {
+    /// What an HTTP/2 client sends first.
+    const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = Instant::now() + within;
+    let mut seen = [0u8; 24];
+    loop {
+        let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.peek(&mut seen)).await else {
+            return false;
+        };
+        if n == 0 {
+            return false;
+        }
+        // A whole preface, or bytes that begin none: hyper-util decides at once.
+        if n == PREFACE.len() || seen[..n] != PREFACE[..n] {
+            return true;
+        }
+        // The start of a preface, and no more yet: peeking again would return
+        // at once, so wait a moment for the rest.
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

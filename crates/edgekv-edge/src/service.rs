@@ -56,6 +56,8 @@ pub fn followed_data_set(store: &dyn Store) -> Result<Option<String>> {
         .filter(|id| !id.is_empty()))
 }
 const SEQUENCE_RESERVED: &str = "write_sequence_reserved";
+/// The meta entry holding this data dir's incarnation: part of every write id.
+const INCARNATION: &str = "write_incarnation";
 
 /// Every namespace by id. Looked up on every request: foldhash (seeded per map)
 /// instead of SipHash.
@@ -234,6 +236,8 @@ pub struct Edge {
     stripe_hasher: std::hash::RandomState,
     pub(crate) inflight: DashMap<Box<[u8]>, Arc<Flight>>,
     node_id: String,
+    /// This data dir's incarnation, part of every write id.
+    incarnation: String,
     sequence: AtomicU64,
     sequence_reserved: Mutex<u64>,
     namespace_refresh: tokio::sync::Mutex<()>,
@@ -253,6 +257,8 @@ pub struct Edge {
     /// What every build's answers must be: this edge's environment and tenant,
     /// and the data set it follows (shared with every client of a build).
     expected: Expected,
+    /// Bounds the requests with a body served at once (`max_body_requests`).
+    pub(crate) body_gate: crate::http::body::Gate,
 }
 
 /// The write marks of one write, released when it is done (or abandoned).
@@ -336,6 +342,17 @@ impl Edge {
         };
         // Sequence numbers restart after the last reserved block, so none repeats.
         let reserved = read_u64(&*store, SEQUENCE_RESERVED)?;
+        // A data dir's incarnation: random, made with the dir, so a node restarted
+        // with the same --node-id over a new data dir never reuses a write id.
+        let incarnation = match store.meta(INCARNATION)? {
+            Some(raw) => String::from_utf8_lossy(&raw).into_owned(),
+            None => {
+                let bytes: [u8; 16] = rand::random();
+                let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                store.set_meta_synced(INCARNATION, id.as_bytes())?;
+                id
+            }
+        };
         let outbox = Outbox::load(&*store)?;
         let break_glass = crate::breakglass::load(&config)?;
         let expected = Expected {
@@ -349,6 +366,10 @@ impl Edge {
             .store(store.meta(SYNCED)?.is_some(), Ordering::Release);
         Ok(Edge {
             hot: HotTier::new(config.hot_tier_bytes),
+            body_gate: crate::http::body::Gate::new(
+                config.max_body_requests,
+                Duration::from_millis(config.body_wait_ms),
+            ),
             hlc: Hlc::new(clock.clone()),
             config,
             store,
@@ -365,6 +386,7 @@ impl Edge {
             stripe_hasher: std::hash::RandomState::new(),
             inflight: DashMap::new(),
             node_id,
+            incarnation,
             sequence: AtomicU64::new(reserved),
             sequence_reserved: Mutex::new(reserved),
             namespace_refresh: tokio::sync::Mutex::new(()),
@@ -638,18 +660,72 @@ impl Edge {
         namespace: Option<&str>,
         write: bool,
     ) -> Result<Access> {
+        let table = self.tokens.load();
+        let grant = Self::checked_grant(&table, token, account, namespace, write)?;
+        Ok(Access { admin: grant.admin })
+    }
+
+    /// Checks a bearer token for creating a namespace of `account` (`namespace`
+    /// none), or renaming or deleting `namespace`: as [`Edge::authorize`] for a
+    /// write, and 403 for a token scoped to namespaces. A scoped token uses the
+    /// namespaces it was issued for; which namespaces exist is the business of the
+    /// account's own tokens, so a scoped token may neither make one (its scope
+    /// could not hold it) nor rename or remove one (it may be in other scopes too).
+    pub fn authorize_namespace_change(
+        &self,
+        bearer: Option<&str>,
+        account: &str,
+        namespace: Option<&str>,
+    ) -> Result<Access> {
+        let table = self.tokens.load();
+        let token = bearer.map(tokens::hash);
+        let grant = Self::checked_grant(&table, token, account, namespace, true)?;
+        if grant.namespaces.is_some() {
+            return Err(Error::Forbidden(
+                "the token is scoped to namespaces: it may not create, rename or delete namespaces"
+                    .into(),
+            ));
+        }
+        Ok(Access { admin: grant.admin })
+    }
+
+    /// The namespaces of `account` a bearer token may see, ordered by id: every
+    /// one for a token of the whole account, only those of its scope for a token
+    /// scoped to namespaces (a listing names no namespace it could not open).
+    /// Checked as [`Edge::authorize`] for a read of the account.
+    pub fn visible_namespaces(
+        &self,
+        bearer: Option<&str>,
+        account: &str,
+    ) -> Result<Vec<Namespace>> {
+        let table = self.tokens.load();
+        let token = bearer.map(tokens::hash);
+        let grant = Self::checked_grant(&table, token, account, None, false)?;
+        let mut list = self.namespaces(account);
+        list.retain(|namespace| grant.covers(&namespace.id));
+        Ok(list)
+    }
+
+    /// The grant of `token` in `table` if it allows the request (see
+    /// [`Edge::authorize`]).
+    fn checked_grant<'t>(
+        table: &'t TokenTable,
+        token: Option<TokenHash>,
+        account: &str,
+        namespace: Option<&str>,
+        write: bool,
+    ) -> Result<&'t tokens::Grant> {
         let token = token.ok_or(Error::Unauthorized(
             "missing bearer token: send `Authorization: Bearer <token>`",
         ))?;
-        let tokens = self.tokens.load();
-        if tokens.is_empty() {
+        if table.is_empty() {
             // Nothing can be checked yet: the client's token may well be valid, so
             // this is the edge's condition, not the client's fault.
             return Err(Error::Unavailable(
                 "this edge has no token table yet (control unreachable since it started); retry shortly".into(),
             ));
         }
-        let grant = tokens
+        let grant = table
             .lookup_hash(&token)
             .ok_or(Error::Unauthorized("invalid or revoked token"))?;
         if grant.account != account {
@@ -667,7 +743,7 @@ impl Edge {
         if write && grant.read_only {
             return Err(Error::Forbidden("the token is read-only".into()));
         }
-        Ok(Access { admin: grant.admin })
+        Ok(grant)
     }
 
     /// Returns a namespace of `account`; another account's namespace is not found.
@@ -1395,6 +1471,7 @@ impl Edge {
             write_id: Some(v1::WriteId {
                 node_id: self.node_id.clone(),
                 sequence: self.next_sequence()?,
+                incarnation: self.incarnation.clone(),
             }),
             hlc: self.hlc.now(),
             replay: false,
@@ -1553,6 +1630,21 @@ impl Edge {
     /// (a client fault: it can never succeed), or left waiting (a build fault:
     /// returns false).
     async fn replay_one(&self, queued: &Queued) -> Result<bool> {
+        // Past its maximum age a queued write is never replayed: the origin may
+        // have forgotten the tombstones and write ids it would compete with, and
+        // a late replay must not resurrect a delete.
+        let age_ms = self.clock.now_ms().saturating_sub(queued.entry.queued_ms);
+        if age_ms > self.config.outbox_max_age_s.saturating_mul(1000) {
+            let why = format!(
+                "queued {} s ago, past the outbox's maximum age of {} s: never replayed",
+                age_ms / 1000,
+                self.config.outbox_max_age_s
+            );
+            tracing::error!(sequence = queued.sequence, %why, "a queued write expired: moved to the dead letters");
+            self.outbox
+                .bury(&*self.store, queued.sequence, Some(&queued.entry), why)?;
+            return Ok(true);
+        }
         let header = v1::WriteHeader {
             replay: true,
             ..queued.entry.header.clone().unwrap_or_default()

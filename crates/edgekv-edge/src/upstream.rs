@@ -27,6 +27,11 @@ pub enum UpstreamError {
     /// The namespace title is taken in the account (a client fault).
     #[error("{0}")]
     TitleTaken(String),
+    /// The origin refused a write because this node reused its write id for
+    /// another write: this node's fault, neither the client's nor the route's; the
+    /// write can never succeed and is never acknowledged.
+    #[error("node fault: {0}")]
+    NodeFault(String),
     /// The request was refused as invalid: INVALID_ARGUMENT, FAILED_PRECONDITION,
     /// NOT_FOUND, RESOURCE_EXHAUSTED.
     #[error("{message}")]
@@ -42,6 +47,9 @@ pub enum UpstreamError {
 pub fn classify(status: &Status) -> UpstreamError {
     if title_taken(status) {
         return UpstreamError::TitleTaken(status.message().to_string());
+    }
+    if reason_is(status, "write-id-reused") {
+        return UpstreamError::NodeFault(status.message().to_string());
     }
     match status.code() {
         Code::InvalidArgument
@@ -67,10 +75,15 @@ pub fn needs_resync(status: &Status) -> bool {
 
 /// Whether a status says a namespace title is taken.
 fn title_taken(status: &Status) -> bool {
+    reason_is(status, "title-taken")
+}
+
+/// Whether a status carries this machine-readable reason.
+fn reason_is(status: &Status, reason: &str) -> bool {
     status
         .metadata()
         .get("edgekv-reason")
-        .is_some_and(|v| v == "title-taken")
+        .is_some_and(|v| v == reason)
 }
 
 pub use edgekv_proto::LATENCY_BOUNDS_MS;
@@ -667,7 +680,7 @@ impl Upstream {
                                 .client_fault(started.elapsed(), *code == Code::NotFound);
                             return Err(err);
                         }
-                        UpstreamError::TitleTaken(_) => {
+                        UpstreamError::TitleTaken(_) | UpstreamError::NodeFault(_) => {
                             self.stats.client_fault(started.elapsed(), false);
                             return Err(err);
                         }

@@ -411,3 +411,57 @@ async fn a_build_with_several_endpoints_fails_over_between_them() {
         "{err}"
     );
 }
+
+/// A queued write past the outbox's maximum age is never replayed: it goes to the
+/// dead letters, so a replay that late cannot resurrect a delete whose tombstone
+/// the origin no longer keeps.
+#[tokio::test]
+async fn a_queued_write_past_its_maximum_age_is_buried_not_replayed() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let mut origin = TestOrigin::start(clock.clone(), 1_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = edge_of(
+        &origin,
+        dir.path(),
+        clock.clone(),
+        token_table(),
+        CREDENTIAL,
+        |c| c.outbox_max_age_s = 60,
+    )
+    .await;
+    let kv = client(&running);
+    let ns = kv.create_namespace("aging").await;
+    origin.stop().await;
+    let response = kv
+        .request(reqwest::Method::PUT, &Client::value_path(&ns, "late"))
+        .body("queued long ago")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    clock.advance(Duration::from_secs(61));
+    origin.restart().await;
+    eventually(Duration::from_secs(10), "the outbox settles", || async {
+        running.edge().outbox().is_empty()
+    })
+    .await;
+    let stats = running.edge().outbox().stats(0);
+    assert_eq!((stats.replayed, stats.dead_letters), (0, 1));
+    let dead = edgekv_edge::outbox::dead_letters(&**running.edge().store(), 10).unwrap();
+    assert!(
+        format!("{dead:?}").contains("maximum age"),
+        "the reason names the limit: {dead:?}"
+    );
+    let response = kv
+        .request(reqwest::Method::GET, &Client::value_path(&ns, "late"))
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        404,
+        "the expired write never reached a build"
+    );
+    running.shutdown().await;
+}

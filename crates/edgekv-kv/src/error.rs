@@ -60,6 +60,16 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// A bulk request with more items than its limit, refused as it was read:
+    /// reading stopped at the first item past the limit, so the items after it
+    /// were neither kept nor counted.
+    #[error("bulk request has at least {seen} items; the limit is {max}")]
+    TooManyItemsRead {
+        /// The items come to when reading stopped (the limit plus one).
+        seen: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// The result of a KV rule check.

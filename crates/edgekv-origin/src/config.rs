@@ -32,7 +32,10 @@ pub struct OriginConfig {
     pub sync_writes: bool,
     /// How often the log is trimmed and expired records purged, in milliseconds.
     pub maintenance_interval_ms: u64,
-    /// How long a deleted key's tombstone is kept, in seconds.
+    /// How long a deleted key's tombstone is kept, in seconds; also the replay
+    /// horizon: an outbox replay stamped longer ago than this is refused, since
+    /// the tombstones it would compete with may be gone. Keep it above the edges'
+    /// `outbox_max_age_s` (24 h by default).
     pub tombstone_ttl_s: u64,
 }
 
@@ -48,7 +51,7 @@ impl Default for OriginConfig {
             progress_interval_ms: 500,
             sync_writes: true,
             maintenance_interval_ms: 1000,
-            tombstone_ttl_s: 24 * 3600,
+            tombstone_ttl_s: 48 * 3600,
         }
     }
 }

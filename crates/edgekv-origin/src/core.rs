@@ -33,7 +33,7 @@ pub struct WriteRequest {
     pub namespace: String,
     /// The keys and their changes.
     pub mutations: Vec<Mutation>,
-    /// `node_id:sequence`, applied at most once.
+    /// `node_id:incarnation:sequence`, applied at most once.
     pub write_id: Option<String>,
     /// The stamp taken by the edge that accepted the write.
     pub hlc: u64,
@@ -66,6 +66,32 @@ pub struct OriginCore {
     tombstone_ttl_s: u64,
     /// The store's data-set id, 32 hex digits.
     data_set: String,
+}
+
+/// The digest of a client write's content: its namespace and, per key, the
+/// change — not its stamp or whether it is a replay, which a retry of the same
+/// write may carry differently.
+pub fn digest(request: &WriteRequest) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_be_bytes());
+        hasher.update(bytes);
+    };
+    field(request.namespace.as_bytes());
+    for m in &request.mutations {
+        field(&m.key);
+        match &m.put {
+            None => field(b"delete"),
+            Some((value, metadata, expiration)) => {
+                field(b"put");
+                field(value);
+                field(metadata.as_deref().unwrap_or(b"\0none"));
+                field(&expiration.map_or([0xff; 8], u64::to_be_bytes));
+            }
+        }
+    }
+    hasher.finalize().into()
 }
 
 /// The store metadata entry holding the data-set id.
@@ -170,6 +196,17 @@ impl OriginCore {
                 ahead_ms: edgekv_kv::Hlc::physical_ms(request.hlc).saturating_sub(now_ms),
             });
         }
+        // A replay older than the tombstones kept could resurrect a delete whose
+        // tombstone is gone: refused (the edge buries it as a dead letter).
+        if request.replay {
+            let age_ms = now_ms.saturating_sub(edgekv_kv::Hlc::physical_ms(request.hlc));
+            if age_ms > self.tombstone_ttl_s.saturating_mul(1000) {
+                return Err(Error::ReplayTooOld {
+                    age_s: age_ms / 1000,
+                    horizon_s: self.tombstone_ttl_s,
+                });
+            }
+        }
         for m in &request.mutations {
             validate::key(&m.key)?;
             if let Some((value, metadata, _)) = &m.put {
@@ -180,13 +217,29 @@ impl OriginCore {
             }
         }
         let write_id = request.write_id.as_ref().map(|id| id.as_bytes().to_vec());
+        let digest = write_id.as_ref().map(|_| digest(&request));
         let _writer = self.writer.lock();
         self.namespace_of(&request.namespace)?;
         if let Some(id) = &write_id
-            && let Some(revision) = self.store.written(id)?
+            && let Some(written) = self.store.written(id)?
         {
+            // The same id with other content is a node reusing ids (a data dir
+            // lost without a new incarnation): never a duplicate's success.
+            if let (Some(held), Some(now)) = (written.digest, digest)
+                && held != now
+            {
+                tracing::error!(
+                    write_id = %String::from_utf8_lossy(id),
+                    revision = written.revision,
+                    "A NODE REUSED A WRITE ID for another write: refused, not applied"
+                );
+                return Err(Error::WriteIdReused {
+                    write_id: String::from_utf8_lossy(id).into_owned(),
+                    revision: written.revision,
+                });
+            }
             return Ok(WriteOutcome {
-                revision,
+                revision: written.revision,
                 duplicate: true,
                 superseded: false,
                 records: self.current(&request)?,
@@ -221,6 +274,7 @@ impl OriginCore {
         let revision = self.store.commit(Commit {
             writes,
             write_id,
+            write_digest: digest,
             ..Commit::default()
         })?;
         self.committed.send_replace(revision);

@@ -39,6 +39,28 @@ pub enum Error {
         /// The origin's last revision.
         head: u64,
     },
+    /// A write id already applied arrived with other content: the calling node
+    /// reused its ids (its fault, never its client's; never a success).
+    #[error(
+        "write id {write_id} was applied at revision {revision} to another write; the node reuses write ids"
+    )]
+    WriteIdReused {
+        /// The id.
+        write_id: String,
+        /// Where the first write with it was applied.
+        revision: u64,
+    },
+    /// An outbox replay older than the origin's replay horizon (its tombstone
+    /// retention): applying it could resurrect a delete whose tombstone is gone.
+    #[error(
+        "the replayed write was stamped {age_s} s ago, past the origin's replay horizon of {horizon_s} s: refused"
+    )]
+    ReplayTooOld {
+        /// How old the write's stamp is.
+        age_s: u64,
+        /// The horizon.
+        horizon_s: u64,
+    },
     /// The store failed: the origin's fault.
     #[error(transparent)]
     Store(#[from] edgekv_store::Error),
@@ -56,6 +78,8 @@ pub const REASON_KEY: &str = "edgekv-reason";
 pub const RESYNC: &str = "resync";
 /// Reason: the namespace title is taken in the account.
 pub const TITLE_TAKEN: &str = "title-taken";
+/// Reason: the calling node reused a write id for another write.
+pub const WRITE_ID_REUSED: &str = "write-id-reused";
 
 /// The result of an origin call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -73,6 +97,7 @@ impl From<Error> for Status {
             // A skewed stamp is the calling node's clock, not its client's request.
             Error::ClockSkew { .. } => Code::Unavailable,
             Error::Trimmed { .. } | Error::Ahead { .. } => Code::OutOfRange,
+            Error::WriteIdReused { .. } | Error::ReplayTooOld { .. } => Code::FailedPrecondition,
             Error::Store(_) | Error::Config(_) | Error::Io(_) => {
                 tracing::error!(error = %err, "origin call failed");
                 Code::Internal
@@ -83,6 +108,7 @@ impl From<Error> for Status {
         let reason = match &err {
             Error::Trimmed { .. } | Error::Ahead { .. } => Some(RESYNC),
             Error::TitleTaken(_) => Some(TITLE_TAKEN),
+            Error::WriteIdReused { .. } => Some(WRITE_ID_REUSED),
             _ => None,
         };
         if let Some(reason) = reason {

@@ -26,5 +26,5 @@ mod error;
 
 pub use crate::core::OriginCore;
 pub use config::{BuildSpec, OriginConfig};
-pub use error::{Error, REASON_KEY, RESYNC, Result, TITLE_TAKEN};
+pub use error::{Error, REASON_KEY, RESYNC, Result, TITLE_TAKEN, WRITE_ID_REUSED};
 pub use server::RunningOrigin;

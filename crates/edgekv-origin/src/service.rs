@@ -120,9 +120,13 @@ impl Build {
         let request = WriteRequest {
             namespace: header.namespace,
             mutations,
-            write_id: header
-                .write_id
-                .map(|id| format!("{}:{}", id.node_id, id.sequence)),
+            write_id: header.write_id.map(|id| {
+                if id.incarnation.is_empty() {
+                    format!("{}:{}", id.node_id, id.sequence)
+                } else {
+                    format!("{}:{}:{}", id.node_id, id.incarnation, id.sequence)
+                }
+            }),
             hlc: header.hlc,
             replay: header.replay,
         };
@@ -387,30 +391,40 @@ impl origin_server::Origin for Build {
                 ..Default::default()
             };
             let mut bytes = 0;
+            // A chunk is sent before a record would take it past the byte budget
+            // (not after): a 7.9 MiB value then a 25 MiB one are two messages, each
+            // under the gRPC limit. One record alone (at most 25 MiB of value and
+            // 1 KiB of metadata) always fits.
+            let flush = |chunk: &mut v1::SnapshotChunk| {
+                let full = std::mem::replace(
+                    chunk,
+                    v1::SnapshotChunk {
+                        stamp: Some(stamp.clone()),
+                        ..Default::default()
+                    },
+                );
+                tx.blocking_send(Ok(full))
+                    .map_err(|_| edgekv_store::Error::Engine("snapshot reader went away".into()))
+            };
             let result = core.snapshot(&namespaces, &mut |item| {
                 match item {
                     SnapshotItem::Namespace(ns) => chunk.namespaces.push(namespace_to_wire(&ns)),
                     SnapshotItem::Key(w) => {
-                        bytes += w.key.len() + w.record.weight();
+                        let weight = w.key.len() + w.record.weight();
+                        if !chunk.keys.is_empty()
+                            && (chunk.keys.len() >= SNAPSHOT_CHUNK
+                                || bytes + weight > SNAPSHOT_CHUNK_BYTES)
+                        {
+                            flush(&mut chunk)?;
+                            bytes = 0;
+                        }
+                        bytes += weight;
                         chunk.keys.push(v1::KeyChange {
                             namespace: w.namespace,
                             key: w.key,
                             record: Some(record_to_wire(&w.record)),
                         });
                     }
-                }
-                if chunk.keys.len() >= SNAPSHOT_CHUNK || bytes >= SNAPSHOT_CHUNK_BYTES {
-                    bytes = 0;
-                    let full = std::mem::replace(
-                        &mut chunk,
-                        v1::SnapshotChunk {
-                            stamp: Some(stamp.clone()),
-                            ..Default::default()
-                        },
-                    );
-                    tx.blocking_send(Ok(full)).map_err(|_| {
-                        edgekv_store::Error::Engine("snapshot reader went away".into())
-                    })?;
                 }
                 Ok(())
             });

@@ -88,6 +88,7 @@ fn put(ns: &str, key: &str, value: &str, sequence: u64) -> v1::PutRequest {
             write_id: Some(v1::WriteId {
                 node_id: "edge-a".into(),
                 sequence,
+                incarnation: String::new(),
             }),
             hlc: now_stamp(),
             replay: false,
@@ -267,4 +268,58 @@ async fn watch_and_snapshot() {
     let event = events.next().await.unwrap().unwrap();
     assert_eq!(event.revision, revision + 1);
     assert_eq!(event.keys[0].key, "after");
+}
+
+/// A snapshot chunk is sent before a record would take it past its byte budget:
+/// a 7.9 MiB value followed by a 25 MiB one used to share one 33 MiB message,
+/// over the 32 MiB gRPC limit, so a new edge of a `full` namespace holding them
+/// could never sync.
+#[tokio::test]
+async fn a_snapshot_of_large_values_stays_under_the_message_limit() {
+    let origin = origin("production", "p\n", &["v1"], 1_000).await;
+    let mut client = client(&origin, "v1")
+        .await
+        .max_decoding_message_size(edgekv_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(edgekv_proto::MAX_MESSAGE_BYTES);
+    let ns = namespace(&mut client, "p", 1).await;
+    let sizes = [("a-7.9MiB", 7_900 * 1024), ("b-25MiB", 25 * 1024 * 1024)];
+    for (i, (key, size)) in sizes.iter().enumerate() {
+        let mut request = put(&ns, key, "", 500 + i as u64);
+        request.value = Some(v1::Value {
+            value: Bytes::from(vec![b'x'; *size]),
+            metadata: None,
+            expiration: None,
+        });
+        client.put(authed(request, "p")).await.unwrap();
+    }
+    let mut chunks = client
+        .snapshot(authed(
+            v1::SnapshotRequest {
+                namespaces: vec![ns.clone()],
+            },
+            "p",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    let mut last = false;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.expect("every chunk under the message limit");
+        got.extend(
+            chunk
+                .keys
+                .iter()
+                .map(|k| (k.key.clone(), k.record.as_ref().unwrap().value.len())),
+        );
+        last |= chunk.last;
+    }
+    assert!(last, "the snapshot ended with its last chunk");
+    assert_eq!(
+        got,
+        sizes
+            .iter()
+            .map(|(k, s)| (Bytes::copy_from_slice(k.as_bytes()), *s))
+            .collect::<Vec<_>>()
+    );
 }

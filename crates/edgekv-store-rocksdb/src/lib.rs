@@ -18,7 +18,7 @@ use edgekv_kv::{Namespace, Record};
 use edgekv_store::keys::{self, NAMESPACE_ID_LEN};
 use edgekv_store::{
     Commit, Error, ListPage, ListQuery, LogEntry, LogRead, NamespaceOp, Result, SnapshotItem,
-    Store, Write, codec,
+    Store, Write, WrittenId, codec,
 };
 use parking_lot::Mutex;
 use rocksdb::{
@@ -325,7 +325,11 @@ impl Store for RocksStore {
         }
         if self.change_log {
             if let Some(id) = &commit.write_id {
-                batch.put_cf(self.cf(CF_WRITES), id, revision.to_be_bytes());
+                batch.put_cf(
+                    self.cf(CF_WRITES),
+                    id,
+                    WrittenId::encode(revision, commit.write_digest.as_ref()),
+                );
             }
             let entry = LogEntry {
                 revision,
@@ -503,16 +507,11 @@ impl Store for RocksStore {
         Ok(dropped)
     }
 
-    fn written(&self, write_id: &[u8]) -> Result<Option<u64>> {
+    fn written(&self, write_id: &[u8]) -> Result<Option<WrittenId>> {
         self.db
             .get_cf(self.cf(CF_WRITES), write_id)
             .map_err(engine)?
-            .map(|raw| {
-                raw.as_slice()
-                    .try_into()
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| Error::Engine("stored write revision is not 8 bytes".into()))
-            })
+            .map(|raw| WrittenId::decode(&raw))
             .transpose()
     }
 

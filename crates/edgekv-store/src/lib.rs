@@ -57,8 +57,50 @@ pub struct Commit {
     /// The id of the client write, remembered (see [`Store::written`]) as long as
     /// the commit is in the change log.
     pub write_id: Option<Vec<u8>>,
+    /// The digest of the client write's content, remembered with its id: a known
+    /// id with another digest is a reused id, never a duplicate.
+    pub write_digest: Option<[u8; 32]>,
     /// Node metadata written in the same batch.
     pub meta: Vec<(String, Vec<u8>)>,
+}
+
+/// What the store remembers of a client write's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrittenId {
+    /// The revision it was committed at.
+    pub revision: u64,
+    /// The digest of its content, when it was committed with one.
+    pub digest: Option<[u8; 32]>,
+}
+
+impl WrittenId {
+    /// The stored form: the revision (8 bytes, big-endian), then the digest.
+    pub fn encode(revision: u64, digest: Option<&[u8; 32]>) -> Vec<u8> {
+        let mut out = revision.to_be_bytes().to_vec();
+        if let Some(digest) = digest {
+            out.extend_from_slice(digest);
+        }
+        out
+    }
+
+    /// Reads the stored form (8 bytes: no digest; 40: with one).
+    pub fn decode(raw: &[u8]) -> Result<Self> {
+        let revision = raw
+            .get(..8)
+            .and_then(|r| <[u8; 8]>::try_from(r).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| Error::Engine("stored write id is shorter than 8 bytes".into()))?;
+        let digest = match raw.len() {
+            8 => None,
+            40 => raw[8..].try_into().ok(),
+            n => {
+                return Err(Error::Engine(format!(
+                    "stored write id is {n} bytes; expected 8 or 40"
+                )));
+            }
+        };
+        Ok(WrittenId { revision, digest })
+    }
 }
 
 /// One commit as the change log holds it.
@@ -190,8 +232,9 @@ pub trait Store: Send + Sync + 'static {
     /// Drops log entries (and their write ids) so that at most `keep` remain;
     /// returns how many it dropped.
     fn trim_log(&self, keep: u64) -> Result<usize>;
-    /// The revision a write id was committed at, while its commit is in the log.
-    fn written(&self, write_id: &[u8]) -> Result<Option<u64>>;
+    /// The revision a write id was committed at, and the digest it was committed
+    /// with (none for ids kept before digests), while its commit is in the log.
+    fn written(&self, write_id: &[u8]) -> Result<Option<WrittenId>>;
     /// Visits every namespace, then every record of the `namespaces` asked for, as
     /// of one revision, which it returns.
     fn snapshot(

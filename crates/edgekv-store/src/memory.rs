@@ -30,7 +30,7 @@ struct Inner {
     log: VecDeque<LogEntry>,
     /// The highest revision dropped from the log.
     log_floor: u64,
-    written: HashMap<Vec<u8>, u64>,
+    written: HashMap<Vec<u8>, crate::WrittenId>,
     /// Durable queues by name: sequence → entry.
     queues: HashMap<String, BTreeMap<u64, Vec<u8>>>,
     /// Per queue, the last sequence handed out.
@@ -118,7 +118,13 @@ impl Store for MemoryStore {
         }
         if self.keeps_log {
             if let Some(id) = &commit.write_id {
-                inner.written.insert(id.clone(), revision);
+                inner.written.insert(
+                    id.clone(),
+                    crate::WrittenId {
+                        revision,
+                        digest: commit.write_digest,
+                    },
+                );
             }
             inner.log.push_back(LogEntry {
                 revision,
@@ -236,7 +242,7 @@ impl Store for MemoryStore {
         Ok(dropped)
     }
 
-    fn written(&self, write_id: &[u8]) -> Result<Option<u64>> {
+    fn written(&self, write_id: &[u8]) -> Result<Option<crate::WrittenId>> {
         Ok(self.inner.read().written.get(write_id).copied())
     }
 

@@ -518,7 +518,10 @@ pub fn change_log(store: &dyn Store) {
         panic!("the log was trimmed");
     };
     assert_eq!(limited.len(), 2);
-    assert_eq!(store.written(b"node-1:7").unwrap(), Some(r2));
+    assert_eq!(
+        store.written(b"node-1:7").unwrap().map(|w| w.revision),
+        Some(r2)
+    );
     assert_eq!(store.written(b"node-1:8").unwrap(), None);
 }
 
@@ -534,6 +537,8 @@ pub fn log_trim_forgets_write_ids(store: &dyn Store) {
                         record: Record::value(Bytes::from_static(b"v"), None, None),
                     }],
                     write_id: Some(vec![b'w', i]),
+                    // Every other commit with a digest: both forms are kept.
+                    write_digest: (i % 2 == 0).then_some([i; 32]),
                     ..Commit::default()
                 })
                 .unwrap(),
@@ -557,7 +562,19 @@ pub fn log_trim_forgets_write_ids(store: &dyn Store) {
     };
     assert_eq!(kept.len(), 2);
     assert_eq!(store.written(&[b'w', 0]).unwrap(), None);
-    assert_eq!(store.written(&[b'w', 4]).unwrap(), Some(revisions[4]));
+    assert_eq!(
+        store.written(&[b'w', 3]).unwrap().map(|w| w.digest),
+        Some(None),
+        "an id committed without a digest has none"
+    );
+    assert_eq!(
+        store.written(&[b'w', 4]).unwrap(),
+        Some(crate::WrittenId {
+            revision: revisions[4],
+            digest: Some([4; 32]),
+        }),
+        "the id is kept with the digest it was committed with"
+    );
     // Data is untouched by a trim.
     assert!(store.get(NS_A, &[b'k', 0]).unwrap().is_some());
     assert_eq!(store.trim_log(2).unwrap(), 0);

@@ -26,7 +26,7 @@ pub enum Command {
     /// Runs an origin process: one or more builds over one store.
     Origin(OriginArgs),
     /// Runs an edge node.
-    Edge(EdgeArgs),
+    Edge(Box<EdgeArgs>),
     /// Runs the control plane.
     Control(ControlArgs),
     /// Talks to an edge's KV API.
@@ -554,6 +554,10 @@ pub struct EdgeArgs {
     /// The most writes the outbox holds before writes get 503.
     #[arg(long, env = "EDGEKV_OUTBOX_MAX_WRITES")]
     pub outbox_max_writes: Option<u64>,
+    /// How long a queued write may wait for its replay, in seconds (default 24 h;
+    /// keep it below the origin's tombstone retention).
+    #[arg(long, env = "EDGEKV_OUTBOX_MAX_AGE_S")]
+    pub outbox_max_age_s: Option<u64>,
     /// How often every build is probed and health reported, in ms.
     #[arg(long, env = "EDGEKV_PROBE_INTERVAL_MS")]
     pub probe_interval_ms: Option<u64>,
@@ -564,6 +568,26 @@ pub struct EdgeArgs {
     /// How long a build too slow for the hedge delay stays ejected, in ms.
     #[arg(long, env = "EDGEKV_SLOW_EJECT_MS")]
     pub slow_eject_ms: Option<u64>,
+    /// How long a client has to send a request's whole header, in ms (default
+    /// 30000); the connection is closed past it.
+    #[arg(long, env = "EDGEKV_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// How long a connection with no request in flight is kept, in ms (default
+    /// 60000; an idle HTTP/1.1 connection is closed after the shorter of this
+    /// and --header-read-timeout-ms).
+    #[arg(long, env = "EDGEKV_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// The most connections each listener serves at once (default 10000); past
+    /// it, accepting pauses until one closes.
+    #[arg(long, env = "EDGEKV_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// The most requests with a body served at once (default 256).
+    #[arg(long, env = "EDGEKV_MAX_BODY_REQUESTS")]
+    pub max_body_requests: Option<usize>,
+    /// How long a request with a body waits for a place before it is answered
+    /// 503, in ms (default 1000).
+    #[arg(long, env = "EDGEKV_BODY_WAIT_MS")]
+    pub body_wait_ms: Option<u64>,
     /// The account of the bootstrap token.
     #[arg(long, env = "EDGEKV_ACCOUNT", requires = "token")]
     pub account: Option<String>,

@@ -47,7 +47,7 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Dev(args) => dev::run(args, &file).await,
             Command::Origin(args) => roles::origin(args, &file).await,
-            Command::Edge(args) => roles::edge(args, &file).await,
+            Command::Edge(args) => roles::edge(*args, &file).await,
             Command::Kv(args) => client::run(args).await,
             Command::Control(args) => roles::control(args).await,
             Command::Build(args) => ops::build(args).await,

@@ -103,6 +103,9 @@ pub async fn edge(args: EdgeArgs, file: &File) -> anyhow::Result<()> {
     if let Some(max) = args.outbox_max_writes {
         config.outbox_max_writes = max;
     }
+    if let Some(age) = args.outbox_max_age_s {
+        config.outbox_max_age_s = age;
+    }
     if let Some(every) = args.probe_interval_ms {
         config.probe_interval_ms = every;
     }
@@ -111,6 +114,21 @@ pub async fn edge(args: EdgeArgs, file: &File) -> anyhow::Result<()> {
     }
     if let Some(ms) = args.slow_eject_ms {
         config.slow_eject_ms = ms;
+    }
+    if let Some(ms) = args.header_read_timeout_ms {
+        config.header_read_timeout_ms = ms;
+    }
+    if let Some(ms) = args.idle_timeout_ms {
+        config.idle_timeout_ms = ms;
+    }
+    if let Some(max) = args.max_connections {
+        config.max_connections = max;
+    }
+    if let Some(max) = args.max_body_requests {
+        config.max_body_requests = max;
+    }
+    if let Some(ms) = args.body_wait_ms {
+        config.body_wait_ms = ms;
     }
     if let Some(ttl) = args.cache_ttl_s {
         config.cache_ttl_s = ttl;

@@ -1,15 +1,24 @@
-//! Reading request bodies within limits, and multipart value uploads.
+//! Reading request bodies within limits, the bound on requests reading bodies at
+//! once, and multipart value uploads.
 
-use bytes::Bytes;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Body;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::{Error, Result};
 
-/// Reads a whole body, refusing one larger than `limit` bytes (before reading it,
-/// when `content-length` already says so).
+/// Reads a whole body, refusing one larger than `limit` bytes: before reading it
+/// when `content-length` already says so, else as soon as the bytes read pass
+/// the limit.
+///
+/// A body that came in one frame is returned as it came; a longer one is
+/// gathered into one buffer (sized once from `content-length`, when sent), so a
+/// body costs its own size, not twice it.
 pub async fn read<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes>
 where
     B: Body<Data = Bytes>,
@@ -22,14 +31,83 @@ where
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(Error::BodyTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-            Err(Error::BodyTooLarge { limit })
+    // Within the limit, checked above.
+    let declared = declared.and_then(|len| usize::try_from(len).ok());
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut gathered = BytesMut::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|err| Error::BadRequest(format!("could not read the request body: {err}")))?;
+        // Trailers carry no body bytes.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
         }
-        Err(err) => Err(Error::BadRequest(format!(
-            "could not read the request body: {err}"
-        ))),
+        len = len.saturating_add(data.len());
+        if len > limit {
+            return Err(Error::BodyTooLarge { limit });
+        }
+        match first.take() {
+            None if gathered.is_empty() => first = Some(data),
+            None => gathered.extend_from_slice(&data),
+            Some(earlier) => {
+                // The second frame: from here on, one buffer.
+                gathered.reserve(declared.unwrap_or(0).max(len));
+                gathered.extend_from_slice(&earlier);
+                gathered.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| gathered.freeze()))
+}
+
+/// Bounds the requests with a body that the edge serves at once: each holds a
+/// place from before its body is read until it is answered, so the memory that
+/// bodies (and what is parsed from them) take is bounded by the places times the
+/// largest body.
+///
+/// A request that finds every place taken waits up to a short time for one, then
+/// is answered `503` with `Retry-After`: a client that retries costs the edge
+/// nothing meanwhile, where a queue of waiting requests would hold their
+/// connections and the bodies in their sockets' buffers.
+#[derive(Debug)]
+pub struct Gate {
+    places: Semaphore,
+    max: usize,
+    wait: Duration,
+}
+
+impl Gate {
+    /// A gate of `max` places (at least one) that waits up to `wait` for a place.
+    pub fn new(max: usize, wait: Duration) -> Self {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        Gate {
+            places: Semaphore::new(max),
+            max,
+            wait,
+        }
+    }
+
+    /// Takes a place for one request with a body, held until the permit is
+    /// dropped; `Unavailable` (503 with `Retry-After`) when none is free within
+    /// the wait.
+    pub async fn admit(&self) -> Result<SemaphorePermit<'_>> {
+        if let Ok(permit) = self.places.try_acquire() {
+            return Ok(permit);
+        }
+        match tokio::time::timeout(self.wait, self.places.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            // The gate's semaphore is never closed.
+            Ok(Err(closed)) => Err(Error::Internal(format!("the body gate failed: {closed}"))),
+            Err(_) => Err(Error::Unavailable(format!(
+                "this edge is serving its limit of {} requests with a body (max_body_requests); retry shortly",
+                self.max
+            ))),
+        }
     }
 }
 
@@ -83,4 +161,78 @@ pub async fn multipart(body: Bytes, boundary: String) -> Result<Upload> {
         ));
     }
     Ok(upload)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use http_body_util::{Full, StreamBody};
+    use hyper::body::Frame;
+
+    use super::*;
+
+    fn headers(content_length: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(len) = content_length {
+            headers.insert(CONTENT_LENGTH, len.parse().unwrap());
+        }
+        headers
+    }
+
+    /// One frame of a test body.
+    type TestFrame = Result<Frame<Bytes>, std::io::Error>;
+
+    /// A body of `chunks`, sent as separate frames.
+    fn chunked(
+        chunks: &[&'static [u8]],
+    ) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<TestFrame>>> {
+        let frames: Vec<TestFrame> = chunks
+            .iter()
+            .map(|&chunk| Ok(Frame::data(Bytes::from_static(chunk))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_whole_within_the_limit() {
+        let one = read(&headers(None), Full::new(Bytes::from_static(b"abc")), 3)
+            .await
+            .unwrap();
+        assert_eq!(one, "abc");
+        let many = read(&headers(Some("6")), chunked(&[b"ab", b"", b"cd", b"ef"]), 6)
+            .await
+            .unwrap();
+        assert_eq!(many, "abcdef");
+        let none = read(&headers(None), chunked(&[]), 6).await.unwrap();
+        assert!(none.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_limit_is_refused_as_it_is_read() {
+        // Declared too large: refused before a byte is read.
+        let err = read(&headers(Some("7")), chunked(&[b"abc"]), 6)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::BodyTooLarge { limit: 6 }), "{err}");
+        assert!(err.to_string().contains("limit of 6 bytes"));
+        // Declared small (or not at all) but longer: refused when it passes.
+        for declared in [Some("3"), None] {
+            let err = read(&headers(declared), chunked(&[b"abcd", b"efg"]), 6)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::BodyTooLarge { limit: 6 }), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_gate_answers_503_when_no_place_frees_in_time() {
+        let gate = Gate::new(1, Duration::from_millis(20));
+        let held = gate.admit().await.unwrap();
+        let err = gate.admit().await.unwrap_err();
+        assert_eq!(err.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(err.to_string().contains("limit of 1 requests"), "{err}");
+        drop(held);
+        assert!(gate.admit().await.is_ok());
+    }
 }

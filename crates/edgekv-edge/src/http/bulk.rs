@@ -2,6 +2,14 @@
 //!
 //! A bulk write or delete is checked whole before anything is written: one bad
 //! item refuses the request, naming the item, and writes nothing.
+//!
+//! A body costs a small multiple of its own size at most: its size is checked
+//! as it is read ([`body::read`]), its item count as it is parsed
+//! ([`bounded`]: the item past the limit is refused before it is read), and
+//! keys and values are borrowed from the body — a value without escapes is
+//! handed to the store as a slice of it, never copied.
+
+mod bounded;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -10,57 +18,71 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use edgekv_kv::limits::{
-    MAX_BULK_BODY_BYTES, MAX_BULK_GET_KEYS, MAX_BULK_ITEMS, MAX_SMALL_BODY_BYTES,
+    MAX_BULK_BODY_BYTES, MAX_BULK_GET_KEYS, MAX_BULK_ITEMS, MAX_METADATA_BYTES,
+    MAX_SMALL_BODY_BYTES,
 };
 use edgekv_kv::validate;
 use http::Response;
 use hyper::body::Body as HttpBody;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use serde_json::value::RawValue;
 
+use self::bounded::{AtMost, GetBodySeed, Key, Overflow};
 use super::{Body, Incoming, Scope, body, json as json_text, respond};
 use crate::service::{Change, WriteOutcome};
 use crate::{Error, Result};
 
+/// An item of a bulk write, borrowed from the body: the key and value unless
+/// they have escapes, the metadata as its JSON text.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Item {
-    key: String,
-    value: String,
+struct Item<'a> {
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(borrow)]
+    value: Cow<'a, str>,
     #[serde(default)]
     base64: bool,
     #[serde(default)]
     expiration: Option<u64>,
     #[serde(default)]
     expiration_ttl: Option<u64>,
-    #[serde(default)]
-    metadata: Option<Value>,
+    #[serde(default, borrow)]
+    metadata: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-struct GetBody<'a> {
-    #[serde(borrow)]
-    keys: Vec<Key<'a>>,
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
-    #[serde(default, rename = "withMetadata")]
-    with_metadata: bool,
-}
-
-/// A key of a bulk get: borrowed from the body unless it has escapes.
-#[derive(Deserialize)]
-struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+/// The longest metadata text a bulk item may send, whitespace included: its
+/// compact form must fit [`MAX_METADATA_BYTES`], and a text many times longer
+/// is refused before it is parsed into a tree of values.
+const MAX_METADATA_TEXT_BYTES: usize = 64 * MAX_METADATA_BYTES;
 
 fn item_error(index: usize, key: &str, err: impl std::fmt::Display) -> Error {
     let shown: String = key.chars().take(64).collect();
     Error::BadRequest(format!("item {index} (key {shown:?}): {err}"))
 }
 
-fn check_count(len: usize, max: usize) -> Result<()> {
-    if len > max {
-        return Err(edgekv_kv::Error::TooManyItems { len, max }.into());
+/// `part` of `body` as a slice of it, sharing its buffer; a copy when `part`
+/// lies elsewhere (an unescaped string that serde had to build).
+fn share(body: &Bytes, part: &[u8]) -> Bytes {
+    let whole = body.as_ptr_range();
+    let inner = part.as_ptr_range();
+    if part.is_empty() {
+        Bytes::new()
+    } else if whole.start <= inner.start && inner.end <= whole.end {
+        body.slice_ref(part)
+    } else {
+        Bytes::copy_from_slice(part)
     }
-    Ok(())
+}
+
+/// A string of the body as bytes: a slice of the body when it was borrowed
+/// from it, else the string serde built (moved, not copied).
+fn text_bytes(body: &Bytes, text: Cow<'_, str>) -> Bytes {
+    match text {
+        Cow::Borrowed(text) => share(body, text.as_bytes()),
+        Cow::Owned(text) => Bytes::from(text),
+    }
 }
 
 fn bulk_result(outcome: WriteOutcome, count: usize) -> Response<Body> {
@@ -81,12 +103,18 @@ where
 {
     request.enter(scope, true).await?;
     let raw = body::read(request.headers, body, MAX_BULK_BODY_BYTES).await?;
-    let items: Vec<Item> = serde_json::from_slice(&raw).map_err(|e| {
-        Error::BadRequest(format!(
-            "body must be a JSON array of {{key, value, ...}}: {e}"
-        ))
+    let overflow = Overflow::default();
+    let items: Vec<Item<'_>> = bounded::parse(
+        serde_json::Deserializer::from_slice(&raw),
+        AtMost::new(MAX_BULK_ITEMS, &overflow),
+    )
+    .map_err(|e| {
+        overflow.refusal(&e, |e| {
+            Error::BadRequest(format!(
+                "body must be a JSON array of {{key, value, ...}}: {e}"
+            ))
+        })
     })?;
-    check_count(items.len(), MAX_BULK_ITEMS)?;
     let now_s = request.edge.clock().now_s();
     let mut batch = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
@@ -95,25 +123,37 @@ where
         let value = if item.base64 {
             STANDARD
                 .decode(item.value.as_bytes())
+                .map(Bytes::from)
                 .map_err(|e| fail(&format!("value is not valid base64: {e}")))?
         } else {
-            item.value.clone().into_bytes()
+            // Checked before it is made: a value that is too large is not kept.
+            validate::value_len(item.value.len()).map_err(|e| fail(&e))?;
+            text_bytes(&raw, item.value)
         };
         validate::value_len(value.len()).map_err(|e| fail(&e))?;
-        let metadata = item
-            .metadata
-            .as_ref()
-            .map(validate::metadata)
-            .transpose()
-            .map_err(|e| fail(&e))?;
+        let metadata = match item.metadata {
+            None => None,
+            Some(text) if text.get().len() > MAX_METADATA_TEXT_BYTES => {
+                let err = edgekv_kv::Error::MetadataTooLarge {
+                    len: text.get().len(),
+                    max: MAX_METADATA_BYTES,
+                };
+                return Err(fail(&err));
+            }
+            Some(text) => Some(
+                validate::metadata_text(text.get().as_bytes())
+                    .map(Bytes::from)
+                    .map_err(|e| fail(&e))?,
+            ),
+        };
         let expiration = validate::expiration(item.expiration, item.expiration_ttl, now_s)
             .map_err(|e| fail(&e))?;
         let change = Change::Put {
-            value: value.into(),
-            metadata: metadata.map(Bytes::from),
+            value,
+            metadata,
             expiration,
         };
-        batch.push((Bytes::from(item.key), change));
+        batch.push((text_bytes(&raw, item.key), change));
     }
     let count = batch.len();
     let version_key = request.version_key();
@@ -141,14 +181,27 @@ where
 {
     request.enter(scope, true).await?;
     let raw = body::read(request.headers, body, MAX_BULK_BODY_BYTES).await?;
-    let keys: Vec<String> = serde_json::from_slice(&raw)
-        .map_err(|e| Error::BadRequest(format!("body must be a JSON array of keys: {e}")))?;
-    check_count(keys.len(), MAX_BULK_ITEMS)?;
+    let overflow = Overflow::default();
+    let keys: Vec<Key<'_>> = bounded::parse(
+        serde_json::Deserializer::from_slice(&raw),
+        AtMost::new(MAX_BULK_ITEMS, &overflow),
+    )
+    .map_err(|e| {
+        overflow.refusal(&e, |e| {
+            Error::BadRequest(format!("body must be a JSON array of keys: {e}"))
+        })
+    })?;
     let mut batch = Vec::with_capacity(keys.len());
-    for (index, key) in keys.into_iter().enumerate() {
+    for (index, Key(key)) in keys.into_iter().enumerate() {
         validate::key_text(&key).map_err(|e| item_error(index, &key, e))?;
-        batch.push((Bytes::from(key), Change::Delete));
+        // Keys are short: copied, so the body is freed before the write.
+        let key = match key {
+            Cow::Borrowed(key) => Bytes::copy_from_slice(key.as_bytes()),
+            Cow::Owned(key) => Bytes::from(key),
+        };
+        batch.push((key, Change::Delete));
     }
+    drop(raw);
     let count = batch.len();
     let version_key = request.version_key();
     let build = request.version_override(scope)?;
@@ -187,8 +240,15 @@ where
     };
     // UTF-8 checked once for the whole body, not again for each key.
     let text = std::str::from_utf8(&raw).map_err(|e| bad(&e))?;
-    let asked: GetBody = serde_json::from_str(text).map_err(|e| bad(&e))?;
-    check_count(asked.keys.len(), MAX_BULK_GET_KEYS)?;
+    let overflow = Overflow::default();
+    let asked = bounded::parse(
+        serde_json::Deserializer::from_str(text),
+        GetBodySeed {
+            max: MAX_BULK_GET_KEYS,
+            overflow: &overflow,
+        },
+    )
+    .map_err(|e| overflow.refusal(&e, bad))?;
     let as_json = match asked.kind.as_deref() {
         None | Some("text") => false,
         Some("json") => true,

@@ -47,12 +47,13 @@ fn number(query: &Query<'_>, name: &str, default: usize, max: usize) -> Result<u
     }
 }
 
+/// Lists the namespaces the token may see (a scoped token: only its own), and
+/// counts only those in `result_info`.
 pub(super) fn list(request: Incoming<'_>, account: &str) -> Result<Response<Body>> {
-    request.authorize(account, None, false)?;
+    let mut all = request.visible_namespaces(account)?;
     let query = Query::parse(request.query);
     let page = number(&query, "page", 1, usize::MAX)?;
     let per_page = number(&query, "per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE)?;
-    let mut all = request.edge.namespaces(account);
     match query.get("order").unwrap_or("id") {
         "id" => {}
         "title" => all.sort_by(|a, b| a.title.cmp(&b.title).then(a.id.cmp(&b.id))),
@@ -111,7 +112,7 @@ where
     B: HttpBody<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    request.authorize(account, None, true)?;
+    request.authorize_namespace_change(account, None)?;
     let asked = read_title(request, body).await?;
     let mode = match asked.mode.as_deref() {
         None => Mode::Cache,
@@ -141,7 +142,7 @@ where
     B: HttpBody<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    request.enter(scope, true).await?;
+    enter_to_change(request, scope).await?;
     let asked = read_title(request, body).await?;
     let namespace = request
         .edge
@@ -151,10 +152,21 @@ where
 }
 
 pub(super) async fn delete(request: Incoming<'_>, scope: &Scope<'_>) -> Result<Response<Body>> {
-    request.enter(scope, true).await?;
+    enter_to_change(request, scope).await?;
     request
         .edge
         .delete_namespace(&scope.account, &scope.namespace)
         .await?;
     Ok(respond::ok(json!({})))
+}
+
+/// Authenticates a rename or delete of the scope's namespace (a token scoped to
+/// namespaces may do neither), then checks that the namespace exists.
+async fn enter_to_change(request: Incoming<'_>, scope: &Scope<'_>) -> Result<()> {
+    request.authorize_namespace_change(&scope.account, Some(&scope.namespace))?;
+    request
+        .edge
+        .namespace_mode(&scope.account, &scope.namespace)
+        .await
+        .map(drop)
 }

@@ -16,8 +16,9 @@ use std::task::{Context, Poll, Waker};
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::sync::Notify;
 
-/// Watches connections; [`Drain::shutdown`] tells them all to finish.
-#[derive(Debug, Default)]
+/// Watches connections; [`Drain::shutdown`] tells them all to finish. Clones
+/// share what they watch.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Drain {
     shared: Arc<Shared>,
 }

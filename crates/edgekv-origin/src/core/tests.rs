@@ -284,3 +284,91 @@ fn a_store_keeps_its_data_set_id() {
     store.set_meta_synced(DATA_SET_META, b"not an id").unwrap();
     assert!(OriginCore::new(store, clock, 3600).is_err());
 }
+
+/// A write id that arrives again with other content is a node reusing its ids
+/// (before incarnations, an edge restarted over a new data dir did): refused as
+/// the node's fault, nothing applied — never answered as a duplicate's success.
+/// The same content again, as a replay with a later stamp, is still a duplicate.
+#[test]
+fn a_reused_write_id_with_other_content_is_refused() {
+    let (core, _) = core();
+    let (ns, _) = core.create_namespace("a", "t", Mode::Cache).unwrap();
+    let first = core
+        .write(put(
+            &ns.id,
+            "k",
+            "v1",
+            stamp(NOW_MS),
+            Some("edge-a:1"),
+            false,
+        ))
+        .unwrap();
+    let replayed = core
+        .write(put(
+            &ns.id,
+            "k",
+            "v1",
+            stamp(NOW_MS + 10),
+            Some("edge-a:1"),
+            true,
+        ))
+        .unwrap();
+    assert!(replayed.duplicate, "the same write, replayed");
+    let reused = core
+        .write(put(
+            &ns.id,
+            "k",
+            "other",
+            stamp(NOW_MS + 20),
+            Some("edge-a:1"),
+            false,
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(reused, Error::WriteIdReused { revision, .. } if revision == first.revision),
+        "{reused}"
+    );
+    let status = tonic::Status::from(reused);
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        status.metadata().get(crate::REASON_KEY).unwrap(),
+        crate::WRITE_ID_REUSED
+    );
+    assert_eq!(core.get(&ns.id, b"k").unwrap().0.unwrap().value, "v1");
+    assert_eq!(core.revision(), first.revision, "nothing applied");
+}
+
+/// A replay stamped longer ago than the tombstones are kept is refused: its key's
+/// tombstone may be gone, and applying it would resurrect a delete.
+#[test]
+fn a_replay_older_than_the_tombstone_horizon_is_refused() {
+    let (core, clock) = core();
+    let (ns, _) = core.create_namespace("a", "t", Mode::Cache).unwrap();
+    let stamped = stamp(NOW_MS);
+    clock.advance(Duration::from_secs(3600 + 1));
+    let late = core
+        .write(put(&ns.id, "k", "v", stamped, Some("edge-a:x:1"), true))
+        .unwrap_err();
+    assert!(
+        matches!(
+            late,
+            Error::ReplayTooOld {
+                horizon_s: 3600,
+                ..
+            }
+        ),
+        "{late}"
+    );
+    assert_eq!(
+        tonic::Status::from(late).code(),
+        tonic::Code::FailedPrecondition,
+        "a client-class fault: the edge buries it as a dead letter"
+    );
+    assert!(core.get(&ns.id, b"k").unwrap().0.is_none());
+    // Within the horizon a replay competes as before.
+    let fresh = stamp(NOW_MS + 3_600_000);
+    assert!(
+        core.write(put(&ns.id, "k", "v", fresh, Some("edge-a:x:2"), true))
+            .is_ok()
+    );
+}
