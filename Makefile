@@ -4,14 +4,16 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/edgekv-target
 export CARGO_TARGET_DIR
 ARGS ?=
 
-.PHONY: dev test lint deps build bench bench-e2e bench-memory bench-sweep bench-fanout bench-instructions bench-server-instructions
+.PHONY: dev test lint deps build schemathesis bench bench-e2e bench-memory bench-sweep bench-fanout bench-outbox bench-instructions bench-server-instructions
 
 ## Installs what is missing, builds, and runs `edgekv dev` (ARGS="..." adds flags).
 dev: deps
 	cargo run --locked -p edgekv -- dev $(ARGS)
 
-## Runs the whole test suite.
+## Runs the whole test suite (installs the Python clients some tests drive
+## edgekv with into $(HOME)/.cache/edgekv-venv first).
 test: deps
+	./scripts/python-venv.sh >/dev/null
 	cargo test --locked --workspace --all-targets
 
 ## Formatting and lints, as CI checks them.
@@ -22,6 +24,12 @@ lint: deps
 ## Builds the binary into $(CARGO_TARGET_DIR)/debug/edgekv.
 build: deps
 	cargo build --locked -p edgekv
+
+## Fuzzes `edgekv dev` against docs/openapi.yaml with schemathesis (installed into
+## ~/.cache/edgekv-venv if missing), every check on, for about 2.5 minutes: no server
+## error, every answer as documented (ARGS="..." goes to `schemathesis run`).
+schemathesis: build
+	./scripts/schemathesis.sh $(ARGS)
 
 ## Benchmarks: hot path micro-costs (criterion), then sync propagation and origin
 ## write throughput. Figures go in benches/RESULTS.md by hand, with the machine.
@@ -64,6 +72,13 @@ bench-sweep: deps
 bench-fanout: deps
 	cargo build --locked --profile bench -p edgekv-benches
 	$(CARGO_TARGET_DIR)/release/fanout $(ARGS)
+
+## Whether queuing writes stalls cached reads: hot GET p50/p99/max at a fixed rate
+## with the origin up, then stopped, then stopped with W writers filling the outbox
+## (ARGS="RATE SECONDS WRITERS", default 2000 5 64), and the writes queued per second.
+bench-outbox: deps
+	cargo build --locked --profile bench -p edgekv-benches
+	$(CARGO_TARGET_DIR)/release/outbox $(ARGS)
 
 deps:
 	@./scripts/install-deps.sh

@@ -326,6 +326,8 @@ async fn run(control_runtime: tokio::runtime::Handle, setup: Setup) -> anyhow::R
         credentials: vec![(ENV.into(), dir.path().join("credential"))],
         tick_ms,
         break_glass_key: None,
+        tls: None,
+        tls_ca: None,
     };
     let running = control_runtime
         .spawn(async move { RunningControl::start(config).await })

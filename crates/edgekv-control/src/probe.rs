@@ -28,6 +28,8 @@ pub trait Probe: Send + Sync {
 pub struct GrpcProbe {
     credentials: BTreeMap<String, String>,
     timeout: Duration,
+    /// The PEM CA trusted for `https://` endpoints (none: they are refused).
+    tls_ca: Option<Vec<u8>>,
 }
 
 impl GrpcProbe {
@@ -36,7 +38,14 @@ impl GrpcProbe {
         GrpcProbe {
             credentials,
             timeout,
+            tls_ca: None,
         }
+    }
+
+    /// Trusts `ca` (PEM) for `https://` endpoints.
+    pub fn with_tls_ca(mut self, ca: Option<Vec<u8>>) -> Self {
+        self.tls_ca = ca;
+        self
     }
 }
 
@@ -53,9 +62,18 @@ impl Probe for GrpcProbe {
                 format!("control has no probe credential for environment {environment:?}")
             })?;
             let call = async {
-                let mut client = OriginClient::connect(endpoint.to_string())
-                    .await
-                    .map_err(|e| format!("cannot connect: {e}"))?;
+                let mut target = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+                    .map_err(|e| format!("invalid endpoint: {e}"))?;
+                if let Some(tls) = edgekv_proto::tls::client_for(endpoint, self.tls_ca.as_deref())?
+                {
+                    target = target.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
+                }
+                let mut client = OriginClient::new(
+                    target
+                        .connect()
+                        .await
+                        .map_err(|e| format!("cannot connect: {e}"))?,
+                );
                 let mut request = tonic::Request::new(v1::HealthRequest {});
                 let value = format!("Bearer {credential}")
                     .parse()

@@ -34,13 +34,22 @@ pub struct ControlConfig {
     /// The Ed25519 public key file whose break-glass orders `Rollback` accepts when
     /// the normal auth path is down.
     pub break_glass_key: Option<PathBuf>,
+    /// TLS of the Control service: its PEM certificate chain and key (both or
+    /// neither; none: cleartext gRPC).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The PEM CA control trusts when it probes `https://` build endpoints.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// A running control plane.
 #[derive(Debug)]
 pub struct RunningControl {
+    /// The `grpc.health.v1` reporter: NOT_SERVING once stopping.
+    health: tonic_health::server::HealthReporter,
     /// Where the service listens.
     pub addr: SocketAddr,
+    /// `https` when the service serves TLS, else `http`.
+    pub scheme: &'static str,
     controller: Arc<Controller>,
     acks: crate::service::Acks,
     stop: watch::Sender<bool>,
@@ -79,7 +88,14 @@ impl RunningControl {
         for (environment, path) in &config.credentials {
             credentials.insert(environment.clone(), first_line(path)?);
         }
-        let probe = Arc::new(GrpcProbe::new(credentials.clone(), Duration::from_secs(2)));
+        let tls_ca = config
+            .tls_ca
+            .as_deref()
+            .map(edgekv_proto::tls::read_ca)
+            .transpose()?;
+        let probe = Arc::new(
+            GrpcProbe::new(credentials.clone(), Duration::from_secs(2)).with_tls_ca(tls_ca),
+        );
         let clock = Arc::new(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -102,8 +118,32 @@ impl RunningControl {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut serve_stop = stopped.clone();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some((cert, key)) = &config.tls {
+            builder = builder
+                .tls_config(edgekv_proto::tls::server(cert, key)?)
+                .map_err(|e| format!("control's TLS: {e}"))?;
+        }
+        // The standard probes and grpcurl's reflection (no credential needed).
+        let (mut reporter, health_service) = tonic_health::server::health_reporter();
+        reporter
+            .set_serving::<ControlServer<ControlService>>()
+            .await;
+        let reflection = |b: tonic_reflection::server::Builder<'static>| {
+            b.register_encoded_file_descriptor_set(edgekv_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
+            .build_v1()
+            .map_err(|e| format!("gRPC reflection: {e}"))?;
+        let reflection_alpha = reflection(tonic_reflection::server::Builder::configure())
+            .build_v1alpha()
+            .map_err(|e| format!("gRPC reflection: {e}"))?;
         tasks.spawn(async move {
-            let result = tonic::transport::Server::builder()
+            let result = builder
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_alpha)
                 .add_service(ControlServer::new(service))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = serve_stop.changed().await;
@@ -150,7 +190,13 @@ impl RunningControl {
         });
         tracing::info!(%addr, "control serving");
         Ok(RunningControl {
+            health: reporter,
             addr,
+            scheme: if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             controller,
             acks,
             stop,
@@ -170,6 +216,12 @@ impl RunningControl {
 
     /// Stops the listener and the driver. Open route streams end with it.
     pub async fn shutdown(mut self) {
+        self.health
+            .set_not_serving::<ControlServer<ControlService>>()
+            .await;
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         let _ = self.stop.send(true);
         if tokio::time::timeout(Duration::from_secs(5), async {
             while self.tasks.join_next().await.is_some() {}

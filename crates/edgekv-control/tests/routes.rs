@@ -45,6 +45,8 @@ async fn route_tables_stream_to_edges() {
         credentials: vec![("production".into(), dir.path().join("prod"))],
         tick_ms: 20,
         break_glass_key: None,
+        tls: None,
+        tls_ca: None,
     })
     .await
     .unwrap();

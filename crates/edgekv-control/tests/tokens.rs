@@ -90,6 +90,8 @@ async fn each_environment_gets_only_its_own_tokens() {
         ],
         tick_ms: 20,
         break_glass_key: None,
+        tls: None,
+        tls_ca: None,
     })
     .await
     .unwrap();

@@ -50,6 +50,7 @@ where
             let dead = crate::outbox::dead_letters(&**edge.store(), 1000).unwrap_or_default();
             json_response(json!({
                 "depth": stats.depth,
+                "bytes": stats.bytes,
                 "oldest_age_ms": stats.oldest_age_ms,
                 "queued": stats.queued,
                 "replayed": stats.replayed,
@@ -140,6 +141,12 @@ fn render_edge_metrics(edge: &Edge, out: &mut String) {
             stats.depth,
         ),
         (
+            "edgekv_outbox_bytes",
+            "gauge",
+            "Bytes the writes waiting in the outbox take, as stored.",
+            stats.bytes,
+        ),
+        (
             "edgekv_outbox_oldest_age_seconds",
             "gauge",
             "Age of the oldest waiting write.",
@@ -192,6 +199,12 @@ fn render_edge_metrics(edge: &Edge, out: &mut String) {
             "counter",
             "Route and token tables installed that could not be kept on disk.",
             edge.metrics().table_save_failures(),
+        ),
+        (
+            "edgekv_namespace_refreshes_total",
+            "counter",
+            "Namespace lists asked of the origin for namespace ids this edge did not know (at most one per account per namespace_refresh_interval_ms).",
+            edge.namespace_refreshes(),
         ),
     ];
     for (name, kind, help, value) in gauges {

@@ -53,6 +53,10 @@ pub struct EdgeConfig {
     /// The most writes the outbox holds; past it, writes no build can take are
     /// answered 503.
     pub outbox_max_writes: u64,
+    /// The most bytes the outbox's waiting writes take, encoded as they are kept
+    /// on disk; past it, writes no build can take are answered 503. At least
+    /// 1 MiB.
+    pub outbox_max_bytes: u64,
     /// How long a queued write may wait for its replay, in seconds; an older one
     /// goes to the dead letters, never to a build. Kept below the origin's replay
     /// horizon (its tombstone retention, 48 h by default), so a late replay can
@@ -61,9 +65,27 @@ pub struct EdgeConfig {
     /// How often every build of the route table is probed (and health is reported
     /// to control), in milliseconds.
     pub probe_interval_ms: u64,
+    /// How often, at most, the edge asks the origin for the namespace list of one
+    /// account because a request named a namespace id it does not know (one
+    /// created at another edge a moment ago, before the feed brought it), in ms.
+    /// Requests meanwhile share the refresh in flight, or answer 404 at once from
+    /// the last one, and an id found unknown is remembered as unknown this long:
+    /// a flood of random ids costs the origin one call per account per interval.
+    /// It is also how long a namespace created elsewhere may answer 404 here when
+    /// the feed has not brought it yet.
+    pub namespace_refresh_interval_ms: u64,
+    /// The most namespace ids remembered as unknown at once (and the most
+    /// accounts whose last namespace refresh is remembered). When full, ids older
+    /// than `namespace_refresh_interval_ms` are dropped, or all of them if none
+    /// is; the per-account refresh bound holds either way.
+    pub unknown_namespaces_max: usize,
     /// The file of the Ed25519 public key that break-glass orders must be signed
     /// with (none: this edge accepts no break-glass order).
     pub break_glass_key: Option<PathBuf>,
+    /// The PEM CA trusted for `https://` builds and control; without it an
+    /// `https://` endpoint is refused (a route table naming one is NACKed), never
+    /// called in clear.
+    pub tls_ca: Option<PathBuf>,
     /// A read sent to a build other than known-good is also sent to known-good
     /// when the first has not answered after four times known-good's typical
     /// latency, within these bounds (ms); the first good answer wins, and the
@@ -121,9 +143,13 @@ impl Default for EdgeConfig {
             cache_ttl_s: 60,
             upstream_timeout_ms: 2000,
             outbox_max_writes: 100_000,
+            outbox_max_bytes: 1 << 30,
             outbox_max_age_s: 24 * 3600,
             probe_interval_ms: 1000,
+            namespace_refresh_interval_ms: 1000,
+            unknown_namespaces_max: 10_000,
             break_glass_key: None,
+            tls_ca: None,
             hedge_min_ms: 50,
             hedge_max_ms: 250,
             slow_eject_after: 10,
@@ -172,11 +198,26 @@ impl EdgeConfig {
         if self.outbox_max_writes == 0 {
             return Err("outbox_max_writes must be at least 1".into());
         }
+        if self.outbox_max_bytes < 1024 * 1024 {
+            return Err(format!(
+                "outbox_max_bytes is {}; it must be at least 1 MiB",
+                self.outbox_max_bytes
+            ));
+        }
         if self.outbox_max_age_s == 0 {
             return Err("outbox_max_age_s must be at least 1".into());
         }
         if self.probe_interval_ms == 0 {
             return Err("probe_interval_ms must be at least 1".into());
+        }
+        if self.namespace_refresh_interval_ms == 0 {
+            return Err("namespace_refresh_interval_ms must be at least 1".into());
+        }
+        if !(1..=1_000_000).contains(&self.unknown_namespaces_max) {
+            return Err(format!(
+                "unknown_namespaces_max is {}; it must be between 1 and 1000000",
+                self.unknown_namespaces_max
+            ));
         }
         if self.hot_tier_bytes < 1024 * 1024 {
             return Err(format!(
@@ -278,6 +319,12 @@ mod tests {
             ..EdgeConfig::default()
         };
         assert!(config.validate().unwrap_err().contains("hot_tier_bytes"));
+        config = EdgeConfig {
+            outbox_max_bytes: 1024 * 1024 - 1,
+            origin: "http://127.0.0.1:7001".into(),
+            ..EdgeConfig::default()
+        };
+        assert!(config.validate().unwrap_err().contains("outbox_max_bytes"));
     }
 
     #[test]
@@ -315,6 +362,31 @@ mod tests {
             "max_body_requests",
             "body_wait_ms",
         ]) {
+            assert!(config.validate().unwrap_err().contains(name), "{name}");
+        }
+        assert_eq!(valid.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_unknown_namespace_bounds_are_checked() {
+        let valid = EdgeConfig {
+            origin: "http://127.0.0.1:7001".into(),
+            ..EdgeConfig::default()
+        };
+        let refused = [
+            EdgeConfig {
+                namespace_refresh_interval_ms: 0,
+                ..valid.clone()
+            },
+            EdgeConfig {
+                unknown_namespaces_max: 0,
+                ..valid.clone()
+            },
+        ];
+        for (config, name) in refused
+            .iter()
+            .zip(["namespace_refresh_interval_ms", "unknown_namespaces_max"])
+        {
             assert!(config.validate().unwrap_err().contains(name), "{name}");
         }
         assert_eq!(valid.validate(), Ok(()));

@@ -54,10 +54,17 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
 /// How long a ping may go unanswered.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A channel to control with connect timeout and keepalive.
-pub async fn channel(url: &str) -> Result<tonic::transport::Channel, String> {
-    tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| format!("invalid control URL {url:?}: {e}"))?
+/// A channel to control with connect timeout and keepalive, over TLS when `url`
+/// is `https://` (trusting `ca`; refused without one).
+pub async fn channel(url: &str, ca: Option<&[u8]>) -> Result<tonic::transport::Channel, String> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("invalid control URL {url:?}: {e}"))?;
+    if let Some(tls) = edgekv_proto::tls::client_for(url, ca)? {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("TLS for {url}: {e}"))?;
+    }
+    endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -113,7 +120,7 @@ where
 
 async fn stream(edge: &Arc<Edge>, url: &str, credential: &str) -> Result<(), String> {
     let config = edge.config();
-    let mut client = ControlClient::new(channel(url).await?);
+    let mut client = ControlClient::new(channel(url, edge.expected().tls_ca.as_deref()).await?);
     let ack = |version: u64, nack: Option<(u64, String)>| v1::RouteAck {
         node_id: edge.node_id().to_string(),
         environment: config.environment.clone(),
@@ -227,7 +234,7 @@ pub async fn follow_tokens(
 async fn stream_tokens(edge: &Arc<Edge>, url: &str, credential: &str) -> Result<(), String> {
     use crate::tokens::validate::{self as rules, Verdict};
     let config = edge.config();
-    let mut client = ControlClient::new(channel(url).await?);
+    let mut client = ControlClient::new(channel(url, edge.expected().tls_ca.as_deref()).await?);
     // Every message says who the edge is; control reads the first one before it
     // sends any table, and sends this environment's tokens only.
     let held_version = || edge.control_tokens_held().map_or(0, |held| held.version);

@@ -51,7 +51,7 @@ pub async fn run(
         if !sent {
             // Not connected (or control stopped reading): the counts of this round
             // are dropped, and the stream is opened again for the next.
-            reports = open_reports(url, credential).await;
+            reports = open_reports(url, credential, edge.expected().tls_ca.as_deref()).await;
         }
     }
 }
@@ -176,8 +176,12 @@ pub fn report(edge: &Edge, interval_ms: u64) -> v1::HealthReport {
 }
 
 /// Opens the report stream to control; `None` when control cannot be reached.
-async fn open_reports(url: &str, credential: &str) -> Option<mpsc::Sender<v1::HealthReport>> {
-    let channel = crate::control::channel(url)
+async fn open_reports(
+    url: &str,
+    credential: &str,
+    ca: Option<&[u8]>,
+) -> Option<mpsc::Sender<v1::HealthReport>> {
+    let channel = crate::control::channel(url, ca)
         .await
         .map_err(|e| tracing::debug!(error = %e, "cannot reach control to report health"))
         .ok()?;

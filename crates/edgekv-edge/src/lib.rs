@@ -13,6 +13,8 @@
 //!   writes through the origin.
 //! - [`upstream`]: the gRPC client of an origin build; build faults vs client faults.
 //! - [`feed`]: the change feed: watch, apply, resync from a snapshot.
+//! - [`namespaces`]: namespace ids the edge does not know: one origin refresh per
+//!   account per interval, shared, and a bounded negative cache.
 //! - [`routes`]: the builds an edge calls and the weighted choice among them.
 //! - [`control`]: following control's route and token tables (validate, ACK/NACK,
 //!   keep on disk).
@@ -34,6 +36,7 @@ pub mod health;
 pub mod hot;
 pub mod http;
 pub mod metrics;
+pub mod namespaces;
 pub mod outbox;
 pub mod routes;
 pub mod server;
@@ -73,6 +76,13 @@ pub fn open(
         data_set: Arc::new(upstream::FollowedDataSet::new(service::followed_data_set(
             &store,
         )?)),
+        tls_ca: config
+            .tls_ca
+            .as_deref()
+            .map(edgekv_proto::tls::read_ca)
+            .transpose()
+            .map_err(Error::Config)?
+            .map(Arc::from),
     };
     let timeout = std::time::Duration::from_millis(config.upstream_timeout_ms);
     let routes = if config.origin.is_empty() {

@@ -30,6 +30,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::hot::{HotTier, NamespaceIndex, ValueBuf};
 use crate::metrics::Metrics;
+use crate::namespaces::{Join, Refreshed, UnknownNamespaces};
 use crate::outbox::{Outbox, Queued};
 use crate::routes::Routes;
 use crate::tokens::{self, TokenHash, TokenTable};
@@ -240,7 +241,9 @@ pub struct Edge {
     incarnation: String,
     sequence: AtomicU64,
     sequence_reserved: Mutex<u64>,
-    namespace_refresh: tokio::sync::Mutex<()>,
+    /// Bounds the origin calls of namespace ids the edge does not know: one
+    /// refresh per account per interval, shared, and a negative cache.
+    unknown_namespaces: UnknownNamespaces,
     /// Orders namespace changes from the feed with those learned from answers.
     namespace_lock: Mutex<()>,
     /// Writes in flight, by key: the feed marks them like reads in flight.
@@ -353,13 +356,24 @@ impl Edge {
                 id
             }
         };
-        let outbox = Outbox::load(&*store)?;
+        let outbox = Outbox::load(&store)?;
         let break_glass = crate::breakglass::load(&config)?;
         let expected = Expected {
             environment: config.environment.clone(),
             tenant: config.tenant.clone(),
             data_set: Arc::new(FollowedDataSet::new(followed_data_set(&*store)?)),
+            tls_ca: config
+                .tls_ca
+                .as_deref()
+                .map(edgekv_proto::tls::read_ca)
+                .transpose()
+                .map_err(Error::Config)?
+                .map(Arc::from),
         };
+        let unknown_namespaces = UnknownNamespaces::new(
+            config.namespace_refresh_interval_ms,
+            config.unknown_namespaces_max,
+        );
         let feed = FeedState::default();
         feed.applied.store(applied, Ordering::Release);
         feed.synced
@@ -389,7 +403,7 @@ impl Edge {
             incarnation,
             sequence: AtomicU64::new(reserved),
             sequence_reserved: Mutex::new(reserved),
-            namespace_refresh: tokio::sync::Mutex::new(()),
+            unknown_namespaces,
             namespace_lock: Mutex::new(()),
             writes_in_flight: DashMap::new(),
             metrics: Metrics::default(),
@@ -756,46 +770,103 @@ impl Edge {
 
     /// Returns the mode of a namespace of `account`, asking the origin when the edge
     /// does not know it yet (it may have been created at another edge a moment ago).
-    pub async fn namespace_mode(&self, account: &str, id: &str) -> Result<Mode> {
+    ///
+    /// Bounded for a flood of unknown ids ([`crate::namespaces`]): an id found
+    /// unknown less than `namespace_refresh_interval_ms` ago answers 404 at once;
+    /// otherwise the request waits for its account's refresh in flight, or for one
+    /// it starts, unless the account refreshed within the interval, whose outcome
+    /// then answers at once. No lock is held while the origin answers.
+    pub async fn namespace_mode(self: &Arc<Self>, account: &str, id: &str) -> Result<Mode> {
         if let Some(mode) = self.known_mode(account, id) {
             return mode;
         }
         if edgekv_kv::validate::namespace_id(id).is_err() {
             return Err(Error::NamespaceNotFound);
         }
-        // One refresh at a time; whoever waited re-checks first.
-        let _refresh = self.namespace_refresh.lock().await;
+        let now_ms = self.clock.now_ms();
+        if self.unknown_namespaces.remembers(account, id, now_ms) {
+            return Err(Error::NamespaceNotFound);
+        }
+        let mut outcome = match self.unknown_namespaces.join(account, now_ms)? {
+            Join::Follow(outcome) => outcome,
+            Join::Lead(lead) => {
+                let outcome = lead.subscribe();
+                // A task of its own: a client that goes away does not abandon the
+                // refresh the others wait for.
+                let edge = self.clone();
+                let account = account.to_string();
+                tokio::spawn(async move {
+                    let refreshed = edge.refresh_namespaces(&account).await;
+                    lead.send_replace(Some(refreshed));
+                });
+                outcome
+            }
+        };
+        let refreshed = outcome
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|done| done.clone())
+            .unwrap_or_else(|| {
+                Refreshed::Failed("the namespace refresh ended without an answer".into())
+            });
         if let Some(mode) = self.known_mode(account, id) {
             return mode;
         }
+        if refreshed.settles_unknown(id) {
+            self.unknown_namespaces.remember(account, id, now_ms);
+        }
+        Err(refreshed.answer(id))
+    }
+
+    /// Asks the origin for the namespace list and keeps every namespace of
+    /// `account` the edge did not hold (a full one is only noted as loading: its
+    /// keys arrive through the feed).
+    async fn refresh_namespaces(&self, account: &str) -> Refreshed {
         let listed = match self.known_good() {
             Ok(build) => build.namespaces().await,
             Err(err) => Err(err),
         };
         match listed {
             Ok((all, read_revision)) => {
+                let held = self.namespaces.load();
+                let mut loading = std::collections::HashSet::new();
+                let mut found = Vec::new();
                 for ns in all
                     .into_iter()
-                    .filter(|n| n.id == id && n.account == account)
+                    .filter(|n| n.account == account && !held.contains_key(&n.id))
                 {
                     if ns.mode == Mode::Full {
-                        // Its keys arrive through the feed; until then it is loading.
-                        return Err(Error::Unavailable(
-                            "this full namespace is still loading at this edge".into(),
-                        ));
+                        loading.insert(ns.id);
+                    } else {
+                        found.push(NamespaceOp::Put(ns));
                     }
-                    self.apply_namespaces_at(vec![NamespaceOp::Put(ns)], read_revision)?;
                 }
+                drop(held);
+                if !found.is_empty()
+                    && let Err(err) = self.apply_namespaces_at(found, read_revision)
+                {
+                    tracing::error!(error = %err, "could not keep the namespaces the origin listed");
+                    return Refreshed::Failed(err.to_string().into());
+                }
+                Refreshed::Listed(Arc::new(loading))
             }
             Err(UpstreamError::Build(why)) if !self.feed.synced() || !self.usable(None) => {
-                return Err(Error::Unavailable(format!(
+                Refreshed::Unavailable(format!(
                     "the edge cannot tell whether this namespace exists: the origin is unavailable ({why}) and the edge's view is not fresh"
-                )));
+                ).into())
             }
-            Err(_) => {}
+            Err(err) => {
+                tracing::debug!(error = %err, "the namespace list is unavailable; the edge's fresh view answers");
+                Refreshed::Unlisted
+            }
         }
-        self.known_mode(account, id)
-            .unwrap_or(Err(Error::NamespaceNotFound))
+    }
+
+    /// Namespace-list refreshes this edge asked of the origin for unknown
+    /// namespace ids since it started (`edgekv_namespace_refreshes_total`).
+    pub fn namespace_refreshes(&self) -> u64 {
+        self.unknown_namespaces.refreshes()
     }
 
     /// The mode of a namespace of `account` the edge knows now (no origin call).
@@ -917,6 +988,12 @@ impl Edge {
         self.scope_generation.fetch_add(1, Ordering::Release);
         let now = self.namespaces.load();
         for op in &ops {
+            if let NamespaceOp::Put(ns) = op {
+                // It exists now: never answered from the negative cache again
+                // (the namespace map is looked at first anyway; this keeps the
+                // cache to ids that do not exist).
+                self.unknown_namespaces.forget(&ns.id);
+            }
             if let NamespaceOp::Delete(id) = op {
                 if now.contains_key(id) {
                     // Deleted and put back in this batch (a resync): the same
@@ -953,7 +1030,7 @@ impl Edge {
         let queued = if self.outbox.is_empty() {
             None
         } else {
-            self.outbox.overlay(namespace, key)
+            self.outbox.overlay(&*self.store, namespace, key)?
         };
         let stored = self.held_stored(namespace, index, key)?;
         Ok(match (queued, stored) {
@@ -1490,11 +1567,13 @@ impl Edge {
         if build.is_none() && !self.outbox.is_empty() {
             // Writes leave this edge in the order it took them: behind the queue.
             drop(marks);
-            return self.enqueue(
-                header,
-                mutations,
-                "earlier writes of this edge are still queued".into(),
-            );
+            return self
+                .enqueue(
+                    header,
+                    mutations,
+                    "earlier writes of this edge are still queued".into(),
+                )
+                .await;
         }
         let target = self.target(build, affinity)?;
         let written = match target.write(header.clone(), mutations.clone()).await {
@@ -1510,7 +1589,7 @@ impl Edge {
                     Ok(written) => written,
                     Err(UpstreamError::Build(why)) => {
                         drop(marks);
-                        return self.enqueue(header, mutations, why);
+                        return self.enqueue(header, mutations, why).await;
                     }
                     Err(client) => return Err(client.into()),
                 }
@@ -1548,8 +1627,9 @@ impl Edge {
         self.keep_locked(namespace, keep, vec![])
     }
 
-    /// Puts a write no build could take in the outbox (fsynced), visible here at once.
-    fn enqueue(
+    /// Puts a write no build could take in the outbox (fsynced, by the outbox's
+    /// writer, off the async workers), visible here at once.
+    async fn enqueue(
         &self,
         header: v1::WriteHeader,
         mutations: Vec<v1::Mutation>,
@@ -1563,7 +1643,12 @@ impl Edge {
         };
         tracing::warn!(reason = %entry.reason, "no build can take a write: queued in the outbox");
         self.outbox
-            .push(&*self.store, self.config.outbox_max_writes, entry)?;
+            .push(
+                self.config.outbox_max_writes,
+                self.config.outbox_max_bytes,
+                entry,
+            )
+            .await?;
         Ok(WriteOutcome::Queued)
     }
 

@@ -366,6 +366,8 @@ pub struct Expected {
     pub tenant: String,
     /// The data set the edge follows (shared by every client).
     pub data_set: Arc<FollowedDataSet>,
+    /// The PEM CA trusted for `https://` endpoints (none: they are refused).
+    pub tls_ca: Option<Arc<[u8]>>,
 }
 
 impl Expected {
@@ -375,6 +377,7 @@ impl Expected {
             environment: environment.to_string(),
             tenant: tenant.to_string(),
             data_set: Arc::default(),
+            tls_ca: None,
         }
     }
 }
@@ -465,12 +468,19 @@ impl Upstream {
         let targets = urls
             .iter()
             .map(|url| {
-                let endpoint = Endpoint::from_shared(url.to_string())
+                let mut endpoint = Endpoint::from_shared(url.to_string())
                     .map_err(|e| format!("invalid origin URL {url:?}: {e}"))?
                     .connect_timeout(timeout)
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(10))
                     .keep_alive_timeout(Duration::from_secs(5));
+                // An https endpoint with no CA configured is refused, never
+                // called in clear with the environment's credential.
+                if let Some(tls) = edgekv_proto::tls::client_for(url, expected.tls_ca.as_deref())? {
+                    endpoint = endpoint
+                        .tls_config(tls)
+                        .map_err(|e| format!("TLS for {url}: {e}"))?;
+                }
                 let client = OriginClient::with_interceptor(
                     endpoint.connect_lazy(),
                     Credential(value.clone()),

@@ -1164,6 +1164,14 @@ async fn unknown_routes_and_methods() {
         .await
         .unwrap();
     assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET, PUT, DELETE");
+    let response = kv
+        .request(Method::GET, &format!("/namespaces/{ns}/bulk"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "PUT, DELETE");
     let response = kv
         .request(
             Method::GET,
@@ -1179,6 +1187,26 @@ async fn unknown_routes_and_methods() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
+}
+
+/// `docs/openapi.yaml`, as JSON, to anyone: no token needed.
+#[tokio::test]
+async fn the_openapi_document_is_served_without_a_token() {
+    let edge = TestEdge::start().await;
+    let origin = edge.base.split("/client/v4/").next().unwrap();
+    let url = format!("{origin}/client/v4/openapi.json");
+    let response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let document: Value = response.json().await.unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    assert!(
+        document["paths"]["/client/v4/accounts/{account_id}/storage/kv/namespaces"].is_object(),
+        "{document}"
+    );
+    let response = reqwest::Client::new().post(&url).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET");
 }
 
 #[tokio::test]

@@ -37,6 +37,11 @@ pub struct OriginConfig {
     /// the tombstones it would compete with may be gone. Keep it above the edges'
     /// `outbox_max_age_s` (24 h by default).
     pub tombstone_ttl_s: u64,
+    /// The PEM certificate chain the builds serve TLS with (with `tls_key`);
+    /// none: cleartext gRPC.
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for OriginConfig {
@@ -52,6 +57,8 @@ impl Default for OriginConfig {
             sync_writes: true,
             maintenance_interval_ms: 1000,
             tombstone_ttl_s: 48 * 3600,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -69,6 +76,9 @@ impl OriginConfig {
         }
         if self.environment.trim().is_empty() || self.tenant.trim().is_empty() {
             return Err("environment and tenant must not be empty".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("tls_cert and tls_key go together: give both or neither".into());
         }
         if self.log_retain == 0 {
             return Err("log_retain must be at least 1".into());

@@ -25,9 +25,13 @@ use crate::{Error, OriginConfig, OriginCore, Result};
 pub struct RunningOrigin {
     /// Where each build listens, by build id.
     pub builds: BTreeMap<String, SocketAddr>,
+    /// `https` when the builds serve TLS, else `http`.
+    scheme: &'static str,
     core: Arc<OriginCore>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Each build's `grpc.health.v1` reporter: NOT_SERVING once stopping.
+    health: Vec<tonic_health::server::HealthReporter>,
 }
 
 impl RunningOrigin {
@@ -51,9 +55,16 @@ impl RunningOrigin {
     /// Serves every build of the config over an existing core.
     pub async fn serve(config: OriginConfig, core: Arc<OriginCore>) -> Result<Self> {
         let credentials = Credentials::load(&config.credential_file)?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(edgekv_proto::tls::server(cert, key).map_err(Error::Config)?)
+            }
+            _ => None,
+        };
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut builds = BTreeMap::new();
+        let mut health = Vec::new();
         for spec in &config.builds {
             let listener = TcpListener::bind(spec.addr).await.map_err(|e| {
                 Error::Io(format!(
@@ -89,8 +100,23 @@ impl RunningOrigin {
                     .map_err(|e| Error::Io(format!("build {}: {e}", spec.id)))?;
             let mut stopped = stopped.clone();
             let id = spec.id.clone();
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(tls) = &tls {
+                builder = builder
+                    .tls_config(tls.clone())
+                    .map_err(|e| Error::Config(format!("build {}: TLS: {e}", spec.id)))?;
+            }
+            // The standard probes (grpc_health_probe, Kubernetes gRPC probes) and
+            // grpcurl's reflection; neither needs a credential nor shows data.
+            let (mut reporter, health_service) = tonic_health::server::health_reporter();
+            reporter.set_serving::<OriginServer<Build>>().await;
+            health.push(reporter);
+            let (reflection, reflection_alpha) = crate::server::reflection()?;
             tasks.spawn(async move {
-                let result = tonic::transport::Server::builder()
+                let result = builder
+                    .add_service(health_service)
+                    .add_service(reflection)
+                    .add_service(reflection_alpha)
                     .add_service(service)
                     .serve_with_incoming_shutdown(incoming, async move {
                         let _ = stopped.changed().await;
@@ -116,7 +142,9 @@ impl RunningOrigin {
             reloader.abort();
         });
         Ok(RunningOrigin {
+            health,
             builds,
+            scheme: if tls.is_some() { "https" } else { "http" },
             core,
             stop,
             tasks,
@@ -128,16 +156,22 @@ impl RunningOrigin {
         &self.core
     }
 
-    /// The URL of a build, `http://ADDR`.
+    /// The URL of a build, `http://ADDR` (`https://` when it serves TLS).
     pub fn url(&self, build_id: &str) -> Option<String> {
         self.builds
             .get(build_id)
-            .map(|addr| format!("http://{addr}"))
+            .map(|addr| format!("{}://{addr}", self.scheme))
     }
 
     /// Stops every build and the background work: open watch streams end, calls
     /// in flight get a few seconds to finish.
     pub async fn shutdown(mut self) {
+        for reporter in &mut self.health {
+            reporter.set_not_serving::<OriginServer<Build>>().await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        }
         self.core.close();
         let _ = self.stop.send(true);
         let drained = tokio::time::timeout(Duration::from_secs(5), async {
@@ -175,4 +209,29 @@ async fn maintain(
             Err(err) => tracing::warn!(error = %err, "origin maintenance task failed"),
         }
     }
+}
+
+/// The gRPC server reflection services (v1 and v1alpha, for grpcurl and older
+/// clients) over edgekv's protos.
+#[allow(clippy::type_complexity)]
+pub fn reflection() -> Result<(
+    tonic_reflection::server::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(edgekv_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = builder()
+        .build_v1()
+        .map_err(|e| Error::Config(format!("gRPC reflection: {e}")))?;
+    let v1alpha = builder()
+        .build_v1alpha()
+        .map_err(|e| Error::Config(format!("gRPC reflection: {e}")))?;
+    Ok((v1, v1alpha))
 }

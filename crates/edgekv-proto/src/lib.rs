@@ -13,11 +13,17 @@ pub mod v1 {
 
 pub mod convert;
 pub mod stamp;
+pub mod tls;
 
 /// Upper bounds of the latency buckets of `BuildHealth.latency_buckets`, in ms;
 /// one more bucket holds everything slower. Edges count by them, control reads by
 /// them.
 pub const LATENCY_BOUNDS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000];
+
+/// The encoded `FileDescriptorSet` of every edgekv proto file: what gRPC server
+/// reflection serves.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/edgekv_descriptor.bin"));
 
 /// The largest gRPC message edgekv sends or accepts: a 25 MiB value and framing.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;

@@ -587,16 +587,56 @@ impl Store for RocksStore {
         Ok(sequence)
     }
 
-    fn queue_read(&self, queue: &str, max: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+    fn queue_push_many(&self, queue: &str, entries: &[Vec<u8>]) -> Result<Vec<u64>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _order = self.queues.lock();
+        let counter = queue_counter(queue);
+        let last = self.meta_u64(&counter)?;
+        let mut batch = WriteBatch::default();
+        let mut sequences = Vec::with_capacity(entries.len());
+        for (sequence, entry) in (last + 1..).zip(entries) {
+            batch.put_cf(self.cf(CF_QUEUES), queue_key(queue, sequence), entry);
+            sequences.push(sequence);
+        }
+        let last = last + entries.len() as u64;
+        batch.put_cf(self.cf(CF_META), counter, last.to_be_bytes());
+        // One batch, one fsync: every entry or none.
+        self.db
+            .write_opt(batch, &self.queue_options)
+            .map_err(engine)?;
+        Ok(sequences)
+    }
+
+    fn queue_get(&self, queue: &str, sequence: u64) -> Result<Option<Vec<u8>>> {
+        perf_counters_off();
+        self.db
+            .get_cf_opt(
+                self.cf(CF_QUEUES),
+                queue_key(queue, sequence),
+                &self.point_read,
+            )
+            .map_err(engine)
+    }
+
+    fn queue_scan(&self, queue: &str, after: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        if max == 0 {
+            return Ok(Vec::new());
+        }
         let prefix = queue_prefix(queue);
+        let start = queue_key(queue, first);
         let iter = self.db.iterator_cf(
             self.cf(CF_QUEUES),
-            IteratorMode::From(&prefix, Direction::Forward),
+            IteratorMode::From(&start, Direction::Forward),
         );
         let mut out = Vec::new();
         for item in iter {
             let (key, value) = item.map_err(engine)?;
-            if out.len() == max || !key.starts_with(&prefix) {
+            if !key.starts_with(&prefix) {
                 break;
             }
             let sequence = key[prefix.len()..]
@@ -604,6 +644,11 @@ impl Store for RocksStore {
                 .map(u64::from_be_bytes)
                 .map_err(|_| Error::Engine(format!("queue {queue}: malformed entry key")))?;
             out.push((sequence, value.to_vec()));
+            // Stops here rather than at the next entry: a page reads no value past
+            // its last.
+            if out.len() == max {
+                break;
+            }
         }
         Ok(out)
     }
@@ -657,12 +702,17 @@ impl RocksStore {
     /// sequence (kept in `meta`, so a sequence is never reused). The caller holds
     /// `self.queues`.
     fn append(&self, batch: &mut WriteBatch, queue: &str, entry: &[u8]) -> Result<u64> {
-        let counter = [b"\x00queue:".as_slice(), queue.as_bytes()].concat();
+        let counter = queue_counter(queue);
         let sequence = self.meta_u64(&counter)? + 1;
         batch.put_cf(self.cf(CF_META), counter, sequence.to_be_bytes());
         batch.put_cf(self.cf(CF_QUEUES), queue_key(queue, sequence), entry);
         Ok(sequence)
     }
+}
+
+/// The `meta` entry holding the last sequence a queue handed out.
+fn queue_counter(queue: &str) -> Vec<u8> {
+    [b"\x00queue:".as_slice(), queue.as_bytes()].concat()
 }
 
 /// Queue entries are stored under `name ++ 0x00 ++ big-endian sequence`.

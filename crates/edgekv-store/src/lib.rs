@@ -258,8 +258,27 @@ pub trait Store: Send + Sync + 'static {
     /// letters). The entry is on disk — fsynced, whatever the store's write policy —
     /// before this returns. Returns its sequence number, above every earlier one.
     fn queue_push(&self, queue: &str, entry: &[u8]) -> Result<u64>;
+    /// Appends entries to a queue in one batch, fsynced once (an outbox's group
+    /// commit): their sequence numbers, in the order of `entries`, each above every
+    /// earlier one. Engines make it atomic — all entries or none; this default
+    /// pushes them one by one, each fsynced, for an engine that has no batch.
+    fn queue_push_many(&self, queue: &str, entries: &[Vec<u8>]) -> Result<Vec<u64>> {
+        entries
+            .iter()
+            .map(|entry| self.queue_push(queue, entry))
+            .collect()
+    }
+    /// One entry of a queue by its sequence number; `None` when the queue does not
+    /// hold it (never pushed, or removed).
+    fn queue_get(&self, queue: &str, sequence: u64) -> Result<Option<Vec<u8>>>;
+    /// Up to `max` entries of a queue whose sequence numbers are above `after`,
+    /// oldest first, with their sequence numbers: a queue read page by page.
+    fn queue_scan(&self, queue: &str, after: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>>;
     /// Up to `max` entries of a queue, oldest first, with their sequence numbers.
-    fn queue_read(&self, queue: &str, max: usize) -> Result<Vec<(u64, Vec<u8>)>>;
+    fn queue_read(&self, queue: &str, max: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        // Sequence numbers start at 1.
+        self.queue_scan(queue, 0, max)
+    }
     /// Removes an entry from a queue; with `move_to = (other, entry)`, appends
     /// `entry` to `other` in the same atomic, fsynced batch (a write moving to the
     /// dead letters with its reason). Removing an absent entry is not an error, and

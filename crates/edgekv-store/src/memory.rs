@@ -284,14 +284,34 @@ impl Store for MemoryStore {
         Ok(self.inner.write().push(queue, entry.to_vec()))
     }
 
-    fn queue_read(&self, queue: &str, max: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+    fn queue_push_many(&self, queue: &str, entries: &[Vec<u8>]) -> Result<Vec<u64>> {
+        let mut inner = self.inner.write();
+        Ok(entries
+            .iter()
+            .map(|entry| inner.push(queue, entry.clone()))
+            .collect())
+    }
+
+    fn queue_get(&self, queue: &str, sequence: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .inner
+            .read()
+            .queues
+            .get(queue)
+            .and_then(|q| q.get(&sequence).cloned()))
+    }
+
+    fn queue_scan(&self, queue: &str, after: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>> {
         Ok(self
             .inner
             .read()
             .queues
             .get(queue)
             .map_or_else(Vec::new, |q| {
-                q.iter().take(max).map(|(s, e)| (*s, e.clone())).collect()
+                q.range((Bound::Excluded(after), Bound::Unbounded))
+                    .take(max)
+                    .map(|(s, e)| (*s, e.clone()))
+                    .collect()
             }))
     }
 

@@ -27,7 +27,7 @@ macro_rules! store_suite {
             cursor_survives_writes, purge, purge_spares_rewritten_keys,
             delete_namespace_drops_its_keys, meta, binary_keys_and_values,
             keep_newer_keeps_only_newer_revisions, change_log, log_trim_forgets_write_ids,
-            snapshot_is_consistent, queues);
+            snapshot_is_consistent, queues, queue_batches_points_and_pages);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -394,6 +394,75 @@ pub fn queues(store: &dyn Store) {
     assert_eq!(store.queue_len("outbox").unwrap(), 0);
     let fourth = store.queue_push("outbox", b"four").unwrap();
     assert!(fourth > third);
+}
+
+/// A batch of entries joins the end of a queue in order; an entry is read back by
+/// its sequence number until it is removed; a queue is read page by page.
+pub fn queue_batches_points_and_pages(store: &dyn Store) {
+    assert!(store.queue_push_many("outbox", &[]).unwrap().is_empty());
+    assert_eq!(store.queue_len("outbox").unwrap(), 0);
+    let first = store.queue_push("outbox", b"zero").unwrap();
+    let batch: Vec<Vec<u8>> = ["one", "two", "three", "four"]
+        .iter()
+        .map(|e| e.as_bytes().to_vec())
+        .collect();
+    let sequences = store.queue_push_many("outbox", &batch).unwrap();
+    assert_eq!(sequences.len(), 4);
+    assert!(
+        sequences.windows(2).all(|w| w[0] < w[1]) && sequences[0] > first,
+        "a batch's sequences grow, in its order, after the earlier ones: {sequences:?}"
+    );
+    // Another queue, and one whose name begins like this one's, stay apart.
+    store.queue_push("outboxes", b"elsewhere").unwrap();
+    store.queue_push_many("other", &[b"x".to_vec()]).unwrap();
+    assert_eq!(store.queue_len("outbox").unwrap(), 5);
+    let after = store.queue_push("outbox", b"five").unwrap();
+    assert!(after > sequences[3], "a push after a batch comes after it");
+
+    // Point reads.
+    assert_eq!(
+        store.queue_get("outbox", sequences[1]).unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
+    assert_eq!(store.queue_get("outbox", after + 100).unwrap(), None);
+    assert_eq!(store.queue_get("nowhere", sequences[1]).unwrap(), None);
+
+    // Pages: entries above `after`, oldest first, at most `max`.
+    let everything: Vec<(u64, Vec<u8>)> = std::iter::once(first)
+        .chain(sequences.iter().copied())
+        .chain([after])
+        .zip(["zero", "one", "two", "three", "four", "five"])
+        .map(|(s, e)| (s, e.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(store.queue_scan("outbox", 0, 100).unwrap(), everything);
+    assert_eq!(store.queue_read("outbox", 100).unwrap(), everything);
+    assert_eq!(
+        store.queue_scan("outbox", 0, 2).unwrap(),
+        everything[..2].to_vec()
+    );
+    assert_eq!(
+        store.queue_scan("outbox", sequences[0], 3).unwrap(),
+        everything[2..5].to_vec()
+    );
+    assert!(store.queue_scan("outbox", after, 10).unwrap().is_empty());
+    assert!(store.queue_scan("outbox", u64::MAX, 10).unwrap().is_empty());
+    assert!(store.queue_scan("outbox", 0, 0).unwrap().is_empty());
+    let mut paged = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let page = store.queue_scan("outbox", cursor, 2).unwrap();
+        let Some(&(last, _)) = page.last() else { break };
+        cursor = last;
+        paged.extend(page);
+    }
+    assert_eq!(paged, everything, "paging returns every entry once");
+
+    // A removed entry is gone from point reads and pages.
+    store.queue_remove("outbox", sequences[1], None).unwrap();
+    assert_eq!(store.queue_get("outbox", sequences[1]).unwrap(), None);
+    let rest = store.queue_scan("outbox", sequences[0], 10).unwrap();
+    assert_eq!(rest.first().map(|(s, _)| *s), Some(sequences[2]));
+    assert_eq!(rest.len(), 3);
 }
 
 pub fn binary_keys_and_values(store: &dyn Store) {

@@ -13,9 +13,22 @@ pub struct Cli {
     /// A TOML config file; flags and EDGEKV_* variables override its values.
     #[arg(long, global = true, env = "EDGEKV_CONFIG")]
     pub config: Option<PathBuf>,
+    /// How logs are written to stderr: `text` (colours only on a terminal) or
+    /// `json` (one object per line).
+    #[arg(long, global = true, env = "EDGEKV_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colours only when stderr is a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The subcommands.
@@ -271,6 +284,16 @@ pub struct ControlArgs {
     /// auth is down (`edgekv break-glass keygen`).
     #[arg(long, env = "EDGEKV_BREAK_GLASS_KEY")]
     pub break_glass_key: Option<PathBuf>,
+    /// The PEM certificate chain the Control service serves TLS with (with
+    /// --tls-key).
+    #[arg(long, env = "EDGEKV_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "EDGEKV_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The PEM CA trusted when probing https:// build endpoints.
+    #[arg(long, env = "EDGEKV_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Where the control plane is, and the operator's token.
@@ -295,6 +318,9 @@ pub struct ControlClientArgs {
     /// Prints JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The PEM CA trusted when --control is an https:// URL.
+    #[arg(long, env = "EDGEKV_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// `edgekv build ...`
@@ -508,6 +534,12 @@ pub struct OriginArgs {
     /// How many revisions the change log keeps.
     #[arg(long, env = "EDGEKV_LOG_RETAIN")]
     pub log_retain: Option<u64>,
+    /// The PEM certificate chain the builds serve TLS with (with --tls-key).
+    #[arg(long, env = "EDGEKV_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "EDGEKV_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Flags of `edgekv edge`.
@@ -554,6 +586,10 @@ pub struct EdgeArgs {
     /// The most writes the outbox holds before writes get 503.
     #[arg(long, env = "EDGEKV_OUTBOX_MAX_WRITES")]
     pub outbox_max_writes: Option<u64>,
+    /// The most bytes the outbox's waiting writes take before writes get 503
+    /// (default 1 GiB; at least 1 MiB).
+    #[arg(long, env = "EDGEKV_OUTBOX_MAX_BYTES")]
+    pub outbox_max_bytes: Option<u64>,
     /// How long a queued write may wait for its replay, in seconds (default 24 h;
     /// keep it below the origin's tombstone retention).
     #[arg(long, env = "EDGEKV_OUTBOX_MAX_AGE_S")]
@@ -561,6 +597,18 @@ pub struct EdgeArgs {
     /// How often every build is probed and health reported, in ms.
     #[arg(long, env = "EDGEKV_PROBE_INTERVAL_MS")]
     pub probe_interval_ms: Option<u64>,
+    /// The PEM CA trusted for https:// builds and control (without it an https
+    /// endpoint is refused, never called in clear).
+    #[arg(long, env = "EDGEKV_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// How often, at most, the namespace list of one account is asked of the
+    /// origin for a namespace id the edge does not know, in ms (default 1000);
+    /// an id found unknown answers 404 without an origin call for this long.
+    #[arg(long, env = "EDGEKV_NAMESPACE_REFRESH_INTERVAL_MS")]
+    pub namespace_refresh_interval_ms: Option<u64>,
+    /// The most namespace ids remembered as unknown at once (default 10000).
+    #[arg(long, env = "EDGEKV_UNKNOWN_NAMESPACES_MAX")]
+    pub unknown_namespaces_max: Option<usize>,
     /// The longest a read to a deploying build waits before known-good is asked
     /// too, in ms (0: no hedging).
     #[arg(long, env = "EDGEKV_HEDGE_MAX_MS")]

@@ -104,6 +104,8 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
         credentials: vec![(ENVIRONMENT.into(), dev.data_dir.join(CREDENTIAL_FILE))],
         tick_ms: 500,
         break_glass_key: None,
+        tls: None,
+        tls_ca: None,
     })
     .await
     .map_err(|e| anyhow::anyhow!("cannot start control: {e}"))?;

@@ -81,8 +81,17 @@ fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDGEKV_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match cli.log_format {
+        cli::LogFormat::Json => builder.json().try_init(),
+        // No colour codes into files and pipes: only on a terminal.
+        cli::LogFormat::Text => {
+            use std::io::IsTerminal as _;
+            builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .try_init()
+        }
+    };
 }

@@ -37,12 +37,31 @@ impl Control {
                 .into());
             }
         };
-        let client = ControlClient::connect(args.control.clone())
-            .await
-            .map_err(|e| ClientError {
-                exit_code: EXIT_FAILURE,
-                message: format!("cannot reach control at {}: {e}", args.control),
-            })?;
+        let refused = |message: String| ClientError {
+            exit_code: EXIT_FAILURE,
+            message,
+        };
+        let ca = args
+            .tls_ca
+            .as_deref()
+            .map(edgekv_proto::tls::read_ca)
+            .transpose()
+            .map_err(refused)?;
+        let mut endpoint = tonic::transport::Endpoint::from_shared(args.control.clone())
+            .map_err(|e| refused(format!("invalid control URL {:?}: {e}", args.control)))?;
+        if let Some(tls) =
+            edgekv_proto::tls::client_for(&args.control, ca.as_deref()).map_err(refused)?
+        {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| refused(format!("TLS: {e}")))?;
+        }
+        let client = ControlClient::new(
+            endpoint
+                .connect()
+                .await
+                .map_err(|e| refused(format!("cannot reach control at {}: {e}", args.control)))?,
+        );
         Ok(Control { client, token })
     }
 

@@ -32,6 +32,10 @@ pub async fn origin(args: OriginArgs, file: &File) -> anyhow::Result<()> {
     if let Some(keep) = args.log_retain {
         config.log_retain = keep;
     }
+    if args.tls_cert.is_some() {
+        config.tls_cert = args.tls_cert;
+        config.tls_key = args.tls_key;
+    }
     if let (Some(addr), Some(id)) = (args.grpc, args.build_id) {
         let mut spec: BuildSpec = format!("{id}={addr}")
             .parse()
@@ -55,8 +59,9 @@ pub async fn origin(args: OriginArgs, file: &File) -> anyhow::Result<()> {
     let running = RunningOrigin::start(config, Arc::new(SystemClock))
         .await
         .context("cannot start the origin")?;
-    for (id, addr) in &running.builds {
-        println!("build {id} of environment {environment} listening on http://{addr}");
+    for id in running.builds.keys() {
+        let url = running.url(id).unwrap_or_default();
+        println!("build {id} of environment {environment} listening on {url}");
     }
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -103,11 +108,23 @@ pub async fn edge(args: EdgeArgs, file: &File) -> anyhow::Result<()> {
     if let Some(max) = args.outbox_max_writes {
         config.outbox_max_writes = max;
     }
+    if let Some(max) = args.outbox_max_bytes {
+        config.outbox_max_bytes = max;
+    }
     if let Some(age) = args.outbox_max_age_s {
         config.outbox_max_age_s = age;
     }
     if let Some(every) = args.probe_interval_ms {
         config.probe_interval_ms = every;
+    }
+    if args.tls_ca.is_some() {
+        config.tls_ca = args.tls_ca;
+    }
+    if let Some(every) = args.namespace_refresh_interval_ms {
+        config.namespace_refresh_interval_ms = every;
+    }
+    if let Some(max) = args.unknown_namespaces_max {
+        config.unknown_namespaces_max = max;
     }
     if let Some(max) = args.hedge_max_ms {
         config.hedge_max_ms = max;
@@ -178,11 +195,13 @@ pub async fn control(args: crate::cli::ControlArgs) -> anyhow::Result<()> {
         credentials,
         tick_ms: args.tick_ms,
         break_glass_key: args.break_glass_key.clone(),
+        tls: args.tls_cert.clone().zip(args.tls_key.clone()),
+        tls_ca: args.tls_ca.clone(),
     };
     let running = edgekv_control::RunningControl::start(config)
         .await
         .map_err(|e| anyhow::anyhow!("cannot start control: {e}"))?;
-    println!("control listening on http://{}", running.addr);
+    println!("control listening on {}://{}", running.scheme, running.addr);
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;

@@ -377,3 +377,65 @@ fn http_get_head(addr: &str, path: &str, token: &str) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// The stderr lines an origin writes while it starts, with `--log-format format`
+/// and stderr a pipe (not a terminal).
+fn origin_log_lines(format: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("credentials"), "cred\n").unwrap();
+    let mut child = clean(Command::new(BIN))
+        .args([
+            "--log-format",
+            format,
+            "origin",
+            "--environment",
+            "production",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--credential-file")
+        .arg(dir.path().join("credentials"))
+        .args(["--build", "v1=127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    for line in stdout.lines() {
+        if line.unwrap().contains("listening on") {
+            break;
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stderr)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Logs a tool can read: no ANSI colour codes when stderr is not a terminal, and
+/// `--log-format json` writes one JSON object per line.
+#[test]
+fn logs_are_plain_text_off_a_terminal_and_json_on_request() {
+    let text = origin_log_lines("text");
+    assert!(text.iter().any(|l| l.contains("build serving")), "{text:?}");
+    assert!(
+        text.iter().all(|l| !l.contains('\u{1b}')),
+        "ANSI codes in a pipe: {text:?}"
+    );
+    let json = origin_log_lines("json");
+    assert!(!json.is_empty());
+    for line in &json {
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert!(
+            object["level"].is_string() && object["fields"].is_object(),
+            "{line}"
+        );
+    }
+    assert!(json.iter().any(|l| l.contains("build serving")), "{json:?}");
+}

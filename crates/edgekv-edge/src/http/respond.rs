@@ -85,6 +85,13 @@ pub fn ok_json_bytes(body: Vec<u8>) -> Response<Body> {
     response
 }
 
+/// A JSON document compiled into the binary (no envelope), sent without a copy.
+pub fn json_static(body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes()).into()));
+    response.headers_mut().insert(CONTENT_TYPE, JSON.clone());
+    response
+}
+
 /// A successful v4 envelope with `result_info`.
 pub fn ok_with_info(result: impl Serialize, info: Value) -> Response<Body> {
     envelope(

@@ -28,6 +28,8 @@ pub enum Route<'a> {
     BulkDelete(Scope<'a>),
     /// `.../namespaces/{ns}/bulk/get`
     BulkGet(Scope<'a>),
+    /// `/client/v4/openapi.json`: the OpenAPI document of this API.
+    OpenApi,
 }
 
 /// The account and namespace a route addresses.
@@ -41,6 +43,8 @@ pub struct Scope<'a> {
 
 const PREFIX: &str = "/client/v4/accounts/";
 const KV: &str = "storage/kv/namespaces";
+/// The path of the OpenAPI document (`docs/openapi.yaml`, served as JSON).
+const OPENAPI_PATH: &str = "/client/v4/openapi.json";
 
 impl<'a> Route<'a> {
     /// Parses a request path (without the query). Returns `None` for paths outside
@@ -62,7 +66,10 @@ impl<'a> Route<'a> {
                 bytes(segment)
             }
         };
-        let rest = path.strip_prefix(PREFIX)?;
+        // Checked only off the KV paths: a KV request pays nothing for it.
+        let Some(rest) = path.strip_prefix(PREFIX) else {
+            return (path == OPENAPI_PATH).then_some(Route::OpenApi);
+        };
         let (account, rest) = split_segment(rest)?;
         let account = text(account)?;
         let rest = rest.strip_prefix(KV)?;
@@ -110,6 +117,19 @@ impl<'a> Route<'a> {
             Route::Bulk(_) => RouteLabel::BulkWrite,
             Route::BulkDelete(_) => RouteLabel::BulkDelete,
             Route::BulkGet(_) => RouteLabel::BulkGet,
+            Route::OpenApi => RouteLabel::Other,
+        }
+    }
+
+    /// The methods this route serves, as the `Allow` header of a 405 says them.
+    /// They are the methods `docs/openapi.yaml` lists for its path (a test checks).
+    pub fn allow(&self) -> &'static str {
+        match self {
+            Route::Namespaces { .. } => "GET, POST",
+            Route::Namespace(_) | Route::Value(..) => "GET, PUT, DELETE",
+            Route::Metadata(..) | Route::Keys(_) | Route::OpenApi => "GET",
+            Route::Bulk(_) => "PUT, DELETE",
+            Route::BulkDelete(_) | Route::BulkGet(_) => "POST",
         }
     }
 }
@@ -178,6 +198,12 @@ mod tests {
         ));
         assert_eq!(Route::parse("/other"), None);
         assert_eq!(Route::parse(&base(&format!("/{NS}/nope"))), None);
+        assert_eq!(
+            Route::parse("/client/v4/openapi.json"),
+            Some(Route::OpenApi)
+        );
+        assert_eq!(Route::parse("/client/v4/openapi.json/"), None);
+        assert_eq!(Route::parse("/client/v4/openapi.yaml"), None);
     }
 
     #[test]
@@ -195,6 +221,9 @@ mod tests {
     /// The parser as first written: percent-decoding every segment, splitting with
     /// `str::split_once`. The fast parser must agree with it on every path.
     fn reference(path: &str) -> Option<Route<'_>> {
+        if path == OPENAPI_PATH {
+            return Some(Route::OpenApi);
+        }
         let text = |s| percent_decode_str(s).decode_utf8().ok();
         let rest = path.strip_prefix(PREFIX)?;
         let (account, rest) = rest.split_once('/')?;
