@@ -4,7 +4,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/edgekv-target
 export CARGO_TARGET_DIR
 ARGS ?=
 
-.PHONY: dev test lint deps build schemathesis bench bench-e2e bench-memory bench-sweep bench-fanout bench-outbox bench-instructions bench-server-instructions
+.PHONY: dev test lint deps build install schemathesis bench bench-e2e bench-memory bench-sweep bench-fanout bench-outbox bench-instructions bench-server-instructions
 
 ## Installs what is missing, builds, and runs `edgekv dev` (ARGS="..." adds flags).
 dev: deps
@@ -20,6 +20,10 @@ test: deps
 lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+
+## Installs the edgekv binary into ~/.cargo/bin (on the PATH after rustup).
+install: deps
+	cargo install --locked --path crates/edgekv
 
 ## Builds the binary into $(CARGO_TARGET_DIR)/debug/edgekv.
 build: deps

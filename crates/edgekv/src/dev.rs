@@ -175,6 +175,13 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
+    // The commands to try name this very binary: after `make dev` no `edgekv` is
+    // on the PATH (`make install` puts one in ~/.cargo/bin).
+    let bin = std::env::current_exe()
+        .ok()
+        .map(|p| p.display().to_string())
+        .filter(|p| !p.contains(' '))
+        .unwrap_or_else(|| "edgekv".to_string());
     // The banner is best effort: a closed stdout must not stop the node.
     let banner = format!(
         "edgekv dev is running\n  edge:     http://{http}\n  admin:    http://{admin}\n  \
@@ -182,12 +189,12 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
          builds:   {builds} (known-good {first})\n  \
          account:  {account}\n  token:    {token}\n  data dir: {dir}\n\
          try:\n  export EDGEKV_URL=http://{http} EDGEKV_TOKEN={token} EDGEKV_ACCOUNT={account}\n  \
-         edgekv kv namespace create my-first-namespace\n\
+         {bin} kv namespace create my-first-namespace\n\
          a rollout:\n  export EDGEKV_CONTROL={control_url} EDGEKV_ADMIN_TOKEN={admin_token}\n  \
-         edgekv deploy start {second} --environment dev --steps 10:30s,50:30s,100:30s --min-requests 0\n  \
-         edgekv deploy status --environment dev\n  \
+         {bin} deploy start {second} --environment dev --steps 10:30s,50:30s,100:30s --min-requests 0\n  \
+         {bin} deploy status --environment dev\n  \
          (each step waits for {min} requests to {second} per health window unless --min-requests says less;\n  \
-         try `edgekv bench` for traffic)\n",
+         try `{bin} bench` for traffic)\n",
         http = running.http_addr,
         builds = BUILDS.join(", "),
         first = BUILDS[0],

@@ -16,6 +16,8 @@ struct Dev {
     token: String,
     /// The control plane's URL and admin token.
     control: (String, String),
+    /// The banner's "try" command that creates a namespace.
+    try_create: String,
 }
 
 impl Dev {
@@ -39,8 +41,8 @@ impl Dev {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let (mut url, mut token, mut control) = (None, None, None);
-        while url.is_none() || token.is_none() || control.is_none() {
+        let (mut url, mut token, mut control, mut try_create) = (None, None, None, None);
+        while url.is_none() || token.is_none() || control.is_none() || try_create.is_none() {
             let line = lines
                 .next()
                 .expect("edgekv dev exited before its banner")
@@ -50,6 +52,9 @@ impl Dev {
             }
             if let Some(rest) = line.trim().strip_prefix("token:") {
                 token = Some(rest.trim().to_string());
+            }
+            if line.contains("kv namespace create") {
+                try_create = Some(line.trim().to_string());
             }
             if let Some(rest) = line.trim().strip_prefix("control:") {
                 // "http://ADDR (admin token T)"
@@ -66,6 +71,7 @@ impl Dev {
             url: url.unwrap(),
             token: token.unwrap(),
             control: control.unwrap(),
+            try_create: try_create.unwrap(),
         }
     }
 
@@ -438,4 +444,34 @@ fn logs_are_plain_text_off_a_terminal_and_json_on_request() {
         );
     }
     assert!(json.iter().any(|l| l.contains("build serving")), "{json:?}");
+}
+
+/// `make dev` leaves no `edgekv` on the PATH: the commands its banner offers to
+/// try name the running binary, and work as printed.
+#[test]
+fn the_banner_commands_name_the_running_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path(), &[]);
+    let mut words = dev.try_create.split_whitespace();
+    let program = words.next().unwrap();
+    assert!(
+        std::path::Path::new(program).is_absolute(),
+        "{}",
+        dev.try_create
+    );
+    let args: Vec<&str> = words.collect();
+    let out = clean(Command::new(program))
+        .args(&args)
+        .env("EDGEKV_URL", &dev.url)
+        .env("EDGEKV_TOKEN", &dev.token)
+        .env("EDGEKV_ACCOUNT", "dev")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        dev.try_create,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dev.stop();
 }
