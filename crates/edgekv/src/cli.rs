@@ -294,6 +294,10 @@ pub struct ControlArgs {
     /// The PEM CA trusted when probing https:// build endpoints.
     #[arg(long, env = "EDGEKV_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// Validates the configuration (the TOML file, EDGEKV_* variables and flags,
+    /// and the files they name), prints what would run, and exits.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// Where the control plane is, and the operator's token.
@@ -493,6 +497,10 @@ pub struct DevArgs {
     /// Where the control plane listens.
     #[arg(long, env = "EDGEKV_CONTROL_LISTEN", default_value = "127.0.0.1:8789")]
     pub control_listen: SocketAddr,
+    /// Validates the configuration (the TOML file, EDGEKV_* variables and flags,
+    /// and the files they name), prints what would run, and exits.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// Flags of `edgekv origin`.
@@ -540,6 +548,10 @@ pub struct OriginArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "EDGEKV_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Validates the configuration (the TOML file, EDGEKV_* variables and flags,
+    /// and the files they name), prints what would run, and exits.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// Flags of `edgekv edge`.
@@ -647,6 +659,10 @@ pub struct EdgeArgs {
         requires = "account"
     )]
     pub token: Option<String>,
+    /// Validates the configuration (the TOML file, EDGEKV_* variables and flags,
+    /// and the files they name), prints what would run, and exits.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// Flags of `edgekv kv`.

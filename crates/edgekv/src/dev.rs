@@ -46,6 +46,19 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
     if let Some(account) = args.account {
         dev.account = account;
     }
+    if args.check_config {
+        let mut edge = file.edge.clone().unwrap_or_default();
+        edge.http = dev.http;
+        edge.admin = dev.admin;
+        edge.validate_local()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: [edge]: {e}"))?;
+        println!(
+            "configuration OK: would run edgekv dev (origin, control on {}, edge) over {}\n{dev:#?}\n{edge:#?}",
+            args.control_listen,
+            dev.data_dir.display()
+        );
+        return Ok(());
+    }
     std::fs::create_dir_all(&dev.data_dir)
         .with_context(|| format!("cannot create the data dir {}", dev.data_dir.display()))?;
     let token = match args.token {

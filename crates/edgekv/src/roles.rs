@@ -55,6 +55,17 @@ pub async fn origin(args: OriginArgs, file: &File) -> anyhow::Result<()> {
                 .map_err(|e: String| anyhow::anyhow!("--build: {e}"))?,
         );
     }
+    if args.check_config {
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        edgekv_origin::credentials::read_file(&config.credential_file)?;
+        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+            edgekv_proto::tls::server(cert, key).map_err(|e| anyhow::anyhow!(e))?;
+        }
+        println!("configuration OK: would run an origin\n{config:#?}");
+        return Ok(());
+    }
     let environment = config.environment.clone();
     let running = RunningOrigin::start(config, Arc::new(SystemClock))
         .await
@@ -154,6 +165,25 @@ pub async fn edge(args: EdgeArgs, file: &File) -> anyhow::Result<()> {
         .credential_file
         .context("--credential-file is required: the edge's environment credential")?;
     let credential = first_credential(&credential_file)?;
+    if args.check_config {
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        edgekv_edge::breakglass::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(ca) = &config.tls_ca {
+            edgekv_proto::tls::read_ca(ca).map_err(|e| anyhow::anyhow!(e))?;
+        }
+        println!(
+            "configuration OK: would run an edge with the credential of {} and {}\n{config:#?}",
+            credential_file.display(),
+            if args.account.is_some() {
+                "a bootstrap token"
+            } else {
+                "no bootstrap token (tokens from control)"
+            }
+        );
+        return Ok(());
+    }
     let table = match (args.account, args.token) {
         (Some(account), Some(token)) => TokenTable::new(
             1,
@@ -198,6 +228,28 @@ pub async fn control(args: crate::cli::ControlArgs) -> anyhow::Result<()> {
         tls: args.tls_cert.clone().zip(args.tls_key.clone()),
         tls_ca: args.tls_ca.clone(),
     };
+    if args.check_config {
+        let tokens = std::fs::read_to_string(&config.admin_token_file)
+            .with_context(|| format!("cannot read {}", config.admin_token_file.display()))?;
+        anyhow::ensure!(
+            tokens
+                .lines()
+                .any(|l| !l.trim().is_empty() && !l.starts_with('#')),
+            "{} holds no admin token",
+            config.admin_token_file.display()
+        );
+        for (environment, path) in &config.credentials {
+            first_credential(path).with_context(|| format!("credential of {environment}"))?;
+        }
+        if let Some((cert, key)) = &config.tls {
+            edgekv_proto::tls::server(cert, key).map_err(|e| anyhow::anyhow!(e))?;
+        }
+        if let Some(ca) = &config.tls_ca {
+            edgekv_proto::tls::read_ca(ca).map_err(|e| anyhow::anyhow!(e))?;
+        }
+        println!("configuration OK: would run control\n{config:#?}");
+        return Ok(());
+    }
     let running = edgekv_control::RunningControl::start(config)
         .await
         .map_err(|e| anyhow::anyhow!("cannot start control: {e}"))?;
