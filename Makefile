@@ -10,10 +10,10 @@ ARGS ?=
 dev: deps
 	cargo run --locked -p edgekv -- dev $(ARGS)
 
-## Runs the whole test suite (installs the Python clients some tests drive
-## edgekv with into $(HOME)/.cache/edgekv-venv first).
+## Runs the whole test suite (installs first what some tests drive edgekv with:
+## promtool, systemd-analyze, and Python's gRPC clients in $(HOME)/.cache/edgekv-venv).
 test: deps
-	./scripts/python-venv.sh >/dev/null
+	./scripts/test-deps.sh
 	cargo test --locked --workspace --all-targets
 
 ## Formatting and lints, as CI checks them.

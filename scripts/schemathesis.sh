@@ -36,8 +36,10 @@ report_dir="$CARGO_TARGET_DIR/schemathesis-report"
 account=dev
 
 [ -x "$bin" ] || { echo "error: $bin not found; run \`make build\` first" >&2; exit 1; }
+command -v curl >/dev/null 2>&1 || ./scripts/install-packages.sh curl
 
-# (a) schemathesis, pinned, in a virtualenv of its own.
+# (a) schemathesis, pinned, in the project's virtualenv (scripts/python-venv.sh
+# installs the test suite's Python clients into the same one).
 if [ "$("$venv/bin/schemathesis" --version 2>/dev/null | grep -o '[0-9][0-9.]*' | head -n1)" != "$SCHEMATHESIS_VERSION" ]; then
   if ! command -v python3 >/dev/null 2>&1 || ! python3 -m venv --help >/dev/null 2>&1 \
     || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
