@@ -301,6 +301,12 @@ where
         }
         (Route::BulkGet(scope), Method::POST) => bulk::get(request, &scope, body).await,
         (Route::OpenApi, Method::GET) => Ok(respond::json_static(OPENAPI)),
+        (Route::TokenVerify, Method::GET) => {
+            let id = request.edge.verify_token(bearer(request.headers))?;
+            Ok(respond::ok(
+                serde_json::json!({ "id": id, "status": "active" }),
+            ))
+        }
         (route, method) => Ok(method_not_allowed(&route, &method)),
     }
 }
@@ -442,7 +448,8 @@ mod tests {
         }
         seen.sort_unstable();
         seen.dedup();
-        // Namespaces, Namespace, Value, Metadata, Keys, Bulk, BulkDelete, BulkGet, OpenApi.
-        assert_eq!(seen.len(), 9, "a route is missing from docs/openapi.yaml");
+        // Namespaces, Namespace, Value, Metadata, Keys, Bulk, BulkDelete, BulkGet,
+        // OpenApi, TokenVerify.
+        assert_eq!(seen.len(), 10, "a route is missing from docs/openapi.yaml");
     }
 }

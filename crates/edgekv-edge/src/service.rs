@@ -720,6 +720,25 @@ impl Edge {
         Ok(list)
     }
 
+    /// Whether a bearer token is one this edge accepts (any account): its id —
+    /// the first 32 hex digits of its SHA-256, never the secret — or 401 as for
+    /// any request (503 while the edge has no token table).
+    pub fn verify_token(&self, bearer: Option<&str>) -> Result<String> {
+        let token = bearer.map(tokens::hash).ok_or(Error::Unauthorized(
+            "missing bearer token: send `Authorization: Bearer <token>`",
+        ))?;
+        let table = self.tokens.load();
+        if table.is_empty() {
+            return Err(Error::Unavailable(
+                "this edge has no token table yet (control unreachable since it started); retry shortly".into(),
+            ));
+        }
+        table
+            .lookup_hash(&token)
+            .ok_or(Error::Unauthorized("invalid or revoked token"))?;
+        Ok(hex::encode(&token[..16]))
+    }
+
     /// The grant of `token` in `table` if it allows the request (see
     /// [`Edge::authorize`]).
     fn checked_grant<'t>(

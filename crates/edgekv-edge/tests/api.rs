@@ -1209,6 +1209,35 @@ async fn the_openapi_document_is_served_without_a_token() {
     assert_eq!(response.headers()["allow"], "GET");
 }
 
+/// wrangler asks `GET /client/v4/user/tokens/verify` after a 401 to explain it:
+/// answered as Cloudflare does, 200 with the token's id for a valid token, 401
+/// otherwise (before, a 404 made wrangler's explanation itself fail).
+#[tokio::test]
+async fn a_token_is_verified_as_cloudflare_verifies_it() {
+    let edge = TestEdge::start().await;
+    let origin = edge.base.split("/client/v4/").next().unwrap();
+    let url = format!("{origin}/client/v4/user/tokens/verify");
+    let client = reqwest::Client::new();
+    let response = client.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["success"], true, "{body}");
+    assert_eq!(body["result"]["status"], "active", "{body}");
+    let id = body["result"]["id"].as_str().unwrap();
+    assert_eq!(id.len(), 32);
+    assert!(!TOKEN.contains(id), "the id is not the secret");
+    for bearer in [Some("0000000000000000ffffffffffffffff"), None] {
+        let mut request = client.get(&url);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{bearer:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["success"], false);
+    }
+}
+
 #[tokio::test]
 async fn admin_endpoints() {
     let edge = TestEdge::start().await;

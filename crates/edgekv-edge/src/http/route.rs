@@ -30,6 +30,9 @@ pub enum Route<'a> {
     BulkGet(Scope<'a>),
     /// `/client/v4/openapi.json`: the OpenAPI document of this API.
     OpenApi,
+    /// `/client/v4/user/tokens/verify`: whether the bearer token is valid (what
+    /// wrangler asks after a 401, to explain it).
+    TokenVerify,
 }
 
 /// The account and namespace a route addresses.
@@ -45,6 +48,7 @@ const PREFIX: &str = "/client/v4/accounts/";
 const KV: &str = "storage/kv/namespaces";
 /// The path of the OpenAPI document (`docs/openapi.yaml`, served as JSON).
 const OPENAPI_PATH: &str = "/client/v4/openapi.json";
+const TOKEN_VERIFY_PATH: &str = "/client/v4/user/tokens/verify";
 
 impl<'a> Route<'a> {
     /// Parses a request path (without the query). Returns `None` for paths outside
@@ -68,7 +72,11 @@ impl<'a> Route<'a> {
         };
         // Checked only off the KV paths: a KV request pays nothing for it.
         let Some(rest) = path.strip_prefix(PREFIX) else {
-            return (path == OPENAPI_PATH).then_some(Route::OpenApi);
+            return match path {
+                OPENAPI_PATH => Some(Route::OpenApi),
+                TOKEN_VERIFY_PATH => Some(Route::TokenVerify),
+                _ => None,
+            };
         };
         let (account, rest) = split_segment(rest)?;
         let account = text(account)?;
@@ -117,7 +125,7 @@ impl<'a> Route<'a> {
             Route::Bulk(_) => RouteLabel::BulkWrite,
             Route::BulkDelete(_) => RouteLabel::BulkDelete,
             Route::BulkGet(_) => RouteLabel::BulkGet,
-            Route::OpenApi => RouteLabel::Other,
+            Route::OpenApi | Route::TokenVerify => RouteLabel::Other,
         }
     }
 
@@ -127,7 +135,7 @@ impl<'a> Route<'a> {
         match self {
             Route::Namespaces { .. } => "GET, POST",
             Route::Namespace(_) | Route::Value(..) => "GET, PUT, DELETE",
-            Route::Metadata(..) | Route::Keys(_) | Route::OpenApi => "GET",
+            Route::Metadata(..) | Route::Keys(_) | Route::OpenApi | Route::TokenVerify => "GET",
             Route::Bulk(_) => "PUT, DELETE",
             Route::BulkDelete(_) | Route::BulkGet(_) => "POST",
         }
@@ -203,6 +211,10 @@ mod tests {
             Some(Route::OpenApi)
         );
         assert_eq!(Route::parse("/client/v4/openapi.json/"), None);
+        assert_eq!(
+            Route::parse("/client/v4/user/tokens/verify"),
+            Some(Route::TokenVerify)
+        );
         assert_eq!(Route::parse("/client/v4/openapi.yaml"), None);
     }
 
@@ -223,6 +235,9 @@ mod tests {
     fn reference(path: &str) -> Option<Route<'_>> {
         if path == OPENAPI_PATH {
             return Some(Route::OpenApi);
+        }
+        if path == TOKEN_VERIFY_PATH {
+            return Some(Route::TokenVerify);
         }
         let text = |s| percent_decode_str(s).decode_utf8().ok();
         let rest = path.strip_prefix(PREFIX)?;
