@@ -4,17 +4,19 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/edgekv-target
 export CARGO_TARGET_DIR
 ARGS ?=
 
-.PHONY: dev test lint deps build install schemathesis bench bench-e2e bench-memory bench-sweep bench-fanout bench-outbox bench-instructions bench-server-instructions
+.PHONY: dev test lint deps build install schemathesis fuzz fuzz-ci bench bench-e2e bench-memory bench-sweep bench-fanout bench-outbox bench-instructions bench-server-instructions
 
 ## Installs what is missing, builds, and runs `edgekv dev` (ARGS="..." adds flags).
 dev: deps
 	cargo run --locked -p edgekv -- dev $(ARGS)
 
 ## Runs the whole test suite (installs first what some tests drive edgekv with:
-## promtool, systemd-analyze, and Python's gRPC clients in $(HOME)/.cache/edgekv-venv).
+## promtool, systemd-analyze, and Python's gRPC clients in $(HOME)/.cache/edgekv-venv),
+## then schemathesis against `edgekv dev` for 90 s (docs/openapi.yaml).
 test: deps
 	./scripts/test-deps.sh
 	cargo test --locked --workspace --all-targets
+	SCHEMATHESIS_MAX_TIME=$${SCHEMATHESIS_MAX_TIME:-90} ./scripts/schemathesis.sh
 
 ## Formatting and lints, as CI checks them.
 lint: deps
@@ -34,6 +36,18 @@ build: deps
 ## error, every answer as documented (ARGS="..." goes to `schemathesis run`).
 schemathesis: build
 	./scripts/schemathesis.sh $(ARGS)
+
+## cargo-fuzz (libFuzzer) on every target for 60 s each: the codecs, cursors, route
+## tables and break-glass orders (fuzz/), then the edge's HTTP handler, bulk and
+## multipart bodies (fuzz/edge/, whose first build compiles RocksDB again). Installs
+## cargo-fuzz if missing; builds go to ~/.cache/edgekv-fuzz-target. ARGS="TARGET..."
+## runs only those.
+fuzz: deps
+	./scripts/fuzz.sh 60 $(ARGS)
+
+## The fuzz targets CI runs: those of fuzz/ (pure crates, no RocksDB), 15 s each.
+fuzz-ci: deps
+	./scripts/fuzz.sh 15 --pure
 
 ## Benchmarks: hot path micro-costs (criterion), then sync propagation and origin
 ## write throughput. Figures go in benches/RESULTS.md by hand, with the machine.
