@@ -286,6 +286,11 @@ impl ControlService {
             current_known_good,
             data_set,
             departed,
+            step_since_ms: match d.phase {
+                Phase::Running { since_ms, .. } => since_ms,
+                _ => 0,
+            },
+            now_ms: now,
         }
     }
 }

@@ -439,6 +439,12 @@ pub enum DeployCommand {
         /// Only this environment.
         #[arg(long)]
         environment: Option<String>,
+        /// Follows the deployment (the one named, else the active one of
+        /// --environment) until it ends: redrawn in place on a terminal, a line per
+        /// change otherwise. Exits 0 when it completed, 10 when rolled back, 11
+        /// when aborted.
+        #[arg(long)]
+        watch: bool,
     },
     /// Holds a deployment at its step.
     Pause {

@@ -313,6 +313,144 @@ fn print(args: &ControlClientArgs, deployments: &[v1::Deployment]) {
     }
 }
 
+/// Exit code of `deploy status --watch` for a deployment rolled back.
+pub const EXIT_ROLLED_BACK: u8 = 10;
+/// Exit code of `deploy status --watch` for a deployment aborted.
+pub const EXIT_ABORTED: u8 = 11;
+
+/// A progress bar of `width` cells for `done` of 1.
+fn bar(done: f64, width: usize) -> String {
+    let full = ((done.clamp(0.0, 1.0)) * width as f64).round() as usize;
+    format!("[{}{}]", "#".repeat(full), "-".repeat(width - full))
+}
+
+/// The steps of a deployment as progress bars: done, baking (with its bake's
+/// progress), or to come.
+fn step_bars(d: &v1::Deployment) -> String {
+    let mut out = String::new();
+    for (i, s) in d.steps.iter().enumerate() {
+        let i = i as u32;
+        let done = match d.phase.as_str() {
+            "completed" => 1.0,
+            "running" | "paused" if i < d.step => 1.0,
+            "running" if i == d.step && s.bake_ms > 0 => {
+                d.now_ms.saturating_sub(d.step_since_ms) as f64 / s.bake_ms as f64
+            }
+            "running" if i == d.step => 1.0,
+            _ => 0.0,
+        };
+        let mark = if i == d.step && (d.phase == "running" || d.phase == "paused") {
+            "▶"
+        } else {
+            " "
+        };
+        out.push_str(&format!(
+            "\n  {mark} step {} {} {:>6}% of traffic, bake {} s",
+            i + 1,
+            bar(done, 20),
+            f64::from(s.weight_bp) / 100.0,
+            s.bake_ms / 1000
+        ));
+    }
+    out
+}
+
+/// Follows a deployment until it ends (`deploy status --watch`): redrawn in place
+/// on a terminal, a line per change otherwise; the exit code says how it ended.
+async fn watch(
+    control: &mut Control,
+    id: Option<String>,
+    environment: Option<String>,
+) -> anyhow::Result<()> {
+    use std::io::{IsTerminal as _, Write as _};
+    let id = match id {
+        Some(id) => id,
+        None => {
+            let request = control.request(v1::ListDeploymentsRequest {
+                environment: environment.clone().unwrap_or_default(),
+            })?;
+            let list = control
+                .client
+                .list_deployments(request)
+                .await
+                .map_err(failed)?
+                .into_inner();
+            list.deployments
+                .iter()
+                .rev()
+                .find(|d| d.phase == "running" || d.phase == "paused")
+                .map(|d| d.id.clone())
+                .ok_or_else(|| ClientError {
+                    exit_code: EXIT_NOT_FOUND,
+                    message: format!(
+                        "no deployment is active{}; name one to watch",
+                        environment.map(|e| format!(" in {e}")).unwrap_or_default()
+                    ),
+                })?
+        }
+    };
+    let terminal = std::io::stdout().is_terminal();
+    let mut last = String::new();
+    loop {
+        let request = control.request(v1::GetDeploymentRequest { id: id.clone() })?;
+        let d = control
+            .client
+            .get_deployment(request)
+            .await
+            .map_err(failed)?
+            .into_inner()
+            .deployment
+            .unwrap_or_default();
+        let mut out = std::io::stdout().lock();
+        if terminal {
+            // Home and clear, then the whole view: steps, verdict, edges.
+            let view = format!("{}{}", describe(&d), step_bars(&d));
+            let _ = writeln!(out, "\x1b[H\x1b[2J{view}");
+        } else {
+            let line = format!(
+                "{} step {}/{} {}",
+                d.phase,
+                d.step + 1,
+                d.steps.len(),
+                if d.reason.is_empty() {
+                    &d.health
+                } else {
+                    &d.reason
+                }
+            );
+            if line != last {
+                let _ = writeln!(
+                    out,
+                    "{} {id}: {line}",
+                    edgekv_control::model::rfc3339(d.now_ms)
+                );
+                last = line;
+            }
+        }
+        let _ = out.flush();
+        drop(out);
+        match d.phase.as_str() {
+            "completed" => return Ok(()),
+            "rolled_back" => {
+                return Err(ClientError {
+                    exit_code: EXIT_ROLLED_BACK,
+                    message: format!("deployment {id} was rolled back: {}", d.reason),
+                }
+                .into());
+            }
+            "aborted" => {
+                return Err(ClientError {
+                    exit_code: EXIT_ABORTED,
+                    message: format!("deployment {id} was aborted: {}", d.reason),
+                }
+                .into());
+            }
+            _ => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 /// Runs a `deploy` subcommand.
 pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let glass = matches!(
@@ -382,6 +520,11 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
                 .into_inner();
             print(client, &one(answer));
         }
+        DeployCommand::Status {
+            id,
+            environment,
+            watch: true,
+        } => return watch(&mut control, id, environment).await,
         DeployCommand::Status { id: Some(id), .. } => {
             let request = control.request(v1::GetDeploymentRequest { id })?;
             let answer = control
@@ -395,6 +538,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         DeployCommand::Status {
             id: None,
             environment,
+            ..
         } => {
             let request = control.request(v1::ListDeploymentsRequest {
                 environment: environment.unwrap_or_default(),

@@ -543,3 +543,67 @@ async fn route_version_of(kv: &Kv, ns: &str) -> u64 {
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .unwrap_or(0)
 }
+
+/// `deploy status --watch` follows a deployment to its end: a line per change when
+/// stdout is not a terminal, and an exit code that says how it ended (0
+/// completed, 10 rolled back).
+#[test]
+fn deploy_status_watch_follows_a_rollout_to_its_end() {
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let origin = Origin::start(
+        dirs[0].path(),
+        "production",
+        "prod-cred",
+        &["kv-v1", "kv-v2", "kv-v3"],
+        &[],
+    );
+    let control = Control::start(
+        dirs[1].path(),
+        &dirs[0].path().join("credentials"),
+        &dirs[0].path().join("credentials"),
+    );
+    for id in ["kv-v1", "kv-v2", "kv-v3"] {
+        control.register(id, "production", &origin.url(id));
+    }
+    control.bootstrap("kv-v1", "production");
+    let start = |build: &str, steps: &str| {
+        control.ok(&[
+            "deploy",
+            "start",
+            build,
+            "--environment",
+            "production",
+            "--min-requests",
+            "0",
+            "--steps",
+            steps,
+        ]);
+    };
+    start("kv-v2", "50:1s,100:1s");
+    let out = control.cli(&["deploy", "status", "--watch", "--environment", "production"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("running step 1/2"), "{text}");
+    assert!(text.contains("completed"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no terminal codes off a terminal: {text}"
+    );
+
+    start("kv-v3", "10:600s,100:600s");
+    let watcher = support::clean(std::process::Command::new(support::BIN))
+        .args(["deploy", "status", "production-3", "--watch"])
+        .args(["--control", &control.url, "--admin-token", support::ADMIN])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    control.ok(&["deploy", "rollback", "--environment", "production"]);
+    let out = watcher.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(10),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
