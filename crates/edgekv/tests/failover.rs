@@ -870,8 +870,14 @@ async fn a_build_over_the_wrong_data_never_answers_for_existing_keys() {
         .await;
     }
 
-    // (c) kv-v2 dies and comes back over an empty volume, under load.
+    // (c) kv-v2 dies and comes back over an empty volume; then the load runs. (The
+    // load starts once it is back: requests during the restart would fail as
+    // "unavailable" and could roll it back for that first, which is not what
+    // this test is about.)
     v2.proc.kill9();
+    std::fs::write(dirs[6].path().join("credentials"), "prod-cred\n").unwrap();
+    v2.dir = dirs[6].path().to_path_buf();
+    v2.restart();
     let load = Arc::new(Load::default());
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -884,9 +890,6 @@ async fn a_build_over_the_wrong_data_never_answers_for_existing_keys() {
             stop.clone(),
         ));
     }
-    std::fs::write(dirs[6].path().join("credentials"), "prod-cred\n").unwrap();
-    v2.dir = dirs[6].path().to_path_buf();
-    v2.restart();
     let fault_at = Instant::now();
     eventually(
         Duration::from_secs(30),
