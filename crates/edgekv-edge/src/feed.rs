@@ -216,6 +216,7 @@ fn apply(edge: &Edge, event: v1::WatchEvent) -> Result<()> {
         edge.store.keep_newer(Vec::new(), meta)?;
     }
     edge.feed.applied.store(revision, Ordering::Release);
+    edge.feed_caught_up_namespaces(revision);
     edge.feed.progressed.notify_waiters();
     Ok(())
 }
@@ -300,11 +301,20 @@ fn install(edge: &Edge, mut snapshot: Snapshot) -> Result<()> {
     let tombstone_until = now_s.saturating_add(edge.config.tombstone_ttl_s);
     // Namespaces: drop those gone, empty the cache ones, keep the full ones.
     let listed: HashSet<&str> = snapshot.namespaces.iter().map(|n| n.id.as_str()).collect();
+    // A namespace learned from an answer newer than the snapshot (created through
+    // this edge while the snapshot streamed) is not "gone": the feed brings it.
+    let newer: HashSet<String> = edge
+        .learned_namespaces
+        .lock()
+        .iter()
+        .filter(|(_, at)| **at > revision)
+        .map(|(id, _)| id.clone())
+        .collect();
     let mut ops: Vec<NamespaceOp> = edge
         .namespaces
         .load()
         .keys()
-        .filter(|id| !listed.contains(id.as_str()))
+        .filter(|id| !listed.contains(id.as_str()) && !newer.contains(id.as_str()))
         .map(|id| NamespaceOp::Delete(id.clone()))
         .collect();
     for ns in &snapshot.namespaces {
@@ -370,6 +380,7 @@ fn install(edge: &Edge, mut snapshot: Snapshot) -> Result<()> {
         tracing::warn!(data_set = %snapshot.data_set, "now following another data set, from its snapshot");
     }
     edge.feed.applied.store(revision, Ordering::Release);
+    edge.feed_caught_up_namespaces(revision);
     edge.feed.synced.store(true, Ordering::Release);
     edge.feed.snapshots.fetch_add(1, Ordering::AcqRel);
     edge.feed.progressed.notify_waiters();

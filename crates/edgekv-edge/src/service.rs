@@ -246,6 +246,9 @@ pub struct Edge {
     unknown_namespaces: UnknownNamespaces,
     /// Orders namespace changes from the feed with those learned from answers.
     namespace_lock: Mutex<()>,
+    /// Namespaces learned from an answer (at its revision) that the feed has not
+    /// applied yet: a snapshot older than that revision must not drop them.
+    pub(crate) learned_namespaces: Mutex<HashMap<String, u64>>,
     /// Writes in flight, by key: the feed marks them like reads in flight.
     pub(crate) writes_in_flight: DashMap<Box<[u8]>, Arc<WriteMark>>,
     metrics: Metrics,
@@ -405,6 +408,7 @@ impl Edge {
             sequence_reserved: Mutex::new(reserved),
             unknown_namespaces,
             namespace_lock: Mutex::new(()),
+            learned_namespaces: Mutex::new(HashMap::new()),
             writes_in_flight: DashMap::new(),
             metrics: Metrics::default(),
             outbox,
@@ -974,7 +978,29 @@ impl Edge {
         if self.feed.applied() >= revision {
             return Ok(());
         }
+        {
+            let mut learned = self.learned_namespaces.lock();
+            for op in &ops {
+                match op {
+                    NamespaceOp::Put(ns) => {
+                        learned.insert(ns.id.clone(), revision);
+                    }
+                    NamespaceOp::Delete(id) => {
+                        learned.remove(id);
+                    }
+                }
+            }
+        }
         self.apply_namespaces_locked(ops, None)
+    }
+
+    /// Forgets namespaces learned from answers at or before `revision`: the feed
+    /// has applied them.
+    pub(crate) fn feed_caught_up_namespaces(&self, revision: u64) {
+        let mut learned = self.learned_namespaces.lock();
+        if !learned.is_empty() {
+            learned.retain(|_, at| *at > revision);
+        }
     }
 
     fn apply_namespaces_locked(

@@ -223,6 +223,12 @@ async fn sixty_four_concurrent_queued_writes_all_succeed_and_are_visible() {
     let mut origin = TestOrigin::start(clock.clone(), 1_000).await;
     let dir = tempfile::tempdir().unwrap();
     let (running, kv) = serve(config(&origin, dir.path()), clock).await;
+    // Synced first: a namespace created before the edge's first snapshot lands is
+    // kept since this round (feed.rs), but this test is about the outbox.
+    edgekv_test_support::eventually(Duration::from_secs(10), "the edge syncs", || async {
+        running.edge().feed().synced()
+    })
+    .await;
     let ns = kv.create_namespace("many").await;
     origin.stop().await;
     let mut writes = tokio::task::JoinSet::new();
