@@ -362,58 +362,30 @@ impl Outbox {
             .collect())
     }
 
-    /// Settles a replayed write: out of the queue and the overlay.
-    pub(crate) fn settled(
+    /// Settles a replayed write: out of the queue and the overlay. The removal
+    /// (fsynced) runs on a blocking thread, never on an async worker.
+    pub(crate) async fn settled(
         &self,
-        store: &dyn Store,
+        store: &Arc<dyn Store>,
         queued: &Queued,
         duplicate: bool,
         superseded: bool,
     ) -> Result<()> {
-        store.queue_remove(OUTBOX, queued.sequence, None)?;
-        self.state.uncover(queued.sequence, &queued.entry);
-        self.state.replayed.fetch_add(1, Ordering::Relaxed);
-        if superseded {
-            self.state.superseded.fetch_add(1, Ordering::Relaxed);
-        }
-        if duplicate {
-            self.state.duplicates.fetch_add(1, Ordering::Relaxed);
-        }
-        self.state.after_removal(store, queued.size)
+        let (state, store, queued) = (self.state.clone(), store.clone(), queued.clone());
+        off_the_reactor(move || state.settled(&*store, &queued, duplicate, superseded)).await
     }
 
-    /// Moves a write that can never succeed to the dead letters, with the reason.
-    pub(crate) fn bury(
+    /// Moves a write that can never succeed to the dead letters, with the reason;
+    /// on a blocking thread, as [`Outbox::settled`].
+    pub(crate) async fn bury(
         &self,
-        store: &dyn Store,
+        store: &Arc<dyn Store>,
         sequence: u64,
         entry: Option<&v1::OutboxEntry>,
         reason: String,
     ) -> Result<()> {
-        // Its stored size leaves the byte count (none when it is gone already).
-        let size = store
-            .queue_get(OUTBOX, sequence)?
-            .map_or(0, |raw| raw.len() as u64);
-        let dead = match entry {
-            Some(entry) => {
-                self.state.uncover(sequence, entry);
-                v1::OutboxEntry {
-                    reason,
-                    ..entry.clone()
-                }
-            }
-            None => v1::OutboxEntry {
-                reason,
-                ..Default::default()
-            },
-        };
-        store.queue_remove(
-            OUTBOX,
-            sequence,
-            Some((DEAD_LETTERS, &dead.encode_to_vec())),
-        )?;
-        self.state.dead.fetch_add(1, Ordering::Relaxed);
-        self.state.after_removal(store, size)
+        let (state, store, entry) = (self.state.clone(), store.clone(), entry.cloned());
+        off_the_reactor(move || state.bury(&*store, sequence, entry.as_ref(), reason)).await
     }
 
     /// The figures now.
@@ -542,6 +514,60 @@ impl State {
         }
     }
 
+    /// Settles a replayed write (see [`Outbox::settled`]); blocking.
+    fn settled(
+        &self,
+        store: &dyn Store,
+        queued: &Queued,
+        duplicate: bool,
+        superseded: bool,
+    ) -> Result<()> {
+        store.queue_remove(OUTBOX, queued.sequence, None)?;
+        self.uncover(queued.sequence, &queued.entry);
+        self.replayed.fetch_add(1, Ordering::Relaxed);
+        if superseded {
+            self.superseded.fetch_add(1, Ordering::Relaxed);
+        }
+        if duplicate {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+        self.after_removal(store, queued.size)
+    }
+
+    /// Moves a write to the dead letters (see [`Outbox::bury`]); blocking.
+    fn bury(
+        &self,
+        store: &dyn Store,
+        sequence: u64,
+        entry: Option<&v1::OutboxEntry>,
+        reason: String,
+    ) -> Result<()> {
+        // Its stored size leaves the byte count (none when it is gone already).
+        let size = store
+            .queue_get(OUTBOX, sequence)?
+            .map_or(0, |raw| raw.len() as u64);
+        let dead = match entry {
+            Some(entry) => {
+                self.uncover(sequence, entry);
+                v1::OutboxEntry {
+                    reason,
+                    ..entry.clone()
+                }
+            }
+            None => v1::OutboxEntry {
+                reason,
+                ..Default::default()
+            },
+        };
+        store.queue_remove(
+            OUTBOX,
+            sequence,
+            Some((DEAD_LETTERS, &dead.encode_to_vec())),
+        )?;
+        self.dead.fetch_add(1, Ordering::Relaxed);
+        self.after_removal(store, size)
+    }
+
     /// Counts a write out (its stored `size` too) and finds the new oldest one.
     fn after_removal(&self, store: &dyn Store, size: u64) -> Result<()> {
         let _books = self.books.lock();
@@ -642,3 +668,10 @@ pub(crate) fn keys_of(entry: &v1::OutboxEntry) -> Vec<Bytes> {
 
 #[cfg(test)]
 mod tests;
+
+/// Runs store work (an fsynced removal) on a blocking thread.
+async fn off_the_reactor(work: impl FnOnce() -> Result<()> + Send + 'static) -> Result<()> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("outbox task failed: {e}")))?
+}

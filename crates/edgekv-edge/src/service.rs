@@ -1740,12 +1740,14 @@ impl Edge {
             let queued = match item {
                 Ok(queued) => queued,
                 Err((sequence, _)) => {
-                    self.outbox.bury(
-                        &*self.store,
-                        sequence,
-                        None,
-                        "the stored entry cannot be decoded".into(),
-                    )?;
+                    self.outbox
+                        .bury(
+                            &self.store,
+                            sequence,
+                            None,
+                            "the stored entry cannot be decoded".into(),
+                        )
+                        .await?;
                     continue;
                 }
             };
@@ -1772,7 +1774,8 @@ impl Edge {
             );
             tracing::error!(sequence = queued.sequence, %why, "a queued write expired: moved to the dead letters");
             self.outbox
-                .bury(&*self.store, queued.sequence, Some(&queued.entry), why)?;
+                .bury(&self.store, queued.sequence, Some(&queued.entry), why)
+                .await?;
             return Ok(true);
         }
         let header = v1::WriteHeader {
@@ -1803,12 +1806,9 @@ impl Edge {
                     {
                         tracing::warn!(error = %err, "could not keep a replayed write's answer");
                     }
-                    self.outbox.settled(
-                        &*self.store,
-                        queued,
-                        written.duplicate,
-                        written.superseded,
-                    )?;
+                    self.outbox
+                        .settled(&self.store, queued, written.duplicate, written.superseded)
+                        .await?;
                     tracing::info!(
                         sequence = queued.sequence,
                         superseded = written.superseded,
@@ -1824,12 +1824,14 @@ impl Edge {
                 Err(client) => {
                     tracing::error!(sequence = queued.sequence, error = %client, "a queued write can never succeed: moved to the dead letters");
                     drop(marks);
-                    self.outbox.bury(
-                        &*self.store,
-                        queued.sequence,
-                        Some(&queued.entry),
-                        client.to_string(),
-                    )?;
+                    self.outbox
+                        .bury(
+                            &self.store,
+                            queued.sequence,
+                            Some(&queued.entry),
+                            client.to_string(),
+                        )
+                        .await?;
                     return Ok(true);
                 }
             }

@@ -214,7 +214,7 @@ async fn the_byte_bound_refuses_past_it_and_names_it() {
     // Settling the first write gives its bytes back: the big one fits now.
     let before = outbox.stats(0).bytes;
     let first = outbox.head(&*store, 1).unwrap().remove(0).unwrap();
-    outbox.settled(&*store, &first, false, false).unwrap();
+    outbox.settled(&store, &first, false, false).await.unwrap();
     assert_eq!(outbox.stats(0).bytes, before - first.size);
     outbox
         .push(ANY_WRITES, MAX_BYTES, entry(vec![put("d", &value)], 1, 5))
