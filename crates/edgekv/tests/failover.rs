@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{BIN, Control, Edge, Kv, Origin, clean, eventually};
+use support::{
+    BIN, Control, Edge, Kv, Origin, admin_json, answered_by, builds_of, clean, eventually, fill,
+    metric,
+};
 
 /// One response the load saw.
 #[derive(Debug, Clone)]
@@ -124,71 +127,6 @@ fn run_load(
     tasks
 }
 
-async fn admin_json(edge: &Edge, path: &str) -> serde_json::Value {
-    reqwest::get(format!("{}{path}", edge.admin))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// A gauge or counter from an edge's `/metrics`.
-async fn metric(edge: &Edge, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", edge.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no metric {name}"))
-        .parse()
-        .unwrap()
-}
-
-async fn fill(kv: &Kv, ns: &str, count: usize) {
-    let items: Vec<serde_json::Value> = (0..count)
-        .map(|i| serde_json::json!({"key": format!("key-{i:04}"), "value": format!("value-{i}")}))
-        .collect();
-    let response = kv
-        .request(reqwest::Method::PUT, &format!("/namespaces/{ns}/bulk"))
-        .json(&items)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-}
-
-/// The builds that answered `no-cache` reads of `sample`.
-async fn builds_of(kv: &Kv, ns: &str, sample: &[String]) -> std::collections::BTreeSet<String> {
-    let mut seen = std::collections::BTreeSet::new();
-    for key in sample {
-        seen.insert(answered_by(kv, ns, key).await);
-    }
-    seen
-}
-
-/// The build that answered a `no-cache` read.
-async fn answered_by(kv: &Kv, ns: &str, key: &str) -> String {
-    let response = kv
-        .request(
-            reqwest::Method::GET,
-            &format!("/namespaces/{ns}/values/{key}"),
-        )
-        .header("cache-control", "no-cache")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "a held key read through");
-    response
-        .headers()
-        .get("edgekv-build")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_2023_incident_replayed_never_reaches_a_client_as_a_401() {
     let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -284,18 +222,7 @@ async fn the_2023_incident_replayed_never_reaches_a_client_as_a_401() {
         "--steps",
         "10:1s,50:1s,100:600s",
     ]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = control.status("production-2");
-        if status["phase"] == "running" && status["step"] == 2 {
-            break;
-        }
-        assert!(
-            status["phase"] == "running" && Instant::now() < deadline,
-            "the rollout did not reach 100% on health: {status:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    control.wait_for_step("production-2", 2).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // kv-v2 starts answering UNAUTHENTICATED to everyone.
@@ -1040,18 +967,7 @@ async fn a_slow_build_is_hedged_around_and_rolled_back_within_seconds() {
         "--steps",
         "10:1s,50:1s,100:600s",
     ]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = control.status("production-2");
-        if status["phase"] == "running" && status["step"] == 2 {
-            break;
-        }
-        assert!(
-            status["phase"] == "running" && Instant::now() < deadline,
-            "the rollout did not reach 100% on health: {status:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    control.wait_for_step("production-2", 2).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // kv-v2 turns slow: every answer 3 s late.

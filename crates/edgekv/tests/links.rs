@@ -27,7 +27,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use support::{Control, Edge, Kv, Origin, eventually};
+use support::{Control, Edge, Kv, Origin, builds_of, eventually, fill, metric};
 
 /// What the proxy lets through. Connections are numbered in the order accepted.
 #[derive(Debug, Clone, Copy, Default)]
@@ -218,62 +218,6 @@ async fn settled(control: &Control, edge: &Edge) -> u64 {
     )
     .await;
     route_version(edge).await
-}
-
-/// A gauge or counter from an edge's `/metrics`.
-async fn metric(edge: &Edge, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", edge.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no metric {name}"))
-        .parse()
-        .unwrap()
-}
-
-async fn fill(kv: &Kv, ns: &str, count: usize) {
-    let items: Vec<serde_json::Value> = (0..count)
-        .map(|i| serde_json::json!({"key": format!("key-{i:04}"), "value": format!("value-{i}")}))
-        .collect();
-    let response = kv
-        .request(reqwest::Method::PUT, &format!("/namespaces/{ns}/bulk"))
-        .json(&items)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-}
-
-/// The build that answered a `no-cache` read.
-async fn answered_by(kv: &Kv, ns: &str, key: &str) -> String {
-    let response = kv
-        .request(
-            reqwest::Method::GET,
-            &format!("/namespaces/{ns}/values/{key}"),
-        )
-        .header("cache-control", "no-cache")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "a held key read through");
-    response
-        .headers()
-        .get("edgekv-build")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
-
-/// The builds that answered `no-cache` reads of `sample`.
-async fn builds_of(kv: &Kv, ns: &str, sample: &[String]) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
-    for key in sample {
-        seen.insert(answered_by(kv, ns, key).await);
-    }
-    seen
 }
 
 /// The status of a read of `key` made with `token`.

@@ -8,7 +8,6 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use support::{ADMIN, BIN, Control, Edge, Kv, Origin, clean};
 
@@ -161,5 +160,4 @@ async fn every_grpc_link_speaks_tls_and_https_without_a_ca_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    tokio::time::sleep(Duration::from_millis(10)).await;
 }

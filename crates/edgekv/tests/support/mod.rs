@@ -595,8 +595,94 @@ impl Control {
         }
     }
 
+    /// Waits (up to a minute) until deployment `id` runs at step index `step`,
+    /// promoted on health; fails at once if it stops running.
+    pub async fn wait_for_step(&self, id: &str, step: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = self.status(id);
+            if status["phase"] == "running" && status["step"] == step {
+                return;
+            }
+            assert!(
+                status["phase"] == "running" && Instant::now() < deadline,
+                "the rollout did not reach step {} on health: {status:#}",
+                step + 1
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn status(&self, id: &str) -> serde_json::Value {
         let text = self.ok(&["deploy", "status", id, "--json"]);
         serde_json::from_str::<serde_json::Value>(&text).unwrap()[0].clone()
     }
+}
+
+// Helpers shared by the end-to-end tests of rollouts and faults.
+
+/// An edge admin listener's JSON document at `path`.
+pub async fn admin_json(edge: &Edge, path: &str) -> serde_json::Value {
+    reqwest::get(format!("{}{path}", edge.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A gauge or counter from an edge's `/metrics`.
+pub async fn metric(edge: &Edge, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", edge.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no metric {name}"))
+        .parse()
+        .unwrap()
+}
+
+pub async fn fill(kv: &Kv, ns: &str, count: usize) {
+    let items: Vec<serde_json::Value> = (0..count)
+        .map(|i| serde_json::json!({"key": format!("key-{i:04}"), "value": format!("value-{i}")}))
+        .collect();
+    let response = kv
+        .request(reqwest::Method::PUT, &format!("/namespaces/{ns}/bulk"))
+        .json(&items)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// The builds that answered `no-cache` reads of `sample`.
+pub async fn builds_of(kv: &Kv, ns: &str, sample: &[String]) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for key in sample {
+        seen.insert(answered_by(kv, ns, key).await);
+    }
+    seen
+}
+
+/// The build that answered a `no-cache` read.
+pub async fn answered_by(kv: &Kv, ns: &str, key: &str) -> String {
+    let response = kv
+        .request(
+            reqwest::Method::GET,
+            &format!("/namespaces/{ns}/values/{key}"),
+        )
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "a held key read through");
+    response
+        .headers()
+        .get("edgekv-build")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
 }
