@@ -1,19 +1,27 @@
 //! [`OriginCore`]: the authoritative store and its rules, shared by every build of
 //! a process.
 //!
-//! Writes are ordered here: under one lock, a write's id is checked against those
-//! already applied, each key's stamp is decided from the stamp it carries now
-//! (`edgekv_kv::ordering`), and the batch is committed with the next revision. The
-//! store keeps the change log that `Watch` streams.
+//! Writes are ordered here, in groups: one writer thread takes the writes waiting
+//! (group commit: one transaction and one fsync for many writes), the store reads
+//! what they need under its write order — a lock, or for an engine shared by several
+//! origin processes, a database transaction — and [`decide`] checks each write's id
+//! against those already applied and decides each key's stamp from the stamp it
+//! carries now (`edgekv_kv::ordering`); each write is committed with the next
+//! revision. The store keeps the change log that `Watch` streams.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use edgekv_kv::ordering::{self, Decision};
+use std::sync::mpsc;
+
 use edgekv_kv::{Clock, Mode, Namespace, Record, validate};
-use edgekv_store::{Commit, ListPage, ListQuery, LogRead, NamespaceOp, SnapshotItem, Store, Write};
+use edgekv_store::{
+    Commit, ListPage, ListQuery, LogRead, NamespaceOp, ReadSet, ReadView, SnapshotItem, Store,
+};
 use parking_lot::Mutex;
 use tokio::sync::watch;
+
+use self::decide::{Pending, Verdict};
 
 use crate::{Error, Result};
 
@@ -58,9 +66,9 @@ pub struct WriteOutcome {
 pub struct OriginCore {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    /// Orders read-decide-commit of writes and namespace changes.
-    writer: Mutex<()>,
-    committed: watch::Sender<u64>,
+    /// The queue of the writer thread, which commits writes in groups.
+    writes: Mutex<mpsc::Sender<Queued>>,
+    committed: Arc<watch::Sender<u64>>,
     /// Set when the process stops: open watch streams end.
     closing: watch::Sender<bool>,
     tombstone_ttl_s: u64,
@@ -101,20 +109,25 @@ pub const DATA_SET_META: &str = "data_set";
 /// has none yet: an empty store, never one holding data — a store with commits but
 /// no id predates ids, and gets one too, once, fsynced before it is used.
 pub fn data_set_of(store: &dyn Store) -> Result<String> {
-    if let Some(raw) = store.meta(DATA_SET_META)? {
-        let id = String::from_utf8(raw)
-            .ok()
-            .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| {
-                Error::Config("the store's data-set id is corrupt (not 32 hex digits)".into())
-            })?;
-        return Ok(id);
-    }
-    let bytes: [u8; 16] = rand::random();
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    store.set_meta_synced(DATA_SET_META, id.as_bytes())?;
-    tracing::info!(data_set = %id, "created the store's data-set id");
-    Ok(id)
+    let held = match store.meta(DATA_SET_META)? {
+        Some(raw) => raw,
+        None => {
+            let bytes: [u8; 16] = rand::random();
+            let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            // Two origin processes starting at once on a shared engine: one id wins.
+            let held = store.init_meta(DATA_SET_META, id.as_bytes())?;
+            if held == id.as_bytes() {
+                tracing::info!(data_set = %id, "created the store's data-set id");
+            }
+            held
+        }
+    };
+    String::from_utf8(held)
+        .ok()
+        .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| {
+            Error::Config("the store's data-set id is corrupt (not 32 hex digits)".into())
+        })
 }
 
 impl std::fmt::Debug for OriginCore {
@@ -130,12 +143,26 @@ impl OriginCore {
     /// creating it with a new store.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, tombstone_ttl_s: u64) -> Result<Self> {
         let data_set = data_set_of(store.as_ref())?;
-        let (committed, _) = watch::channel(store.revision());
+        let committed = Arc::new(watch::channel(store.revision()).0);
         let (closing, _) = watch::channel(false);
+        // Another origin process's commits (a shared engine) wake watch streams too.
+        let foreign = committed.clone();
+        store.on_foreign_commit(Box::new(move |head| advance(&foreign, head)));
+        let (queue, queued) = mpsc::channel();
+        let writer = Writer {
+            store: store.clone(),
+            clock: clock.clone(),
+            committed: committed.clone(),
+            tombstone_ttl_s,
+        };
+        std::thread::Builder::new()
+            .name("origin-writer".into())
+            .spawn(move || writer.run(queued))
+            .map_err(|e| Error::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(OriginCore {
             store,
             clock,
-            writer: Mutex::new(()),
+            writes: Mutex::new(queue),
             committed,
             closing,
             tombstone_ttl_s,
@@ -191,7 +218,7 @@ impl OriginCore {
     pub fn write(&self, mut request: WriteRequest) -> Result<WriteOutcome> {
         dedupe_last_wins(&mut request.mutations);
         let now_ms = self.clock.now_ms();
-        if !ordering::within_skew(request.hlc, now_ms) {
+        if !edgekv_kv::ordering::within_skew(request.hlc, now_ms) {
             return Err(Error::ClockSkew {
                 ahead_ms: edgekv_kv::Hlc::physical_ms(request.hlc).saturating_sub(now_ms),
             });
@@ -218,86 +245,18 @@ impl OriginCore {
         }
         let write_id = request.write_id.as_ref().map(|id| id.as_bytes().to_vec());
         let digest = write_id.as_ref().map(|_| digest(&request));
-        let _writer = self.writer.lock();
-        self.namespace_of(&request.namespace)?;
-        if let Some(id) = &write_id
-            && let Some(written) = self.store.written(id)?
-        {
-            // The same id with other content is a node reusing ids (a data dir
-            // lost without a new incarnation): never a duplicate's success.
-            if let (Some(held), Some(now)) = (written.digest, digest)
-                && held != now
-            {
-                tracing::error!(
-                    write_id = %String::from_utf8_lossy(id),
-                    revision = written.revision,
-                    "A NODE REUSED A WRITE ID for another write: refused, not applied"
-                );
-                return Err(Error::WriteIdReused {
-                    write_id: String::from_utf8_lossy(id).into_owned(),
-                    revision: written.revision,
-                });
-            }
-            return Ok(WriteOutcome {
-                revision: written.revision,
-                duplicate: true,
-                superseded: false,
-                records: self.current(&request)?,
-            });
-        }
-        let mut writes = Vec::with_capacity(request.mutations.len());
-        let mut superseded = false;
-        for m in &request.mutations {
-            let current = self.store.get(&request.namespace, &m.key)?.map(|r| r.hlc);
-            let hlc = match ordering::decide(request.hlc, current, request.replay) {
-                Decision::Apply(hlc) => hlc,
-                Decision::Superseded => {
-                    superseded = true;
-                    continue;
-                }
-            };
-            let mut record = match &m.put {
-                Some((value, metadata, expiration)) => {
-                    Record::value(value.clone(), metadata.clone(), *expiration)
-                }
-                None => Record::tombstone(Some(
-                    self.clock.now_s().saturating_add(self.tombstone_ttl_s),
-                )),
-            };
-            record.hlc = hlc;
-            writes.push(Write {
-                namespace: request.namespace.clone(),
-                key: m.key.clone(),
-                record,
-            });
-        }
-        let revision = self.store.commit(Commit {
-            writes,
-            write_id,
-            write_digest: digest,
-            ..Commit::default()
-        })?;
-        self.committed.send_replace(revision);
-        Ok(WriteOutcome {
-            revision,
-            duplicate: false,
-            superseded,
-            records: self.current(&request)?,
-        })
-    }
-
-    /// The records now held for a write's keys (tombstones for keys never written).
-    fn current(&self, request: &WriteRequest) -> Result<Vec<Record>> {
-        request
-            .mutations
-            .iter()
-            .map(|m| {
-                Ok(self
-                    .store
-                    .get(&request.namespace, &m.key)?
-                    .unwrap_or_else(|| Record::tombstone(None)))
-            })
-            .collect()
+        let (reply, outcome) = mpsc::sync_channel(1);
+        let queued = Queued {
+            pending: Pending {
+                request,
+                write_id,
+                digest,
+            },
+            reply,
+        };
+        let stopped = || Error::Io("the origin's writer thread has stopped".into());
+        self.writes.lock().send(queued).map_err(|_| stopped())?;
+        outcome.recv().map_err(|_| stopped())?
     }
 
     /// Returns a page of live keys, current as of the returned revision.
@@ -316,16 +275,21 @@ impl OriginCore {
         mode: Mode,
     ) -> Result<(Namespace, u64)> {
         validate::title(title)?;
-        let _writer = self.writer.lock();
-        self.check_title_free(account, title, None)?;
-        let namespace = Namespace {
-            id: new_id(),
-            title: title.to_string(),
-            account: account.to_string(),
-            mode,
+        let id = new_id();
+        let reads = ReadSet {
+            all_namespaces: true,
+            ..ReadSet::default()
         };
-        let revision = self.commit_namespace(NamespaceOp::Put(namespace.clone()))?;
-        Ok((namespace, revision))
+        self.change_namespace(&reads, |view| {
+            check_title_free(view, account, title, None)?;
+            let namespace = Namespace {
+                id: id.clone(),
+                title: title.to_string(),
+                account: account.to_string(),
+                mode,
+            };
+            Ok((namespace.clone(), NamespaceOp::Put(namespace)))
+        })
     }
 
     /// Renames a namespace of `account`.
@@ -336,19 +300,61 @@ impl OriginCore {
         title: &str,
     ) -> Result<(Namespace, u64)> {
         validate::title(title)?;
-        let _writer = self.writer.lock();
-        let mut namespace = self.owned(account, id)?;
-        self.check_title_free(account, title, Some(id))?;
-        namespace.title = title.to_string();
-        let revision = self.commit_namespace(NamespaceOp::Put(namespace.clone()))?;
-        Ok((namespace, revision))
+        let reads = ReadSet {
+            all_namespaces: true,
+            ..ReadSet::default()
+        };
+        self.change_namespace(&reads, |view| {
+            let mut namespace = owned(view, account, id)?;
+            check_title_free(view, account, title, Some(id))?;
+            namespace.title = title.to_string();
+            Ok((namespace.clone(), NamespaceOp::Put(namespace)))
+        })
     }
 
     /// Deletes a namespace of `account` and every key in it.
     pub fn delete_namespace(&self, account: &str, id: &str) -> Result<(Namespace, u64)> {
-        let _writer = self.writer.lock();
-        let namespace = self.owned(account, id)?;
-        let revision = self.commit_namespace(NamespaceOp::Delete(id.to_string()))?;
+        let reads = ReadSet {
+            namespaces: vec![id.to_string()],
+            ..ReadSet::default()
+        };
+        self.change_namespace(&reads, |view| {
+            let namespace = owned(view, account, id)?;
+            Ok((namespace, NamespaceOp::Delete(id.to_string())))
+        })
+    }
+
+    /// One namespace change, decided under the store's write order (titles are
+    /// unique per account across every origin process of a shared engine).
+    fn change_namespace(
+        &self,
+        reads: &ReadSet,
+        change: impl Fn(&ReadView) -> Result<(Namespace, NamespaceOp)>,
+    ) -> Result<(Namespace, u64)> {
+        let mut decided = None;
+        let revisions = self.store.transact(reads, &mut |view| {
+            let outcome = change(&view);
+            let commits = match &outcome {
+                Ok((_, op)) => vec![Commit {
+                    namespaces: vec![op.clone()],
+                    ..Commit::default()
+                }],
+                Err(_) => Vec::new(),
+            };
+            decided = Some(outcome);
+            Ok(commits)
+        })?;
+        let (namespace, _) = decided.ok_or_else(|| {
+            Error::Store(edgekv_store::Error::Engine(
+                "the store committed without deciding".into(),
+            ))
+        })??;
+        let revision = revisions.first().copied().ok_or_else(|| {
+            Error::Store(edgekv_store::Error::Engine(
+                "the store returned no revision for a commit".into(),
+            ))
+        })?;
+        advance(&self.committed, revision);
         Ok((namespace, revision))
     }
 
@@ -356,34 +362,6 @@ impl OriginCore {
     pub fn namespaces(&self) -> Result<(Vec<Namespace>, u64)> {
         let read_revision = self.store.revision();
         Ok((self.store.namespaces()?, read_revision))
-    }
-
-    fn owned(&self, account: &str, id: &str) -> Result<Namespace> {
-        match self.store.namespace(id)? {
-            Some(ns) if ns.account == account => Ok(ns),
-            _ => Err(Error::NamespaceNotFound(id.to_string())),
-        }
-    }
-
-    fn check_title_free(&self, account: &str, title: &str, except: Option<&str>) -> Result<()> {
-        let taken = self
-            .store
-            .namespaces()?
-            .iter()
-            .any(|n| n.account == account && n.title == title && Some(n.id.as_str()) != except);
-        if taken {
-            return Err(Error::TitleTaken(title.to_string()));
-        }
-        Ok(())
-    }
-
-    fn commit_namespace(&self, op: NamespaceOp) -> Result<u64> {
-        let revision = self.store.commit(Commit {
-            namespaces: vec![op],
-            ..Commit::default()
-        })?;
-        self.committed.send_replace(revision);
-        Ok(revision)
     }
 
     /// Reads log entries from `from` on. A start beyond the next revision means the
@@ -417,6 +395,136 @@ impl OriginCore {
     }
 }
 
+/// A namespace of `account` in a view; another account's reads as absent.
+fn owned(view: &ReadView, account: &str, id: &str) -> Result<Namespace> {
+    match view.namespaces.get(id) {
+        Some(ns) if ns.account == account => Ok(ns.clone()),
+        _ => Err(Error::NamespaceNotFound(id.to_string())),
+    }
+}
+
+fn check_title_free(
+    view: &ReadView,
+    account: &str,
+    title: &str,
+    except: Option<&str>,
+) -> Result<()> {
+    let taken = (view.namespaces.values())
+        .any(|n| n.account == account && n.title == title && Some(n.id.as_str()) != except);
+    if taken {
+        return Err(Error::TitleTaken(title.to_string()));
+    }
+    Ok(())
+}
+
+/// Moves the committed head forward (never back: another process's commit may be
+/// learnt after a later one of ours).
+fn advance(committed: &watch::Sender<u64>, revision: u64) {
+    committed.send_if_modified(|head| {
+        let newer = revision > *head;
+        if newer {
+            *head = revision;
+        }
+        newer
+    });
+}
+
+/// A write queued for the writer thread, with where its answer goes.
+struct Queued {
+    pending: Pending,
+    reply: mpsc::SyncSender<Result<WriteOutcome>>,
+}
+
+/// The most writes one group commits.
+const GROUP_MAX_WRITES: usize = 512;
+/// A group stops growing past this many bytes of values.
+const GROUP_MAX_BYTES: usize = 64 << 20;
+
+/// The writer thread: commits the writes waiting, in groups.
+struct Writer {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    committed: Arc<watch::Sender<u64>>,
+    tombstone_ttl_s: u64,
+}
+
+impl Writer {
+    fn run(self, queued: mpsc::Receiver<Queued>) {
+        // Ends when the core (the queue's only sender) is dropped.
+        while let Ok(first) = queued.recv() {
+            let mut group = vec![first];
+            let mut bytes = weight(&group[0].pending);
+            while group.len() < GROUP_MAX_WRITES && bytes < GROUP_MAX_BYTES {
+                match queued.try_recv() {
+                    Ok(next) => {
+                        bytes += weight(&next.pending);
+                        group.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(group);
+        }
+    }
+
+    fn commit(&self, group: Vec<Queued>) {
+        let (pending, replies): (Vec<Pending>, Vec<_>) =
+            group.into_iter().map(|q| (q.pending, q.reply)).unzip();
+        let reads = decide::reads(&pending);
+        let tombstone_until = self.clock.now_s().saturating_add(self.tombstone_ttl_s);
+        let mut verdicts = Vec::new();
+        let committed = self.store.transact(&reads, &mut |view| {
+            let (commits, decided) = decide::group(&pending, view, tombstone_until);
+            verdicts = decided;
+            Ok(commits)
+        });
+        let revisions = match committed {
+            Ok(revisions) => revisions,
+            Err(err) => {
+                let message = err.to_string();
+                for reply in replies {
+                    let failed = edgekv_store::Error::Engine(message.clone());
+                    let _ = reply.send(Err(Error::Store(failed)));
+                }
+                return;
+            }
+        };
+        if let Some(last) = revisions.last() {
+            advance(&self.committed, *last);
+        }
+        for (verdict, reply) in verdicts.into_iter().zip(replies) {
+            let outcome = match verdict {
+                Verdict::Refused(err) => Err(err),
+                Verdict::Done {
+                    at,
+                    duplicate,
+                    superseded,
+                    records,
+                } => Ok(WriteOutcome {
+                    revision: at.resolve(&revisions),
+                    duplicate,
+                    superseded,
+                    records: (records.into_iter())
+                        .map(|(mut record, at)| {
+                            record.revision = at.resolve(&revisions);
+                            record
+                        })
+                        .collect(),
+                }),
+            };
+            // A caller that gave up (its request was cancelled) reads nothing.
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+/// The bytes of values a write carries, for a group's size.
+fn weight(pending: &Pending) -> usize {
+    (pending.request.mutations.iter())
+        .map(|m| m.put.as_ref().map_or(0, |(value, _, _)| value.len()) + m.key.len())
+        .sum()
+}
+
 /// Keeps only the last change of each key, in the order of those last changes.
 fn dedupe_last_wins(mutations: &mut Vec<Mutation>) {
     let mut seen = std::collections::HashSet::new();
@@ -434,6 +542,8 @@ fn new_id() -> String {
     let bytes: [u8; 16] = rand::random();
     hex::encode(bytes)
 }
+
+mod decide;
 
 #[cfg(test)]
 mod tests;

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use edgekv_kv::{Namespace, Record};
 use edgekv_store::keys::{self, NAMESPACE_ID_LEN};
 use edgekv_store::{
-    Commit, Error, ListPage, ListQuery, LogEntry, LogRead, NamespaceOp, Result, SnapshotItem,
-    Store, Write, WrittenId, codec,
+    Commit, Error, ListPage, ListQuery, LogEntry, LogRead, NamespaceOp, ReadSet, ReadView, Result,
+    SnapshotItem, Store, Write, WrittenId, codec,
 };
 use parking_lot::Mutex;
 use rocksdb::{
@@ -212,82 +212,25 @@ impl RocksStore {
         }
     }
 
-    fn decode_namespace(raw: &[u8]) -> Result<Namespace> {
-        keys::decode_namespace(raw).map_err(Error::CorruptNamespace)
-    }
-}
-
-impl Store for RocksStore {
-    fn namespace(&self, id: &str) -> Result<Option<Namespace>> {
-        self.db
-            .get_cf(self.cf(CF_NAMESPACES), id)
-            .map_err(engine)?
-            .map(|raw| Self::decode_namespace(&raw))
-            .transpose()
-    }
-
-    fn namespaces(&self) -> Result<Vec<Namespace>> {
-        self.db
-            .iterator_cf(self.cf(CF_NAMESPACES), IteratorMode::Start)
-            .map(|item| {
-                let (_, raw) = item.map_err(engine)?;
-                Self::decode_namespace(&raw)
-            })
-            .collect()
-    }
-
-    fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
-        perf_counters_off();
-        // The stored key on the stack when it fits (most do), not allocated.
-        let mut buffer = [0u8; STACK_KEY_BYTES];
-        let owned;
-        let data_key = match buffer.get_mut(..namespace.len() + key.len()) {
-            Some(stored) => {
-                let (id, rest) = stored.split_at_mut(namespace.len());
-                id.copy_from_slice(namespace.as_bytes());
-                rest.copy_from_slice(key);
-                &*stored
-            }
-            None => {
-                owned = keys::data_key(namespace, key);
-                &owned[..]
-            }
-        };
-        let stored = self
-            .db
-            .get_cf_opt(self.cf(CF_DATA), data_key, &self.point_read)
-            .map_err(engine)?;
-        match stored {
-            Some(raw) => Ok(Some(Record::decode(Bytes::from(raw))?)),
-            None => Ok(None),
-        }
-    }
-
-    fn commit(&self, commit: Commit) -> Result<u64> {
-        let mut last = self.writer.lock();
-        let revision = *last + 1;
-        let mut batch = WriteBatch::default();
+    /// Adds one commit at `revision` to a batch. `writes_to`: the namespaces the
+    /// batch writes keys to, which a deletion in it must cover even where the store
+    /// holds nothing yet. Runs under the writer lock.
+    fn stage(
+        &self,
+        batch: &mut WriteBatch,
+        revision: u64,
+        commit: Commit,
+        writes_to: &HashSet<String>,
+    ) -> Result<()> {
         let mut logged = Vec::with_capacity(if self.change_log {
             commit.writes.len()
         } else {
             0
         });
-        // The namespaces this batch writes keys to: a deletion in the same batch
-        // must cover them even where the store holds nothing yet.
-        let deletes = (commit.namespaces.iter()).any(|op| matches!(op, NamespaceOp::Delete(_)));
-        let writes_to: HashSet<String> = if deletes {
-            commit.writes.iter().map(|w| w.namespace.clone()).collect()
-        } else {
-            HashSet::new()
-        };
         for write in commit.writes {
             let mut record = write.record;
             record.revision = revision;
-            self.put_record(
-                &mut batch,
-                keys::data_key(&write.namespace, &write.key),
-                &record,
-            );
+            self.put_record(batch, keys::data_key(&write.namespace, &write.key), &record);
             if self.change_log {
                 logged.push(Write {
                     namespace: write.namespace,
@@ -343,12 +286,134 @@ impl Store for RocksStore {
                 codec::encode_entry(&entry),
             );
         }
+        Ok(())
+    }
+
+    fn decode_namespace(raw: &[u8]) -> Result<Namespace> {
+        keys::decode_namespace(raw).map_err(Error::CorruptNamespace)
+    }
+}
+
+impl Store for RocksStore {
+    fn namespace(&self, id: &str) -> Result<Option<Namespace>> {
+        self.db
+            .get_cf(self.cf(CF_NAMESPACES), id)
+            .map_err(engine)?
+            .map(|raw| Self::decode_namespace(&raw))
+            .transpose()
+    }
+
+    fn namespaces(&self) -> Result<Vec<Namespace>> {
+        self.db
+            .iterator_cf(self.cf(CF_NAMESPACES), IteratorMode::Start)
+            .map(|item| {
+                let (_, raw) = item.map_err(engine)?;
+                Self::decode_namespace(&raw)
+            })
+            .collect()
+    }
+
+    fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
+        perf_counters_off();
+        // The stored key on the stack when it fits (most do), not allocated.
+        let mut buffer = [0u8; STACK_KEY_BYTES];
+        let owned;
+        let data_key = match buffer.get_mut(..namespace.len() + key.len()) {
+            Some(stored) => {
+                let (id, rest) = stored.split_at_mut(namespace.len());
+                id.copy_from_slice(namespace.as_bytes());
+                rest.copy_from_slice(key);
+                &*stored
+            }
+            None => {
+                owned = keys::data_key(namespace, key);
+                &owned[..]
+            }
+        };
+        let stored = self
+            .db
+            .get_cf_opt(self.cf(CF_DATA), data_key, &self.point_read)
+            .map_err(engine)?;
+        match stored {
+            Some(raw) => Ok(Some(Record::decode(Bytes::from(raw))?)),
+            None => Ok(None),
+        }
+    }
+
+    fn commit(&self, commit: Commit) -> Result<u64> {
+        let mut last = self.writer.lock();
+        let revision = *last + 1;
+        let mut batch = WriteBatch::default();
+        let deletes = (commit.namespaces.iter()).any(|op| matches!(op, NamespaceOp::Delete(_)));
+        let mut writes_to = HashSet::new();
+        if deletes {
+            writes_to.extend(commit.writes.iter().map(|w| w.namespace.clone()));
+        }
+        self.stage(&mut batch, revision, commit, &writes_to)?;
         batch.put_cf(self.cf(CF_META), REVISION_KEY, revision.to_be_bytes());
         self.db
             .write_opt(batch, &self.write_options)
             .map_err(engine)?;
         *last = revision;
         Ok(revision)
+    }
+
+    fn transact(
+        &self,
+        reads: &ReadSet,
+        decide: &mut dyn FnMut(ReadView) -> Result<Vec<Commit>>,
+    ) -> Result<Vec<u64>> {
+        let mut last = self.writer.lock();
+        let mut view = ReadView::default();
+        for (namespace, key) in &reads.keys {
+            if let Some(record) = self.get(namespace, key)? {
+                view.records
+                    .insert((namespace.clone(), key.clone()), record);
+            }
+        }
+        for id in &reads.write_ids {
+            if let Some(written) = self.written(id)? {
+                view.written.insert(id.clone(), written);
+            }
+        }
+        if reads.all_namespaces {
+            view.namespaces = (self.namespaces()?.into_iter())
+                .map(|ns| (ns.id.clone(), ns))
+                .collect();
+        } else {
+            for id in &reads.namespaces {
+                if let Some(ns) = self.namespace(id)? {
+                    view.namespaces.insert(id.clone(), ns);
+                }
+            }
+        }
+        let commits = decide(view)?;
+        if commits.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Every commit in one batch, one fsync: group commit.
+        let mut batch = WriteBatch::default();
+        let deletes = (commits.iter().flat_map(|c| &c.namespaces))
+            .any(|op| matches!(op, NamespaceOp::Delete(_)));
+        let mut writes_to = HashSet::new();
+        if deletes {
+            for commit in &commits {
+                writes_to.extend(commit.writes.iter().map(|w| w.namespace.clone()));
+            }
+        }
+        let mut revisions = Vec::with_capacity(commits.len());
+        let mut revision = *last;
+        for commit in commits {
+            revision += 1;
+            self.stage(&mut batch, revision, commit, &writes_to)?;
+            revisions.push(revision);
+        }
+        batch.put_cf(self.cf(CF_META), REVISION_KEY, revision.to_be_bytes());
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(engine)?;
+        *last = revision;
+        Ok(revisions)
     }
 
     fn keep_newer(&self, writes: Vec<Write>, meta: Vec<(String, Vec<u8>)>) -> Result<Vec<bool>> {

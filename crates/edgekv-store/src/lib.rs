@@ -23,6 +23,8 @@ mod memory;
 pub use error::{Error, Result};
 pub use memory::MemoryStore;
 
+use std::collections::{BTreeMap, HashMap};
+
 use bytes::Bytes;
 use edgekv_kv::{Namespace, Record};
 
@@ -157,6 +159,31 @@ pub struct ListPage {
     pub more: bool,
 }
 
+/// What a transaction reads before it decides (see [`Store::transact`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadSet {
+    /// The keys whose records the decision needs.
+    pub keys: Vec<(String, Bytes)>,
+    /// The client write ids whose commits the decision needs.
+    pub write_ids: Vec<Vec<u8>>,
+    /// The namespaces, by id, the decision needs.
+    pub namespaces: Vec<String>,
+    /// Whether the decision needs every namespace (a title check).
+    pub all_namespaces: bool,
+}
+
+/// What the store held for a [`ReadSet`] when the transaction took the store's
+/// write order: nothing commits between these reads and the transaction's commits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadView {
+    /// The records held for the asked keys (absent: none held).
+    pub records: HashMap<(String, Bytes), Record>,
+    /// The asked write ids that are known.
+    pub written: HashMap<Vec<u8>, WrittenId>,
+    /// The asked namespaces that exist (every namespace with `all_namespaces`).
+    pub namespaces: BTreeMap<String, Namespace>,
+}
+
 /// The storage engine of a node.
 ///
 /// Calls are synchronous: engines answer point reads from memory or a local disk in
@@ -215,6 +242,42 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Applies a commit atomically and durably; returns its revision.
     fn commit(&self, commit: Commit) -> Result<u64>;
+    /// A read-decide-commit, ordered against every other writer of the store —
+    /// of this process and, for an engine shared by several processes, of all of
+    /// them: the engine takes its write order, reads `reads`, hands the view to
+    /// `decide`, and applies the commits it returns atomically, durably (one
+    /// fsync), as consecutive revisions, which it returns in order. No commit lands
+    /// between the reads and these commits. An engine may call `decide` more than
+    /// once (a transaction retried after a conflict): it must decide from the view
+    /// alone. An error from `decide` commits nothing and is returned.
+    fn transact(
+        &self,
+        reads: &ReadSet,
+        decide: &mut dyn FnMut(ReadView) -> Result<Vec<Commit>>,
+    ) -> Result<Vec<u64>>;
+    /// Registers `notify`, called with the head revision whenever the engine learns
+    /// that another process committed to it (an engine shared by several origin
+    /// processes). Engines of one process never call it: their commits are the
+    /// caller's own.
+    fn on_foreign_commit(&self, notify: Box<dyn Fn(u64) + Send + Sync>) {
+        drop(notify);
+    }
+    /// The head revision as the engine holds it now: for an engine shared by several
+    /// processes, read from it (the [`Store::revision`] known here may lag another
+    /// process's commits by a notification).
+    fn refresh_revision(&self) -> Result<u64> {
+        Ok(self.revision())
+    }
+    /// Writes a metadata value unless one is held, fsynced, atomically against every
+    /// other process of a shared engine; returns the value held afterwards (a
+    /// data-set id two processes create at once: one wins, both read it).
+    fn init_meta(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
+        if let Some(held) = self.meta(name)? {
+            return Ok(held);
+        }
+        self.set_meta_synced(name, value)?;
+        Ok(value.to_vec())
+    }
     /// Stores each record whose revision is newer than the one held for its key (or
     /// when none is held), keeping the record's own revision; writes `meta` in the
     /// same atomic batch. Returns, per write, whether it was kept.

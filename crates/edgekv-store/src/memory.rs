@@ -10,7 +10,8 @@ use parking_lot::RwLock;
 
 use crate::keys::{self, NAMESPACE_ID_LEN};
 use crate::{
-    Commit, ListPage, ListQuery, LogEntry, LogRead, NamespaceOp, Result, SnapshotItem, Store, Write,
+    Commit, ListPage, ListQuery, LogEntry, LogRead, NamespaceOp, ReadSet, ReadView, Result,
+    SnapshotItem, Store, Write,
 };
 
 /// A [`Store`] held in memory.
@@ -53,6 +54,55 @@ impl MemoryStore {
 }
 
 impl Inner {
+    fn apply(&mut self, commit: Commit, keeps_log: bool) -> u64 {
+        let inner = self;
+        let revision = inner.revision + 1;
+        let mut logged = Vec::with_capacity(commit.writes.len());
+        for write in commit.writes {
+            let stored = keys::data_key(&write.namespace, &write.key);
+            let mut record = write.record;
+            record.revision = revision;
+            if keeps_log {
+                logged.push(Write {
+                    namespace: write.namespace,
+                    key: write.key,
+                    record: record.clone(),
+                });
+            }
+            inner.put_record(stored, record);
+        }
+        for op in &commit.namespaces {
+            match op {
+                NamespaceOp::Put(ns) => {
+                    inner.namespaces.insert(ns.id.clone(), ns.clone());
+                }
+                NamespaceOp::Delete(id) => inner.drop_namespace(id),
+            }
+        }
+        for (name, value) in commit.meta {
+            inner.meta.insert(name, value);
+        }
+        if keeps_log {
+            if let Some(id) = &commit.write_id {
+                inner.written.insert(
+                    id.clone(),
+                    crate::WrittenId {
+                        revision,
+                        digest: commit.write_digest,
+                    },
+                );
+            }
+            inner.log.push_back(LogEntry {
+                revision,
+                writes: logged,
+                namespaces: commit.namespaces,
+                write_id: commit.write_id,
+            });
+        }
+        inner.revision = revision;
+        revision
+    }
+
     fn put_record(&mut self, stored: Vec<u8>, record: Record) {
         if let Some(at) = record.expiration {
             self.expiry.insert(keys::expiry_key(at, &stored));
@@ -89,52 +139,41 @@ impl Store for MemoryStore {
     }
 
     fn commit(&self, commit: Commit) -> Result<u64> {
+        Ok(self.inner.write().apply(commit, self.keeps_log))
+    }
+
+    fn transact(
+        &self,
+        reads: &ReadSet,
+        decide: &mut dyn FnMut(ReadView) -> Result<Vec<Commit>>,
+    ) -> Result<Vec<u64>> {
         let mut inner = self.inner.write();
-        let revision = inner.revision + 1;
-        let mut logged = Vec::with_capacity(commit.writes.len());
-        for write in commit.writes {
-            let stored = keys::data_key(&write.namespace, &write.key);
-            let mut record = write.record;
-            record.revision = revision;
-            if self.keeps_log {
-                logged.push(Write {
-                    namespace: write.namespace,
-                    key: write.key,
-                    record: record.clone(),
-                });
+        let mut view = ReadView::default();
+        for (namespace, key) in &reads.keys {
+            if let Some(record) = inner.data.get(&keys::data_key(namespace, key)) {
+                view.records
+                    .insert((namespace.clone(), key.clone()), record.clone());
             }
-            inner.put_record(stored, record);
         }
-        for op in &commit.namespaces {
-            match op {
-                NamespaceOp::Put(ns) => {
-                    inner.namespaces.insert(ns.id.clone(), ns.clone());
+        for id in &reads.write_ids {
+            if let Some(written) = inner.written.get(id) {
+                view.written.insert(id.clone(), *written);
+            }
+        }
+        if reads.all_namespaces {
+            view.namespaces = inner.namespaces.clone();
+        } else {
+            for id in &reads.namespaces {
+                if let Some(ns) = inner.namespaces.get(id) {
+                    view.namespaces.insert(id.clone(), ns.clone());
                 }
-                NamespaceOp::Delete(id) => inner.drop_namespace(id),
             }
         }
-        for (name, value) in commit.meta {
-            inner.meta.insert(name, value);
-        }
-        if self.keeps_log {
-            if let Some(id) = &commit.write_id {
-                inner.written.insert(
-                    id.clone(),
-                    crate::WrittenId {
-                        revision,
-                        digest: commit.write_digest,
-                    },
-                );
-            }
-            inner.log.push_back(LogEntry {
-                revision,
-                writes: logged,
-                namespaces: commit.namespaces,
-                write_id: commit.write_id,
-            });
-        }
-        inner.revision = revision;
-        Ok(revision)
+        let commits = decide(view)?;
+        Ok(commits
+            .into_iter()
+            .map(|commit| inner.apply(commit, self.keeps_log))
+            .collect())
     }
 
     fn keep_newer(&self, writes: Vec<Write>, meta: Vec<(String, Vec<u8>)>) -> Result<Vec<bool>> {

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use edgekv_kv::{Namespace, Record, cursor};
 
-use crate::{Commit, Error, ListQuery, LogRead, NamespaceOp, SnapshotItem, Store, Write};
+use crate::{Commit, Error, ListQuery, LogRead, NamespaceOp, ReadSet, SnapshotItem, Store, Write};
 
 /// Generates one `#[test]` per suite function, each on a `(store, guard)` made by `$make`.
 #[macro_export]
@@ -27,7 +27,8 @@ macro_rules! store_suite {
             cursor_survives_writes, purge, purge_spares_rewritten_keys,
             delete_namespace_drops_its_keys, meta, binary_keys_and_values,
             keep_newer_keeps_only_newer_revisions, change_log, log_trim_forgets_write_ids,
-            snapshot_is_consistent, queues, queue_batches_points_and_pages);
+            snapshot_is_consistent, queues, queue_batches_points_and_pages,
+            transact_reads_then_commits_in_order, large_values, init_meta_keeps_the_first);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -592,6 +593,142 @@ pub fn change_log(store: &dyn Store) {
         Some(r2)
     );
     assert_eq!(store.written(b"node-1:8").unwrap(), None);
+}
+
+pub fn transact_reads_then_commits_in_order(store: &dyn Store) {
+    store.create_namespace(&ns(NS_A, "a")).unwrap();
+    let first = put(store, NS_A, "k", "v1");
+    store
+        .commit(Commit {
+            write_id: Some(b"w-1".to_vec()),
+            write_digest: Some([7; 32]),
+            ..Commit::default()
+        })
+        .unwrap();
+    let reads = ReadSet {
+        keys: vec![
+            (NS_A.into(), Bytes::from_static(b"k")),
+            (NS_A.into(), Bytes::from_static(b"absent")),
+        ],
+        write_ids: vec![b"w-1".to_vec(), b"w-2".to_vec()],
+        namespaces: vec![NS_A.into(), NS_B.into()],
+        all_namespaces: false,
+    };
+    let mut seen = None;
+    let revisions = store
+        .transact(&reads, &mut |view| {
+            seen = Some(view);
+            let write = |value: &'static str| Commit {
+                writes: vec![Write {
+                    namespace: NS_A.into(),
+                    key: Bytes::from_static(b"k"),
+                    record: Record::value(Bytes::from_static(value.as_bytes()), None, None),
+                }],
+                ..Commit::default()
+            };
+            Ok(vec![
+                write("v2"),
+                Commit {
+                    write_id: Some(b"w-2".to_vec()),
+                    ..write("v3")
+                },
+            ])
+        })
+        .unwrap();
+    let view = seen.expect("decide was called");
+    let held = &view.records[&(NS_A.to_string(), Bytes::from_static(b"k"))];
+    assert_eq!((held.value.as_ref(), held.revision), (&b"v1"[..], first));
+    assert_eq!(view.records.len(), 1, "an absent key reads as absent");
+    assert_eq!(
+        view.written[&b"w-1".to_vec()].digest,
+        Some([7; 32]),
+        "a known write id reads with its digest"
+    );
+    assert!(!view.written.contains_key(b"w-2".as_slice()));
+    assert_eq!(view.namespaces.keys().collect::<Vec<_>>(), [NS_A]);
+    // Consecutive revisions, in the order decided, right after the last commit.
+    assert_eq!(revisions, [first + 2, first + 3]);
+    assert_eq!(store.revision(), first + 3);
+    assert_eq!(value(store, NS_A, "k").unwrap(), "v3");
+    assert_eq!(
+        store.written(b"w-2").unwrap().map(|w| w.revision),
+        Some(first + 3)
+    );
+    let LogRead::Entries(entries) = store.log(first + 2, 10).unwrap() else {
+        panic!("the log was trimmed");
+    };
+    let logged: Vec<(u64, Bytes)> = entries
+        .iter()
+        .map(|e| (e.revision, e.writes[0].record.value.clone()))
+        .collect();
+    assert_eq!(
+        logged,
+        [
+            (first + 2, Bytes::from_static(b"v2")),
+            (first + 3, Bytes::from_static(b"v3"))
+        ]
+    );
+
+    // Every namespace, when asked; a failing decision commits nothing.
+    store.create_namespace(&ns(NS_B, "b")).unwrap();
+    let head = store.revision();
+    let all = ReadSet {
+        all_namespaces: true,
+        ..ReadSet::default()
+    };
+    let refused = store.transact(&all, &mut |view| {
+        assert_eq!(view.namespaces.len(), 2);
+        Err(Error::Engine("refused by the decision".into()))
+    });
+    assert!(matches!(refused, Err(Error::Engine(_))));
+    assert_eq!(store.revision(), head);
+    let nothing: Vec<u64> = store.transact(&all, &mut |_| Ok(Vec::new())).unwrap();
+    assert!(nothing.is_empty());
+    assert_eq!(store.revision(), head);
+}
+
+/// A value at the largest size a client may write (25 MiB) is stored, read, logged
+/// and snapshotted whole.
+pub fn large_values(store: &dyn Store) {
+    store.create_namespace(&ns(NS_A, "a")).unwrap();
+    let big: Vec<u8> = (0..25 * 1024 * 1024)
+        .map(|i: u32| (i % 251) as u8)
+        .collect();
+    let big = Bytes::from(big);
+    let revision = put_record(
+        store,
+        NS_A,
+        b"big",
+        Record::value(big.clone(), Some(Bytes::from_static(b"{\"m\":1}")), None),
+    );
+    let held = store.get(NS_A, b"big").unwrap().unwrap();
+    assert_eq!(held.value.len(), big.len());
+    assert!(held.value == big, "the value reads back byte for byte");
+    assert_eq!(held.metadata.as_deref(), Some(&b"{\"m\":1}"[..]));
+    let LogRead::Entries(entries) = store.log(revision, 1).unwrap() else {
+        panic!("the log was trimmed");
+    };
+    assert!(entries[0].writes[0].record.value == big);
+    let mut seen = 0;
+    store
+        .snapshot(&[NS_A.into()], &mut |item| {
+            if let SnapshotItem::Key(write) = item {
+                assert!(write.record.value == big);
+                seen += 1;
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen, 1);
+    // Overwritten by a small value: nothing of the big one is left behind.
+    put(store, NS_A, "big", "small");
+    assert_eq!(value(store, NS_A, "big").unwrap(), "small");
+}
+
+pub fn init_meta_keeps_the_first(store: &dyn Store) {
+    assert_eq!(store.init_meta("id", b"first").unwrap(), b"first");
+    assert_eq!(store.init_meta("id", b"second").unwrap(), b"first");
+    assert_eq!(store.meta("id").unwrap().as_deref(), Some(&b"first"[..]));
 }
 
 pub fn log_trim_forgets_write_ids(store: &dyn Store) {

@@ -83,6 +83,13 @@ impl Store for Probe {
     fn commit(&self, commit: Commit) -> edgekv_store::Result<u64> {
         self.inner.commit(commit)
     }
+    fn transact(
+        &self,
+        reads: &edgekv_store::ReadSet,
+        decide: &mut dyn FnMut(edgekv_store::ReadView) -> edgekv_store::Result<Vec<Commit>>,
+    ) -> edgekv_store::Result<Vec<u64>> {
+        self.inner.transact(reads, decide)
+    }
     fn keep_newer(
         &self,
         writes: Vec<Write>,

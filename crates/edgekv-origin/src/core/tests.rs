@@ -372,3 +372,130 @@ fn a_replay_older_than_the_tombstone_horizon_is_refused() {
             .is_ok()
     );
 }
+
+/// Writes from many threads at once are committed in groups: every write gets its
+/// own revision, with no gap and no repeat; a write and its retry racing each other
+/// commit once; each key ends with the value of its last commit.
+#[test]
+fn concurrent_writes_commit_in_groups_with_gap_free_revisions() {
+    let (core, _) = core();
+    let core = Arc::new(core);
+    let (ns, created) = core.create_namespace("a", "t", Mode::Cache).unwrap();
+    let threads: Vec<_> = (0..16u64)
+        .map(|t| {
+            let core = core.clone();
+            let ns = ns.id.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for i in 0..40u64 {
+                    let id = format!("edge-{t}:1:{i}");
+                    let key = format!("k{}", i % 5);
+                    let hlc = stamp(NOW_MS) + t * 1000 + i;
+                    let value = format!("{t}-{i}");
+                    let request = put(&ns, &key, &value, hlc, Some(&id), false);
+                    let first = core.write(request.clone()).unwrap();
+                    // The retry of a write whose answer was lost.
+                    let retry = core.write(request).unwrap();
+                    assert!(retry.duplicate && !first.duplicate);
+                    assert_eq!(retry.revision, first.revision);
+                    got.push((first.revision, key, value));
+                }
+                got
+            })
+        })
+        .collect();
+    let mut writes: Vec<(u64, String, String)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    writes.sort_unstable();
+    let revisions: Vec<u64> = writes.iter().map(|w| w.0).collect();
+    let expected: Vec<u64> = (created + 1..=created + 16 * 40).collect();
+    assert_eq!(revisions, expected, "one revision per write, gap-free");
+    assert_eq!(core.revision(), created + 16 * 40);
+    let last_k0 = writes.iter().rev().find(|w| w.1 == "k0").unwrap();
+    let (held, _) = core.get(&ns.id, b"k0").unwrap();
+    let held = held.unwrap();
+    assert_eq!(held.value, last_k0.2.as_bytes());
+    assert_eq!(held.revision, last_k0.0);
+}
+
+/// Within one group, a key written twice is ordered as two commits, a write id
+/// seen twice is a duplicate, and a reused id is refused.
+#[test]
+fn a_group_decides_each_write_against_the_ones_before_it() {
+    use edgekv_store::ReadView;
+    let ns = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let pending = |value: &str, hlc: u64, id: &str| {
+        let request = put(ns, "k", value, hlc, Some(id), false);
+        decide::Pending {
+            digest: Some(digest(&request)),
+            write_id: Some(id.as_bytes().to_vec()),
+            request,
+        }
+    };
+    let group = [
+        pending("new", stamp(NOW_MS) + 2, "e:1:1"),
+        pending("old", stamp(NOW_MS) + 1, "e:1:2"),
+        pending("new", stamp(NOW_MS) + 2, "e:1:1"),
+        pending("other", stamp(NOW_MS) + 3, "e:1:1"),
+        put_pending_elsewhere(),
+    ];
+    let mut view = ReadView::default();
+    view.namespaces.insert(
+        ns.into(),
+        Namespace {
+            id: ns.into(),
+            title: "t".into(),
+            account: "a".into(),
+            mode: Mode::Cache,
+        },
+    );
+    let (commits, verdicts) = decide::group(&group, view, 99);
+    assert_eq!(
+        commits.len(),
+        2,
+        "the duplicate and the refusals commit nothing"
+    );
+    let revisions = [10, 11];
+    let outcomes: Vec<String> = verdicts
+        .iter()
+        .map(|v| match v {
+            Verdict::Refused(err) => format!("refused: {err}"),
+            Verdict::Done {
+                at,
+                duplicate,
+                records,
+                ..
+            } => format!(
+                "rev {} dup {duplicate} holds {:?}@{}",
+                at.resolve(&revisions),
+                records[0].0.value,
+                records[0].1.resolve(&revisions)
+            ),
+        })
+        .collect();
+    assert_eq!(outcomes[0], "rev 10 dup false holds b\"new\"@10");
+    // A normal write older than the held stamp still applies, stamped after it.
+    assert_eq!(outcomes[1], "rev 11 dup false holds b\"old\"@11");
+    assert_eq!(outcomes[2], "rev 10 dup true holds b\"old\"@11");
+    assert!(
+        outcomes[3].starts_with("refused: write id e:1:1"),
+        "{}",
+        outcomes[3]
+    );
+    assert!(
+        outcomes[4].starts_with("refused: namespace"),
+        "{}",
+        outcomes[4]
+    );
+    assert!(commits[1].writes[0].record.hlc > commits[0].writes[0].record.hlc);
+}
+
+fn put_pending_elsewhere() -> decide::Pending {
+    decide::Pending {
+        request: put("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "k", "v", 1, None, false),
+        write_id: None,
+        digest: None,
+    }
+}

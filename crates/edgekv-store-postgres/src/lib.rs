@@ -1,0 +1,1391 @@
+//! The PostgreSQL engine of edgekv's storage trait: the origin's store in a
+//! database that several origin processes, on any hosts, share.
+//!
+//! Every commit is one transaction that first takes the lock of the one row of
+//! `edgekv_head`, reads what the decision needs, and bumps the head's revision in
+//! the same transaction: commits of every process are ordered by that lock, and
+//! revisions have no gaps (a sequence would skip the numbers of rolled-back
+//! transactions). Each commit NOTIFYs the other processes, which follow the head
+//! ([`tail`]). Values and log entries are cut into chunks of at most 1 MiB, within
+//! the row sizes of the engines that speak PostgreSQL's wire.
+//!
+//! The trait is synchronous; the engine runs tokio-postgres on a small runtime of
+//! its own and blocks the calling thread (callers keep store calls off their
+//! reactor, as with every engine).
+//!
+//! # Layout
+//! - [`PgStore`]: the engine; [`PgOptions`]: its pool and timings.
+//! - [`schema`]: versioned migrations, applied at open.
+//! - [`tail`]: following the database's head across processes.
+//! - [`testing`]: a throwaway PostgreSQL server for tests.
+
+pub mod schema;
+pub mod tail;
+pub mod testing;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use edgekv_kv::{Namespace, Record};
+use edgekv_store::{
+    Commit, Error, ListPage, ListQuery, LogEntry, LogRead, NamespaceOp, ReadSet, ReadView, Result,
+    SnapshotItem, Store, Write, WrittenId, codec, keys,
+};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Config, NoTls, Row};
+
+/// The largest chunk of a stored value or log entry.
+pub const CHUNK: usize = 1 << 20;
+
+/// How a [`PgStore`] connects and follows the database.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// The most connections the pool holds.
+    pub pool_size: usize,
+    /// How often the head is polled when no notification arrives.
+    pub poll_interval: Duration,
+    /// How many times a transaction that lost a conflict, or whose connection
+    /// broke before it committed, is tried again.
+    pub retries: u32,
+    /// How long a connection may take to open, and a call may wait for one.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            pool_size: 16,
+            poll_interval: Duration::from_secs(1),
+            retries: 8,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Whom to call when another process commits.
+type Listeners = Arc<parking_lot::Mutex<Vec<Box<dyn Fn(u64) + Send + Sync>>>>;
+
+/// A failure inside the engine: whether trying again may succeed.
+#[derive(Debug)]
+pub struct Fail {
+    message: String,
+    retry: bool,
+    /// The database rolled the transaction back (a conflict): trying again is
+    /// safe even at COMMIT.
+    conflict: bool,
+}
+
+impl Fail {
+    fn fatal(message: impl Into<String>) -> Self {
+        Fail {
+            message: message.into(),
+            retry: false,
+            conflict: false,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Fail {
+    fn from(err: tokio_postgres::Error) -> Self {
+        let conflict = err.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+            || err.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED);
+        let retry = conflict
+            || err.is_closed()
+            || err.code() == Some(&SqlState::ADMIN_SHUTDOWN)
+            || err.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+            || err.as_db_error().is_none();
+        let message = match err.as_db_error() {
+            Some(db) => format!("PostgreSQL: {} ({})", db.message(), db.code().code()),
+            None => match std::error::Error::source(&err) {
+                Some(source) => format!("PostgreSQL: {err}: {source}"),
+                None => format!("PostgreSQL: {err}"),
+            },
+        };
+        Fail {
+            message,
+            retry,
+            conflict,
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Fail {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        Fail {
+            message: format!("PostgreSQL: no connection: {err}"),
+            // The database may be failing over to a new primary.
+            retry: true,
+            conflict: false,
+        }
+    }
+}
+
+impl From<Error> for Fail {
+    fn from(err: Error) -> Self {
+        Fail::fatal(err.to_string())
+    }
+}
+
+impl From<Fail> for Error {
+    fn from(fail: Fail) -> Self {
+        Error::Engine(fail.message)
+    }
+}
+
+/// A connection inside a transaction. Dropped without [`InTxn::finish`] (an error,
+/// a panic in a decision), the connection is closed, never returned to the pool
+/// with the transaction open.
+struct InTxn(Option<Object>);
+
+impl InTxn {
+    fn client(&self) -> &Object {
+        // Only `finish` takes the connection, and it consumes the guard.
+        #[allow(clippy::expect_used)]
+        self.0
+            .as_ref()
+            .expect("a transaction's connection is held until it ends")
+    }
+
+    /// Ends the transaction with `sql` (COMMIT or ROLLBACK); the connection goes
+    /// back to the pool only if that worked.
+    async fn finish(mut self, sql: &str) -> Result<(), Fail> {
+        let client = self.0.take();
+        if let Some(client) = client {
+            match client.batch_execute(sql).await {
+                Ok(()) => drop(client),
+                Err(err) => {
+                    drop(Object::take(client));
+                    return Err(err.into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for InTxn {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(Object::take(client));
+        }
+    }
+}
+
+/// A [`Store`] in a PostgreSQL database.
+pub struct PgStore {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    pool: Pool,
+    head: Arc<AtomicU64>,
+    listeners: Listeners,
+    options: PgOptions,
+    /// Whether the engine has NOTIFY (PostgreSQL does; some engines that speak
+    /// its wire do not, and are then only polled).
+    notify: bool,
+    /// The database, without credentials, for messages.
+    target: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // Dropped anywhere (an async task included): never blocks.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Runs `work` on a runtime and waits for it on this thread (any thread: the wait
+/// is a channel's, never a runtime's `block_on`).
+fn run_on<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    work: impl Future<Output = Result<T, Fail>> + Send + 'static,
+) -> Result<T, Fail> {
+    let (done, result) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = done.send(work.await);
+    });
+    result
+        .recv()
+        .map_err(|_| Fail::fatal("the PostgreSQL store's runtime has stopped"))?
+}
+
+/// The hosts and database of a configuration, without credentials.
+fn describe(config: &Config) -> String {
+    let hosts: Vec<String> = (config.get_hosts().iter().enumerate())
+        .map(|(i, host)| {
+            let port = config
+                .get_ports()
+                .get(i)
+                .or(config.get_ports().first())
+                .copied()
+                .unwrap_or(5432);
+            match host {
+                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                tokio_postgres::config::Host::Unix(path) => format!("{}:{port}", path.display()),
+            }
+        })
+        .collect();
+    format!(
+        "postgres://{}/{}",
+        hosts.join(","),
+        config.get_dbname().unwrap_or_default()
+    )
+}
+
+fn at(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn unsigned(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// Cuts an encoded record or log entry into chunks of at most [`CHUNK`] bytes (at
+/// least one).
+fn chunks(encoded: &[u8]) -> Vec<&[u8]> {
+    if encoded.is_empty() {
+        return vec![encoded];
+    }
+    encoded.chunks(CHUNK).collect()
+}
+
+/// A record's stored row: its chunks and the columns queries filter on.
+struct RecordRow {
+    namespace: String,
+    key: Vec<u8>,
+    chunks: Vec<Vec<u8>>,
+    revision: i64,
+    expiration: Option<i64>,
+    tombstone: bool,
+}
+
+impl RecordRow {
+    fn new(write: &Write) -> Self {
+        let encoded = write.record.encode();
+        RecordRow {
+            namespace: write.namespace.clone(),
+            key: write.key.to_vec(),
+            chunks: chunks(&encoded).into_iter().map(<[u8]>::to_vec).collect(),
+            revision: at(write.record.revision),
+            expiration: write.record.expiration.map(at),
+            tombstone: write.record.tombstone,
+        }
+    }
+}
+
+/// Joins chunks read in order (`head`, then parts 1, 2, ...) into a record.
+fn assemble(head: &[u8], parts: &[&[u8]]) -> Result<Record> {
+    if parts.is_empty() {
+        return Ok(Record::decode(Bytes::copy_from_slice(head))?);
+    }
+    let mut whole =
+        BytesMut::with_capacity(head.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+    whole.extend_from_slice(head);
+    for part in parts {
+        whole.extend_from_slice(part);
+    }
+    Ok(Record::decode(whole.freeze())?)
+}
+
+/// Reads rows of `(…, head, parts, part, data)` — a record per run of rows with
+/// the same key, parts in order — into records. `key_of` names a row's key.
+fn records_of<K: PartialEq + Clone>(
+    rows: &[Row],
+    key_of: impl Fn(&Row) -> K,
+    head_at: usize,
+) -> std::result::Result<Vec<(K, Record)>, Fail> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < rows.len() {
+        let key = key_of(&rows[i]);
+        let head: &[u8] = rows[i].get(head_at);
+        let count: i32 = rows[i].get(head_at + 1);
+        let mut parts: Vec<&[u8]> = Vec::new();
+        while i < rows.len() && key_of(&rows[i]) == key {
+            if let Some(data) = rows[i].get::<_, Option<&[u8]>>(head_at + 3) {
+                parts.push(data);
+            }
+            i += 1;
+        }
+        if parts.len() + 1 != usize::try_from(count).unwrap_or(0) {
+            return Err(Fail::fatal(format!(
+                "a stored record has {} of its {count} chunks",
+                parts.len() + 1
+            )));
+        }
+        out.push((key, assemble(head, &parts)?));
+    }
+    Ok(out)
+}
+
+/// The first key after every key that starts with `prefix`, if there is one.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+const SELECT_RECORD: &str = "SELECT r.head, r.parts, p.part, p.data FROM edgekv_records r \
+     LEFT JOIN edgekv_record_parts p \
+       ON p.namespace = r.namespace AND p.key = r.key AND p.part < r.parts \
+     WHERE r.namespace = $1 AND r.key = $2 ORDER BY p.part";
+
+const LOCK_HEAD: &str = "SELECT revision FROM edgekv_head WHERE id = 1 FOR UPDATE";
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]
+    /// [,HOST2[:PORT2]...]/DB[?target_session_attrs=read-write]`), applies the
+    /// schema's migrations and starts following the head.
+    pub fn open(url: &str, options: &PgOptions) -> Result<Self> {
+        let mut config: Config = url
+            .parse()
+            .map_err(|e| Error::Engine(format!("invalid PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.connect_timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("edgekv");
+        }
+        let target = describe(&config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("edgekv-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Engine(format!("cannot start the PostgreSQL runtime: {e}")))?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| Error::Engine(format!("cannot make the PostgreSQL pool: {e}")))?;
+        let handle = runtime.handle().clone();
+        let migrating = pool.clone();
+        let (head, notify) = run_on(&handle, async move {
+            let mut client = migrating.get().await?;
+            schema::migrate(&mut client).await?;
+            let head: i64 = client
+                .query_one("SELECT revision FROM edgekv_head WHERE id = 1", &[])
+                .await?
+                .get(0);
+            let notify = client
+                .execute("SELECT pg_notify($1, '')", &[&"edgekv_probe"])
+                .await
+                .is_ok();
+            Ok((head, notify))
+        })
+        .map_err(|e| Error::Engine(format!("{target}: {}", e.message)))?;
+        if !notify {
+            tracing::warn!(target = %target, "the database has no NOTIFY: other origins' commits are polled");
+        }
+        let store = PgStore {
+            handle,
+            runtime: Some(runtime),
+            pool,
+            head: Arc::new(AtomicU64::new(unsigned(head))),
+            listeners: Arc::default(),
+            options: options.clone(),
+            notify,
+            target,
+        };
+        store.handle.spawn(tail::follow(
+            config,
+            store.head.clone(),
+            store.listeners.clone(),
+            options.poll_interval,
+            notify,
+        ));
+        tracing::info!(target = %store.target, revision = head, "opened the PostgreSQL store");
+        Ok(store)
+    }
+
+    /// The database, without credentials.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Runs `work` on the engine's runtime and waits for it on this thread.
+    fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, Fail>> + Send + 'static,
+    ) -> Result<T, Fail> {
+        run_on(&self.handle, work)
+    }
+
+    /// Runs `work` again while it fails in a way worth retrying, with backoff, at
+    /// most `retries` more times.
+    fn retrying<T: Send + 'static, F>(&self, what: &str, mut work: impl FnMut() -> F) -> Result<T>
+    where
+        F: Future<Output = Result<T, Fail>> + Send + 'static,
+    {
+        let mut backoff = Duration::from_millis(20);
+        let mut attempt = 0;
+        loop {
+            match self.run(work()) {
+                Ok(value) => return Ok(value),
+                Err(fail) if fail.retry && attempt < self.options.retries => {
+                    attempt += 1;
+                    tracing::debug!(what, attempt, error = %fail.message, "retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(fail) => return Err(fail.into()),
+            }
+        }
+    }
+
+    /// Begins a transaction that holds the head's lock: returns it and the head.
+    async fn begin_locked(pool: Pool) -> Result<(InTxn, u64), Fail> {
+        let txn = InTxn(Some(pool.get().await?));
+        txn.client().batch_execute("BEGIN").await?;
+        let row = txn.client().query_one(LOCK_HEAD, &[]).await?;
+        Ok((txn, unsigned(row.get(0))))
+    }
+
+    /// Reads a transaction's view.
+    async fn read_view(client: &Object, reads: &ReadSet) -> Result<ReadView, Fail> {
+        let mut view = ReadView::default();
+        let namespace_rows = if reads.all_namespaces {
+            client
+                .query("SELECT id, body FROM edgekv_namespaces ORDER BY id", &[])
+                .await?
+        } else if reads.namespaces.is_empty() {
+            Vec::new()
+        } else {
+            client
+                .query(
+                    "SELECT id, body FROM edgekv_namespaces WHERE id = ANY($1) ORDER BY id",
+                    &[&reads.namespaces],
+                )
+                .await?
+        };
+        for row in namespace_rows {
+            let namespace = keys::decode_namespace(row.get(1)).map_err(Error::CorruptNamespace)?;
+            view.namespaces.insert(row.get(0), namespace);
+        }
+        if !reads.keys.is_empty() {
+            let mut asked: Vec<(String, Bytes)> = reads.keys.clone();
+            asked.sort_unstable();
+            asked.dedup();
+            let namespaces: Vec<&str> = asked.iter().map(|(n, _)| n.as_str()).collect();
+            let keys: Vec<&[u8]> = asked.iter().map(|(_, k)| k.as_ref()).collect();
+            let rows = client
+                .query(
+                    "SELECT r.namespace, r.key, r.head, r.parts, p.part, p.data \
+                     FROM unnest($1::text[], $2::bytea[]) AS k(namespace, key) \
+                     JOIN edgekv_records r ON r.namespace = k.namespace AND r.key = k.key \
+                     LEFT JOIN edgekv_record_parts p \
+                       ON p.namespace = r.namespace AND p.key = r.key AND p.part < r.parts \
+                     ORDER BY r.namespace, r.key, p.part",
+                    &[&namespaces, &keys],
+                )
+                .await?;
+            let records = records_of(
+                &rows,
+                |row| (row.get::<_, String>(0), row.get::<_, Vec<u8>>(1)),
+                2,
+            )?;
+            for ((namespace, key), record) in records {
+                view.records.insert((namespace, Bytes::from(key)), record);
+            }
+        }
+        if !reads.write_ids.is_empty() {
+            let rows = client
+                .query(
+                    "SELECT id, revision, digest FROM edgekv_written WHERE id = ANY($1)",
+                    &[&reads.write_ids],
+                )
+                .await?;
+            for row in rows {
+                let digest: Option<Vec<u8>> = row.get(2);
+                let digest = match digest {
+                    None => None,
+                    Some(raw) => Some(
+                        <[u8; 32]>::try_from(raw.as_slice())
+                            .map_err(|_| Fail::fatal("a stored write digest is not 32 bytes"))?,
+                    ),
+                };
+                view.written.insert(
+                    row.get(0),
+                    WrittenId {
+                        revision: unsigned(row.get(1)),
+                        digest,
+                    },
+                );
+            }
+        }
+        Ok(view)
+    }
+
+    /// Writes records (each key once: the last of `rows` for a key wins).
+    async fn put_records(client: &Object, rows: Vec<RecordRow>) -> Result<(), Fail> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut last: HashMap<(String, Vec<u8>), usize> = HashMap::new();
+        for (i, row) in rows.iter().enumerate() {
+            last.insert((row.namespace.clone(), row.key.clone()), i);
+        }
+        let mut kept: Vec<usize> = last.into_values().collect();
+        kept.sort_unstable();
+        let rows: Vec<&RecordRow> = kept.iter().map(|&i| &rows[i]).collect();
+        let namespaces: Vec<&str> = rows.iter().map(|r| r.namespace.as_str()).collect();
+        let keys: Vec<&[u8]> = rows.iter().map(|r| r.key.as_slice()).collect();
+        let heads: Vec<&[u8]> = rows.iter().map(|r| r.chunks[0].as_slice()).collect();
+        let revisions: Vec<i64> = rows.iter().map(|r| r.revision).collect();
+        let expirations: Vec<Option<i64>> = rows.iter().map(|r| r.expiration).collect();
+        let tombstones: Vec<bool> = rows.iter().map(|r| r.tombstone).collect();
+        let parts: Vec<i32> = (rows.iter())
+            .map(|r| i32::try_from(r.chunks.len()).unwrap_or(i32::MAX))
+            .collect();
+        client
+            .execute(
+                "DELETE FROM edgekv_record_parts p USING unnest($1::text[], $2::bytea[]) \
+                   AS k(namespace, key) WHERE p.namespace = k.namespace AND p.key = k.key",
+                &[&namespaces, &keys],
+            )
+            .await?;
+        client
+            .execute(
+                "INSERT INTO edgekv_records \
+                   (namespace, key, head, revision, expiration, tombstone, parts) \
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], \
+                   $5::int8[], $6::bool[], $7::int4[]) \
+                 ON CONFLICT (namespace, key) DO UPDATE SET head = excluded.head, \
+                   revision = excluded.revision, expiration = excluded.expiration, \
+                   tombstone = excluded.tombstone, parts = excluded.parts",
+                &[
+                    &namespaces,
+                    &keys,
+                    &heads,
+                    &revisions,
+                    &expirations,
+                    &tombstones,
+                    &parts,
+                ],
+            )
+            .await?;
+        let mut part_namespaces = Vec::new();
+        let mut part_keys: Vec<&[u8]> = Vec::new();
+        let mut part_numbers: Vec<i32> = Vec::new();
+        let mut part_data: Vec<&[u8]> = Vec::new();
+        for row in &rows {
+            for (n, chunk) in row.chunks.iter().enumerate().skip(1) {
+                part_namespaces.push(row.namespace.as_str());
+                part_keys.push(&row.key);
+                part_numbers.push(i32::try_from(n).unwrap_or(i32::MAX));
+                part_data.push(chunk);
+            }
+        }
+        if !part_data.is_empty() {
+            client
+                .execute(
+                    "INSERT INTO edgekv_record_parts (namespace, key, part, data) \
+                     SELECT * FROM unnest($1::text[], $2::bytea[], $3::int4[], $4::bytea[])",
+                    &[&part_namespaces, &part_keys, &part_numbers, &part_data],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn put_meta(client: &Object, meta: &[(String, Vec<u8>)]) -> Result<(), Fail> {
+        for (name, value) in meta {
+            client
+                .execute(
+                    "INSERT INTO edgekv_meta (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    &[name, value],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Applies commits after `head`, in a transaction holding the head's lock;
+    /// returns their revisions.
+    async fn apply(
+        client: &Object,
+        head: u64,
+        commits: Vec<Commit>,
+        notify: bool,
+    ) -> Result<Vec<u64>, Fail> {
+        let mut revision = head;
+        let mut revisions = Vec::with_capacity(commits.len());
+        let mut pending: Vec<RecordRow> = Vec::new();
+        let mut log_revisions: Vec<i64> = Vec::new();
+        let mut log_parts: Vec<i32> = Vec::new();
+        let mut log_data: Vec<Vec<u8>> = Vec::new();
+        let mut ids: Vec<Vec<u8>> = Vec::new();
+        let mut id_revisions: Vec<i64> = Vec::new();
+        let mut id_digests: Vec<Option<Vec<u8>>> = Vec::new();
+        for commit in commits {
+            revision += 1;
+            revisions.push(revision);
+            let mut logged = Vec::with_capacity(commit.writes.len());
+            for write in commit.writes {
+                let mut write = write;
+                write.record.revision = revision;
+                pending.push(RecordRow::new(&write));
+                logged.push(write);
+            }
+            for op in &commit.namespaces {
+                // Keys written before a namespace change land before it.
+                Self::put_records(client, std::mem::take(&mut pending)).await?;
+                match op {
+                    NamespaceOp::Put(ns) => {
+                        client
+                            .execute(
+                                "INSERT INTO edgekv_namespaces (id, body) VALUES ($1, $2) \
+                                 ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                                &[&ns.id, &keys::encode_namespace(ns)],
+                            )
+                            .await?;
+                    }
+                    NamespaceOp::Delete(id) => {
+                        client
+                            .execute("DELETE FROM edgekv_namespaces WHERE id = $1", &[id])
+                            .await?;
+                        client
+                            .execute("DELETE FROM edgekv_records WHERE namespace = $1", &[id])
+                            .await?;
+                        client
+                            .execute(
+                                "DELETE FROM edgekv_record_parts WHERE namespace = $1",
+                                &[id],
+                            )
+                            .await?;
+                    }
+                }
+            }
+            Self::put_meta(client, &commit.meta).await?;
+            if let Some(id) = &commit.write_id {
+                ids.push(id.clone());
+                id_revisions.push(at(revision));
+                id_digests.push(commit.write_digest.map(|d| d.to_vec()));
+            }
+            let entry = codec::encode_entry(&LogEntry {
+                revision,
+                writes: logged,
+                namespaces: commit.namespaces,
+                write_id: commit.write_id,
+            });
+            for (n, chunk) in chunks(&entry).into_iter().enumerate() {
+                log_revisions.push(at(revision));
+                log_parts.push(i32::try_from(n).unwrap_or(i32::MAX));
+                log_data.push(chunk.to_vec());
+            }
+        }
+        Self::put_records(client, pending).await?;
+        client
+            .execute(
+                "INSERT INTO edgekv_log (revision, part, data) \
+                 SELECT * FROM unnest($1::int8[], $2::int4[], $3::bytea[])",
+                &[&log_revisions, &log_parts, &log_data],
+            )
+            .await?;
+        if !ids.is_empty() {
+            client
+                .execute(
+                    "INSERT INTO edgekv_written (id, revision, digest) \
+                     SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[]) \
+                     ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, \
+                       digest = excluded.digest",
+                    &[&ids, &id_revisions, &id_digests],
+                )
+                .await?;
+        }
+        client
+            .execute(
+                "UPDATE edgekv_head SET revision = $1 WHERE id = 1",
+                &[&at(revision)],
+            )
+            .await?;
+        if notify {
+            client
+                .execute(
+                    "SELECT pg_notify($1, $2)",
+                    &[&tail::CHANNEL, &revision.to_string()],
+                )
+                .await?;
+        }
+        Ok(revisions)
+    }
+
+    fn learn(&self, revision: u64) {
+        // Our own commit: no listener is told (they hear only of other processes').
+        self.head.fetch_max(revision, Ordering::AcqRel);
+    }
+
+    /// Reads the head from the database (the known head may lag another process's
+    /// commits by a notification).
+    pub fn refresh_head(&self) -> Result<u64> {
+        let pool = self.pool.clone();
+        let head: i64 = self.retrying("reading the head", || {
+            let pool = pool.clone();
+            async move {
+                let client = pool.get().await?;
+                let row = client
+                    .query_one("SELECT revision FROM edgekv_head WHERE id = 1", &[])
+                    .await?;
+                Ok(row.get::<_, i64>(0))
+            }
+        })?;
+        tail::learn(&self.head, &self.listeners, unsigned(head));
+        Ok(self.head.load(Ordering::Acquire))
+    }
+
+    /// One transaction holding the head's lock: `work` gets it and the head, and
+    /// hands it back to be committed. Tried again as [`PgStore::retrying`] does.
+    fn locked<T: Send + 'static, F>(
+        &self,
+        what: &str,
+        work: impl Fn(InTxn, u64) -> F + Clone + Send + 'static,
+    ) -> Result<T>
+    where
+        F: Future<Output = Result<(InTxn, T), Fail>> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        self.retrying(what, || {
+            let pool = pool.clone();
+            let work = work.clone();
+            async move {
+                let (txn, head) = Self::begin_locked(pool).await?;
+                let (txn, value) = work(txn, head).await?;
+                txn.finish("COMMIT").await?;
+                Ok(value)
+            }
+        })
+    }
+
+    /// One statement (or a few) on a pooled connection, outside any transaction.
+    fn simple<T: Send + 'static, F>(
+        &self,
+        what: &str,
+        work: impl Fn(Object) -> F + Clone + Send + 'static,
+    ) -> Result<T>
+    where
+        F: Future<Output = Result<T, Fail>> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        self.retrying(what, || {
+            let pool = pool.clone();
+            let work = work.clone();
+            async move {
+                let client = pool.get().await?;
+                work(client).await
+            }
+        })
+    }
+}
+
+impl Store for PgStore {
+    fn namespace(&self, id: &str) -> Result<Option<Namespace>> {
+        let id = id.to_string();
+        let raw: Option<Vec<u8>> = self.simple("reading a namespace", move |client| {
+            let id = id.clone();
+            async move {
+                let row = client
+                    .query_opt("SELECT body FROM edgekv_namespaces WHERE id = $1", &[&id])
+                    .await?;
+                Ok(row.map(|row| row.get(0)))
+            }
+        })?;
+        raw.map(|raw| keys::decode_namespace(&raw).map_err(Error::CorruptNamespace))
+            .transpose()
+    }
+
+    fn namespaces(&self) -> Result<Vec<Namespace>> {
+        let raw: Vec<Vec<u8>> = self.simple("reading namespaces", |client| async move {
+            let rows = client
+                .query("SELECT body FROM edgekv_namespaces ORDER BY id", &[])
+                .await?;
+            Ok(rows.into_iter().map(|row| row.get(0)).collect())
+        })?;
+        (raw.iter())
+            .map(|raw| keys::decode_namespace(raw).map_err(Error::CorruptNamespace))
+            .collect()
+    }
+
+    fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Record>> {
+        let (namespace, key) = (namespace.to_string(), key.to_vec());
+        self.simple("reading a key", move |client| {
+            let (namespace, key) = (namespace.clone(), key.clone());
+            async move {
+                let rows = client.query(SELECT_RECORD, &[&namespace, &key]).await?;
+                Ok(records_of(&rows, |_| (), 0)?
+                    .pop()
+                    .map(|(_, record)| record))
+            }
+        })
+    }
+
+    fn commit(&self, commit: Commit) -> Result<u64> {
+        let revisions = self.transact(&ReadSet::default(), &mut |_| Ok(vec![commit.clone()]))?;
+        revisions
+            .first()
+            .copied()
+            .ok_or_else(|| Error::Engine("a commit got no revision".into()))
+    }
+
+    fn transact(
+        &self,
+        reads: &ReadSet,
+        decide: &mut dyn FnMut(ReadView) -> Result<Vec<Commit>>,
+    ) -> Result<Vec<u64>> {
+        let mut backoff = Duration::from_millis(20);
+        let mut attempt = 0;
+        loop {
+            let pool = self.pool.clone();
+            let asked = reads.clone();
+            let began = self.run(async move {
+                let (txn, head) = Self::begin_locked(pool).await?;
+                let view = Self::read_view(txn.client(), &asked).await?;
+                Ok((txn, head, view))
+            });
+            let failed = match began {
+                Ok((txn, head, view)) => {
+                    let commits = match decide(view) {
+                        Ok(commits) => commits,
+                        Err(err) => {
+                            let _ = self.run(txn.finish("ROLLBACK"));
+                            return Err(err);
+                        }
+                    };
+                    if commits.is_empty() {
+                        let _ = self.run(txn.finish("ROLLBACK"));
+                        return Ok(Vec::new());
+                    }
+                    let notify = self.notify;
+                    let applied = self.run(async move {
+                        let revisions = Self::apply(txn.client(), head, commits, notify).await?;
+                        match txn.finish("COMMIT").await {
+                            Ok(()) => Ok(revisions),
+                            // A connection lost at COMMIT leaves the outcome unknown:
+                            // not tried again (a write id makes the caller's retry safe).
+                            Err(fail) => Err(Fail {
+                                retry: fail.conflict,
+                                ..fail
+                            }),
+                        }
+                    });
+                    match applied {
+                        Ok(revisions) => {
+                            if let Some(last) = revisions.last() {
+                                self.learn(*last);
+                            }
+                            return Ok(revisions);
+                        }
+                        Err(fail) => fail,
+                    }
+                }
+                Err(fail) => fail,
+            };
+            if !failed.retry || attempt >= self.options.retries {
+                return Err(failed.into());
+            }
+            attempt += 1;
+            tracing::debug!(attempt, error = %failed.message, "retrying a transaction");
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    fn on_foreign_commit(&self, notify: Box<dyn Fn(u64) + Send + Sync>) {
+        self.listeners.lock().push(notify);
+    }
+
+    fn refresh_revision(&self) -> Result<u64> {
+        self.refresh_head()
+    }
+
+    fn init_meta(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
+        let (name, value) = (name.to_string(), value.to_vec());
+        self.simple("initialising metadata", move |client| {
+            let (name, value) = (name.clone(), value.clone());
+            async move {
+                client
+                    .execute(
+                        "INSERT INTO edgekv_meta (name, value) VALUES ($1, $2) \
+                         ON CONFLICT (name) DO NOTHING",
+                        &[&name, &value],
+                    )
+                    .await?;
+                let row = client
+                    .query_one("SELECT value FROM edgekv_meta WHERE name = $1", &[&name])
+                    .await?;
+                Ok(row.get(0))
+            }
+        })
+    }
+
+    fn keep_newer(&self, writes: Vec<Write>, meta: Vec<(String, Vec<u8>)>) -> Result<Vec<bool>> {
+        let writes = Arc::new(writes);
+        let meta = Arc::new(meta);
+        self.locked("keeping newer records", move |txn, _| {
+            let (writes, meta) = (writes.clone(), meta.clone());
+            async move {
+                let namespaces: Vec<&str> = writes.iter().map(|w| w.namespace.as_str()).collect();
+                let keys: Vec<&[u8]> = writes.iter().map(|w| w.key.as_ref()).collect();
+                let rows = txn
+                    .client()
+                    .query(
+                        "SELECT r.namespace, r.key, r.revision FROM edgekv_records r \
+                         JOIN unnest($1::text[], $2::bytea[]) AS k(namespace, key) \
+                           ON r.namespace = k.namespace AND r.key = k.key",
+                        &[&namespaces, &keys],
+                    )
+                    .await?;
+                let mut held: HashMap<(String, Vec<u8>), u64> = (rows.iter())
+                    .map(|row| ((row.get(0), row.get(1)), unsigned(row.get(2))))
+                    .collect();
+                let mut kept = Vec::with_capacity(writes.len());
+                let mut rows = Vec::new();
+                for write in writes.iter() {
+                    let slot = (write.namespace.clone(), write.key.to_vec());
+                    let newer = held
+                        .get(&slot)
+                        .is_none_or(|revision| *revision < write.record.revision);
+                    if newer {
+                        held.insert(slot, write.record.revision);
+                        rows.push(RecordRow::new(write));
+                    }
+                    kept.push(newer);
+                }
+                Self::put_records(txn.client(), rows).await?;
+                Self::put_meta(txn.client(), &meta).await?;
+                Ok((txn, kept))
+            }
+        })
+    }
+
+    fn list(&self, namespace: &str, query: &ListQuery, now_s: u64) -> Result<ListPage> {
+        let namespace = namespace.to_string();
+        let query = query.clone();
+        self.simple("listing keys", move |client| {
+            let (namespace, query) = (namespace.clone(), query.clone());
+            async move {
+                let end = prefix_end(&query.prefix);
+                let limit = i64::try_from(query.limit)
+                    .unwrap_or(i64::MAX)
+                    .saturating_add(1);
+                let rows = client
+                    .query(
+                        "SELECT r.key, r.head, r.parts, p.part, p.data FROM ( \
+                           SELECT namespace, key, head, parts FROM edgekv_records \
+                           WHERE namespace = $1 AND key >= $2 \
+                             AND ($3::bytea IS NULL OR key < $3) \
+                             AND ($4::bytea IS NULL OR key > $4) \
+                             AND NOT tombstone AND (expiration IS NULL OR expiration > $5) \
+                           ORDER BY key LIMIT $6) r \
+                         LEFT JOIN edgekv_record_parts p \
+                           ON p.namespace = r.namespace AND p.key = r.key AND p.part < r.parts \
+                         ORDER BY r.key, p.part",
+                        &[
+                            &namespace,
+                            &query.prefix,
+                            &end,
+                            &query.start_after,
+                            &at(now_s),
+                            &limit,
+                        ],
+                    )
+                    .await?;
+                let mut entries = records_of(&rows, |row| row.get::<_, Vec<u8>>(0), 1)?;
+                let more = entries.len() > query.limit;
+                entries.truncate(query.limit);
+                Ok(ListPage {
+                    entries: (entries.into_iter())
+                        .map(|(key, record)| (Bytes::from(key), record))
+                        .collect(),
+                    more,
+                })
+            }
+        })
+    }
+
+    fn purge_expired(&self, now_s: u64, max: usize) -> Result<usize> {
+        self.locked("purging expired records", move |txn, _| async move {
+            let row = txn
+                .client()
+                .query_one(
+                    "WITH doomed AS ( \
+                       SELECT namespace, key FROM edgekv_records WHERE expiration <= $1 \
+                       ORDER BY expiration LIMIT $2), \
+                     gone AS ( \
+                       DELETE FROM edgekv_records r USING doomed d \
+                       WHERE r.namespace = d.namespace AND r.key = d.key \
+                       RETURNING r.namespace, r.key), \
+                     parts AS ( \
+                       DELETE FROM edgekv_record_parts p USING gone g \
+                       WHERE p.namespace = g.namespace AND p.key = g.key) \
+                     SELECT count(*) FROM gone",
+                    &[&at(now_s), &i64::try_from(max).unwrap_or(i64::MAX)],
+                )
+                .await?;
+            let purged: i64 = row.get(0);
+            Ok((txn, usize::try_from(purged).unwrap_or(0)))
+        })
+    }
+
+    fn revision(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    fn log(&self, from: u64, max: usize) -> Result<LogRead> {
+        let to = from.saturating_add(max as u64);
+        let rows: Vec<(i64, Option<i64>, Option<Vec<u8>>)> =
+            self.simple("reading the change log", move |client| async move {
+                let rows = client
+                    .query(
+                        "SELECT h.log_floor, l.revision, l.data FROM edgekv_head h \
+                         LEFT JOIN edgekv_log l ON l.revision >= $1 AND l.revision < $2 \
+                         WHERE h.id = 1 ORDER BY l.revision, l.part",
+                        &[&at(from), &at(to)],
+                    )
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| (row.get(0), row.get(1), row.get(2)))
+                    .collect())
+            })?;
+        let floor = rows.first().map_or(0, |row| unsigned(row.0));
+        if from <= floor {
+            return Ok(LogRead::Trimmed { first: floor + 1 });
+        }
+        let mut entries = Vec::new();
+        let mut current: Option<(u64, Vec<u8>)> = None;
+        for (_, revision, data) in rows {
+            let (Some(revision), Some(data)) = (revision, data) else {
+                continue;
+            };
+            let revision = unsigned(revision);
+            match &mut current {
+                Some((r, whole)) if *r == revision => whole.extend_from_slice(&data),
+                _ => {
+                    if let Some((r, whole)) = current.take() {
+                        entries.push(codec::decode_entry(r, Bytes::from(whole))?);
+                    }
+                    current = Some((revision, data));
+                }
+            }
+        }
+        if let Some((r, whole)) = current {
+            entries.push(codec::decode_entry(r, Bytes::from(whole))?);
+        }
+        Ok(LogRead::Entries(entries))
+    }
+
+    fn trim_log(&self, keep: u64) -> Result<usize> {
+        self.locked("trimming the change log", move |txn, head| async move {
+            let floor = head.saturating_sub(keep);
+            let held: i64 = txn
+                .client()
+                .query_one("SELECT log_floor FROM edgekv_head WHERE id = 1", &[])
+                .await?
+                .get(0);
+            if floor <= unsigned(held) {
+                return Ok((txn, 0));
+            }
+            let row = txn
+                .client()
+                .query_one(
+                    "WITH gone AS (DELETE FROM edgekv_log WHERE revision <= $1 RETURNING part) \
+                     SELECT count(*) FILTER (WHERE part = 0) FROM gone",
+                    &[&at(floor)],
+                )
+                .await?;
+            let dropped: i64 = row.get(0);
+            txn.client()
+                .execute(
+                    "DELETE FROM edgekv_written WHERE revision <= $1",
+                    &[&at(floor)],
+                )
+                .await?;
+            txn.client()
+                .execute(
+                    "UPDATE edgekv_head SET log_floor = $1 WHERE id = 1",
+                    &[&at(floor)],
+                )
+                .await?;
+            Ok((txn, usize::try_from(dropped).unwrap_or(0)))
+        })
+    }
+
+    fn written(&self, write_id: &[u8]) -> Result<Option<WrittenId>> {
+        let id = write_id.to_vec();
+        let row: Option<(i64, Option<Vec<u8>>)> =
+            self.simple("reading a write id", move |client| {
+                let id = id.clone();
+                async move {
+                    let row = client
+                        .query_opt(
+                            "SELECT revision, digest FROM edgekv_written WHERE id = $1",
+                            &[&id],
+                        )
+                        .await?;
+                    Ok(row.map(|row| (row.get(0), row.get(1))))
+                }
+            })?;
+        row.map(|(revision, digest)| {
+            let digest = digest
+                .map(|raw| {
+                    <[u8; 32]>::try_from(raw.as_slice())
+                        .map_err(|_| Error::Engine("a stored write digest is not 32 bytes".into()))
+                })
+                .transpose()?;
+            Ok(WrittenId {
+                revision: unsigned(revision),
+                digest,
+            })
+        })
+        .transpose()
+    }
+
+    fn snapshot(
+        &self,
+        namespaces: &[String],
+        visit: &mut dyn FnMut(SnapshotItem) -> Result<()>,
+    ) -> Result<u64> {
+        const PAGE: i64 = 256;
+        let pool = self.pool.clone();
+        let (mut txn, head, all) = self.run(async move {
+            let txn = InTxn(Some(pool.get().await?));
+            txn.client()
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await?;
+            let head: i64 = txn
+                .client()
+                .query_one("SELECT revision FROM edgekv_head WHERE id = 1", &[])
+                .await?
+                .get(0);
+            let rows = txn
+                .client()
+                .query("SELECT body FROM edgekv_namespaces ORDER BY id", &[])
+                .await?;
+            let all: Vec<Vec<u8>> = rows.into_iter().map(|row| row.get(0)).collect();
+            Ok((txn, unsigned(head), all))
+        })?;
+        for raw in &all {
+            let namespace = keys::decode_namespace(raw).map_err(Error::CorruptNamespace)?;
+            visit(SnapshotItem::Namespace(namespace))?;
+        }
+        for namespace in namespaces {
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let (id, from) = (namespace.clone(), after.clone());
+                let (back, page) = self.run(async move {
+                    let rows = txn
+                        .client()
+                        .query(
+                            "SELECT r.key, r.head, r.parts, p.part, p.data FROM ( \
+                               SELECT namespace, key, head, parts FROM edgekv_records \
+                               WHERE namespace = $1 AND ($2::bytea IS NULL OR key > $2) \
+                               ORDER BY key LIMIT $3) r \
+                             LEFT JOIN edgekv_record_parts p \
+                               ON p.namespace = r.namespace AND p.key = r.key \
+                                 AND p.part < r.parts \
+                             ORDER BY r.key, p.part",
+                            &[&id, &from, &PAGE],
+                        )
+                        .await?;
+                    let page = records_of(&rows, |row| row.get::<_, Vec<u8>>(0), 1)?;
+                    Ok((txn, page))
+                })?;
+                txn = back;
+                let full = page.len() as i64 == PAGE;
+                for (key, record) in page {
+                    after = Some(key.clone());
+                    visit(SnapshotItem::Key(Write {
+                        namespace: namespace.clone(),
+                        key: Bytes::from(key),
+                        record,
+                    }))?;
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        self.run(txn.finish("COMMIT"))?;
+        Ok(head)
+    }
+
+    fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let name = name.to_string();
+        self.simple("reading metadata", move |client| {
+            let name = name.clone();
+            async move {
+                let row = client
+                    .query_opt("SELECT value FROM edgekv_meta WHERE name = $1", &[&name])
+                    .await?;
+                Ok(row.map(|row| row.get(0)))
+            }
+        })
+    }
+
+    fn set_meta(&self, name: &str, value: &[u8]) -> Result<()> {
+        let meta = Arc::new(vec![(name.to_string(), value.to_vec())]);
+        self.simple("writing metadata", move |client| {
+            let meta = meta.clone();
+            async move { Self::put_meta(&client, &meta).await }
+        })
+    }
+
+    fn queue_push(&self, queue: &str, entry: &[u8]) -> Result<u64> {
+        self.queue_push_many(queue, &[entry.to_vec()])?
+            .first()
+            .copied()
+            .ok_or_else(|| Error::Engine("a queued entry got no sequence".into()))
+    }
+
+    fn queue_push_many(&self, queue: &str, entries: &[Vec<u8>]) -> Result<Vec<u64>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (queue, entries) = (queue.to_string(), entries.to_vec());
+        let pool = self.pool.clone();
+        // Not tried again: a push whose COMMIT was lost may have landed.
+        Ok(self.run(async move {
+            let mut client = pool.get().await?;
+            let txn = client.transaction().await?;
+            let sequences = push(&txn, &queue, &entries).await?;
+            txn.commit().await?;
+            Ok(sequences)
+        })?)
+    }
+
+    fn queue_get(&self, queue: &str, sequence: u64) -> Result<Option<Vec<u8>>> {
+        let queue = queue.to_string();
+        self.simple("reading a queue", move |client| {
+            let queue = queue.clone();
+            async move {
+                let row = client
+                    .query_opt(
+                        "SELECT entry FROM edgekv_queues WHERE queue = $1 AND sequence = $2",
+                        &[&queue, &at(sequence)],
+                    )
+                    .await?;
+                Ok(row.map(|row| row.get(0)))
+            }
+        })
+    }
+
+    fn queue_scan(&self, queue: &str, after: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let queue = queue.to_string();
+        self.simple("reading a queue", move |client| {
+            let queue = queue.clone();
+            async move {
+                let rows = client
+                    .query(
+                        "SELECT sequence, entry FROM edgekv_queues \
+                         WHERE queue = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+                        &[&queue, &at(after), &i64::try_from(max).unwrap_or(i64::MAX)],
+                    )
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| (unsigned(row.get(0)), row.get(1)))
+                    .collect())
+            }
+        })
+    }
+
+    fn queue_remove(
+        &self,
+        queue: &str,
+        sequence: u64,
+        move_to: Option<(&str, &[u8])>,
+    ) -> Result<()> {
+        let queue = queue.to_string();
+        let move_to = move_to.map(|(to, entry)| (to.to_string(), entry.to_vec()));
+        let pool = self.pool.clone();
+        Ok(self.run(async move {
+            let mut client = pool.get().await?;
+            let txn = client.transaction().await?;
+            let removed = txn
+                .execute(
+                    "DELETE FROM edgekv_queues WHERE queue = $1 AND sequence = $2",
+                    &[&queue, &at(sequence)],
+                )
+                .await?;
+            if let (1.., Some((to, entry))) = (removed, move_to) {
+                push(&txn, &to, &[entry]).await?;
+            }
+            txn.commit().await?;
+            Ok(())
+        })?)
+    }
+
+    fn queue_len(&self, queue: &str) -> Result<u64> {
+        let queue = queue.to_string();
+        self.simple("counting a queue", move |client| {
+            let queue = queue.clone();
+            async move {
+                let row = client
+                    .query_one(
+                        "SELECT count(*) FROM edgekv_queues WHERE queue = $1",
+                        &[&queue],
+                    )
+                    .await?;
+                Ok(unsigned(row.get(0)))
+            }
+        })
+    }
+}
+
+/// Appends entries to a queue inside a transaction: their sequence numbers.
+async fn push(
+    txn: &tokio_postgres::Transaction<'_>,
+    queue: &str,
+    entries: &[Vec<u8>],
+) -> Result<Vec<u64>, Fail> {
+    let count = i64::try_from(entries.len()).unwrap_or(i64::MAX);
+    let last: i64 = txn
+        .query_one(
+            "INSERT INTO edgekv_queue_counters (queue, last) VALUES ($1, $2) \
+             ON CONFLICT (queue) DO UPDATE SET last = edgekv_queue_counters.last + excluded.last \
+             RETURNING last",
+            &[&queue, &count],
+        )
+        .await?
+        .get(0);
+    let sequences: Vec<i64> = (last - count + 1..=last).collect();
+    txn.execute(
+        "INSERT INTO edgekv_queues (queue, sequence, entry) \
+         SELECT $1, * FROM unnest($2::int8[], $3::bytea[])",
+        &[&queue, &sequences, &entries],
+    )
+    .await?;
+    Ok(sequences.into_iter().map(unsigned).collect())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,246 @@
+//! A throwaway PostgreSQL server for tests and benchmarks: `initdb` and `pg_ctl`
+//! of the installed PostgreSQL (Debian's `postgresql` package) in a temporary
+//! directory, listening on 127.0.0.1 on a free port, stopped when dropped.
+//!
+//! PostgreSQL refuses to run as root: as root, the server runs as the `postgres`
+//! user (`runuser`). When PostgreSQL is missing, [`TestPostgres::start`] fails and
+//! says how to install it; tests never skip silently.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+/// A PostgreSQL server of its own, in a temporary directory.
+#[derive(Debug)]
+pub struct TestPostgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    as_postgres: bool,
+    databases: AtomicUsize,
+}
+
+/// How to get PostgreSQL on a machine that lacks it.
+pub const INSTALL_HINT: &str = "PostgreSQL is not installed (no initdb under \
+    /usr/lib/postgresql/*/bin): run `scripts/install-deps.sh` (as root), or \
+    `apt-get install -y postgresql`, or set EDGEKV_PG_BIN to the directory of initdb \
+    and pg_ctl";
+
+/// The directory of the installed PostgreSQL's `initdb` and `pg_ctl`: `EDGEKV_PG_BIN`,
+/// else the newest under /usr/lib/postgresql.
+pub fn bin_dir() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("EDGEKV_PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|_| INSTALL_HINT.to_string())?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or_else(|| INSTALL_HINT.to_string())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl TestPostgres {
+    /// Starts a server; panics with what to do when PostgreSQL is missing.
+    pub fn start() -> Self {
+        match Self::try_start() {
+            Ok(server) => server,
+            Err(err) => panic!("cannot start a test PostgreSQL: {err}"),
+        }
+    }
+
+    /// One server for the whole test process, started on first use and stopped
+    /// once nothing holds it.
+    pub fn shared() -> Arc<Self> {
+        static SHARED: Mutex<Weak<TestPostgres>> = Mutex::new(Weak::new());
+        let mut slot = SHARED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(server) = slot.upgrade() {
+            return server;
+        }
+        let server = Arc::new(Self::start());
+        *slot = Arc::downgrade(&server);
+        server
+    }
+
+    /// Starts a server, or says why it cannot.
+    pub fn try_start() -> Result<Self, String> {
+        let bin = bin_dir()?;
+        let as_postgres = is_root();
+        let dir = tempfile::Builder::new()
+            .prefix("edgekv-pg-")
+            .tempdir_in(std::env::temp_dir())
+            .map_err(|e| format!("temporary directory: {e}"))?;
+        if as_postgres {
+            let status = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(dir.path())
+                .status()
+                .map_err(|e| format!("chown: {e}"))?;
+            if !status.success() {
+                return Err("cannot give the temporary directory to the postgres user \
+                            (is the postgres user missing? install the postgresql package)"
+                    .into());
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        let server = TestPostgres {
+            bin,
+            dir,
+            port,
+            as_postgres,
+            databases: AtomicUsize::new(0),
+        };
+        let data = server.data_dir();
+        server.command(
+            "initdb",
+            &[
+                "-D",
+                path_str(&data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        )?;
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300",
+            path_str(server.dir.path())
+        );
+        let log = server.dir.path().join("server.log");
+        server.command(
+            "pg_ctl",
+            &[
+                "-D",
+                path_str(&data),
+                "-o",
+                &options,
+                "-l",
+                path_str(&log),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )?;
+        Ok(server)
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn command(&self, program: &str, args: &[&str]) -> Result<(), String> {
+        let path = self.bin.join(program);
+        let mut command = if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&path);
+            command
+        } else {
+            Command::new(&path)
+        };
+        let output = command
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running {}: {e}", path.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "{program} failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(())
+    }
+
+    /// The port the server listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of the server's `postgres` database.
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Creates a new, empty database; returns its URL.
+    pub fn database(&self) -> String {
+        let n = self.databases.fetch_add(1, Ordering::Relaxed);
+        let name = format!("edgekv_{}_{n}", std::process::id());
+        self.execute(&format!("CREATE DATABASE {name}"));
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Runs SQL on the `postgres` database; panics on failure.
+    pub fn execute(&self, sql: &str) {
+        execute(&self.admin_url(), sql);
+    }
+}
+
+/// Runs SQL against `url`, on a thread and runtime of its own (callable from
+/// inside or outside an async runtime); panics on failure.
+pub fn execute(url: &str, sql: &str) {
+    let (url, statements) = (url.to_string(), sql.to_string());
+    let done = std::thread::spawn(move || -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            client.batch_execute(&statements).await.map_err(|e| {
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |db| db.message().to_string())
+            })
+        })
+    })
+    .join();
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => panic!("SQL {sql:?} failed: {err}"),
+        Err(_) => panic!("SQL {sql:?} panicked"),
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap_or_default()
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        let data = self.data_dir();
+        let _ = self.command(
+            "pg_ctl",
+            &["-D", path_str(&data), "-m", "immediate", "stop"],
+        );
+    }
+}

@@ -1,0 +1,225 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use edgekv_kv::{Mode, Namespace, Record};
+use edgekv_store::{Commit, ReadSet, Store, Write};
+
+use crate::testing::TestPostgres;
+use crate::{PgOptions, PgStore};
+
+/// A store over a fresh database of the process's shared test server.
+fn fresh() -> (PgStore, Arc<TestPostgres>) {
+    let server = TestPostgres::shared();
+    let store = PgStore::open(&server.database(), &PgOptions::default()).unwrap();
+    (store, server)
+}
+
+edgekv_store::store_suite!(fresh());
+
+const NS: &str = "0123456789abcdef0123456789abcdef";
+
+fn namespace() -> Namespace {
+    Namespace {
+        id: NS.into(),
+        title: "t".into(),
+        account: "a".into(),
+        mode: Mode::Cache,
+    }
+}
+
+fn write(key: &str, value: &str) -> Write {
+    Write {
+        namespace: NS.into(),
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        record: Record::value(Bytes::copy_from_slice(value.as_bytes()), None, None),
+    }
+}
+
+/// Two stores over one database — two origin processes — committing at once from
+/// several threads each: every commit gets its own revision, with no gap; each
+/// store hears of the other's commits.
+#[test]
+fn two_processes_share_one_gap_free_order() {
+    let server = TestPostgres::shared();
+    let url = server.database();
+    let one = Arc::new(PgStore::open(&url, &PgOptions::default()).unwrap());
+    let two = Arc::new(PgStore::open(&url, &PgOptions::default()).unwrap());
+    one.create_namespace(&namespace()).unwrap();
+    let heard = Arc::new(AtomicU64::new(0));
+    let told = heard.clone();
+    two.on_foreign_commit(Box::new(move |head| {
+        told.fetch_max(head, Ordering::SeqCst);
+    }));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = if t % 2 == 0 { one.clone() } else { two.clone() };
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|i| {
+                        // A read-decide-commit: the value counts the key's writes.
+                        let key = Bytes::from(format!("k{}", i % 3));
+                        let reads = ReadSet {
+                            keys: vec![(NS.into(), key.clone())],
+                            ..ReadSet::default()
+                        };
+                        store
+                            .transact(&reads, &mut |view| {
+                                let held = view.records.get(&(NS.to_string(), key.clone()));
+                                let count: u64 = held
+                                    .map(|r| {
+                                        std::str::from_utf8(&r.value).unwrap().parse().unwrap()
+                                    })
+                                    .unwrap_or(0);
+                                Ok(vec![Commit {
+                                    writes: vec![write(
+                                        std::str::from_utf8(&key).unwrap(),
+                                        &(count + 1).to_string(),
+                                    )],
+                                    write_id: Some(format!("t{t}:{i}").into_bytes()),
+                                    ..Commit::default()
+                                }])
+                            })
+                            .unwrap()[0]
+                    })
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let per_thread: Vec<Vec<u64>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    // Store one's last commit: store two hears of it (it hears only of others').
+    let last_of_one = (per_thread.iter().step_by(2).flatten().max().copied()).unwrap();
+    let mut revisions: Vec<u64> = per_thread.into_iter().flatten().collect();
+    revisions.sort_unstable();
+    assert_eq!(
+        revisions,
+        (2..=201).collect::<Vec<u64>>(),
+        "gap-free, no repeat"
+    );
+    // No lost update: the three counters add up to every write.
+    let total: u64 = (0..3)
+        .map(|k| {
+            let held = one.get(NS, format!("k{k}").as_bytes()).unwrap().unwrap();
+            std::str::from_utf8(&held.value)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(total, 200);
+    // Each store reads the other's commits, and learns the head.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while heard.load(Ordering::SeqCst) < last_of_one || two.revision() < 201 {
+        assert!(
+            Instant::now() < deadline,
+            "store two never heard of commit {last_of_one}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(one.refresh_revision().unwrap(), 201);
+    let edgekv_store::LogRead::Entries(entries) = two.log(1, 1000).unwrap() else {
+        panic!("trimmed");
+    };
+    let logged: Vec<u64> = entries.iter().map(|e| e.revision).collect();
+    assert_eq!(logged, (1..=201).collect::<Vec<u64>>());
+}
+
+/// A foreign commit is heard through NOTIFY, well before the slow poll.
+#[test]
+fn a_commit_of_another_process_is_heard_at_once() {
+    let server = TestPostgres::shared();
+    let url = server.database();
+    let slow_poll = PgOptions {
+        poll_interval: Duration::from_secs(60),
+        ..PgOptions::default()
+    };
+    let one = PgStore::open(&url, &slow_poll).unwrap();
+    let two = PgStore::open(&url, &slow_poll).unwrap();
+    let (heard, hear) = std::sync::mpsc::channel();
+    two.on_foreign_commit(Box::new(move |head| {
+        let _ = heard.send(head);
+    }));
+    // The follower's LISTEN may land just after open: wait for it to be active.
+    std::thread::sleep(Duration::from_millis(300));
+    let revision = one
+        .create_namespace(&namespace())
+        .map(|()| one.revision())
+        .unwrap();
+    let got = hear.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(got, revision);
+}
+
+/// A database whose schema is newer than this binary's is refused, naming both
+/// versions; an older schema is migrated; a migration is applied once.
+#[test]
+fn the_schema_is_versioned() {
+    let server = TestPostgres::shared();
+    let url = server.database();
+    drop(PgStore::open(&url, &PgOptions::default()).unwrap());
+    // Opening again applies nothing and keeps the data.
+    let store = PgStore::open(&url, &PgOptions::default()).unwrap();
+    store.create_namespace(&namespace()).unwrap();
+    drop(store);
+    let store = PgStore::open(&url, &PgOptions::default()).unwrap();
+    assert!(store.namespace(NS).unwrap().is_some());
+    drop(store);
+    crate::testing::execute(&url, "UPDATE edgekv_schema SET version = 99");
+    let err = PgStore::open(&url, &PgOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("version 99") && err.contains(&format!("binary's {}", crate::schema::VERSION)),
+        "{err}"
+    );
+}
+
+/// A multi-host URL: the first host is down, the second serves.
+#[test]
+fn a_multi_host_url_finds_the_host_that_answers() {
+    let server = TestPostgres::shared();
+    let url = server.database();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let name = url.rsplit('/').next().unwrap();
+    let multi = format!(
+        "postgres://postgres@127.0.0.1:{dead_port},127.0.0.1:{}/{name}?target_session_attrs=read-write",
+        server.port()
+    );
+    let store = PgStore::open(&multi, &PgOptions::default()).unwrap();
+    store.create_namespace(&namespace()).unwrap();
+    assert!(store.target().contains(&format!("127.0.0.1:{dead_port},")));
+    assert!(
+        !store.target().contains("postgres@"),
+        "no credentials in messages"
+    );
+}
+
+/// Values are cut into 1 MiB chunks: a value of 2.5 MiB is three rows, and an
+/// overwrite by a small value leaves no chunk behind.
+#[test]
+fn large_values_are_chunked() {
+    let (store, _server) = fresh();
+    store.create_namespace(&namespace()).unwrap();
+    let big = "x".repeat((5 << 20) / 2);
+    store.write(vec![write("big", &big)]).unwrap();
+    let parts = count_parts(&store);
+    assert_eq!(parts, 2, "head + 2 parts for 2.5 MiB");
+    store.write(vec![write("big", "small")]).unwrap();
+    assert_eq!(count_parts(&store), 0);
+    assert_eq!(store.get(NS, b"big").unwrap().unwrap().value, "small");
+}
+
+fn count_parts(store: &PgStore) -> i64 {
+    store
+        .simple("counting parts", |client| async move {
+            Ok(client
+                .query_one("SELECT count(*) FROM edgekv_record_parts", &[])
+                .await?
+                .get::<_, i64>(0))
+        })
+        .unwrap()
+}
