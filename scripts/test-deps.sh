@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives edgekv with, beyond the build: promtool
 # (Debian's prometheus package) to lint /metrics, systemd-analyze to verify the
-# systemd units, and the Python gRPC clients (scripts/python-venv.sh).
+# systemd units, PostgreSQL (the tests start throwaway servers of their own with
+# its initdb and pg_ctl), and the Python gRPC clients (scripts/python-venv.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   ./install-packages.sh --no-install-recommends "${missing[@]}"
 fi

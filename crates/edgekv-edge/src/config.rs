@@ -32,7 +32,9 @@ pub struct EdgeConfig {
     /// How long shutdown waits for requests in flight, in seconds.
     pub shutdown_grace_s: u64,
     /// The URL of the one origin build this edge reads through to and follows
-    /// (empty when it follows control's route tables instead).
+    /// (empty when it follows control's route tables instead); several URLs,
+    /// comma-separated, are endpoints of that one build — origin processes
+    /// sharing one database — between which the edge fails over.
     pub origin: String,
     /// The URL of the control plane whose route tables this edge follows (empty
     /// when it names one `origin` build).
@@ -175,8 +177,8 @@ impl EdgeConfig {
             (true, true) => Err(
                 "origin must be a URL like http://127.0.0.1:7001 (or give a control URL)".into(),
             ),
-            (false, true) if !url(&self.origin) => Err(format!(
-                "origin must be a URL like http://127.0.0.1:7001, got {:?}",
+            (false, true) if !self.origin_endpoints().iter().all(|u| url(u)) => Err(format!(
+                "origin must be a URL like http://127.0.0.1:7001 (or several, comma-separated), got {:?}",
                 self.origin
             )),
             (true, false) if !url(&self.control) => Err(format!(
@@ -185,6 +187,15 @@ impl EdgeConfig {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// The endpoints of `origin`, in order.
+    pub fn origin_endpoints(&self) -> Vec<String> {
+        (self.origin.split(','))
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 
     /// Checks every value but the origin, which `edgekv dev` fills in itself.

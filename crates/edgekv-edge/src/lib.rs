@@ -99,8 +99,13 @@ pub fn open(
         }
     } else {
         routes::Routes::single(
-            upstream::Upstream::new(&config.origin, credential, expected.clone(), timeout)
-                .map_err(Error::Config)?,
+            upstream::Upstream::over(
+                &config.origin_endpoints(),
+                credential,
+                expected.clone(),
+                timeout,
+            )
+            .map_err(Error::Config)?,
         )
     };
     Ok(Arc::new(

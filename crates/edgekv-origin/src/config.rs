@@ -12,8 +12,12 @@ use crate::fault::Fault;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OriginConfig {
-    /// The directory of the authoritative store.
+    /// The directory of the authoritative store (the embedded RocksDB engine).
     pub data_dir: PathBuf,
+    /// The authoritative store in a PostgreSQL database shared by several origin
+    /// processes: `postgres://USER[:PASSWORD]@HOST[:PORT][,HOST2...]/DB[?...]`.
+    /// None: RocksDB in `data_dir`.
+    pub store: Option<String>,
     /// The environment every build of this process belongs to.
     pub environment: String,
     /// The tenant of that environment.
@@ -48,6 +52,7 @@ impl Default for OriginConfig {
     fn default() -> Self {
         OriginConfig {
             data_dir: PathBuf::from("./edgekv-data/origin"),
+            store: None,
             environment: "dev".into(),
             tenant: "dev".into(),
             credential_file: PathBuf::from("./edgekv-data/credentials"),
@@ -80,6 +85,9 @@ impl OriginConfig {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("tls_cert and tls_key go together: give both or neither".into());
         }
+        if let Some(url) = &self.store {
+            check_store_url(url)?;
+        }
         if self.log_retain == 0 {
             return Err("log_retain must be at least 1".into());
         }
@@ -87,6 +95,31 @@ impl OriginConfig {
             return Err("intervals must be at least 1 ms".into());
         }
         Ok(())
+    }
+}
+
+/// Checks a `store` URL: a PostgreSQL URL the client can parse.
+pub fn check_store_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(format!(
+            "store {:?} is not a postgres:// URL (leave it out for RocksDB in data_dir)",
+            redact(url)
+        ));
+    }
+    edgekv_store_postgres::parse_url(url).map(drop)
+}
+
+/// A store URL with its password hidden, for logs and `--check-config`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
     }
 }
 

@@ -368,7 +368,12 @@ impl OriginCore {
     /// caller saw revisions this store never had (it was restored or wiped): it must
     /// resync, exactly as if the log had been trimmed.
     pub fn log(&self, from: u64, max: usize) -> Result<Vec<edgekv_store::LogEntry>> {
-        let head = self.store.revision();
+        let mut head = self.store.revision();
+        if from > head + 1 {
+            // The head known here may lag another origin's commits (a shared
+            // engine): ask the engine before calling the caller's revision unknown.
+            head = self.store.refresh_revision()?;
+        }
         if from > head + 1 {
             return Err(Error::Ahead { asked: from, head });
         }

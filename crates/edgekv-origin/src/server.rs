@@ -9,6 +9,8 @@ use std::time::Duration;
 use edgekv_kv::Clock;
 use edgekv_proto::MAX_MESSAGE_BYTES;
 use edgekv_proto::v1::{self, origin_server::OriginServer};
+use edgekv_store::Store;
+use edgekv_store_postgres::{PgOptions, PgStore};
 use edgekv_store_rocksdb::{RocksOptions, RocksStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -34,21 +36,38 @@ pub struct RunningOrigin {
     health: Vec<tonic_health::server::HealthReporter>,
 }
 
+/// Opens the store a config names (blocking: a database may take a while to answer).
+pub fn open_store(config: &OriginConfig) -> Result<Arc<dyn Store>> {
+    match &config.store {
+        Some(url) => {
+            let store = PgStore::open(url, &PgOptions::default())?;
+            tracing::info!(store = %store.target(), "the store is a PostgreSQL database");
+            Ok(Arc::new(store))
+        }
+        None => {
+            let options = RocksOptions {
+                sync_writes: config.sync_writes,
+                change_log: true,
+                ..RocksOptions::default()
+            };
+            Ok(Arc::new(RocksStore::open(
+                config.data_dir.join("db"),
+                &options,
+            )?))
+        }
+    }
+}
+
 impl RunningOrigin {
-    /// Opens the store in the config's data dir and serves every build.
+    /// Opens the store (RocksDB in the config's data dir, or the PostgreSQL
+    /// database of `store`) and serves every build.
     pub async fn start(config: OriginConfig, clock: Arc<dyn Clock>) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
-        let options = RocksOptions {
-            sync_writes: config.sync_writes,
-            change_log: true,
-            ..RocksOptions::default()
-        };
-        let store = RocksStore::open(config.data_dir.join("db"), &options)?;
-        let core = Arc::new(OriginCore::new(
-            Arc::new(store),
-            clock,
-            config.tombstone_ttl_s,
-        )?);
+        let opening = config.clone();
+        let store = tokio::task::spawn_blocking(move || open_store(&opening))
+            .await
+            .map_err(|e| Error::Io(format!("opening the store: {e}")))??;
+        let core = Arc::new(OriginCore::new(store, clock, config.tombstone_ttl_s)?);
         Self::serve(config, core).await
     }
 

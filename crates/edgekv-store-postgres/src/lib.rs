@@ -208,6 +208,23 @@ impl Drop for PgStore {
     }
 }
 
+/// Parses a PostgreSQL URL (hosts may be several, comma-separated); the error
+/// never repeats the URL (it may hold a password).
+pub fn parse_url(url: &str) -> std::result::Result<Config, String> {
+    let config: Config = url
+        .parse()
+        .map_err(|e| format!("invalid PostgreSQL URL: {e}"))?;
+    if config.get_hosts().is_empty() {
+        return Err("invalid PostgreSQL URL: it names no host".into());
+    }
+    if config.get_dbname().is_none() {
+        return Err(
+            "invalid PostgreSQL URL: it names no database (postgres://USER@HOST/DB)".into(),
+        );
+    }
+    Ok(config)
+}
+
 /// Runs `work` on a runtime and waits for it on this thread (any thread: the wait
 /// is a channel's, never a runtime's `block_on`).
 fn run_on<T: Send + 'static>(
@@ -356,9 +373,7 @@ impl PgStore {
     /// [,HOST2[:PORT2]...]/DB[?target_session_attrs=read-write]`), applies the
     /// schema's migrations and starts following the head.
     pub fn open(url: &str, options: &PgOptions) -> Result<Self> {
-        let mut config: Config = url
-            .parse()
-            .map_err(|e| Error::Engine(format!("invalid PostgreSQL URL: {e}")))?;
+        let mut config = parse_url(url).map_err(Error::Engine)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
         }

@@ -203,6 +203,35 @@ impl TestPostgres {
     }
 }
 
+/// Runs a query against `url` and returns its first column, as 64-bit integers
+/// (like [`execute`], from any thread); panics on failure.
+pub fn query_i64(url: &str, sql: &str) -> Vec<i64> {
+    let (url, statement) = (url.to_string(), sql.to_string());
+    let done = std::thread::spawn(move || -> Result<Vec<i64>, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            let rows = client
+                .query(&statement, &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(rows.iter().map(|row| row.get::<_, i64>(0)).collect())
+        })
+    })
+    .join();
+    match done {
+        Ok(Ok(values)) => values,
+        Ok(Err(err)) => panic!("SQL {sql:?} failed: {err}"),
+        Err(_) => panic!("SQL {sql:?} panicked"),
+    }
+}
+
 /// Runs SQL against `url`, on a thread and runtime of its own (callable from
 /// inside or outside an async runtime); panics on failure.
 pub fn execute(url: &str, sql: &str) {

@@ -494,6 +494,10 @@ pub struct DevArgs {
     /// Where all data is kept.
     #[arg(long, env = "EDGEKV_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The origin's store in a PostgreSQL database (postgres://USER@HOST/DB)
+    /// instead of RocksDB under --data-dir.
+    #[arg(long, env = "EDGEKV_STORE")]
+    pub store: Option<String>,
     /// The account the printed token acts for.
     #[arg(long, env = "EDGEKV_ACCOUNT")]
     pub account: Option<String>,
@@ -515,6 +519,11 @@ pub struct OriginArgs {
     /// The directory of the authoritative store.
     #[arg(long, env = "EDGEKV_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The store in a PostgreSQL database that several origin processes share:
+    /// postgres://USER[:PASSWORD]@HOST[:PORT][,HOST2[:PORT2]...]/DB[?target_session_attrs=read-write].
+    /// Without it: RocksDB in --data-dir. Prefer EDGEKV_STORE for a URL with a password.
+    #[arg(long, env = "EDGEKV_STORE")]
+    pub store: Option<String>,
     /// The environment of every build of this process.
     #[arg(long, env = "EDGEKV_ENVIRONMENT")]
     pub environment: Option<String>,
@@ -577,7 +586,9 @@ pub struct EdgeArgs {
     /// evicts in bulk is freed a moment later by a thread of its own).
     #[arg(long, env = "EDGEKV_HOT_TIER_BYTES")]
     pub hot_tier_bytes: Option<usize>,
-    /// The one origin build to read through to and follow, e.g. http://127.0.0.1:7001.
+    /// The one origin build to read through to and follow, e.g. http://127.0.0.1:7001;
+    /// several URLs, comma-separated, are endpoints of that build (origin processes
+    /// sharing one PostgreSQL database), between which the edge fails over.
     #[arg(long, env = "EDGEKV_ORIGIN", conflicts_with = "control")]
     pub origin: Option<String>,
     /// The control plane whose route tables pick the builds, e.g. http://127.0.0.1:7000.

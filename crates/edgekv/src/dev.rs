@@ -46,6 +46,10 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
     if let Some(account) = args.account {
         dev.account = account;
     }
+    if let Some(url) = &args.store {
+        edgekv_origin::config::check_store_url(url)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: --store: {e}"))?;
+    }
     if args.check_config {
         let mut edge = file.edge.clone().unwrap_or_default();
         edge.http = dev.http;
@@ -96,6 +100,13 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
         builds,
         ..file.origin.clone().unwrap_or_default()
     };
+    let origin_config = OriginConfig {
+        store: args.store.clone().or(origin_config.store.clone()),
+        ..origin_config
+    };
+    if let Some(url) = &origin_config.store {
+        println!("store: {} (PostgreSQL)", edgekv_origin::config::redact(url));
+    }
     let origin = RunningOrigin::start(origin_config, Arc::new(SystemClock))
         .await
         .context("cannot start the origin")?;

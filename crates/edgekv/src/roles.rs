@@ -18,6 +18,9 @@ pub async fn origin(args: OriginArgs, file: &File) -> anyhow::Result<()> {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
+    if let Some(store) = args.store {
+        config.store = Some(store);
+    }
     if let Some(environment) = args.environment {
         config.environment = environment;
     }
@@ -63,7 +66,9 @@ pub async fn origin(args: OriginArgs, file: &File) -> anyhow::Result<()> {
         if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
             edgekv_proto::tls::server(cert, key).map_err(|e| anyhow::anyhow!(e))?;
         }
-        println!("configuration OK: would run an origin\n{config:#?}");
+        let mut shown = config.clone();
+        shown.store = shown.store.as_deref().map(edgekv_origin::config::redact);
+        println!("configuration OK: would run an origin\n{shown:#?}");
         return Ok(());
     }
     let environment = config.environment.clone();

@@ -1,0 +1,188 @@
+//! The origin on PostgreSQL, end to end with real processes: two origin processes
+//! over one database, an edge on each (each edge knows both as endpoints of the
+//! one build), writes at both; then one origin is killed with SIGKILL under load.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use edgekv_store_postgres::testing::{TestPostgres, query_i64};
+use support::{Edge, Kv, Origin, eventually};
+
+const ENV: &str = "production";
+const CRED: &str = "production-credential";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_origins_on_one_database_survive_the_loss_of_one() {
+    let server = TestPostgres::shared();
+    let url = server.database();
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let store = ["--store", url.as_str()];
+    let mut one = Origin::start(dirs[0].path(), ENV, CRED, &["kv-v1"], &store);
+    let two = Origin::start(dirs[1].path(), ENV, CRED, &["kv-v1"], &store);
+    let (url_one, url_two) = (one.url("kv-v1"), two.url("kv-v1"));
+    // Edge A prefers origin one, edge B origin two; each fails over to the other.
+    let a = Edge::start(
+        dirs[2].path(),
+        &format!("{url_one},{url_two}"),
+        ENV,
+        CRED,
+        &["--cache-ttl-s", "86400"],
+    );
+    let b = Edge::start(
+        dirs[3].path(),
+        &format!("{url_two},{url_one}"),
+        ENV,
+        CRED,
+        &["--cache-ttl-s", "86400"],
+    );
+    a.ready().await;
+    b.ready().await;
+    let (ka, kb) = (Kv::of(&a), Kv::of(&b));
+
+    // Writes at both converge on both: the feed of each origin carries the other's.
+    let ns = ka.create_namespace("shared", "full").await;
+    for i in 0..20 {
+        assert_eq!(
+            ka.put(&ns, &format!("a{i}"), &format!("from a {i}")).await,
+            200
+        );
+        assert_eq!(
+            kb.put(&ns, &format!("b{i}"), &format!("from b {i}")).await,
+            200
+        );
+    }
+    for kv in [&ka, &kb] {
+        eventually(
+            Duration::from_secs(10),
+            "both edges hold all 40 keys",
+            || async { kv.list(&ns).await.1.len() == 40 },
+        )
+        .await;
+    }
+    let (status, body, cache) = kb.get_with(&ns, "a7", false).await;
+    assert_eq!(
+        (status, body.as_str(), cache.as_str()),
+        (200, "from a 7", "HIT")
+    );
+    let (status, body, cache) = ka.get_with(&ns, "b7", false).await;
+    assert_eq!(
+        (status, body.as_str(), cache.as_str()),
+        (200, "from b 7", "HIT")
+    );
+
+    // Load at both edges: writers of new keys, readers of held keys.
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(AtomicBool::new(false));
+    let read_failures = Arc::new(AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for (name, edge) in [("a", &a), ("b", &b)] {
+        for w in 0..2 {
+            let kv = Kv::of(edge);
+            let (ns, stop, killed) = (ns.clone(), stop.clone(), killed.clone());
+            writers.push(tokio::spawn(async move {
+                let mut acked = BTreeMap::new();
+                let (mut refused, mut after_kill) = (0, 0);
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("load-{name}{w}-{i}");
+                    let value = format!("v{i}");
+                    match kv.put(&ns, &key, &value).await {
+                        200 => {
+                            after_kill += usize::from(killed.load(Ordering::Relaxed));
+                            acked.insert(key, value);
+                        }
+                        _ => refused += 1,
+                    }
+                    i += 1;
+                }
+                (acked, refused, (name, after_kill))
+            }));
+        }
+        let kv = Kv::of(edge);
+        let (ns, stop, failures) = (ns.clone(), stop.clone(), read_failures.clone());
+        writers.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("{}{}", if i % 2 == 0 { "a" } else { "b" }, i % 20);
+                if kv.get(&ns, &key).await.0 != 200 {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+            (BTreeMap::new(), 0, ("reader", 0))
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    one.proc.kill9();
+    killed.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = BTreeMap::new();
+    let mut refused = 0;
+    let mut after_kill: BTreeMap<&str, usize> = BTreeMap::new();
+    for writer in writers {
+        let (keys, r, (name, k)) = writer.await.unwrap();
+        acked.extend(keys);
+        refused += r;
+        *after_kill.entry(name).or_default() += k;
+    }
+    assert_eq!(
+        read_failures.load(Ordering::Relaxed),
+        0,
+        "a read of a held key failed"
+    );
+    assert_eq!(refused, 0, "a write was refused");
+    // Edge A's writes after the kill went to origin two, not to its outbox: at
+    // most the writes in flight at the kill were queued.
+    let after_kill_a = after_kill["a"];
+    assert!(
+        after_kill_a > 20,
+        "A acknowledged {after_kill_a} writes after the kill"
+    );
+    let queued_a = support::metric(&a, "edgekv_outbox_queued_total").await;
+    assert!(
+        queued_a <= 4.0,
+        "A queued {queued_a} of {after_kill_a} writes instead of failing over"
+    );
+    assert!(
+        acked.len() > 20,
+        "too little load to mean anything: {}",
+        acked.len()
+    );
+
+    // Every acknowledged write is in the database, and on both edges.
+    let live =
+        format!("SELECT count(*) FROM edgekv_records WHERE namespace = '{ns}' AND NOT tombstone");
+    eventually(
+        Duration::from_secs(15),
+        "every acknowledged write is in the database",
+        || async { query_i64(&url, &live)[0] as usize == 40 + acked.len() },
+    )
+    .await;
+    for (key, value) in acked.iter().step_by(7) {
+        let (status, body, _) = kb.get_with(&ns, key, true).await;
+        assert_eq!((status, body.as_str()), (200, value.as_str()), "{key} at B");
+    }
+    for kv in [&ka, &kb] {
+        eventually(
+            Duration::from_secs(15),
+            "both edges hold every acknowledged key",
+            || async { kv.list(&ns).await.1.len() == 40 + acked.len() },
+        )
+        .await;
+    }
+    // The revision order of both origins' commits has no gap and no repeat.
+    let revisions = query_i64(
+        &url,
+        "SELECT revision FROM edgekv_log WHERE part = 0 ORDER BY revision",
+    );
+    let head = query_i64(&url, "SELECT revision FROM edgekv_head")[0];
+    assert_eq!(revisions, (1..=head).collect::<Vec<i64>>());
+    assert!(head as usize >= 41 + acked.len(), "head {head}");
+    drop(two);
+}
