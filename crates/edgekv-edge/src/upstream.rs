@@ -391,13 +391,20 @@ struct Target {
     client: Client,
 }
 
-/// A client of one build, over every endpoint its route entry lists: calls go to
-/// the endpoint that answered last, and on a build fault to the next one.
+/// A client of one build, over every endpoint its route entry lists: reads are
+/// spread over the endpoints in turn (skipping one that faulted in the last
+/// second), other calls go to the endpoint that answered last; on a build fault a
+/// call moves on to the next endpoint.
 #[derive(Clone)]
 pub struct Upstream {
     targets: Arc<[Target]>,
     /// The endpoint calls go to first.
     preferred: Arc<AtomicUsize>,
+    /// The turn of reads spread over the endpoints.
+    turn: Arc<AtomicUsize>,
+    /// Per endpoint, until when (ms after `epoch`) reads skip it: it faulted.
+    resting: Arc<[std::sync::atomic::AtomicU64]>,
+    epoch: Instant,
     expected: Expected,
     /// The build id, learned from its first stamped answer and then required.
     build_id: std::sync::Arc<OnceLock<String>>,
@@ -494,8 +501,11 @@ impl Upstream {
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Upstream {
+            resting: targets.iter().map(|_| Default::default()).collect(),
             targets: targets.into(),
             preferred: Arc::default(),
+            turn: Arc::default(),
+            epoch: Instant::now(),
             expected,
             build_id: std::sync::Arc::default(),
             declared_data_set: None,
@@ -649,17 +659,39 @@ impl Upstream {
         }
     }
 
+    /// The endpoint a spread read goes to first: the next in turn that has not
+    /// faulted in the last second (the preferred one when all have).
+    fn next_in_turn(&self) -> usize {
+        let n = self.targets.len();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        let now = self.epoch.elapsed().as_millis() as u64;
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| self.resting[i].load(Ordering::Relaxed) <= now)
+            .unwrap_or_else(|| self.preferred.load(Ordering::Relaxed) % n)
+    }
+
+    /// Spread reads skip an endpoint for a second after it faulted.
+    fn rest(&self, index: usize) {
+        let until = self.epoch.elapsed().as_millis() as u64 + 1000;
+        self.resting[index].store(until, Ordering::Relaxed);
+    }
+
     /// Runs one call within the time budget, on the preferred endpoint and, after
     /// a build fault, on the next ones while the budget lasts; checks the answer's
     /// stamp; counts the outcome in the build's stats.
-    async fn unary<T, F, Fut>(&self, call: F) -> Result<T, UpstreamError>
+    async fn unary<T, F, Fut>(&self, spread: bool, call: F) -> Result<T, UpstreamError>
     where
         T: Stamped,
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let started = Instant::now();
-        let first = self.preferred.load(Ordering::Relaxed);
+        let first = if spread && self.targets.len() > 1 {
+            self.next_in_turn()
+        } else {
+            self.preferred.load(Ordering::Relaxed)
+        };
         let mut last = None;
         for attempt in 0..self.targets.len() {
             let index = (first + attempt) % self.targets.len();
@@ -677,6 +709,7 @@ impl Upstream {
                             if attempt > 0 {
                                 self.preferred.store(index, Ordering::Relaxed);
                             }
+                            self.resting[index].store(0, Ordering::Relaxed);
                             return Ok(answer);
                         }
                         Err(err) => (err, FaultClass::Identity),
@@ -705,6 +738,7 @@ impl Upstream {
                     FaultClass::Deadline,
                 ),
             };
+            self.rest(index);
             last = Some((err, class));
         }
         let (err, class) = last.unwrap_or_else(|| {
@@ -757,7 +791,7 @@ impl Upstream {
             key: Bytes::copy_from_slice(key),
         };
         let answer = self
-            .unary(|mut client| {
+            .unary(true, |mut client| {
                 let request = request.clone();
                 async move { client.get(request).await }
             })
@@ -795,7 +829,7 @@ impl Upstream {
                         key: m.key,
                         value: Some(value),
                     };
-                    self.unary(|mut client| {
+                    self.unary(false, |mut client| {
                         let request = request.clone();
                         async move { client.put(request).await }
                     })
@@ -806,7 +840,7 @@ impl Upstream {
                         header: Some(header),
                         key: m.key,
                     };
-                    self.unary(|mut client| {
+                    self.unary(false, |mut client| {
                         let request = request.clone();
                         async move { client.delete(request).await }
                     })
@@ -818,7 +852,7 @@ impl Upstream {
                 header: Some(header),
                 mutations,
             };
-            self.unary(|mut client| {
+            self.unary(false, |mut client| {
                 let request = request.clone();
                 async move { client.bulk_write(request).await }
             })
@@ -838,7 +872,7 @@ impl Upstream {
         request: v1::ListRequest,
     ) -> Result<(Vec<(Bytes, Record)>, bool), UpstreamError> {
         let answer = self
-            .unary(|mut client| {
+            .unary(true, |mut client| {
                 let request = request.clone();
                 async move { client.list(request).await }
             })
@@ -864,7 +898,7 @@ impl Upstream {
             mode: mode_to_wire(mode),
         };
         let answer = self
-            .unary(|mut client| {
+            .unary(false, |mut client| {
                 let request = request.clone();
                 async move { client.create_namespace(request).await }
             })
@@ -885,7 +919,7 @@ impl Upstream {
             title: title.to_string(),
         };
         let answer = self
-            .unary(|mut client| {
+            .unary(false, |mut client| {
                 let request = request.clone();
                 async move { client.rename_namespace(request).await }
             })
@@ -904,7 +938,7 @@ impl Upstream {
             id: id.to_string(),
         };
         let answer = self
-            .unary(|mut client| {
+            .unary(false, |mut client| {
                 let request = request.clone();
                 async move { client.delete_namespace(request).await }
             })
@@ -925,7 +959,7 @@ impl Upstream {
     /// Every namespace, current as of the returned revision.
     pub async fn namespaces(&self) -> Result<(Vec<Namespace>, u64), UpstreamError> {
         let answer = self
-            .unary(|mut client| async move {
+            .unary(false, |mut client| async move {
                 client.list_namespaces(v1::ListNamespacesRequest {}).await
             })
             .await?;

@@ -465,3 +465,100 @@ async fn a_queued_write_past_its_maximum_age_is_buried_not_replayed() {
     );
     running.shutdown().await;
 }
+
+/// Copies `from` to `to`, counting the bytes as they pass.
+async fn counted_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    counted: Arc<std::sync::atomic::AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buffer).await {
+        counted.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A TCP forwarder to `to` on a port of its own, counting the bytes it carries;
+/// aborting its task closes it and every connection through it.
+async fn forwarder(
+    to: String,
+) -> (
+    String,
+    Arc<std::sync::atomic::AtomicU64>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let carried = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = carried.clone();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(outbound) = tokio::net::TcpStream::connect(&to).await else {
+                continue;
+            };
+            let (in_read, in_write) = inbound.into_split();
+            let (out_read, out_write) = outbound.into_split();
+            connections.spawn(counted_copy(in_read, out_write, counted.clone()));
+            connections.spawn(counted_copy(out_read, in_write, counted.clone()));
+        }
+    });
+    (url, carried, task)
+}
+
+/// Reads are spread over a build's endpoints in turn; when one dies, reads go on
+/// through the others without an error.
+#[tokio::test]
+async fn reads_are_spread_over_the_endpoints_of_a_build() {
+    use edgekv_edge::upstream::{Expected, Upstream};
+    use std::sync::atomic::Ordering;
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let origin = TestOrigin::start(clock.clone(), 1_000).await;
+    let address = origin.url.trim_start_matches("http://").to_string();
+    let (one, through_one, one_task) = forwarder(address.clone()).await;
+    let (two, through_two, _two_task) = forwarder(address).await;
+    let upstream = Upstream::for_build(
+        &[one, two],
+        CREDENTIAL,
+        Expected::new(ENVIRONMENT, ENVIRONMENT),
+        Duration::from_secs(2),
+        "v1",
+    )
+    .unwrap();
+    // Not a read: it goes to the first endpoint, and the second is never dialled.
+    let (ns, _) = upstream
+        .create_namespace("acct", "spread", edgekv_kv::Mode::Cache)
+        .await
+        .unwrap();
+    assert!(through_one.load(Ordering::Relaxed) > 0);
+    assert_eq!(through_two.load(Ordering::Relaxed), 0);
+    let before = (
+        through_one.load(Ordering::Relaxed),
+        through_two.load(Ordering::Relaxed),
+    );
+    for _ in 0..20 {
+        upstream.get(&ns.id, b"k").await.unwrap();
+    }
+    let after = (
+        through_one.load(Ordering::Relaxed),
+        through_two.load(Ordering::Relaxed),
+    );
+    assert!(
+        after.0 > before.0 && after.1 > before.1,
+        "reads went to one endpoint only: {before:?} -> {after:?}"
+    );
+    assert_eq!(upstream.stats().take().faults.iter().sum::<u64>(), 0);
+    // Endpoint one dies: every read still answers, through two.
+    one_task.abort();
+    for _ in 0..20 {
+        upstream.get(&ns.id, b"k").await.unwrap();
+    }
+    assert!(through_two.load(Ordering::Relaxed) > after.1);
+}
