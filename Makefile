@@ -4,7 +4,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/edgekv-target
 export CARGO_TARGET_DIR
 ARGS ?=
 
-.PHONY: dev test lint deps build install schemathesis fuzz fuzz-ci bench bench-e2e bench-memory bench-sweep bench-fanout bench-outbox bench-instructions bench-server-instructions
+.PHONY: dev test lint deps build install schemathesis fuzz fuzz-ci bench bench-e2e bench-memory bench-sweep bench-fanout bench-outbox bench-instructions bench-server-instructions test-ha bench-stores
 
 ## Installs what is missing, builds, and runs `edgekv dev` (ARGS="..." adds flags).
 dev: deps
@@ -19,6 +19,12 @@ test: deps
 	SCHEMATHESIS_MAX_TIME=$${SCHEMATHESIS_MAX_TIME:-90} ./scripts/schemathesis.sh
 
 ## Formatting and lints, as CI checks them.
+## The origin over a Patroni cluster (two PostgreSQL nodes, synchronous
+## replication, etcd): the primary killed under a write load (also in `make test`).
+test-ha: deps
+	./scripts/test-deps.sh
+	cargo test --locked -p edgekv --test ha -- --nocapture
+
 lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
@@ -54,6 +60,15 @@ fuzz-ci: deps
 bench: deps
 	cargo bench --locked -p edgekv-edge --bench hot_path
 	cargo run --locked --profile bench -p edgekv-benches --bin sync
+
+## The origin's stores side by side, durability on: pgbench's TPS on the same
+## PostgreSQL server, origin writes/s over RocksDB and over PostgreSQL (1 and 16
+## clients), and propagation between two origins over one database
+## (ARGS="SECONDS WRITES").
+bench-stores: deps
+	./scripts/test-deps.sh
+	cargo build --locked --profile bench -p edgekv-benches
+	$(CARGO_TARGET_DIR)/release/stores $(ARGS)
 
 ## The read path beside a bare hyper server, in one run: writes the table to
 ## benches/RESULTS.md (needs 2 cores for pinning; taskset from util-linux; installs

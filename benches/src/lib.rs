@@ -2,6 +2,8 @@
 //! servers they start, each on free ports of 127.0.0.1, in the `bench`
 //! environment.
 
+pub mod writes;
+
 /// Arguments as `Command::args` and the benchmarks' helpers take them.
 pub fn refs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()

@@ -13,74 +13,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use edgekv_benches::writes::{edge, load, origin, report};
+use edgekv_edge::Edge;
 use edgekv_edge::service::Change;
-use edgekv_edge::tokens::TokenTable;
-use edgekv_edge::{Edge, EdgeConfig, RunningEdge};
-use edgekv_kv::{Mode, SystemClock};
-use edgekv_origin::{OriginConfig, RunningOrigin};
-use edgekv_proto::v1::{self, origin_client::OriginClient};
+use edgekv_kv::Mode;
 use hdrhistogram::Histogram;
-
-const CREDENTIAL: &str = "bench-credential";
-
-async fn origin(dir: &std::path::Path, sync_writes: bool) -> RunningOrigin {
-    std::fs::write(dir.join("credentials"), CREDENTIAL).unwrap();
-    let config = OriginConfig {
-        data_dir: dir.to_path_buf(),
-        environment: "bench".into(),
-        tenant: "bench".into(),
-        credential_file: dir.join("credentials"),
-        builds: vec!["v1=127.0.0.1:0".parse().unwrap()],
-        sync_writes,
-        ..OriginConfig::default()
-    };
-    RunningOrigin::start(config, Arc::new(SystemClock))
-        .await
-        .unwrap()
-}
-
-async fn edge(dir: &std::path::Path, origin_url: &str) -> RunningEdge {
-    let config = EdgeConfig {
-        http: "127.0.0.1:0".parse().unwrap(),
-        admin: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_path_buf(),
-        origin: origin_url.to_string(),
-        environment: "bench".into(),
-        tenant: "bench".into(),
-        ..EdgeConfig::default()
-    };
-    let edge = edgekv_edge::open(
-        config,
-        Arc::new(SystemClock),
-        TokenTable::default(),
-        CREDENTIAL,
-    )
-    .unwrap();
-    let running = RunningEdge::start(edge).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(running.edge().feed().synced() && running.edge().feed().connected()) {
-        assert!(Instant::now() < deadline, "edge did not sync");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    running
-}
-
-fn report(name: &str, h: &Histogram<u64>) {
-    let ms = |v: u64| v as f64 / 1000.0;
-    println!(
-        "{name:<34} n={:<6} p50={:>7.3} ms  p90={:>7.3} ms  p99={:>7.3} ms  p99.9={:>7.3} ms  max={:>7.3} ms",
-        h.len(),
-        ms(h.value_at_quantile(0.5)),
-        ms(h.value_at_quantile(0.9)),
-        ms(h.value_at_quantile(0.99)),
-        ms(h.value_at_quantile(0.999)),
-        ms(h.max()),
-    );
-}
 
 async fn propagation(writes: usize) {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let origin = origin(dirs[0].path(), true).await;
+    let origin = origin(dirs[0].path(), true, None).await;
     let url = origin.url("v1").unwrap();
     let a = edge(dirs[1].path(), &url).await;
     let b = edge(dirs[2].path(), &url).await;
@@ -130,98 +71,19 @@ async fn propagation(writes: usize) {
 
 async fn throughput(seconds: u64, sync_writes: bool, clients: usize, keys_per_write: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let origin = origin(dir.path(), sync_writes).await;
+    let origin = origin(dir.path(), sync_writes, None).await;
     let url = origin.url("v1").unwrap();
-    let credential: tonic_metadata::Value = format!("Bearer {CREDENTIAL}").parse().unwrap();
-    let mut client = OriginClient::connect(url.clone()).await.unwrap();
-    let mut create = tonic::Request::new(v1::CreateNamespaceRequest {
-        account: "a".into(),
-        title: "t".into(),
-        mode: 0,
-    });
-    create
-        .metadata_mut()
-        .insert("authorization", credential.clone());
-    let ns = client
-        .create_namespace(create)
-        .await
-        .unwrap()
-        .into_inner()
-        .namespace
-        .unwrap()
-        .id;
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (url, ns, credential) = (url.clone(), ns.clone(), credential.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut client = OriginClient::connect(url).await.unwrap();
-            let mut done = 0u64;
-            let mut latency = Histogram::<u64>::new(3).unwrap();
-            while Instant::now() < deadline {
-                let mutations = (0..keys_per_write)
-                    .map(|k| v1::Mutation {
-                        key: Bytes::from(format!(
-                            "c{c}-k{}",
-                            (done as usize * keys_per_write + k) % 10_000
-                        )),
-                        put: Some(v1::Value {
-                            value: Bytes::from(vec![1u8; 100]),
-                            metadata: None,
-                            expiration: None,
-                        }),
-                    })
-                    .collect();
-                let stamp = (std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis() as u64)
-                    << 16;
-                let mut request = tonic::Request::new(v1::BulkWriteRequest {
-                    header: Some(v1::WriteHeader {
-                        namespace: ns.clone(),
-                        write_id: Some(v1::WriteId {
-                            node_id: format!("bench-{c}"),
-                            sequence: done,
-                            incarnation: String::new(),
-                        }),
-                        hlc: stamp,
-                        replay: false,
-                    }),
-                    mutations,
-                });
-                request
-                    .metadata_mut()
-                    .insert("authorization", credential.clone());
-                let start = Instant::now();
-                client.bulk_write(request).await.unwrap();
-                latency.record(start.elapsed().as_micros() as u64).unwrap();
-                done += 1;
-            }
-            (done, latency)
-        }));
-    }
-    let mut writes = 0;
-    let mut latency = Histogram::<u64>::new(3).unwrap();
-    for task in tasks {
-        let (done, h) = task.await.unwrap();
-        writes += done;
-        latency.add(h).unwrap();
-    }
+    let done = load(&url, seconds, clients, keys_per_write).await;
     let label = format!(
         "origin writes, fsync={sync_writes}, {clients} clients, {keys_per_write} key(s)/write"
     );
     println!(
         "{label:<60} {:>9.0} writes/s  {:>9.0} keys/s",
-        writes as f64 / seconds as f64,
-        (writes as usize * keys_per_write) as f64 / seconds as f64
+        done.writes_per_s,
+        done.writes_per_s * keys_per_write as f64
     );
-    report("  write latency", &latency);
+    report("  write latency", &done.latency);
     origin.shutdown().await;
-}
-
-mod tonic_metadata {
-    pub type Value = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
 }
 
 fn main() {

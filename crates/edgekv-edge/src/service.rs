@@ -254,6 +254,11 @@ pub struct Edge {
     metrics: Metrics,
     /// Writes no build could take, waiting for replay.
     pub(crate) outbox: Outbox,
+    /// When a replay round last settled every write it read (builds take writes
+    /// again): new writes then wait for the queue to drain rather than join it.
+    replay_settled_at: Mutex<Option<std::time::Instant>>,
+    /// Woken after every replay round.
+    replayed: tokio::sync::Notify,
     /// A break-glass pin, when one is in force.
     pub(crate) pin: arc_swap::ArcSwapOption<Pin>,
     /// Set by the prober: this edge's calls to known-good fail authentication.
@@ -319,6 +324,12 @@ impl std::fmt::Debug for Edge {
             .finish()
     }
 }
+
+/// How many queued writes of distinct keys replay at once.
+pub const REPLAY_CONCURRENCY: usize = 16;
+
+/// How long a new write waits for a draining outbox before it joins the queue.
+pub const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 impl Edge {
     /// An edge over `store`, reading through to `upstream`, with what the store
@@ -412,6 +423,8 @@ impl Edge {
             writes_in_flight: DashMap::new(),
             metrics: Metrics::default(),
             outbox,
+            replay_settled_at: Mutex::new(None),
+            replayed: tokio::sync::Notify::new(),
             pin: arc_swap::ArcSwapOption::empty(),
             known_good_auth_failing: AtomicBool::new(false),
             break_glass,
@@ -1609,8 +1622,11 @@ impl Edge {
             None if keys.len() == 1 => keys[0].as_ref(),
             None => namespace.as_bytes(),
         };
-        if build.is_none() && !self.outbox.is_empty() {
-            // Writes leave this edge in the order it took them: behind the queue.
+        // Writes leave this edge in the order it took them: behind the queue.
+        // While the replay drains it (builds take writes again), a new write waits
+        // for the queue to empty — backpressure — rather than join it: a queue
+        // joined as fast as it drains never empties.
+        if build.is_none() && !self.outbox.is_empty() && !self.wait_for_drain().await {
             drop(marks);
             return self
                 .enqueue(
@@ -1697,7 +1713,32 @@ impl Edge {
         Ok(WriteOutcome::Queued)
     }
 
-    /// Replays the outbox in order whenever writes wait, until `stop` changes:
+    /// Waits, up to [`DRAIN_WAIT`], for the outbox to empty while the replay is
+    /// draining it (a round settled everything it read within the last second);
+    /// whether it emptied. False at once when no build takes the replays.
+    async fn wait_for_drain(&self) -> bool {
+        let deadline = tokio::time::Instant::now() + DRAIN_WAIT;
+        loop {
+            let replayed = self.replayed.notified();
+            if self.outbox.is_empty() {
+                return true;
+            }
+            let draining = self
+                .replay_settled_at
+                .lock()
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(1));
+            if !draining || tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::select! {
+                _ = replayed => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// Replays the outbox whenever writes wait, until `stop` changes:
     /// woken when a write is queued, retrying with a growing pause while no build
     /// takes the writes.
     pub async fn replay_outbox(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -1712,7 +1753,12 @@ impl Edge {
                 }
                 continue;
             }
-            match self.replay_round().await {
+            let round = self.replay_round().await;
+            if let Ok(true) = round {
+                *self.replay_settled_at.lock() = Some(std::time::Instant::now());
+            }
+            self.replayed.notify_waiters();
+            match round {
                 Ok(true) => pause = FIRST_PAUSE,
                 Ok(false) => {
                     tokio::select! {
@@ -1732,10 +1778,20 @@ impl Edge {
         }
     }
 
-    /// Replays the waiting writes in order until one meets a build fault; returns
-    /// whether every write it read was settled.
+    /// Replays the waiting writes until one meets a build fault; returns whether
+    /// every write it read was settled. Writes of different keys replay side by
+    /// side, up to [`REPLAY_CONCURRENCY`] at a time (the origin orders replays by
+    /// their stamps, and commits them in groups); a write waits for every earlier
+    /// write of one of its keys, so each key's writes leave in the order the edge
+    /// took them. Replaying one at a time, an edge under a steady write load could
+    /// take new writes into the queue as fast as it replayed old ones, and never
+    /// write directly again.
     pub async fn replay_round(&self) -> Result<bool> {
         let head = self.outbox.head(&*self.store, 64)?;
+        let mut batch: Vec<Queued> = Vec::new();
+        let mut batch_keys: std::collections::HashSet<(String, Bytes)> =
+            std::collections::HashSet::new();
+        let mut all_settled = true;
         for item in head {
             let queued = match item {
                 Ok(queued) => queued,
@@ -1751,11 +1807,36 @@ impl Edge {
                     continue;
                 }
             };
-            if !self.replay_one(&queued).await? {
-                return Ok(false);
+            let namespace = (queued.entry.header.as_ref())
+                .map(|h| h.namespace.clone())
+                .unwrap_or_default();
+            let keys: Vec<(String, Bytes)> = (crate::outbox::keys_of(&queued.entry).into_iter())
+                .map(|k| (namespace.clone(), k))
+                .collect();
+            if batch.len() == REPLAY_CONCURRENCY || keys.iter().any(|k| batch_keys.contains(k)) {
+                all_settled &= self.replay_batch(std::mem::take(&mut batch)).await?;
+                batch_keys.clear();
+                if !all_settled {
+                    return Ok(false);
+                }
             }
+            batch_keys.extend(keys);
+            batch.push(queued);
         }
-        Ok(true)
+        all_settled &= self.replay_batch(batch).await?;
+        Ok(all_settled)
+    }
+
+    /// Replays writes of distinct keys side by side; whether all were settled.
+    async fn replay_batch(&self, batch: Vec<Queued>) -> Result<bool> {
+        let outcomes =
+            futures_util::future::join_all(batch.iter().map(|queued| self.replay_one(queued)))
+                .await;
+        let mut all_settled = true;
+        for outcome in outcomes {
+            all_settled &= outcome?;
+        }
+        Ok(all_settled)
     }
 
     /// Replays one write: settled (applied, a duplicate, or superseded), buried

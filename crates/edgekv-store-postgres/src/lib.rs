@@ -36,6 +36,7 @@ use edgekv_store::{
     Commit, Error, ListPage, ListQuery, LogEntry, LogRead, NamespaceOp, ReadSet, ReadView, Result,
     SnapshotItem, Store, Write, WrittenId, codec, keys,
 };
+use futures_util::TryFutureExt as _;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Config, NoTls, Row};
 
@@ -366,6 +367,9 @@ const SELECT_RECORD: &str = "SELECT r.head, r.parts, p.part, p.data FROM edgekv_
        ON p.namespace = r.namespace AND p.key = r.key AND p.part < r.parts \
      WHERE r.namespace = $1 AND r.key = $2 ORDER BY p.part";
 
+/// A statement parameter.
+type Param<'a> = dyn tokio_postgres::types::ToSql + Sync + 'a;
+
 const LOCK_HEAD: &str = "SELECT revision FROM edgekv_head WHERE id = 1 FOR UPDATE";
 
 impl PgStore {
@@ -382,7 +386,7 @@ impl PgStore {
         }
         let target = describe(&config);
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("edgekv-postgres")
             .enable_all()
             .build()
@@ -484,82 +488,82 @@ impl PgStore {
         Ok((txn, unsigned(row.get(0))))
     }
 
-    /// Reads a transaction's view.
-    async fn read_view(client: &Object, reads: &ReadSet) -> Result<ReadView, Fail> {
+    /// Begins a transaction that holds the head's lock and reads a view, in one
+    /// round trip (the statements are pipelined): returns the transaction, the head
+    /// and the view.
+    async fn begin_and_read(pool: Pool, reads: ReadSet) -> Result<(InTxn, u64, ReadView), Fail> {
+        let txn = InTxn(Some(pool.get().await?));
+        let client = txn.client();
+        let lock = client.prepare_cached(LOCK_HEAD).await?;
+        let namespaces = client
+            .prepare_cached(
+                "SELECT id, body FROM edgekv_namespaces WHERE $1 OR id = ANY($2) ORDER BY id",
+            )
+            .await?;
+        let records = client
+            .prepare_cached(
+                "SELECT r.namespace, r.key, r.head, r.parts, p.part, p.data \
+                 FROM unnest($1::text[], $2::bytea[]) AS k(namespace, key) \
+                 JOIN edgekv_records r ON r.namespace = k.namespace AND r.key = k.key \
+                 LEFT JOIN edgekv_record_parts p \
+                   ON p.namespace = r.namespace AND p.key = r.key AND p.part < r.parts \
+                 ORDER BY r.namespace, r.key, p.part",
+            )
+            .await?;
+        let written = client
+            .prepare_cached("SELECT id, revision, digest FROM edgekv_written WHERE id = ANY($1)")
+            .await?;
+        let mut asked: Vec<(String, Bytes)> = reads.keys.clone();
+        asked.sort_unstable();
+        asked.dedup();
+        let key_namespaces: Vec<&str> = asked.iter().map(|(n, _)| n.as_str()).collect();
+        let keys: Vec<&[u8]> = asked.iter().map(|(_, k)| k.as_ref()).collect();
+        let namespace_params: [&Param<'_>; 2] = [&reads.all_namespaces, &reads.namespaces];
+        let record_params: [&Param<'_>; 2] = [&key_namespaces, &keys];
+        let written_params: [&Param<'_>; 1] = [&reads.write_ids];
+        let (_, head, namespace_rows, record_rows, written_rows) = futures_util::try_join!(
+            client.batch_execute("BEGIN"),
+            client.query_one(&lock, &[]),
+            client.query(&namespaces, &namespace_params),
+            client.query(&records, &record_params),
+            client.query(&written, &written_params),
+        )?;
+        let head = unsigned(head.get(0));
         let mut view = ReadView::default();
-        let namespace_rows = if reads.all_namespaces {
-            client
-                .query("SELECT id, body FROM edgekv_namespaces ORDER BY id", &[])
-                .await?
-        } else if reads.namespaces.is_empty() {
-            Vec::new()
-        } else {
-            client
-                .query(
-                    "SELECT id, body FROM edgekv_namespaces WHERE id = ANY($1) ORDER BY id",
-                    &[&reads.namespaces],
-                )
-                .await?
-        };
         for row in namespace_rows {
             let namespace = keys::decode_namespace(row.get(1)).map_err(Error::CorruptNamespace)?;
             view.namespaces.insert(row.get(0), namespace);
         }
-        if !reads.keys.is_empty() {
-            let mut asked: Vec<(String, Bytes)> = reads.keys.clone();
-            asked.sort_unstable();
-            asked.dedup();
-            let namespaces: Vec<&str> = asked.iter().map(|(n, _)| n.as_str()).collect();
-            let keys: Vec<&[u8]> = asked.iter().map(|(_, k)| k.as_ref()).collect();
-            let rows = client
-                .query(
-                    "SELECT r.namespace, r.key, r.head, r.parts, p.part, p.data \
-                     FROM unnest($1::text[], $2::bytea[]) AS k(namespace, key) \
-                     JOIN edgekv_records r ON r.namespace = k.namespace AND r.key = k.key \
-                     LEFT JOIN edgekv_record_parts p \
-                       ON p.namespace = r.namespace AND p.key = r.key AND p.part < r.parts \
-                     ORDER BY r.namespace, r.key, p.part",
-                    &[&namespaces, &keys],
-                )
-                .await?;
-            let records = records_of(
-                &rows,
-                |row| (row.get::<_, String>(0), row.get::<_, Vec<u8>>(1)),
-                2,
-            )?;
-            for ((namespace, key), record) in records {
-                view.records.insert((namespace, Bytes::from(key)), record);
-            }
+        let found = records_of(
+            &record_rows,
+            |row| (row.get::<_, String>(0), row.get::<_, Vec<u8>>(1)),
+            2,
+        )?;
+        for ((namespace, key), record) in found {
+            view.records.insert((namespace, Bytes::from(key)), record);
         }
-        if !reads.write_ids.is_empty() {
-            let rows = client
-                .query(
-                    "SELECT id, revision, digest FROM edgekv_written WHERE id = ANY($1)",
-                    &[&reads.write_ids],
-                )
-                .await?;
-            for row in rows {
-                let digest: Option<Vec<u8>> = row.get(2);
-                let digest = match digest {
-                    None => None,
-                    Some(raw) => Some(
-                        <[u8; 32]>::try_from(raw.as_slice())
-                            .map_err(|_| Fail::fatal("a stored write digest is not 32 bytes"))?,
-                    ),
-                };
-                view.written.insert(
-                    row.get(0),
-                    WrittenId {
-                        revision: unsigned(row.get(1)),
-                        digest,
-                    },
-                );
-            }
+        for row in written_rows {
+            let digest: Option<Vec<u8>> = row.get(2);
+            let digest = match digest {
+                None => None,
+                Some(raw) => Some(
+                    <[u8; 32]>::try_from(raw.as_slice())
+                        .map_err(|_| Fail::fatal("a stored write digest is not 32 bytes"))?,
+                ),
+            };
+            view.written.insert(
+                row.get(0),
+                WrittenId {
+                    revision: unsigned(row.get(1)),
+                    digest,
+                },
+            );
         }
-        Ok(view)
+        Ok((txn, head, view))
     }
 
-    /// Writes records (each key once: the last of `rows` for a key wins).
+    /// Writes records (each key once: the last of `rows` for a key wins); the
+    /// statements are pipelined.
     async fn put_records(client: &Object, rows: Vec<RecordRow>) -> Result<(), Fail> {
         if rows.is_empty() {
             return Ok(());
@@ -580,33 +584,6 @@ impl PgStore {
         let parts: Vec<i32> = (rows.iter())
             .map(|r| i32::try_from(r.chunks.len()).unwrap_or(i32::MAX))
             .collect();
-        client
-            .execute(
-                "DELETE FROM edgekv_record_parts p USING unnest($1::text[], $2::bytea[]) \
-                   AS k(namespace, key) WHERE p.namespace = k.namespace AND p.key = k.key",
-                &[&namespaces, &keys],
-            )
-            .await?;
-        client
-            .execute(
-                "INSERT INTO edgekv_records \
-                   (namespace, key, head, revision, expiration, tombstone, parts) \
-                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], \
-                   $5::int8[], $6::bool[], $7::int4[]) \
-                 ON CONFLICT (namespace, key) DO UPDATE SET head = excluded.head, \
-                   revision = excluded.revision, expiration = excluded.expiration, \
-                   tombstone = excluded.tombstone, parts = excluded.parts",
-                &[
-                    &namespaces,
-                    &keys,
-                    &heads,
-                    &revisions,
-                    &expirations,
-                    &tombstones,
-                    &parts,
-                ],
-            )
-            .await?;
         let mut part_namespaces = Vec::new();
         let mut part_keys: Vec<&[u8]> = Vec::new();
         let mut part_numbers: Vec<i32> = Vec::new();
@@ -619,15 +596,46 @@ impl PgStore {
                 part_data.push(chunk);
             }
         }
-        if !part_data.is_empty() {
-            client
-                .execute(
-                    "INSERT INTO edgekv_record_parts (namespace, key, part, data) \
-                     SELECT * FROM unnest($1::text[], $2::bytea[], $3::int4[], $4::bytea[])",
-                    &[&part_namespaces, &part_keys, &part_numbers, &part_data],
-                )
-                .await?;
-        }
+        let drop_parts = client
+            .prepare_cached(
+                "DELETE FROM edgekv_record_parts p USING unnest($1::text[], $2::bytea[]) \
+                   AS k(namespace, key) WHERE p.namespace = k.namespace AND p.key = k.key",
+            )
+            .await?;
+        let upsert = client
+            .prepare_cached(
+                "INSERT INTO edgekv_records \
+                   (namespace, key, head, revision, expiration, tombstone, parts) \
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], \
+                   $5::int8[], $6::bool[], $7::int4[]) \
+                 ON CONFLICT (namespace, key) DO UPDATE SET head = excluded.head, \
+                   revision = excluded.revision, expiration = excluded.expiration, \
+                   tombstone = excluded.tombstone, parts = excluded.parts",
+            )
+            .await?;
+        let add_parts = client
+            .prepare_cached(
+                "INSERT INTO edgekv_record_parts (namespace, key, part, data) \
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::int4[], $4::bytea[])",
+            )
+            .await?;
+        let drop_params: [&Param<'_>; 2] = [&namespaces, &keys];
+        let upsert_params: [&Param<'_>; 7] = [
+            &namespaces,
+            &keys,
+            &heads,
+            &revisions,
+            &expirations,
+            &tombstones,
+            &parts,
+        ];
+        let part_params: [&Param<'_>; 4] =
+            [&part_namespaces, &part_keys, &part_numbers, &part_data];
+        futures_util::try_join!(
+            client.execute(&drop_parts, &drop_params),
+            client.execute(&upsert, &upsert_params),
+            client.execute(&add_parts, &part_params),
+        )?;
         Ok(())
     }
 
@@ -718,39 +726,48 @@ impl PgStore {
                 log_data.push(chunk.to_vec());
             }
         }
-        Self::put_records(client, pending).await?;
-        client
-            .execute(
+        let log = client
+            .prepare_cached(
                 "INSERT INTO edgekv_log (revision, part, data) \
                  SELECT * FROM unnest($1::int8[], $2::int4[], $3::bytea[])",
-                &[&log_revisions, &log_parts, &log_data],
             )
             .await?;
-        if !ids.is_empty() {
-            client
-                .execute(
-                    "INSERT INTO edgekv_written (id, revision, digest) \
-                     SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[]) \
-                     ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, \
-                       digest = excluded.digest",
-                    &[&ids, &id_revisions, &id_digests],
-                )
-                .await?;
-        }
-        client
-            .execute(
-                "UPDATE edgekv_head SET revision = $1 WHERE id = 1",
-                &[&at(revision)],
+        let written = client
+            .prepare_cached(
+                "INSERT INTO edgekv_written (id, revision, digest) \
+                 SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[]) \
+                 ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, \
+                   digest = excluded.digest",
             )
             .await?;
-        if notify {
+        let bump = client
+            .prepare_cached("UPDATE edgekv_head SET revision = $1 WHERE id = 1")
+            .await?;
+        let wake = client.prepare_cached("SELECT pg_notify($1, $2)").await?;
+        let (channel, text) = (
+            if notify { tail::CHANNEL } else { "" },
+            revision.to_string(),
+        );
+        // One round trip: the records, the log, the ids, the head and the
+        // notification are pipelined, in this order.
+        let log_params: [&Param<'_>; 3] = [&log_revisions, &log_parts, &log_data];
+        let written_params: [&Param<'_>; 3] = [&ids, &id_revisions, &id_digests];
+        let head = at(revision);
+        let bump_params: [&Param<'_>; 1] = [&head];
+        futures_util::try_join!(
+            Self::put_records(client, pending),
+            client.execute(&log, &log_params).map_err(Fail::from),
             client
-                .execute(
-                    "SELECT pg_notify($1, $2)",
-                    &[&tail::CHANNEL, &revision.to_string()],
-                )
-                .await?;
-        }
+                .execute(&written, &written_params)
+                .map_err(Fail::from),
+            client.execute(&bump, &bump_params).map_err(Fail::from),
+            async {
+                if notify {
+                    client.execute(&wake, &[&channel, &text]).await?;
+                }
+                Ok::<_, Fail>(0)
+            },
+        )?;
         Ok(revisions)
     }
 
@@ -879,12 +896,7 @@ impl Store for PgStore {
         let mut attempt = 0;
         loop {
             let pool = self.pool.clone();
-            let asked = reads.clone();
-            let began = self.run(async move {
-                let (txn, head) = Self::begin_locked(pool).await?;
-                let view = Self::read_view(txn.client(), &asked).await?;
-                Ok((txn, head, view))
-            });
+            let began = self.run(Self::begin_and_read(pool, reads.clone()));
             let failed = match began {
                 Ok((txn, head, view)) => {
                     let commits = match decide(view) {
