@@ -328,6 +328,7 @@ async fn run(control_runtime: tokio::runtime::Handle, setup: Setup) -> anyhow::R
         break_glass_key: None,
         tls: None,
         tls_ca: None,
+        state: None,
     };
     let running = control_runtime
         .spawn(async move { RunningControl::start(config).await })

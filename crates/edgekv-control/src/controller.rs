@@ -12,7 +12,7 @@ use crate::model::{Build, Deployment, Phase, Step, rfc3339};
 use crate::precheck::{self, Refusal};
 use crate::probe::Probe;
 use crate::rollout::{self, Health, Transition};
-use crate::state::{ControlState, StateError, StateFile, TokenRecord};
+use crate::state::{ControlState, StateError, StateFile, StateStore, TokenRecord};
 
 /// A new token: 128 random bits as 32 hex digits.
 fn new_secret() -> String {
@@ -56,7 +56,7 @@ pub type Result<T, E = ControlError> = std::result::Result<T, E>;
 /// The control plane: builds, deployments and route tables over a state file.
 pub struct Controller {
     state: Mutex<ControlState>,
-    file: StateFile,
+    file: Arc<dyn StateStore>,
     probe: Arc<dyn Probe>,
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
     /// Bumped on every change, so route streams send new tables at once.
@@ -78,7 +78,15 @@ impl Controller {
         probe: Arc<dyn Probe>,
         clock: Arc<dyn Fn() -> u64 + Send + Sync>,
     ) -> Result<Self> {
-        let file = StateFile::in_dir(dir);
+        Self::open_with(Arc::new(StateFile::in_dir(dir)), probe, clock)
+    }
+
+    /// Opens the controller over the state a [`StateStore`] keeps.
+    pub fn open_with(
+        file: Arc<dyn StateStore>,
+        probe: Arc<dyn Probe>,
+        clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Result<Self> {
         let state = file.load()?;
         Ok(Controller {
             state: Mutex::new(state),

@@ -39,6 +39,9 @@ pub struct ControlConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The PEM CA control trusts when it probes `https://` build endpoints.
     pub tls_ca: Option<PathBuf>,
+    /// Where the state is kept instead of the state file in `data_dir` (a
+    /// database shared with a standby control, whose lease this control holds).
+    pub state: Option<Arc<dyn crate::state::StateStore>>,
 }
 
 /// A running control plane.
@@ -101,8 +104,13 @@ impl RunningControl {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64)
         });
-        let controller =
-            Arc::new(Controller::open(&config.data_dir, probe, clock).map_err(|e| e.to_string())?);
+        let controller = Arc::new(
+            match &config.state {
+                Some(state) => Controller::open_with(state.clone(), probe, clock),
+                None => Controller::open(&config.data_dir, probe, clock),
+            }
+            .map_err(|e| e.to_string())?,
+        );
         let mut service = ControlService::new(controller.clone(), admin_tokens, credentials);
         if let Some(path) = &config.break_glass_key {
             let key = edgekv_breakglass::VerifyingKey::load(path).map_err(|e| e.to_string())?;

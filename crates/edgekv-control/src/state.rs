@@ -1,6 +1,9 @@
-//! The control plane's state, kept in one JSON file written atomically: a new
-//! version goes to a temporary file, is fsynced, and renamed over the old one, so
-//! a crash leaves either the old state or the new, never half of one.
+//! The control plane's state, one JSON document, kept where a [`StateStore`] puts
+//! it: a file written atomically ([`StateFile`]: a new version goes to a
+//! temporary file, is fsynced, and renamed over the old one, so a crash leaves
+//! either the old state or the new, never half of one), or a row of a PostgreSQL
+//! database written under a lease ([`SharedState`]: an active control writes it,
+//! a standby takes the lease and reads it when the active one dies).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -37,6 +40,84 @@ pub enum StateError {
     /// A listing did not name its environment and tenant.
     #[error("environment and tenant are both required")]
     ScopeRequired,
+    /// The database holding the state failed, or this control lost its lease.
+    #[error("control state in the database: {0}")]
+    Database(String),
+}
+
+/// Where control keeps its state.
+pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// Reads the state; none kept yet is an empty state.
+    fn load(&self) -> Result<ControlState, StateError>;
+    /// Writes the state atomically and durably.
+    fn save(&self, state: &ControlState) -> Result<(), StateError>;
+}
+
+impl StateStore for StateFile {
+    fn load(&self) -> Result<ControlState, StateError> {
+        StateFile::load(self)
+    }
+
+    fn save(&self, state: &ControlState) -> Result<(), StateError> {
+        StateFile::save(self, state)
+    }
+}
+
+/// Control's state as a document of a PostgreSQL database, written on the
+/// connection that holds the control lease: once the lease is lost, no write of
+/// this control lands.
+#[derive(Debug)]
+pub struct SharedState {
+    lease: edgekv_store_postgres::lease::PgLease,
+}
+
+/// The lease two controls of one database compete for.
+pub const CONTROL_LEASE: &str = "control";
+
+impl SharedState {
+    /// Waits until this control holds the lease of the database at `url`
+    /// (blocking: as long as another control holds it), calling `waiting` once
+    /// when it starts to wait.
+    pub fn acquire(url: &str, waiting: &mut dyn FnMut()) -> Result<Self, StateError> {
+        let lease = edgekv_store_postgres::lease::PgLease::acquire(url, CONTROL_LEASE, waiting)
+            .map_err(|e| StateError::Database(e.to_string()))?;
+        Ok(SharedState { lease })
+    }
+
+    /// The database, without credentials.
+    pub fn target(&self) -> &str {
+        self.lease.target()
+    }
+
+    /// Calls `lost` once, with why, when the lease's connection fails: the
+    /// control must stop acting (another one may take over).
+    pub fn on_lost(&self, lost: Box<dyn Fn(String) + Send + Sync>) {
+        self.lease.on_lost(lost);
+    }
+}
+
+impl StateStore for SharedState {
+    fn load(&self) -> Result<ControlState, StateError> {
+        let corrupt = |reason: String| StateError::Corrupt {
+            path: PathBuf::from(format!("{} (edgekv_documents)", self.lease.target())),
+            reason,
+        };
+        match self
+            .lease
+            .load()
+            .map_err(|e| StateError::Database(e.to_string()))?
+        {
+            None => Ok(ControlState::default()),
+            Some(body) => serde_json::from_slice(&body).map_err(|e| corrupt(e.to_string())),
+        }
+    }
+
+    fn save(&self, state: &ControlState) -> Result<(), StateError> {
+        let body = serde_json::to_vec(state).map_err(|e| StateError::Database(e.to_string()))?;
+        self.lease
+            .save(&body)
+            .map_err(|e| StateError::Database(e.to_string()))
+    }
 }
 
 /// What control knows of one environment.

@@ -47,6 +47,7 @@ async fn route_tables_stream_to_edges() {
         break_glass_key: None,
         tls: None,
         tls_ca: None,
+        state: None,
     })
     .await
     .unwrap();

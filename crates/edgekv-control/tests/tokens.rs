@@ -92,6 +92,7 @@ async fn each_environment_gets_only_its_own_tokens() {
         break_glass_key: None,
         tls: None,
         tls_ca: None,
+        state: None,
     })
     .await
     .unwrap();

@@ -37,7 +37,8 @@ pub struct EdgeConfig {
     /// sharing one database — between which the edge fails over.
     pub origin: String,
     /// The URL of the control plane whose route tables this edge follows (empty
-    /// when it names one `origin` build).
+    /// when it names one `origin` build); several, comma-separated, for an active
+    /// control and its standby: the edge moves to the next when one fails.
     pub control: String,
     /// The edge's environment: every build it calls must belong to it.
     pub environment: String,
@@ -181,10 +182,16 @@ impl EdgeConfig {
                 "origin must be a URL like http://127.0.0.1:7001 (or several, comma-separated), got {:?}",
                 self.origin
             )),
-            (true, false) if !url(&self.control) => Err(format!(
-                "control must be a URL like http://127.0.0.1:7000, got {:?}",
-                self.control
-            )),
+            (true, false)
+                if !crate::control::split_urls(&self.control)
+                    .iter()
+                    .all(|u| url(u)) =>
+            {
+                Err(format!(
+                    "control must be a URL like http://127.0.0.1:7000 (or several, comma-separated: an active control and its standby), got {:?}",
+                    self.control
+                ))
+            }
             _ => Ok(()),
         }
     }

@@ -40,8 +40,37 @@ pub fn table_from_wire(table: v1::RouteTable) -> RouteTable {
 }
 
 /// Follows control's route stream until told to stop, reconnecting after failures.
-pub async fn follow(edge: Arc<Edge>, url: String, credential: String, stop: watch::Receiver<bool>) {
-    reconnecting("route", stop, || stream(&edge, &url, &credential)).await;
+/// `urls`: one control URL, or several comma-separated (an active control and its
+/// standbys): each reconnection tries the next.
+pub async fn follow(
+    edge: Arc<Edge>,
+    urls: String,
+    credential: String,
+    stop: watch::Receiver<bool>,
+) {
+    let urls = split_urls(&urls);
+    let mut turn = 0;
+    reconnecting("route", stop, || {
+        let url = urls[turn % urls.len()].clone();
+        turn += 1;
+        let (edge, credential) = (edge.clone(), credential.clone());
+        async move { stream(&edge, &url, &credential).await }
+    })
+    .await;
+}
+
+/// The URLs of a comma-separated list (at least one: an empty list is one empty
+/// URL, which fails to connect and says so).
+pub fn split_urls(urls: &str) -> Vec<String> {
+    let list: Vec<String> = (urls.split(','))
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect();
+    if list.is_empty() {
+        return vec![urls.to_string()];
+    }
+    list
 }
 
 /// How long connecting to control may take.
@@ -224,11 +253,19 @@ fn install(edge: &Edge, table: RouteTable, credential: &str) -> Result<(), Strin
 /// other content is NACKed, and the edge keeps serving with the table it holds.
 pub async fn follow_tokens(
     edge: Arc<Edge>,
-    url: String,
+    urls: String,
     credential: String,
     stop: watch::Receiver<bool>,
 ) {
-    reconnecting("token", stop, || stream_tokens(&edge, &url, &credential)).await;
+    let urls = split_urls(&urls);
+    let mut turn = 0;
+    reconnecting("token", stop, || {
+        let url = urls[turn % urls.len()].clone();
+        turn += 1;
+        let (edge, credential) = (edge.clone(), credential.clone());
+        async move { stream_tokens(&edge, &url, &credential).await }
+    })
+    .await;
 }
 
 async fn stream_tokens(edge: &Arc<Edge>, url: &str, credential: &str) -> Result<(), String> {

@@ -31,6 +31,7 @@ pub async fn run(
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reports: Option<mpsc::Sender<v1::HealthReport>> = None;
+    let mut turn = 0usize;
     let mut last = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -50,8 +51,16 @@ pub async fn run(
         };
         if !sent {
             // Not connected (or control stopped reading): the counts of this round
-            // are dropped, and the stream is opened again for the next.
+            // are dropped, and the stream is opened again for the next — to the
+            // next control of the list, when the edge knows several.
+            let urls = crate::control::split_urls(url);
+            let url = &urls[turn % urls.len()];
+            turn += 1;
             reports = open_reports(url, credential, edge.expected().tls_ca.as_deref()).await;
+            if reports.is_some() {
+                // Stay on the control that answered.
+                turn -= 1;
+            }
         }
     }
 }

@@ -17,8 +17,11 @@
 //! - [`PgStore`]: the engine; [`PgOptions`]: its pool and timings.
 //! - [`schema`]: versioned migrations, applied at open.
 //! - [`tail`]: following the database's head across processes.
+//! - [`lease`]: a lease and the document its holder writes (control's state,
+//!   shared by an active and a standby control).
 //! - [`testing`]: a throwaway PostgreSQL server for tests.
 
+pub mod lease;
 pub mod schema;
 pub mod tail;
 pub mod testing;

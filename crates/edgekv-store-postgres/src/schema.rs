@@ -10,12 +10,13 @@ use tokio_postgres::Client;
 use crate::Fail;
 
 /// The schema version this binary writes.
-pub const VERSION: i32 = 1;
+pub const VERSION: i32 = 2;
 
 /// The migrations, by the version they bring the schema to.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
     -- One row: the last revision, and the highest revision trimmed from the log.
     -- Every commit takes this row's lock first: commits are ordered by it, and the
     -- revision is bumped in the commit's own transaction, so revisions have no gaps.
@@ -87,7 +88,20 @@ const MIGRATIONS: &[(i32, &str)] = &[(
         PRIMARY KEY (queue, sequence)
     );
     "#,
-)];
+    ),
+    (
+        2,
+        r#"
+    -- Named documents written by the holder of a lease (control's state: one
+    -- active control writes it, a standby reads it when it takes over).
+    CREATE TABLE edgekv_documents (
+        name text COLLATE "C" PRIMARY KEY,
+        body bytea NOT NULL,
+        saved_at timestamptz NOT NULL DEFAULT now()
+    );
+    "#,
+    ),
+];
 
 /// The advisory lock key of migrations ("edgekv" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6564_6765_6b76;

@@ -223,3 +223,52 @@ fn count_parts(store: &PgStore) -> i64 {
         })
         .unwrap()
 }
+
+/// One process holds the lease; another waits, and takes it the moment the first
+/// lets go, reading the document the first saved. A holder whose connection is
+/// cut is told, and can no longer save.
+#[test]
+fn a_lease_passes_to_the_waiting_process_with_its_document() {
+    use crate::lease::PgLease;
+    let server = TestPostgres::shared();
+    let url = server.database();
+    let first = PgLease::acquire(&url, "control", &mut || panic!("nothing holds it yet")).unwrap();
+    assert_eq!(first.load().unwrap(), None);
+    first.save(b"version 1").unwrap();
+    let (taken, took) = std::sync::mpsc::channel();
+    let waiter_url = url.clone();
+    let waiter = std::thread::spawn(move || {
+        let mut waited = false;
+        let lease = PgLease::acquire(&waiter_url, "control", &mut || waited = true).unwrap();
+        taken.send(Instant::now()).unwrap();
+        (lease, waited)
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(took.try_recv().is_err(), "the lease was taken while held");
+    first.save(b"version 2").unwrap();
+    let released = Instant::now();
+    drop(first);
+    let at = took.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(at.duration_since(released) < Duration::from_secs(2));
+    let (second, waited) = waiter.join().unwrap();
+    assert!(waited);
+    assert_eq!(second.load().unwrap().as_deref(), Some(&b"version 2"[..]));
+
+    // The holder's connection is cut (its database session ended): it is told,
+    // and its saves fail.
+    let (lost, told) = std::sync::mpsc::channel();
+    second.on_lost(Box::new(move |why| {
+        let _ = lost.send(why);
+    }));
+    let database = url.rsplit('/').next().unwrap();
+    crate::testing::execute(
+        &server.admin_url(),
+        &format!(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+             JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND a.datname = '{database}'"
+        ),
+    );
+    told.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(second.save(b"version 3").is_err());
+}

@@ -270,6 +270,11 @@ pub struct ControlArgs {
     /// Where control keeps its state (never the KV data plane).
     #[arg(long, env = "EDGEKV_DATA_DIR", default_value = "./edgekv-data/control")]
     pub data_dir: PathBuf,
+    /// Control's state in a PostgreSQL database instead of --data-dir: run two
+    /// controls over one database; the one holding its lease serves, the other
+    /// waits and takes over when it dies (postgres://USER@HOST/DB).
+    #[arg(long, env = "EDGEKV_CONTROL_STORE")]
+    pub store: Option<String>,
     /// Operators' admin tokens, one per line.
     #[arg(long, env = "EDGEKV_ADMIN_TOKEN_FILE")]
     pub admin_token_file: PathBuf,

@@ -130,6 +130,7 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
         break_glass_key: None,
         tls: None,
         tls_ca: None,
+        state: None,
     })
     .await
     .map_err(|e| anyhow::anyhow!("cannot start control: {e}"))?;

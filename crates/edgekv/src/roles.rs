@@ -223,7 +223,11 @@ pub async fn control(args: crate::cli::ControlArgs) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("--probe-credential {text:?} is not ENV=FILE"))?;
         credentials.push((environment.to_string(), file.into()));
     }
-    let config = edgekv_control::ControlConfig {
+    if let Some(url) = &args.store {
+        edgekv_origin::config::check_store_url(url)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: --store: {e}"))?;
+    }
+    let mut config = edgekv_control::ControlConfig {
         grpc: args.grpc,
         data_dir: args.data_dir,
         admin_token_file: args.admin_token_file,
@@ -232,6 +236,7 @@ pub async fn control(args: crate::cli::ControlArgs) -> anyhow::Result<()> {
         break_glass_key: args.break_glass_key.clone(),
         tls: args.tls_cert.clone().zip(args.tls_key.clone()),
         tls_ca: args.tls_ca.clone(),
+        state: None,
     };
     if args.check_config {
         let tokens = std::fs::read_to_string(&config.admin_token_file)
@@ -252,8 +257,31 @@ pub async fn control(args: crate::cli::ControlArgs) -> anyhow::Result<()> {
         if let Some(ca) = &config.tls_ca {
             edgekv_proto::tls::read_ca(ca).map_err(|e| anyhow::anyhow!(e))?;
         }
+        if let Some(url) = &args.store {
+            println!("state: {} (PostgreSQL)", edgekv_origin::config::redact(url));
+        }
         println!("configuration OK: would run control\n{config:#?}");
         return Ok(());
+    }
+    if let Some(url) = args.store.clone() {
+        // Active or standby: whoever holds the database's control lease serves;
+        // the other waits here, without listening, until the lease is free.
+        let state = tokio::task::spawn_blocking(move || {
+            edgekv_control::state::SharedState::acquire(&url, &mut || {
+                println!("control standby: another control holds the lease; waiting to take over");
+            })
+        })
+        .await
+        .context("the lease task failed")?
+        .map_err(|e| anyhow::anyhow!("cannot take the control lease: {e}"))?;
+        // Fenced: a control that lost its lease must not act on it; it exits, and
+        // its supervisor starts it again as a standby.
+        state.on_lost(Box::new(|why| {
+            tracing::error!(%why, "LOST THE CONTROL LEASE: exiting so the standby takes over");
+            std::process::exit(3);
+        }));
+        tracing::info!(state = %state.target(), "holding the control lease: active");
+        config.state = Some(std::sync::Arc::new(state));
     }
     let running = edgekv_control::RunningControl::start(config)
         .await

@@ -186,3 +186,116 @@ async fn two_origins_on_one_database_survive_the_loss_of_one() {
     assert!(head as usize >= 41 + acked.len(), "head {head}");
     drop(two);
 }
+
+/// Two control processes over one database: the one holding the lease serves, the
+/// other waits without listening. Killed with SIGKILL, the active one is replaced
+/// within 5 s by the standby, which carries on from the same state: the edge
+/// (knowing both) follows it, and its route version never goes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_control_takes_over_and_route_versions_never_go_back() {
+    use std::process::Command;
+    use std::time::Instant;
+    use support::{BIN, Control, Proc, clean, low_port_addr};
+
+    let server = TestPostgres::shared();
+    let url = server.database();
+    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let secrets = dirs[4].path();
+    let (production, staging) = (secrets.join("production"), secrets.join("staging"));
+    std::fs::write(&production, format!("{CRED}\n")).unwrap();
+    std::fs::write(&staging, "staging-credential\n").unwrap();
+    let origin = Origin::start(dirs[0].path(), ENV, CRED, &["kv-v1", "kv-v2"], &[]);
+    let active = Control::start_with(dirs[1].path(), &production, &staging, &["--store", &url]);
+    // The standby: the same control, on its own address, over the same database.
+    let standby_addr = low_port_addr();
+    let mut standby_args = active.args.clone();
+    standby_args[2] = standby_addr.clone();
+    standby_args[4] = dirs[2].path().join("state").display().to_string();
+    let mut command = clean(Command::new(BIN));
+    command.args(&standby_args);
+    let standby = Proc::spawn(command, "control standby", 1);
+    let standby_url = format!("http://{standby_addr}");
+
+    active.register("kv-v1", ENV, &origin.url("kv-v1"));
+    active.register("kv-v2", ENV, &origin.url("kv-v2"));
+    active.bootstrap("kv-v1", ENV);
+    let edge = Edge::start_with_control(
+        dirs[3].path(),
+        &format!("{},{standby_url}", active.url),
+        ENV,
+        CRED,
+        &[],
+    );
+    edge.ready().await;
+    let before = edge.status().await["route_version"].as_u64().unwrap();
+    assert!(before > 0, "the edge follows the active control's table");
+
+    // The active control dies; the standby takes the lease and serves.
+    let mut active = active;
+    active.proc.kill9();
+    let killed = Instant::now();
+    let takeover = loop {
+        let status = clean(Command::new(BIN))
+            .args(["build", "list", "--environment", ENV])
+            .args(["--control", &standby_url, "--admin-token", support::ADMIN])
+            .output()
+            .unwrap();
+        if status.status.success() {
+            let listed = String::from_utf8_lossy(&status.stdout).to_string();
+            assert!(
+                listed.contains("kv-v1") && listed.contains("kv-v2"),
+                "the standby lost the state: {listed}"
+            );
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "no takeover in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        takeover < Duration::from_secs(5),
+        "takeover took {takeover:?}"
+    );
+
+    // A rollout at the new active control reaches the edge; its route version
+    // only ever goes up, from where the old active left it.
+    let successor = Control {
+        proc: standby,
+        url: standby_url.clone(),
+        args: standby_args,
+    };
+    successor.ok(&[
+        "deploy",
+        "start",
+        "kv-v2",
+        "--environment",
+        ENV,
+        "--min-requests",
+        "0",
+        "--steps",
+        "100:0s",
+    ]);
+    let mut seen = before;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let v2 = origin.url("kv-v2");
+    loop {
+        let status = edge.status().await;
+        let now = status["route_version"].as_u64().unwrap();
+        assert!(
+            now >= seen,
+            "the route version went back from {seen} to {now}"
+        );
+        seen = now;
+        if now > before && status["known_good"] == v2.as_str() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edge never got kv-v2 as known-good from the standby: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("takeover after {takeover:?}; route version {before} -> {seen}");
+}
