@@ -76,6 +76,8 @@ struct Setup {
     /// minute or so here) is a smaller part of the run than its 1% tail.
     rate_duration: String,
     connections: usize,
+    /// The origin's store: rocksdb or postgres.
+    store: String,
 }
 
 impl Setup {
@@ -579,9 +581,10 @@ fn main() -> anyhow::Result<()> {
     let mut keys = 10_000u64;
     let mut connections = 64usize;
     let mut pair_count = 15usize;
+    let mut store = String::from("rocksdb");
     let mut out = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md"));
-    const USAGE: &str =
-        "--duration D --rate-duration D --keys N --connections C --pairs P --out FILE";
+    const USAGE: &str = "--duration D --rate-duration D --keys N --connections C --pairs P \
+         --store rocksdb|postgres --out FILE";
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
@@ -597,6 +600,8 @@ fn main() -> anyhow::Result<()> {
             "--keys" => keys = value.parse()?,
             "--connections" => connections = value.parse()?,
             "--pairs" => pair_count = value.parse::<usize>()?.max(1),
+            // The origin's store: RocksDB, or a throwaway PostgreSQL server.
+            "--store" if value == "rocksdb" || value == "postgres" => store = value,
             "--out" => out = value.into(),
             other => bail!("unknown flag {other}: {USAGE}"),
         }
@@ -622,6 +627,7 @@ fn main() -> anyhow::Result<()> {
         duration,
         rate_duration,
         connections,
+        store: store.clone(),
     };
     let dir = setup.dir.path();
     std::fs::write(dir.join("credential"), "bench-credential\n")?;
@@ -641,17 +647,19 @@ fn main() -> anyhow::Result<()> {
         &["--listen", "127.0.0.1:0", "--body-size", "100"],
         "listening",
     )?;
-    // The origin (on the load core: it only matters for the fill and the writes).
+    // The origin (on the load core: it only matters for the fill and the writes),
+    // over RocksDB or over a PostgreSQL server of its own.
     let origin_data = dir.join("origin");
-    let origin = setup.start(
-        1,
-        "edgekv",
-        &refs(&edgekv_benches::origin_args(
-            origin_data.to_str().context("path")?,
-            credential,
-        )),
-        "listening",
-    )?;
+    let mut origin_args =
+        edgekv_benches::origin_args(origin_data.to_str().context("path")?, credential);
+    let postgres = (store == "postgres")
+        .then(edgekv_store_postgres::testing::TestPostgres::try_start)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--store postgres: {e}"))?;
+    if let Some(server) = &postgres {
+        origin_args.extend(["--store".to_string(), server.database()]);
+    }
+    let origin = setup.start(1, "edgekv", &refs(&origin_args), "listening")?;
     let edge = |name: &str, hot_bytes: &str| -> anyhow::Result<Server> {
         let data = dir.join(name);
         let args = edgekv_benches::edge_args(
@@ -961,7 +969,7 @@ fn render(
     t.push_str(&format!(
         "Machine: {cores} × {machine}, {}, kernel {}; {}; edgekv {}; `bench` profile. \
          {} connections, {} per run ({} at the fixed rate), 100 B values, {keys} hot keys (warm: {warm_keys} keys). \
-         Servers {}; the origin shares the load generator's core.\n\n",
+         Servers {}; the origin shares the load generator's core; the origin's store: {}.\n\n",
         shell("free -g | awk '/Mem:/ {print $2\" GiB\"}'"),
         shell("uname -r"),
         shell("rustc -V"),
@@ -974,6 +982,7 @@ fn render(
         } else {
             "and load generator unpinned (one core, or no taskset)"
         },
+        setup.store,
     ));
     t.push_str("| run | req/s | keys/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | server CPU µs/req (user) | server core busy | vs bare hyper |\n");
     t.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
