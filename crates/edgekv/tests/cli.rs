@@ -475,3 +475,43 @@ fn the_banner_commands_name_the_running_binary() {
     );
     dev.stop();
 }
+
+/// `edgekv dev --store postgres://...` runs the whole demo with the origin on
+/// PostgreSQL: the data lives in the database, so a new data dir over the same
+/// database still finds it.
+#[test]
+fn dev_runs_on_postgres() {
+    use edgekv_store_postgres::testing::{TestPostgres, query_i64};
+    let server = TestPostgres::shared();
+    let url = server.database();
+    let dir = tempfile::tempdir().unwrap();
+    let token = "0123456789abcdef0123456789abcdef";
+    let dev = Dev::start(dir.path(), &["--store", &url, "--token", token]);
+    let ns = stdout(&dev.kv(&["namespace", "create", "on-postgres"]))
+        .trim()
+        .to_string();
+    stdout(&dev.kv(&["put", &ns, "greeting", "hello from postgres"]));
+    assert_eq!(
+        stdout(&dev.kv(&["get", &ns, "greeting"])),
+        "hello from postgres"
+    );
+    let rows = query_i64(
+        &url,
+        &format!("SELECT count(*) FROM edgekv_records WHERE namespace = '{ns}'"),
+    );
+    assert_eq!(rows, [1], "the value is in the database");
+    dev.stop();
+
+    // A fresh data dir (no RocksDB of the origin's, no edge cache), same database.
+    let other = tempfile::tempdir().unwrap();
+    let again = Dev::start(other.path(), &["--store", &url, "--token", token]);
+    assert_eq!(
+        stdout(&again.kv(&["get", &ns, "greeting"])),
+        "hello from postgres"
+    );
+    assert!(
+        !other.path().join("origin").join("db").exists(),
+        "the origin kept nothing in the data dir"
+    );
+    again.stop();
+}
