@@ -66,8 +66,12 @@ pub struct WriteOutcome {
 pub struct OriginCore {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    /// The queue of the writer thread, which commits writes in groups.
-    writes: Mutex<mpsc::Sender<Queued>>,
+    /// The queue of the writer thread, which commits writes in groups (taken
+    /// when the core is dropped: the thread then ends).
+    writes: Mutex<Option<mpsc::Sender<Queued>>>,
+    /// The writer thread, joined when the core is dropped: it holds the store,
+    /// which must be closed before the process exits, never while it does.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     committed: Arc<watch::Sender<u64>>,
     /// Set when the process stops: open watch streams end.
     closing: watch::Sender<bool>,
@@ -130,6 +134,18 @@ pub fn data_set_of(store: &dyn Store) -> Result<String> {
         })
 }
 
+impl Drop for OriginCore {
+    fn drop(&mut self) {
+        // The queue closes, the writer thread commits what it holds and ends,
+        // releasing its handle of the store (a RocksDB closed while the process
+        // exits aborts it).
+        self.writes.get_mut().take();
+        if let Some(writer) = self.writer.get_mut().take() {
+            let _ = writer.join();
+        }
+    }
+}
+
 impl std::fmt::Debug for OriginCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OriginCore")
@@ -155,14 +171,15 @@ impl OriginCore {
             committed: committed.clone(),
             tombstone_ttl_s,
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("origin-writer".into())
             .spawn(move || writer.run(queued))
             .map_err(|e| Error::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(OriginCore {
             store,
             clock,
-            writes: Mutex::new(queue),
+            writes: Mutex::new(Some(queue)),
+            writer: Mutex::new(Some(writer)),
             committed,
             closing,
             tombstone_ttl_s,
@@ -255,7 +272,10 @@ impl OriginCore {
             reply,
         };
         let stopped = || Error::Io("the origin's writer thread has stopped".into());
-        self.writes.lock().send(queued).map_err(|_| stopped())?;
+        (self.writes.lock().as_ref())
+            .ok_or_else(stopped)?
+            .send(queued)
+            .map_err(|_| stopped())?;
         outcome.recv().map_err(|_| stopped())?
     }
 

@@ -1,5 +1,6 @@
 //! What operators' tools read, checked with those tools: the edge's `/metrics`
-//! with `promtool check metrics` (Debian's prometheus package), and the systemd
+//! with `promtool check metrics` (Debian's prometheus package) and against the
+//! queries of the Grafana dashboard in `deploy/grafana/`, and the systemd
 //! units under `deploy/` with `systemd-analyze verify`. `make test` installs both
 //! (scripts/test-deps.sh); a missing tool fails the test with that command.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -45,6 +46,38 @@ async fn the_edges_metrics_pass_promtool() {
         .await
         .unwrap();
     assert!(text.contains("edgekv_http_requests_total"), "{text}");
+    // Every metric the Grafana dashboard queries is one the edge exports.
+    let dashboard =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/edgekv-edges.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dashboard).unwrap()).unwrap();
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("edgekv_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 15, "{queried:?}");
+    for name in &queried {
+        assert!(
+            exported.contains(name.as_str()),
+            "the dashboard queries {name}, which the edge does not export"
+        );
+    }
     let mut check = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
