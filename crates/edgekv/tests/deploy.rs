@@ -235,8 +235,8 @@ fn the_dockerfile_is_multi_stage_non_root_and_checks_health() {
     let last_stage = text.rsplit("\nFROM ").next().unwrap();
     let user = last_stage
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("USER "))
-        .last()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("USER "))
         .expect("the run stage names a user");
     assert!(
         !user.starts_with("root") && !user.starts_with("0:") && user != "0",
