@@ -239,6 +239,13 @@ type EdgeKey = (String, String);
 /// before it counts: three, so a healthy build is not rolled back by chance.
 const MIN_Z: f64 = 3.0;
 
+/// The fewest requests of the deploying build whose client-error rate is
+/// compared with known-good's: below it, a handful of requests split by key
+/// differ in their mix of absent keys by chance far more often than a normal
+/// approximation of three standard errors allows (seen: 6 of 15 requests 404
+/// at a healthy build, against known-good's 11%, rolled it back).
+const CLIENT_ERROR_MIN_REQUESTS: u64 = 30;
+
 /// The two-proportion z-score of `a` (count of n) above `b`: how many standard
 /// errors rate a stands above rate b (0 when either has no requests).
 pub fn z_score((a, n): (u64, u64), (b, m): (u64, u64)) -> f64 {
@@ -475,10 +482,13 @@ impl Analyzer {
                     reference_rate * u64::from(thresholds.relative_error_pct) / 100 + margin;
                 // Above the allowance, and by more than chance: a handful of
                 // requests split by key can differ in their mix of absent keys.
-                let significant = z_score(
+                let (sample, reference) = (
                     (count, deploying.requests),
                     (reference_count, paired.requests),
-                ) >= MIN_Z;
+                );
+                let significant = deploying.requests >= CLIENT_ERROR_MIN_REQUESTS
+                    && count + reference_count >= 5
+                    && z_score(sample, reference) >= MIN_Z;
                 if rate > allowed && significant {
                     return Health::Breach(format!(
                         "{what} rate {:.1}% is above {}% of known-good's ({:.1}%) plus {:.1} points — {}",
