@@ -48,11 +48,7 @@ pub async fn follow(
     credential: String,
     stop: watch::Receiver<bool>,
 ) {
-    let urls = split_urls(&urls);
-    let mut turn = 0;
-    reconnecting("route", stop, || {
-        let url = urls[turn % urls.len()].clone();
-        turn += 1;
+    reconnecting("route", &urls, stop, |url| {
         let (edge, credential) = (edge.clone(), credential.clone());
         async move { stream(&edge, &url, &credential).await }
     })
@@ -119,17 +115,22 @@ pub fn backoff(attempt: u32) -> Duration {
 const HEALTHY_STREAM: Duration = Duration::from_secs(10);
 
 /// Runs one stream after another until told to stop, backing off (with jitter)
-/// after each failure; what the edge holds stays in use meanwhile.
-async fn reconnecting<F, Fut>(what: &str, mut stop: watch::Receiver<bool>, mut round: F)
+/// after each failure; what the edge holds stays in use meanwhile. `urls` is a
+/// comma-separated list of controls: each stream goes to the next in turn.
+async fn reconnecting<F, Fut>(what: &str, urls: &str, mut stop: watch::Receiver<bool>, mut round: F)
 where
-    F: FnMut() -> Fut,
+    F: FnMut(String) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
+    let urls = split_urls(urls);
     let mut attempt = 0;
+    let mut turn = 0usize;
     loop {
         let started = tokio::time::Instant::now();
+        let url = urls[turn % urls.len()].clone();
+        turn = turn.wrapping_add(1);
         let outcome = tokio::select! {
-            outcome = round() => outcome,
+            outcome = round(url) => outcome,
             _ = stop.changed() => return,
         };
         if started.elapsed() >= HEALTHY_STREAM {
@@ -257,11 +258,7 @@ pub async fn follow_tokens(
     credential: String,
     stop: watch::Receiver<bool>,
 ) {
-    let urls = split_urls(&urls);
-    let mut turn = 0;
-    reconnecting("token", stop, || {
-        let url = urls[turn % urls.len()].clone();
-        turn += 1;
+    reconnecting("token", &urls, stop, |url| {
         let (edge, credential) = (edge.clone(), credential.clone());
         async move { stream_tokens(&edge, &url, &credential).await }
     })

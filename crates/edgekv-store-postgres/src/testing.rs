@@ -206,37 +206,36 @@ impl TestPostgres {
 /// Runs a query against `url` and returns its first column, as 64-bit integers
 /// (like [`execute`], from any thread); panics on failure.
 pub fn query_i64(url: &str, sql: &str) -> Vec<i64> {
-    let (url, statement) = (url.to_string(), sql.to_string());
-    let done = std::thread::spawn(move || -> Result<Vec<i64>, String> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    on_a_connection(url, sql, |client, statement| async move {
+        let rows = client
+            .query(&statement, &[])
+            .await
             .map_err(|e| e.to_string())?;
-        runtime.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(connection);
-            let rows = client
-                .query(&statement, &[])
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(rows.iter().map(|row| row.get::<_, i64>(0)).collect())
-        })
+        Ok(rows.iter().map(|row| row.get::<_, i64>(0)).collect())
     })
-    .join();
-    match done {
-        Ok(Ok(values)) => values,
-        Ok(Err(err)) => panic!("SQL {sql:?} failed: {err}"),
-        Err(_) => panic!("SQL {sql:?} panicked"),
-    }
 }
 
 /// Runs SQL against `url`, on a thread and runtime of its own (callable from
 /// inside or outside an async runtime); panics on failure.
 pub fn execute(url: &str, sql: &str) {
-    let (url, statements) = (url.to_string(), sql.to_string());
-    let done = std::thread::spawn(move || -> Result<(), String> {
+    on_a_connection(url, sql, |client, statements| async move {
+        client.batch_execute(&statements).await.map_err(|e| {
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |db| db.message().to_string())
+        })
+    })
+}
+
+/// Connects to `url` on a thread and runtime of its own and runs `work` with the
+/// client and `sql`; panics, naming the SQL, when it fails.
+fn on_a_connection<T, F, Fut>(url: &str, sql: &str, work: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(tokio_postgres::Client, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let (url, statement) = (url.to_string(), sql.to_string());
+    let done = std::thread::spawn(move || -> Result<T, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -246,15 +245,12 @@ pub fn execute(url: &str, sql: &str) {
                 .await
                 .map_err(|e| e.to_string())?;
             tokio::spawn(connection);
-            client.batch_execute(&statements).await.map_err(|e| {
-                e.as_db_error()
-                    .map_or_else(|| e.to_string(), |db| db.message().to_string())
-            })
+            work(client, statement).await
         })
     })
     .join();
     match done {
-        Ok(Ok(())) => {}
+        Ok(Ok(value)) => value,
         Ok(Err(err)) => panic!("SQL {sql:?} failed: {err}"),
         Err(_) => panic!("SQL {sql:?} panicked"),
     }
