@@ -329,6 +329,7 @@ async fn run(control_runtime: tokio::runtime::Handle, setup: Setup) -> anyhow::R
         tls: None,
         tls_ca: None,
         state: None,
+        http: None,
     };
     let running = control_runtime
         .spawn(async move { RunningControl::start(config).await })

@@ -97,6 +97,13 @@ impl Controller {
         })
     }
 
+    /// Per environment, the last route table version issued.
+    pub fn route_versions(&self) -> std::collections::BTreeMap<String, u64> {
+        (self.state.lock().environments.iter())
+            .map(|(name, env)| (name.clone(), env.route_version))
+            .collect()
+    }
+
     /// Control's clock, Unix ms.
     pub fn now_ms(&self) -> u64 {
         (self.clock)()

@@ -22,6 +22,8 @@
 
 pub mod controller;
 pub mod health;
+pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod precheck;
 pub mod probe;

@@ -39,6 +39,8 @@ pub struct ControlConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The PEM CA control trusts when it probes `https://` build endpoints.
     pub tls_ca: Option<PathBuf>,
+    /// Where `/metrics` and `/healthz` listen over HTTP (none: no HTTP listener).
+    pub http: Option<SocketAddr>,
     /// Where the state is kept instead of the state file in `data_dir` (a
     /// database shared with a standby control, whose lease this control holds).
     pub state: Option<Arc<dyn crate::state::StateStore>>,
@@ -51,6 +53,8 @@ pub struct RunningControl {
     health: tonic_health::server::HealthReporter,
     /// Where the service listens.
     pub addr: SocketAddr,
+    /// Where `/metrics` listens, with `--http`.
+    pub http_addr: Option<SocketAddr>,
     /// `https` when the service serves TLS, else `http`.
     pub scheme: &'static str,
     controller: Arc<Controller>,
@@ -161,6 +165,20 @@ impl RunningControl {
                 tracing::error!(error = %err, "control stopped serving");
             }
         });
+        let http_addr = match config.http {
+            Some(addr) => {
+                let listener = crate::http::bind(addr).await?;
+                let bound = listener.local_addr().map_err(|e| e.to_string())?;
+                let sources = crate::http::Sources {
+                    controller: controller.clone(),
+                    acks: acks.clone(),
+                    analyzer: analyzer.clone(),
+                };
+                tasks.spawn(crate::http::serve(listener, sources, stopped.clone()));
+                Some(bound)
+            }
+            None => None,
+        };
         let driver = controller.clone();
         let mut driver_stop = stopped;
         let every = Duration::from_millis(config.tick_ms.max(1));
@@ -200,6 +218,7 @@ impl RunningControl {
         Ok(RunningControl {
             health: reporter,
             addr,
+            http_addr,
             scheme: if config.tls.is_some() {
                 "https"
             } else {

@@ -48,6 +48,7 @@ async fn route_tables_stream_to_edges() {
         tls: None,
         tls_ca: None,
         state: None,
+        http: None,
     })
     .await
     .unwrap();

@@ -93,6 +93,7 @@ async fn each_environment_gets_only_its_own_tokens() {
         tls: None,
         tls_ca: None,
         state: None,
+        http: None,
     })
     .await
     .unwrap();

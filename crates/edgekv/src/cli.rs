@@ -267,6 +267,10 @@ pub struct ControlArgs {
     /// Where the Control service listens.
     #[arg(long, env = "EDGEKV_GRPC", default_value = "127.0.0.1:7000")]
     pub grpc: SocketAddr,
+    /// Where control serves /metrics (Prometheus) and /healthz over HTTP; read-only
+    /// and without a credential: keep it on the monitoring network.
+    #[arg(long, env = "EDGEKV_CONTROL_HTTP")]
+    pub http: Option<SocketAddr>,
     /// Where control keeps its state (never the KV data plane).
     #[arg(long, env = "EDGEKV_DATA_DIR", default_value = "./edgekv-data/control")]
     pub data_dir: PathBuf,

@@ -131,6 +131,7 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
         tls: None,
         tls_ca: None,
         state: None,
+        http: None,
     })
     .await
     .map_err(|e| anyhow::anyhow!("cannot start control: {e}"))?;

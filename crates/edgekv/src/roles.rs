@@ -237,6 +237,7 @@ pub async fn control(args: crate::cli::ControlArgs) -> anyhow::Result<()> {
         tls: args.tls_cert.clone().zip(args.tls_key.clone()),
         tls_ca: args.tls_ca.clone(),
         state: None,
+        http: args.http,
     };
     if args.check_config {
         let tokens = std::fs::read_to_string(&config.admin_token_file)
@@ -286,6 +287,9 @@ pub async fn control(args: crate::cli::ControlArgs) -> anyhow::Result<()> {
     let running = edgekv_control::RunningControl::start(config)
         .await
         .map_err(|e| anyhow::anyhow!("cannot start control: {e}"))?;
+    if let Some(http) = running.http_addr {
+        println!("control metrics on http://{http}/metrics");
+    }
     println!("control listening on {}://{}", running.scheme, running.addr);
     shutdown_signal().await;
     tracing::info!("shutting down");
