@@ -1836,6 +1836,11 @@ impl Edge {
         for outcome in outcomes {
             all_settled &= outcome?;
         }
+        if all_settled {
+            // Builds take writes again: new writes wait for the drain (a round of
+            // several batches may take longer than the second that counts).
+            *self.replay_settled_at.lock() = Some(std::time::Instant::now());
+        }
         Ok(all_settled)
     }
 

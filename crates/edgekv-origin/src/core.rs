@@ -251,6 +251,9 @@ impl OriginCore {
                 });
             }
         }
+        // Checked before the write joins a group: a malformed id must fail alone,
+        // never the group's transaction.
+        validate::namespace_id(&request.namespace)?;
         for m in &request.mutations {
             validate::key(&m.key)?;
             if let Some((value, metadata, _)) = &m.put {

@@ -56,12 +56,10 @@ impl PgLease {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
-        // A host cut off from the database loses the lease within about 10 s.
-        config
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(5))
-            .keepalives_interval(Duration::from_secs(1))
-            .keepalives_retries(5);
+        // Keepalives at both ends: a holder cut off from the database notices
+        // (and exits), and the server ends its session — freeing the lease for
+        // the standby — within about 10 s.
+        crate::guard_sessions(&mut config);
         let target = crate::describe(&config);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

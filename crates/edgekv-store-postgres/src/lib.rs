@@ -43,6 +43,9 @@ use futures_util::TryFutureExt as _;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Config, NoTls, Row};
 
+/// The most revisions one trim of the log drops (maintenance runs every second).
+pub const TRIM_STEP: u64 = 10_000;
+
 /// The largest chunk of a stored value or log entry.
 pub const CHUNK: usize = 1 << 20;
 
@@ -229,15 +232,46 @@ pub fn parse_url(url: &str) -> std::result::Result<Config, String> {
     Ok(config)
 }
 
+/// The longest one call to the database may take (one phase of a transaction,
+/// a statement): past it, the call fails; at COMMIT, its outcome is unknown.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Session settings that bound what a dead or cut-off peer costs the others: the
+/// server ends a session idle in a transaction after 10 s (releasing the head's
+/// lock a vanished origin held), probes idle connections every second after 5 s
+/// (an advisory lease of a host that vanished is freed in ~10 s), and a lock is
+/// waited for 20 s at most. Both ends keep TCP alive.
+pub(crate) fn guard_sessions(config: &mut Config) {
+    let guards = "-c idle_in_transaction_session_timeout=10000 -c lock_timeout=20000 \
+                  -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=5";
+    let options = match config.get_options() {
+        Some(given) if !given.is_empty() => format!("{given} {guards}"),
+        _ => guards.to_string(),
+    };
+    config
+        .options(&options)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(5))
+        .keepalives_interval(Duration::from_secs(1))
+        .keepalives_retries(5);
+}
+
 /// Runs `work` on a runtime and waits for it on this thread (any thread: the wait
-/// is a channel's, never a runtime's `block_on`).
+/// is a channel's, never a runtime's `block_on`), for [`CALL_TIMEOUT`] at most.
 fn run_on<T: Send + 'static>(
     handle: &tokio::runtime::Handle,
     work: impl Future<Output = Result<T, Fail>> + Send + 'static,
 ) -> Result<T, Fail> {
     let (done, result) = std::sync::mpsc::sync_channel(1);
     handle.spawn(async move {
-        let _ = done.send(work.await);
+        let outcome = match tokio::time::timeout(CALL_TIMEOUT, work).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Fail::fatal(format!(
+                "PostgreSQL: no answer within {} s",
+                CALL_TIMEOUT.as_secs()
+            ))),
+        };
+        let _ = done.send(outcome);
     });
     result
         .recv()
@@ -387,6 +421,7 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("edgekv");
         }
+        guard_sessions(&mut config);
         let target = describe(&config);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -1135,12 +1170,16 @@ impl Store for PgStore {
 
     fn trim_log(&self, keep: u64) -> Result<usize> {
         self.locked("trimming the change log", move |txn, head| async move {
-            let floor = head.saturating_sub(keep);
             let held: i64 = txn
                 .client()
                 .query_one("SELECT log_floor FROM edgekv_head WHERE id = 1", &[])
                 .await?
                 .get(0);
+            // At most TRIM_STEP revisions per call, so the head's lock — every
+            // origin's commits wait on it — is never held for a long delete.
+            let floor = head
+                .saturating_sub(keep)
+                .min(unsigned(held).saturating_add(TRIM_STEP));
             if floor <= unsigned(held) {
                 return Ok((txn, 0));
             }
@@ -1209,7 +1248,13 @@ impl Store for PgStore {
         let (mut txn, head, all) = self.run(async move {
             let txn = InTxn(Some(pool.get().await?));
             txn.client()
-                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                // A snapshot is read at the pace of the edge that receives it: idle
+                // between pages for longer than a write's transaction may be. It
+                // holds no lock, only the rows it sees.
+                .batch_execute(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+                     SET LOCAL idle_in_transaction_session_timeout = 300000",
+                )
                 .await?;
             let head: i64 = txn
                 .client()

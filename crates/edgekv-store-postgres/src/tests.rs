@@ -272,3 +272,27 @@ fn a_lease_passes_to_the_waiting_process_with_its_document() {
     told.recv_timeout(Duration::from_secs(5)).unwrap();
     assert!(second.save(b"version 3").is_err());
 }
+
+/// Every session carries the guards that bound what a vanished peer costs the
+/// others: an idle transaction (a head lock held by a dead origin) ends after
+/// 10 s, a lock is waited for 20 s at most, and the server probes idle
+/// connections (a dead holder's lease is freed in seconds, not hours).
+#[test]
+fn sessions_carry_their_guards() {
+    let (store, _server) = fresh();
+    let shown = store
+        .simple("showing settings", |client| async move {
+            let mut shown = Vec::new();
+            for setting in [
+                "idle_in_transaction_session_timeout",
+                "lock_timeout",
+                "tcp_keepalives_idle",
+            ] {
+                let row = client.query_one(&format!("SHOW {setting}"), &[]).await?;
+                shown.push(row.get::<_, String>(0));
+            }
+            Ok(shown)
+        })
+        .unwrap();
+    assert_eq!(shown, ["10s", "20s", "5"]);
+}

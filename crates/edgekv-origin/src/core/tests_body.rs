@@ -500,3 +500,21 @@ fn put_pending_elsewhere() -> decide::Pending {
         digest: None,
     }
 }
+
+/// A malformed namespace id is refused before the write joins a group: it fails
+/// alone (in a database, a NUL in a text parameter would fail the group's whole
+/// transaction), and the writes around it commit.
+#[test]
+fn a_malformed_namespace_id_fails_alone() {
+    let (core, _) = core();
+    let (ns, _) = core.create_namespace("a", "t", Mode::Cache).unwrap();
+    let bad = put("bad\0namespace", "k", "v", stamp(NOW_MS), None, false);
+    assert!(matches!(
+        core.write(bad),
+        Err(Error::Kv(edgekv_kv::Error::InvalidNamespaceId(_)))
+    ));
+    let good = core
+        .write(put(&ns.id, "k", "v", stamp(NOW_MS), None, false))
+        .unwrap();
+    assert!(!good.duplicate);
+}
