@@ -61,6 +61,10 @@ pub struct PgOptions {
     pub retries: u32,
     /// How long a connection may take to open, and a call may wait for one.
     pub connect_timeout: Duration,
+    /// How long a snapshot waits for one of the pool's snapshot places (a
+    /// quarter of `pool_size`: slow or many resyncing edges never hold the
+    /// connections writes and reads need).
+    pub snapshot_wait: Duration,
 }
 
 impl Default for PgOptions {
@@ -70,7 +74,47 @@ impl Default for PgOptions {
             poll_interval: Duration::from_secs(1),
             retries: 8,
             connect_timeout: Duration::from_secs(5),
+            snapshot_wait: Duration::from_secs(30),
         }
+    }
+}
+
+/// Places for snapshots at once: each holds a connection (and a transaction)
+/// for as long as the edge receiving it takes.
+struct SnapshotPlaces {
+    free: parking_lot::Mutex<usize>,
+    freed: parking_lot::Condvar,
+}
+
+/// A snapshot's place, given back when dropped.
+struct SnapshotPlace<'a>(&'a SnapshotPlaces);
+
+impl SnapshotPlaces {
+    fn new(places: usize) -> Self {
+        SnapshotPlaces {
+            free: parking_lot::Mutex::new(places.max(1)),
+            freed: parking_lot::Condvar::new(),
+        }
+    }
+
+    /// Takes a place, waiting `wait` at most.
+    fn take(&self, wait: Duration) -> Option<SnapshotPlace<'_>> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut free = self.free.lock();
+        while *free == 0 {
+            if self.freed.wait_until(&mut free, deadline).timed_out() && *free == 0 {
+                return None;
+            }
+        }
+        *free -= 1;
+        Some(SnapshotPlace(self))
+    }
+}
+
+impl Drop for SnapshotPlace<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock() += 1;
+        self.0.freed.notify_one();
     }
 }
 
@@ -194,6 +238,8 @@ pub struct PgStore {
     /// Whether the engine has NOTIFY (PostgreSQL does; some engines that speak
     /// its wire do not, and are then only polled).
     notify: bool,
+    /// Places for snapshots at once.
+    snapshots: SnapshotPlaces,
     /// The database, without credentials, for messages.
     target: String,
 }
@@ -470,6 +516,7 @@ impl PgStore {
             listeners: Arc::default(),
             options: options.clone(),
             notify,
+            snapshots: SnapshotPlaces::new(options.pool_size / 4),
             target,
         };
         store.handle.spawn(tail::follow(
@@ -1244,6 +1291,15 @@ impl Store for PgStore {
         visit: &mut dyn FnMut(SnapshotItem) -> Result<()>,
     ) -> Result<u64> {
         const PAGE: i64 = 256;
+        let _place = self
+            .snapshots
+            .take(self.options.snapshot_wait)
+            .ok_or_else(|| {
+                Error::Engine(format!(
+                    "{} snapshots are being read already; try again later",
+                    (self.options.pool_size / 4).max(1)
+                ))
+            })?;
         let pool = self.pool.clone();
         let (mut txn, head, all) = self.run(async move {
             let txn = InTxn(Some(pool.get().await?));

@@ -296,3 +296,48 @@ fn sessions_carry_their_guards() {
         .unwrap();
     assert_eq!(shown, ["10s", "20s", "5"]);
 }
+
+/// Snapshots take at most a quarter of the pool: while slow ones are read, one
+/// more waits (and gives up after `snapshot_wait`), and reads and writes still get
+/// connections.
+#[test]
+fn snapshots_never_take_the_whole_pool() {
+    let server = TestPostgres::shared();
+    let options = PgOptions {
+        pool_size: 4,
+        snapshot_wait: Duration::from_millis(200),
+        ..PgOptions::default()
+    };
+    let store = Arc::new(PgStore::open(&server.database(), &options).unwrap());
+    store.create_namespace(&namespace()).unwrap();
+    store.write(vec![write("k", "v")]).unwrap();
+    let (reading, started) = std::sync::mpsc::channel();
+    let (finish, finished) = std::sync::mpsc::channel::<()>();
+    let slow = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut told = false;
+            store
+                .snapshot(&[NS.into()], &mut |_| {
+                    if !told {
+                        told = true;
+                        reading.send(()).unwrap();
+                        // An edge that reads slowly: the snapshot holds its place.
+                        finished.recv().unwrap();
+                    }
+                    Ok(())
+                })
+                .unwrap()
+        })
+    };
+    started.recv_timeout(Duration::from_secs(5)).unwrap();
+    let refused = store.snapshot(&[NS.into()], &mut |_| Ok(())).unwrap_err();
+    assert!(refused.to_string().contains("try again later"), "{refused}");
+    // The pool still serves reads and writes meanwhile.
+    store.write(vec![write("k2", "v2")]).unwrap();
+    assert_eq!(store.get(NS, b"k2").unwrap().unwrap().value, "v2");
+    finish.send(()).unwrap();
+    slow.join().unwrap();
+    // The place is free again.
+    store.snapshot(&[NS.into()], &mut |_| Ok(())).unwrap();
+}
