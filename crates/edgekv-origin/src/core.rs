@@ -274,7 +274,7 @@ impl OriginCore {
             },
             reply,
         };
-        let stopped = || Error::Io("the origin's writer thread has stopped".into());
+        let stopped = || Error::Io("the origin's writer did not commit this write".into());
         (self.writes.lock().as_ref())
             .ok_or_else(stopped)?
             .send(queued)
@@ -491,7 +491,13 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit(group);
+            // A bug in one group must not end writing for the process: its writes
+            // fail (their answers are dropped), the next group goes on.
+            let committed =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit(group)));
+            if committed.is_err() {
+                tracing::error!("A WRITE GROUP PANICKED: its writes failed; writing goes on");
+            }
         }
     }
 

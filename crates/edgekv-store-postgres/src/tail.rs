@@ -38,8 +38,13 @@ pub async fn follow(
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
+        let started = tokio::time::Instant::now();
         let err = follow_once(&config, &head, &listeners, poll, listen).await;
-        tracing::warn!(error = %err, "following the database's commits failed; reconnecting");
+        // A connection that served a while failed: start the backoff afresh.
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(100);
+        }
+        tracing::warn!(error = %err, ?backoff, "following the database's commits failed; reconnecting");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
