@@ -177,3 +177,62 @@ pub async fn load(url: &str, seconds: u64, clients: usize, keys_per_write: usize
 mod tonic_metadata {
     pub type Value = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
 }
+
+/// Latencies of writes through one edge until another edge applied them, in
+/// microseconds.
+pub struct Propagation {
+    /// Sent to the first edge → acknowledged.
+    pub ack: Histogram<u64>,
+    /// Acknowledged → applied at the second edge.
+    pub propagate: Histogram<u64>,
+    /// Sent → applied at the second edge.
+    pub total: Histogram<u64>,
+}
+
+/// `writes` sequential writes of 100 B to a new full namespace through `from`,
+/// each waited for until `to` has applied it.
+pub async fn propagate(
+    from: &edgekv_edge::Edge,
+    to: &edgekv_edge::Edge,
+    writes: usize,
+) -> Propagation {
+    use edgekv_edge::service::Change;
+    let ns = from
+        .create_namespace("acct", "bench", edgekv_kv::Mode::Full)
+        .await
+        .unwrap();
+    let mut out = Propagation {
+        ack: Histogram::new(3).unwrap(),
+        propagate: Histogram::new(3).unwrap(),
+        total: Histogram::new(3).unwrap(),
+    };
+    let value = Bytes::from(vec![7u8; 100]);
+    for i in 0..writes {
+        let change = Change::Put {
+            value: value.clone(),
+            metadata: None,
+            expiration: None,
+        };
+        let start = Instant::now();
+        let revision = from
+            .write(&ns.id, vec![(Bytes::from(format!("key-{i}")), change)])
+            .await
+            .unwrap()
+            .revision()
+            .expect("the origin is up: the write is applied, not queued");
+        let acknowledged = Instant::now();
+        assert!(
+            to.wait_for_revision(revision, Duration::from_secs(10))
+                .await,
+            "the second edge never applied {revision}"
+        );
+        let applied = Instant::now();
+        let micros = |d: Duration| d.as_micros() as u64;
+        out.ack.record(micros(acknowledged - start)).unwrap();
+        out.propagate
+            .record(micros(applied - acknowledged))
+            .unwrap();
+        out.total.record(micros(applied - start)).unwrap();
+    }
+    out
+}

@@ -11,15 +11,9 @@
 //! tests start it). Usage: `stores [SECONDS] [WRITES]` (defaults 10 s, 2000 writes).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-use edgekv_benches::writes::{edge, load, origin, report};
-use edgekv_edge::service::Change;
-use edgekv_kv::Mode;
+use edgekv_benches::writes::{edge, load, origin, propagate, report};
 use edgekv_store_postgres::testing::{self, TestPostgres};
-use hdrhistogram::Histogram;
+use std::process::Command;
 
 /// pgbench's TPS (without connection time) for `clients` over `seconds`.
 fn pgbench(url: &str, clients: usize, seconds: u64) -> f64 {
@@ -71,37 +65,10 @@ async fn propagation(url: &str, writes: usize) {
     let a = edge(dirs[2].path(), &one.url("v1").unwrap()).await;
     let b = edge(dirs[3].path(), &two.url("v1").unwrap()).await;
     let (ea, eb) = (a.edge(), b.edge());
-    let ns = ea
-        .create_namespace("acct", "bench", Mode::Full)
-        .await
-        .unwrap();
-    let mut propagate = Histogram::<u64>::new(3).unwrap();
-    let value = Bytes::from(vec![7u8; 100]);
-    for i in 0..writes {
-        let change = Change::Put {
-            value: value.clone(),
-            metadata: None,
-            expiration: None,
-        };
-        let revision = ea
-            .write(&ns.id, vec![(Bytes::from(format!("key-{i}")), change)])
-            .await
-            .unwrap()
-            .revision()
-            .expect("origin one is up: the write is applied, not queued");
-        let acknowledged = Instant::now();
-        assert!(
-            eb.wait_for_revision(revision, Duration::from_secs(10))
-                .await,
-            "the edge of origin two never applied {revision}"
-        );
-        propagate
-            .record(acknowledged.elapsed().as_micros() as u64)
-            .unwrap();
-    }
+    let done = propagate(ea, eb, writes).await;
     report(
         "acked at origin 1 -> applied at edge of origin 2",
-        &propagate,
+        &done.propagate,
     );
     a.shutdown().await;
     b.shutdown().await;

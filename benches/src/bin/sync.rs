@@ -10,14 +10,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use edgekv_benches::writes::{edge, load, origin, report};
+use edgekv_benches::writes::{edge, load, origin, propagate, report};
 use edgekv_edge::Edge;
-use edgekv_edge::service::Change;
-use edgekv_kv::Mode;
-use hdrhistogram::Histogram;
 
 async fn propagation(writes: usize) {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -26,44 +21,10 @@ async fn propagation(writes: usize) {
     let a = edge(dirs[1].path(), &url).await;
     let b = edge(dirs[2].path(), &url).await;
     let (ea, eb): (&Arc<Edge>, &Arc<Edge>) = (a.edge(), b.edge());
-    let ns = ea
-        .create_namespace("acct", "bench", Mode::Full)
-        .await
-        .unwrap();
-    let mut ack = Histogram::<u64>::new(3).unwrap();
-    let mut propagate = Histogram::<u64>::new(3).unwrap();
-    let mut total = Histogram::<u64>::new(3).unwrap();
-    let value = Bytes::from(vec![7u8; 100]);
-    for i in 0..writes {
-        let change = Change::Put {
-            value: value.clone(),
-            metadata: None,
-            expiration: None,
-        };
-        let start = Instant::now();
-        let revision = ea
-            .write(&ns.id, vec![(Bytes::from(format!("key-{i}")), change)])
-            .await
-            .unwrap()
-            .revision()
-            .expect("the origin is up: the write is applied, not queued");
-        let acknowledged = Instant::now();
-        assert!(
-            eb.wait_for_revision(revision, Duration::from_secs(10))
-                .await,
-            "B never applied {revision}"
-        );
-        let applied = Instant::now();
-        ack.record((acknowledged - start).as_micros() as u64)
-            .unwrap();
-        propagate
-            .record((applied - acknowledged).as_micros() as u64)
-            .unwrap();
-        total.record((applied - start).as_micros() as u64).unwrap();
-    }
-    report("write acknowledged at A", &ack);
-    report("A acknowledged -> applied at B", &propagate);
-    report("write sent to A -> applied at B", &total);
+    let done = propagate(ea, eb, writes).await;
+    report("write acknowledged at A", &done.ack);
+    report("A acknowledged -> applied at B", &done.propagate);
+    report("write sent to A -> applied at B", &done.total);
     a.shutdown().await;
     b.shutdown().await;
     origin.shutdown().await;

@@ -566,8 +566,8 @@ async fn reads_are_spread_over_the_endpoints_of_a_build() {
 /// After an outage, an edge under a steady write load drains its outbox and
 /// writes directly again: while the replay drains the queue, new writes wait for
 /// it rather than join it. (With every new write queued behind and one replay at
-/// a time, the queue grew by 2,400 writes in the 4 s after the origin came back,
-/// and every write stayed 202.)
+/// a time, the queue still held 2,411 writes 4 s after the origin came back, up
+/// from 1,463 after 0.5 s, and every write stayed 202.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_under_load_drains_its_outbox_and_writes_directly_again() {
     use std::sync::atomic::{AtomicBool, Ordering};
