@@ -18,7 +18,8 @@
 # DIR/node2.log (Patroni's and PostgreSQL's output). As root, everything runs as
 # the postgres user (PostgreSQL refuses to run as root) and DIR is chowned to it.
 #
-# Ports: six free ones on 127.0.0.1 between 20000 and 32000. Timing on a
+# Ports: six free ones on 127.0.0.1 between 32100 and 32700 (apart from the
+# 20000-32000 the end-to-end tests restart their servers on). Timing on a
 # 2-core machine: start 10-15 s, failover after kill-leader about 10 s (ttl 10,
 # loop_wait 2, retry_timeout 4), stop up to 6 s.
 # Needs Debian's patroni, etcd-server, postgresql and curl packages.
@@ -105,7 +106,7 @@ free_ports() {
 import random, socket, sys
 n, ports, held = int(sys.argv[1]), [], []
 while len(ports) < n:
-    p = random.randint(20000, 32000)
+    p = random.randint(32100, 32700)
     if p in ports:
         continue
     s = socket.socket()
