@@ -3,7 +3,8 @@
 # (Debian's prometheus package) to lint /metrics, systemd-analyze to verify the
 # systemd units, PostgreSQL (the tests start throwaway servers of their own with
 # its initdb and pg_ctl), Patroni and etcd (a two-node PostgreSQL cluster that
-# fails over), and the Python gRPC clients (scripts/python-venv.sh).
+# fails over), the Python gRPC clients (scripts/python-venv.sh), and workerd,
+# playwright-core and chromium (scripts/node-deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 missing=()
@@ -18,3 +19,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   ./install-packages.sh --no-install-recommends "${missing[@]}"
 fi
 ./python-venv.sh >/dev/null
+./node-deps.sh >/dev/null

@@ -14,6 +14,9 @@ pub struct EdgeConfig {
     pub http: SocketAddr,
     /// Where `/healthz`, `/readyz` and `/metrics` listen.
     pub admin: SocketAddr,
+    /// Where workerd's KV binding protocol listens, if anywhere: the service a
+    /// Worker's `kvNamespace` binding names ([`crate::binding`]).
+    pub binding: Option<SocketAddr>,
     /// The directory of the edge's RocksDB database and node state.
     pub data_dir: PathBuf,
     /// The hot tier's budget, in bytes. While an eviction sweep is spread over
@@ -131,6 +134,7 @@ impl Default for EdgeConfig {
         EdgeConfig {
             http: SocketAddr::from(([127, 0, 0, 1], 8787)),
             admin: SocketAddr::from(([127, 0, 0, 1], 8788)),
+            binding: None,
             data_dir: PathBuf::from("./edgekv-data/edge"),
             hot_tier_bytes: 256 * 1024 * 1024,
             tombstone_ttl_s: 24 * 3600,

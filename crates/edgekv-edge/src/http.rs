@@ -4,10 +4,10 @@
 //! well as through [`crate::server`].
 
 pub(crate) mod body;
-mod bulk;
+pub(crate) mod bulk;
 mod json;
 mod namespaces;
-mod query;
+pub(crate) mod query;
 pub mod respond;
 mod route;
 mod values;
@@ -338,7 +338,7 @@ fn reads_body(route: &Route<'_>, method: &Method) -> bool {
 }
 
 /// The bearer token of a request, if it sent one.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     bearer_token(headers.get(http::header::AUTHORIZATION)?)
 }
 
@@ -351,7 +351,7 @@ fn bearer_token(value: &HeaderValue) -> Option<&str> {
 /// token, as `HeaderValue::to_str` would say); within ASCII it is not checked
 /// further: it is looked up by hash, and a token with bytes no token has matches
 /// none. Only ASCII is trimmed: a header value holds no other whitespace.
-fn bearer_bytes(value: &HeaderValue) -> Option<&[u8]> {
+pub(crate) fn bearer_bytes(value: &HeaderValue) -> Option<&[u8]> {
     // As clients send it: one comparison.
     if let Some(token) = value.as_bytes().strip_prefix(b"Bearer ")
         && let Some(&first) = token.first()

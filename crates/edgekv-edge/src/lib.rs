@@ -28,6 +28,7 @@
 //! - [`config`]: the edge's configuration, [`EdgeConfig`].
 
 pub mod admin;
+pub mod binding;
 pub mod breakglass;
 pub mod config;
 pub mod control;

@@ -37,6 +37,8 @@ pub struct RunningEdge {
     pub http_addr: SocketAddr,
     /// Where the admin endpoints listen.
     pub admin_addr: SocketAddr,
+    /// Where workerd's KV binding protocol listens, if it does.
+    pub binding_addr: Option<SocketAddr>,
     edge: Arc<Edge>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -53,8 +55,13 @@ impl RunningEdge {
         };
         let http = bind(config.http, "the KV API").await?;
         let admin_listener = bind(config.admin, "the admin endpoints").await?;
+        let binding = match config.binding {
+            Some(addr) => Some(bind(addr, "workerd's KV binding").await?),
+            None => None,
+        };
         let http_addr = local_addr(&http)?;
         let admin_addr = local_addr(&admin_listener)?;
+        let binding_addr = binding.as_ref().map(local_addr).transpose()?;
         let (stop, stopped) = watch::channel(false);
         let grace = Duration::from_secs(config.shutdown_grace_s);
         let limits = ConnectionLimits::of(&config);
@@ -78,6 +85,25 @@ impl RunningEdge {
                 }
             },
         ));
+        if let Some(listener) = binding {
+            let api = edge.clone();
+            let memo = TokenMemo::default();
+            tasks.spawn(serve(
+                listener,
+                stopped.clone(),
+                grace,
+                limits,
+                move |req: Request<Incoming>| match crate::binding::try_hot(&api, &req, &memo) {
+                    Some(response) => Either::Left(std::future::ready(response)),
+                    None => {
+                        let edge = api.clone();
+                        Either::Right(Box::pin(
+                            async move { crate::binding::handle(&edge, req).await },
+                        ))
+                    }
+                },
+            ));
+        }
         let ops = edge.clone();
         // The admin listener has places of its own: a flood of the KV API never
         // keeps `/healthz` and `/metrics` from being answered.
@@ -122,10 +148,11 @@ impl RunningEdge {
         tasks.spawn(crate::health::run(edge.clone(), control, stopped.clone()));
         tasks.spawn(edge.clone().replay_outbox(stopped.clone()));
         tasks.spawn(crate::feed::follow(edge.clone(), stopped));
-        tracing::info!(%http_addr, %admin_addr, "edge serving");
+        tracing::info!(%http_addr, %admin_addr, ?binding_addr, "edge serving");
         Ok(RunningEdge {
             http_addr,
             admin_addr,
+            binding_addr,
             edge,
             stop,
             tasks,

@@ -696,6 +696,27 @@ impl Edge {
         Ok(Access { admin: grant.admin })
     }
 
+    /// The account a bearer token acts for, checked for `namespace` as
+    /// [`Edge::authorize`] checks a request: what workerd's KV binding, whose
+    /// requests name no account, acts for ([`crate::binding`]).
+    pub fn binding_account(
+        &self,
+        token: Option<TokenHash>,
+        namespace: &str,
+        write: bool,
+    ) -> Result<String> {
+        let table = self.tokens.load();
+        // An unknown (or missing) token fails the check below as it would on
+        // any account: 401, or 503 while there is no table.
+        let account = token
+            .as_ref()
+            .and_then(|token| table.lookup_hash(token))
+            .map(|grant| grant.account.clone())
+            .unwrap_or_default();
+        Self::checked_grant(&table, token, &account, Some(namespace), write)?;
+        Ok(account)
+    }
+
     /// Checks a bearer token for creating a namespace of `account` (`namespace`
     /// none), or renaming or deleting `namespace`: as [`Edge::authorize`] for a
     /// write, and 403 for a token scoped to namespaces. A scoped token uses the

@@ -127,6 +127,8 @@ pub struct TestEdge {
     pub base: String,
     /// The admin listener's base URL.
     pub admin: String,
+    /// Where workerd's KV binding protocol listens.
+    pub binding: std::net::SocketAddr,
     /// The origin this edge reads through to, when the edge started it.
     pub origin: Option<TestOrigin>,
     origin_url: String,
@@ -159,6 +161,7 @@ impl TestEdge {
         let config = EdgeConfig {
             http: "127.0.0.1:0".parse().unwrap(),
             admin: "127.0.0.1:0".parse().unwrap(),
+            binding: Some("127.0.0.1:0".parse().unwrap()),
             data_dir: dir.to_path_buf(),
             hot_tier_bytes: 64 * 1024 * 1024,
             shutdown_grace_s: 5,
@@ -191,6 +194,7 @@ impl TestEdge {
                 running.http_addr
             ),
             admin: format!("http://{}", running.admin_addr),
+            binding: running.binding_addr.unwrap(),
             running: Some(running),
             clock,
             origin: None,

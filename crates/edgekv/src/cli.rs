@@ -500,6 +500,10 @@ pub struct DevArgs {
     /// Where /healthz, /readyz and /metrics listen.
     #[arg(long, env = "EDGEKV_ADMIN")]
     pub admin: Option<SocketAddr>,
+    /// Where workerd's KV binding protocol listens; also writes a workerd
+    /// config and a sample Worker into <data dir>/workerd and prints how to run it.
+    #[arg(long, env = "EDGEKV_BINDING")]
+    pub binding: Option<SocketAddr>,
     /// Where all data is kept.
     #[arg(long, env = "EDGEKV_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -587,6 +591,11 @@ pub struct EdgeArgs {
     /// Where /healthz, /readyz and /metrics listen.
     #[arg(long, env = "EDGEKV_ADMIN")]
     pub admin: Option<SocketAddr>,
+    /// Where workerd's KV binding protocol listens (the service a Worker's
+    /// kvNamespace binding names; it sends `Authorization: Bearer TOKEN` and
+    /// `edgekv-namespace: ID` via injectRequestHeaders).
+    #[arg(long, env = "EDGEKV_BINDING")]
+    pub binding: Option<SocketAddr>,
     /// The directory of the edge's store.
     #[arg(long, env = "EDGEKV_DATA_DIR")]
     pub data_dir: Option<PathBuf>,

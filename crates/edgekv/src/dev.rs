@@ -175,6 +175,7 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
     let config = EdgeConfig {
         http: dev.http,
         admin: dev.admin,
+        binding: args.binding,
         data_dir: dev.data_dir.join("edge"),
         control: control_url.clone(),
         environment: ENVIRONMENT.into(),
@@ -200,6 +201,22 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
     while !running.edge().feed().synced() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+
+    // workerd's KV binding: a namespace for Workers, and a ready config and
+    // sample Worker in <data dir>/workerd.
+    let worker = match running.binding_addr {
+        Some(addr) => {
+            let namespace = workers_namespace(running.edge(), &dev.account).await?;
+            let files = crate::workerd::write_sample(
+                &dev.data_dir.join("workerd"),
+                addr,
+                &token,
+                &namespace.id,
+            )?;
+            Some((addr, namespace, files))
+        }
+        None => None,
+    };
 
     // The commands to try name this very binary: after `make dev` no `edgekv` is
     // on the PATH (`make install` puts one in ~/.cargo/bin).
@@ -230,6 +247,20 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
         account = dev.account,
         dir = dev.data_dir.display(),
     );
+    let banner = match &worker {
+        None => banner,
+        Some((addr, namespace, files)) => format!(
+            "{banner}a Worker on workerd, reading this edge through its KV binding:\n  \
+             binding: http://{addr} (namespace {id}, {title:?})\n  \
+             npx workerd serve {config}\n  \
+             curl http://{worker}/   (the Worker: {script})\n",
+            id = namespace.id,
+            title = namespace.title,
+            config = files.config.display(),
+            worker = files.worker_addr,
+            script = files.script.display(),
+        ),
+    };
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     drop(out);
@@ -240,6 +271,26 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
     control.shutdown().await;
     origin.shutdown().await;
     Ok(())
+}
+
+/// The title of the namespace `edgekv dev --binding` gives Workers.
+const WORKERS_NAMESPACE: &str = "workers";
+
+/// The account's namespace titled [`WORKERS_NAMESPACE`], created on first use.
+async fn workers_namespace(
+    edge: &Arc<edgekv_edge::Edge>,
+    account: &str,
+) -> anyhow::Result<edgekv_kv::Namespace> {
+    if let Some(namespace) = edge
+        .namespaces(account)
+        .into_iter()
+        .find(|n| n.title == WORKERS_NAMESPACE)
+    {
+        return Ok(namespace);
+    }
+    edge.create_namespace(account, WORKERS_NAMESPACE, edgekv_kv::Mode::Cache)
+        .await
+        .with_context(|| format!("cannot create the namespace {WORKERS_NAMESPACE:?}"))
 }
 
 /// Returns the secret kept in a file, generating it on first use.
@@ -258,7 +309,7 @@ fn stored_secret(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Writes a secret readable by its owner only, atomically.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let temp = path.with_extension("tmp");
     {
         let mut options = std::fs::OpenOptions::new();

@@ -21,6 +21,7 @@ pub mod config;
 pub mod dev;
 pub mod ops;
 pub mod roles;
+pub mod workerd;
 
 use std::process::ExitCode;
 

@@ -94,6 +94,9 @@ pub async fn edge(args: EdgeArgs, file: &File) -> anyhow::Result<()> {
     if let Some(admin) = args.admin {
         config.admin = admin;
     }
+    if let Some(binding) = args.binding {
+        config.binding = Some(binding);
+    }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
@@ -202,6 +205,10 @@ pub async fn edge(args: EdgeArgs, file: &File) -> anyhow::Result<()> {
     let edge = edgekv_edge::open(config, Arc::new(SystemClock), table, &credential)
         .context("cannot open the edge")?;
     let running = RunningEdge::start(edge).await?;
+    // Before the line that says the edge listens, which scripts wait for.
+    if let Some(binding) = running.binding_addr {
+        println!("binding: http://{binding}");
+    }
     println!(
         "edge {} listening on http://{} (admin http://{})",
         running.edge().node_id(),

@@ -65,6 +65,74 @@ where
     Ok(first.unwrap_or_else(|| gathered.freeze()))
 }
 
+/// Reads the rest of a body and throws it away, up to `max` bytes in all (a
+/// body longer than that is left: the connection closes under it). For
+/// clients that send a whole body before they read the answer, as workerd
+/// does: answered before its body was read, such a client is cut off when the
+/// connection closes and never sees why.
+pub async fn drain<B>(body: B, max: usize)
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let mut body = std::pin::pin!(body);
+    let mut len = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            len = len.saturating_add(data.len());
+            if len > max {
+                return;
+            }
+        }
+    }
+}
+
+/// [`read`], for clients that send a whole body before they read the answer:
+/// a body past `limit` is refused only once it has been read (and thrown
+/// away) to its end, up to `drain_max` bytes (see [`drain`]); one declared
+/// longer than that is refused at once.
+pub async fn read_whole<B>(
+    headers: &HeaderMap,
+    body: B,
+    limit: usize,
+    drain_max: usize,
+) -> Result<Bytes>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > drain_max as u64) {
+        return Err(Error::BodyTooLarge { limit });
+    }
+    let mut body = std::pin::pin!(body);
+    let mut gathered = BytesMut::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|err| Error::BadRequest(format!("could not read the request body: {err}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        len = len.saturating_add(data.len());
+        if len > limit {
+            // What was gathered is freed before the rest is drained.
+            drop(gathered);
+            drain(body, drain_max.saturating_sub(len)).await;
+            return Err(Error::BodyTooLarge { limit });
+        }
+        if gathered.is_empty() {
+            // Sized once from content-length, when sent (within the limit).
+            gathered.reserve(declared.map_or(0, |d| d.min(limit as u64) as usize));
+        }
+        gathered.extend_from_slice(&data);
+    }
+    Ok(gathered.freeze())
+}
+
 /// Bounds the requests with a body that the edge serves at once: each holds a
 /// place from before its body is read until it is answered, so the memory that
 /// bodies (and what is parsed from them) take is bounded by the places times the

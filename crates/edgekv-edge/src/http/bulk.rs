@@ -28,9 +28,9 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use self::bounded::{AtMost, GetBodySeed, Key, Overflow};
+use self::bounded::{AtMost, GetBody, GetBodySeed, Key, Overflow};
 use super::{Body, Incoming, Scope, body, json as json_text, respond};
-use crate::service::{Change, WriteOutcome};
+use crate::service::{Change, ReadOptions, WriteOutcome};
 use crate::{Error, Result};
 
 /// An item of a bulk write, borrowed from the body: the key and value unless
@@ -233,94 +233,144 @@ where
         options.version_key = Some(Bytes::copy_from_slice(scope.namespace.as_bytes()));
     }
     let raw = body::read(request.headers, body, MAX_SMALL_BODY_BYTES).await?;
-    let bad = |e: &dyn std::fmt::Display| {
-        Error::BadRequest(format!(
-            "body must be JSON like {{\"keys\": [...], \"type\": \"text\", \"withMetadata\": false}}: {e}"
-        ))
-    };
-    // UTF-8 checked once for the whole body, not again for each key.
-    let text = std::str::from_utf8(&raw).map_err(|e| bad(&e))?;
-    let overflow = Overflow::default();
-    let asked = bounded::parse(
-        serde_json::Deserializer::from_str(text),
-        GetBodySeed {
-            max: MAX_BULK_GET_KEYS,
-            overflow: &overflow,
-        },
-    )
-    .map_err(|e| overflow.refusal(&e, bad))?;
-    let as_json = match asked.kind.as_deref() {
-        None | Some("text") => false,
-        Some("json") => true,
-        Some(other) => {
-            return Err(Error::BadRequest(format!(
-                "type must be `text` or `json`, got {other:?}"
-            )));
-        }
-    };
-    for (index, Key(key)) in asked.keys.iter().enumerate() {
-        validate::key_text(key).map_err(|e| item_error(index, key, e))?;
-    }
-    // The answer is written straight into one buffer in request order (a key asked
-    // twice is answered once): no JSON tree per key. Keys the edge holds are
-    // answered without awaiting, as a single held GET is.
-    let plain = !options.no_cache && options.build.is_none() && options.cache_ttl_s.is_none();
-    let mut out = Vec::with_capacity(96 + asked.keys.len() * (48 + 128));
-    out.extend_from_slice(br#"{"success":true,"errors":[],"messages":[],"result":{"values":{"#);
-    let mut seen =
-        HashSet::with_capacity_and_hasher(asked.keys.len(), foldhash::fast::RandomState::default());
-    let index = request.edge.hot().intern(&scope.namespace);
-    for Key(key) in &asked.keys {
-        let key: &str = key;
-        if !seen.insert(key) {
-            continue;
-        }
-        let hot = if plain {
-            request
-                .edge
-                .get_held(&scope.namespace, index, mode, key.as_bytes())
-        } else {
-            None
-        };
-        let lookup = match hot {
-            Some(lookup) => lookup,
-            None => {
-                request
-                    .edge
-                    .get(&scope.namespace, mode, key.as_bytes(), options.clone())
-                    .await?
-            }
-        };
-        if seen.len() > 1 {
-            out.push(b',');
-        }
-        json_text::write_str(&mut out, key);
-        out.push(b':');
-        let Some(record) = lookup.record else {
-            out.extend_from_slice(b"null");
-            continue;
-        };
-        if asked.with_metadata {
-            out.extend_from_slice(br#"{"value":"#);
-        }
-        if as_json {
-            serde_json::from_slice::<serde::de::IgnoredAny>(&record.value).map_err(|e| {
-                Error::BadRequest(format!("the value of key {key:?} is not JSON: {e}"))
-            })?;
-            out.extend_from_slice(&record.value);
-        } else {
-            json_text::write_text(&mut out, &record.value);
-        }
-        if asked.with_metadata {
-            out.extend_from_slice(br#","metadata":"#);
-            // Metadata is stored as compact JSON, checked when it was written.
-            match &record.metadata {
-                Some(metadata) => out.extend_from_slice(metadata),
-                None => out.extend_from_slice(b"null"),
-            }
-            out.push(b'}');
-        }
-    }
-    out.extend_from_slice(b"}}}");
+    let asked = Asked::parse(&raw)?;
+    let mut out = Vec::with_capacity(96 + asked.capacity());
+    out.extend_from_slice(br#"{"success":true,"errors":[],"messages":[],"result":{"values":"#);
+    asked
+        .write_values(request.edge, &scope.namespace, mode, options, &mut out)
+        .await?;
+    out.extend_from_slice(b"}}");
     Ok(respond::ok_json_bytes(out))
+}
+
+/// A bulk get as asked, checked: its keys (each by the key rules), whether
+/// values are sent as parsed JSON (`type: "json"`), whether each comes with its
+/// metadata. Shared by the REST API and workerd's KV binding
+/// ([`crate::binding`]), which differ only around the values object.
+pub(crate) struct Asked<'a> {
+    body: GetBody<'a>,
+    as_json: bool,
+}
+
+impl<'a> Asked<'a> {
+    /// Parses and checks the JSON body of a bulk get: at most
+    /// [`MAX_BULK_GET_KEYS`] keys, type `text` or `json`.
+    pub(crate) fn parse(raw: &'a [u8]) -> Result<Self> {
+        let bad = |e: &dyn std::fmt::Display| {
+            Error::BadRequest(format!(
+                "body must be JSON like {{\"keys\": [...], \"type\": \"text\", \"withMetadata\": false}}: {e}"
+            ))
+        };
+        // UTF-8 checked once for the whole body, not again for each key.
+        let text = std::str::from_utf8(raw).map_err(|e| bad(&e))?;
+        let overflow = Overflow::default();
+        let body = bounded::parse(
+            serde_json::Deserializer::from_str(text),
+            GetBodySeed {
+                max: MAX_BULK_GET_KEYS,
+                overflow: &overflow,
+            },
+        )
+        .map_err(|e| overflow.refusal(&e, bad))?;
+        let as_json = match body.kind.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(Error::BadRequest(format!(
+                    "type must be `text` or `json`, got {other:?}"
+                )));
+            }
+        };
+        for (index, Key(key)) in body.keys.iter().enumerate() {
+            validate::key_text(key).map_err(|e| item_error(index, key, e))?;
+        }
+        Ok(Asked { body, as_json })
+    }
+
+    /// How many keys were asked for.
+    pub(crate) fn len(&self) -> usize {
+        self.body.keys.len()
+    }
+
+    /// `cacheTtl` of the body, as sent.
+    pub(crate) fn cache_ttl(&self) -> Option<&str> {
+        self.body.cache_ttl.as_deref()
+    }
+
+    /// A first guess at the size of the answer.
+    fn capacity(&self) -> usize {
+        self.len() * (48 + 128)
+    }
+
+    /// Writes the values object, `{"key": value-or-null, ...}`, into `out`.
+    ///
+    /// The answer is written straight into one buffer in request order (a key
+    /// asked twice is answered once): no JSON tree per key. Keys the edge holds
+    /// are answered without awaiting, as a single held GET is.
+    pub(crate) async fn write_values(
+        &self,
+        edge: &std::sync::Arc<crate::Edge>,
+        namespace: &str,
+        mode: edgekv_kv::Mode,
+        options: ReadOptions,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let plain = !options.no_cache && options.build.is_none() && options.cache_ttl_s.is_none();
+        out.reserve(self.capacity());
+        out.push(b'{');
+        let mut seen = HashSet::with_capacity_and_hasher(
+            self.body.keys.len(),
+            foldhash::fast::RandomState::default(),
+        );
+        let index = edge.hot().intern(namespace);
+        for Key(key) in &self.body.keys {
+            let key: &str = key.as_ref();
+            if !seen.insert(key) {
+                continue;
+            }
+            let hot = if plain {
+                edge.get_held(namespace, index, mode, key.as_bytes())
+            } else {
+                None
+            };
+            let lookup = match hot {
+                Some(lookup) => lookup,
+                None => {
+                    edge.get(namespace, mode, key.as_bytes(), options.clone())
+                        .await?
+                }
+            };
+            if seen.len() > 1 {
+                out.push(b',');
+            }
+            json_text::write_str(out, key);
+            out.push(b':');
+            let Some(record) = lookup.record else {
+                out.extend_from_slice(b"null");
+                continue;
+            };
+            if self.body.with_metadata {
+                out.extend_from_slice(br#"{"value":"#);
+            }
+            if self.as_json {
+                serde_json::from_slice::<serde::de::IgnoredAny>(&record.value).map_err(|e| {
+                    Error::BadRequest(format!("the value of key {key:?} is not JSON: {e}"))
+                })?;
+                out.extend_from_slice(&record.value);
+            } else {
+                json_text::write_text(out, &record.value);
+            }
+            if self.body.with_metadata {
+                out.extend_from_slice(br#","metadata":"#);
+                // Metadata is stored as compact JSON, checked when it was written.
+                match &record.metadata {
+                    Some(metadata) => out.extend_from_slice(metadata),
+                    None => out.extend_from_slice(b"null"),
+                }
+                out.push(b'}');
+            }
+        }
+        out.push(b'}');
+        Ok(())
+    }
 }

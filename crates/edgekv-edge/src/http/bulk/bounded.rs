@@ -154,8 +154,8 @@ fn too_many(max: usize) -> String {
 pub(super) struct Key<'a>(#[serde(borrow)] pub(super) std::borrow::Cow<'a, str>);
 
 /// The body of a bulk get: `{"keys": [...], "type": "text"|"json",
-/// "withMetadata": bool}`, its keys bounded as they are read. Other fields are
-/// ignored.
+/// "withMetadata": bool, "cacheTtl": "60"}`, its keys bounded as they are read.
+/// Other fields are ignored.
 pub(super) struct GetBody<'a> {
     /// The keys asked for, in order.
     pub(super) keys: Vec<Key<'a>>,
@@ -163,6 +163,9 @@ pub(super) struct GetBody<'a> {
     pub(super) kind: Option<String>,
     /// `withMetadata`: whether each value comes with its metadata.
     pub(super) with_metadata: bool,
+    /// `cacheTtl`, as text: workerd's KV binding sends it as a string, a
+    /// number is taken as its text.
+    pub(super) cache_ttl: Option<String>,
 }
 
 /// Reads a [`GetBody`] of at most `max` keys.
@@ -198,6 +201,7 @@ impl<'de> Visitor<'de> for GetBodySeed<'_> {
         let mut keys = None;
         let mut kind = None;
         let mut with_metadata = None;
+        let mut cache_ttl = None;
         while let Some(field) = map.next_key::<String>()? {
             match field.as_str() {
                 "keys" => {
@@ -220,6 +224,17 @@ impl<'de> Visitor<'de> for GetBodySeed<'_> {
                     }
                     with_metadata = Some(map.next_value::<bool>()?);
                 }
+                "cacheTtl" => {
+                    if cache_ttl.is_some() {
+                        return Err(de::Error::duplicate_field("cacheTtl"));
+                    }
+                    cache_ttl = Some(match map.next_value::<serde_json::Value>()? {
+                        serde_json::Value::Null => None,
+                        serde_json::Value::String(text) => Some(text),
+                        serde_json::Value::Number(n) => Some(n.to_string()),
+                        _ => return Err(de::Error::custom("cacheTtl must be a number")),
+                    });
+                }
                 _ => {
                     map.next_value::<de::IgnoredAny>()?;
                 }
@@ -229,6 +244,7 @@ impl<'de> Visitor<'de> for GetBodySeed<'_> {
             keys: keys.ok_or_else(|| <A::Error as de::Error>::missing_field("keys"))?,
             kind: kind.flatten(),
             with_metadata: with_metadata.unwrap_or(false),
+            cache_ttl: cache_ttl.flatten(),
         })
     }
 }
