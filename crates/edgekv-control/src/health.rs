@@ -226,6 +226,23 @@ impl Totals {
     }
 }
 
+/// What a verdict is judged from ([`Analyzer::figures`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// The deploying build's.
+    pub deploying: Totals,
+    /// Known-good's.
+    pub known_good: Totals,
+    /// Known-good's, from the reports in which the deploying build served too.
+    pub paired: Totals,
+    /// The edges whose reports count.
+    pub reporting: usize,
+    /// The edges left out: their calls to known-good fail authentication.
+    pub left_out: Vec<String>,
+    /// An edge that ejected the deploying build, and why.
+    pub ejected: Option<(String, String)>,
+}
+
 /// The reports of every edge, by environment and node, for a while.
 #[derive(Debug, Default)]
 pub struct Analyzer {
@@ -322,54 +339,48 @@ impl Analyzer {
         }
     }
 
-    fn judge(
+    /// The figures the verdict on `build` against `known_good` is judged
+    /// from: what the edges of `environment` reported over the last `window_ms`.
+    pub fn figures(
         &self,
         environment: &str,
         build: &str,
         known_good: Option<&str>,
-        thresholds: &Thresholds,
+        window_ms: u64,
         now_ms: u64,
-    ) -> Health {
+    ) -> Figures {
         let edges = self.edges.lock();
-        let mut deploying = Totals::default();
-        let mut reference = Totals::default();
-        // Known-good's figures from the reports in which the deploying build was
-        // served too: its client-error rates are compared over the same stretch of
-        // traffic, not with what known-good answered before the deployment began.
-        let mut paired = Totals::default();
-        let mut reporting = 0;
-        let mut left_out = Vec::new();
+        let mut figures = Figures::default();
         for ((env, node), reports) in edges.iter() {
             if env != environment {
                 continue;
             }
             let recent: Vec<&v1::HealthReport> = reports
                 .iter()
-                .filter(|(at, _)| now_ms.saturating_sub(*at) <= thresholds.window_ms)
+                .filter(|(at, _)| now_ms.saturating_sub(*at) <= window_ms)
                 .map(|(_, r)| r)
                 .collect();
             let Some(latest) = recent.last() else {
                 continue;
             };
             if latest.known_good_auth_failing {
-                left_out.push(node.clone());
+                figures.left_out.push(node.clone());
                 continue;
             }
-            reporting += 1;
+            figures.reporting += 1;
             if let Some(b) = latest
                 .builds
                 .iter()
                 .find(|b| b.build_id == build && b.ejected)
                 && known_good != Some(build)
+                && figures.ejected.is_none()
             {
-                return Health::Breach(format!(
-                    "edge {node} ejected build {build}: {}",
-                    if b.last_error.is_empty() {
-                        "its probes or requests failed"
-                    } else {
-                        b.last_error.as_str()
-                    }
-                ));
+                let why = if b.last_error.is_empty() {
+                    "its probes or requests failed".to_string()
+                } else {
+                    b.last_error.clone()
+                };
+                figures.ejected = Some((node.clone(), why));
             }
             for report in recent {
                 let served = report
@@ -378,15 +389,41 @@ impl Analyzer {
                     .any(|b| b.build_id == build && b.requests > 0);
                 for b in &report.builds {
                     if b.build_id == build {
-                        deploying.add(b);
+                        figures.deploying.add(b);
                     } else if Some(b.build_id.as_str()) == known_good {
-                        reference.add(b);
+                        figures.known_good.add(b);
                         if served {
-                            paired.add(b);
+                            figures.paired.add(b);
                         }
                     }
                 }
             }
+        }
+        figures
+    }
+
+    fn judge(
+        &self,
+        environment: &str,
+        build: &str,
+        known_good: Option<&str>,
+        thresholds: &Thresholds,
+        now_ms: u64,
+    ) -> Health {
+        // Known-good's figures from the reports in which the deploying build was
+        // served too (`paired`): its client-error rates are compared over the
+        // same stretch of traffic, not with what known-good answered before the
+        // deployment began.
+        let Figures {
+            deploying,
+            known_good: reference,
+            paired,
+            reporting,
+            left_out,
+            ejected,
+        } = self.figures(environment, build, known_good, thresholds.window_ms, now_ms);
+        if let Some((node, why)) = ejected {
+            return Health::Breach(format!("edge {node} ejected build {build}: {why}"));
         }
         let window_s = thresholds.window_ms as f64 / 1000.0;
         let left_out = if left_out.is_empty() {

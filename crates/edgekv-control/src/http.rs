@@ -1,6 +1,8 @@
-//! Control's HTTP listener (`--http ADDR`): `/metrics` (Prometheus text, see
-//! [`crate::metrics`]) and `/healthz`. Read-only, no credential: bind it where
-//! only the monitoring network reaches it.
+//! Control's HTTP listener (`--http ADDR`): the rollout dashboard at `/`
+//! ([`crate::dashboard`]), `/metrics` (Prometheus text, see
+//! [`crate::metrics`]) and `/healthz`. Reading needs no credential: bind it
+//! where only operators and the monitoring network reach it. The dashboard's
+//! actions need an admin token.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -28,6 +30,9 @@ pub struct Sources {
     pub acks: Acks,
     /// The health analysis, for the active deployments' verdicts.
     pub analyzer: Arc<Analyzer>,
+    /// The gRPC service: what the dashboard shows of a deployment, and who
+    /// may act.
+    pub service: crate::service::ControlService,
 }
 
 impl Sources {
@@ -71,6 +76,93 @@ fn answer(status: StatusCode, content_type: &str, body: String) -> Response<Full
     response
 }
 
+/// The most bytes of an action's body.
+const MAX_ACTION_BODY: usize = 64 * 1024;
+
+async fn route(
+    sources: &Sources,
+    request: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_string();
+    match (request.method().clone(), path.as_str()) {
+        (hyper::Method::GET, "/" | "/dashboard") => {
+            let mut response = answer(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                crate::dashboard::PAGE.to_string(),
+            );
+            let headers = response.headers_mut();
+            headers.insert(
+                hyper::header::CONTENT_SECURITY_POLICY,
+                hyper::header::HeaderValue::from_static(
+                    "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+                ),
+            );
+            headers.insert(
+                hyper::header::CACHE_CONTROL,
+                hyper::header::HeaderValue::from_static("no-store"),
+            );
+            response
+        }
+        (hyper::Method::GET, "/api/state") => {
+            let state = crate::dashboard::state(&sources.service);
+            let mut response = answer(StatusCode::OK, "application/json", state.to_string());
+            response.headers_mut().insert(
+                hyper::header::CACHE_CONTROL,
+                hyper::header::HeaderValue::from_static("no-store"),
+            );
+            response
+        }
+        (hyper::Method::GET, "/metrics") => answer(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            sources.metrics(),
+        ),
+        (hyper::Method::GET, "/healthz") => answer(StatusCode::OK, "text/plain", "ok\n".into()),
+        (hyper::Method::POST, path) if path.starts_with("/api/") => {
+            let Some(action) = crate::dashboard::Action::parse(path) else {
+                return answer(
+                    StatusCode::NOT_FOUND,
+                    "application/json",
+                    serde_json::json!({"error": format!("no action at {path}")}).to_string(),
+                );
+            };
+            let token = request
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(|t| t.trim().to_string());
+            use http_body_util::BodyExt as _;
+            let body = match http_body_util::Limited::new(request.into_body(), MAX_ACTION_BODY)
+                .collect()
+                .await
+            {
+                Ok(body) => body.to_bytes(),
+                Err(_) => {
+                    return answer(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "application/json",
+                        serde_json::json!({"error": "the body is larger than 64 KiB"}).to_string(),
+                    );
+                }
+            };
+            let (status, value) =
+                crate::dashboard::act(&sources.service, token.as_deref(), action, &body);
+            answer(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                "application/json",
+                value.to_string(),
+            )
+        }
+        _ => answer(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /, /api/state, /metrics or /healthz\n".into(),
+        ),
+    }
+}
+
 /// Serves until `stop` changes.
 pub async fn serve(listener: TcpListener, sources: Sources, mut stop: watch::Receiver<bool>) {
     loop {
@@ -86,24 +178,7 @@ pub async fn serve(listener: TcpListener, sources: Sources, mut stop: watch::Rec
             let service =
                 hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                     let sources = sources.clone();
-                    async move {
-                        let response = match (request.method(), request.uri().path()) {
-                            (&hyper::Method::GET, "/metrics") => answer(
-                                StatusCode::OK,
-                                "text/plain; version=0.0.4",
-                                sources.metrics(),
-                            ),
-                            (&hyper::Method::GET, "/healthz") => {
-                                answer(StatusCode::OK, "text/plain", "ok\n".into())
-                            }
-                            _ => answer(
-                                StatusCode::NOT_FOUND,
-                                "text/plain",
-                                "not found: try /metrics or /healthz\n".into(),
-                            ),
-                        };
-                        Ok::<_, Infallible>(response)
-                    }
+                    async move { Ok::<_, Infallible>(route(&sources, request).await) }
                 });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)

@@ -21,6 +21,7 @@
 //! - [`server`]: the listener and the driver that advances deployments.
 
 pub mod controller;
+pub mod dashboard;
 pub mod health;
 pub mod http;
 pub mod metrics;
@@ -31,6 +32,7 @@ pub mod rollout;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod view;
 
 pub use controller::{ControlError, Controller};
 pub use server::{ControlConfig, RunningControl};

@@ -28,7 +28,8 @@ pub struct Inputs<'a> {
 /// The phases, as the `phase` label spells them.
 const PHASES: [&str; 5] = ["running", "paused", "completed", "aborted", "rolled_back"];
 
-fn phase_name(phase: &Phase) -> &'static str {
+/// A phase as the `phase` label (and the dashboard) spells it.
+pub(crate) fn phase_name(phase: &Phase) -> &'static str {
     match phase {
         Phase::Running { .. } => "running",
         Phase::Paused { .. } => "paused",

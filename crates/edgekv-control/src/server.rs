@@ -120,6 +120,7 @@ impl RunningControl {
             let key = edgekv_breakglass::VerifyingKey::load(path).map_err(|e| e.to_string())?;
             service = service.with_break_glass(key);
         }
+        let dashboard_service = service.clone();
         let analyzer = service.analyzer();
         let acks = service.acks();
         let listener = listen(config.grpc, LISTEN_BACKLOG)
@@ -173,6 +174,7 @@ impl RunningControl {
                     controller: controller.clone(),
                     acks: acks.clone(),
                     analyzer: analyzer.clone(),
+                    service: dashboard_service,
                 };
                 tasks.spawn(crate::http::serve(listener, sources, stopped.clone()));
                 Some(bound)

@@ -119,9 +119,14 @@ pub struct ControlService {
     admin_tokens: Arc<HashSet<String>>,
     edge_credentials: Arc<BTreeMap<String, String>>,
     acks: Acks,
+    token_acks: TokenAcks,
     analyzer: Arc<Analyzer>,
     break_glass: Option<Arc<Verifier>>,
 }
+
+/// What every edge last said of token tables, per environment and node: the
+/// version it holds, and the reason of its last NACK if the last word was one.
+pub type TokenAcks = Arc<Mutex<BTreeMap<String, BTreeMap<String, (u64, Option<String>)>>>>;
 
 impl ControlService {
     /// A service over `controller`, accepting `admin_tokens` from operators and
@@ -136,6 +141,7 @@ impl ControlService {
             admin_tokens: Arc::new(admin_tokens),
             edge_credentials: Arc::new(edge_credentials),
             acks: Arc::default(),
+            token_acks: Arc::default(),
             analyzer: Arc::default(),
             break_glass: None,
         }
@@ -158,6 +164,22 @@ impl ControlService {
         self.acks.clone()
     }
 
+    /// The controller it serves.
+    pub fn controller(&self) -> &Arc<Controller> {
+        &self.controller
+    }
+
+    /// What the edges last said of token tables.
+    pub fn token_acks(&self) -> TokenAcks {
+        self.token_acks.clone()
+    }
+
+    /// Whether `token` is one of the operators' admin tokens (compared as
+    /// [`one_of`] does: in constant time, every entry).
+    pub fn is_admin(&self, token: &str) -> bool {
+        one_of(token, self.admin_tokens.iter())
+    }
+
     fn presented<T>(request: &Request<T>) -> Option<&str> {
         request
             .metadata()
@@ -177,7 +199,7 @@ impl ControlService {
 
     fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
         match Self::presented(request) {
-            Some(token) if one_of(token, self.admin_tokens.iter()) => Ok(()),
+            Some(token) if self.is_admin(token) => Ok(()),
             _ => Err(Status::unauthenticated("control needs an admin token")),
         }
     }
@@ -189,7 +211,9 @@ impl ControlService {
         })
     }
 
-    fn deployment(&self, d: Deployment) -> v1::Deployment {
+    /// A deployment as `GetDeployment` answers it: with the edges' ACKs, the
+    /// verdict now, break-glass pins and the data set.
+    pub fn deployment(&self, d: Deployment) -> v1::Deployment {
         let (phase, step, reason) = match &d.phase {
             Phase::Running { step, .. } => ("running", *step, String::new()),
             Phase::Paused { step } => ("paused", *step, String::new()),
@@ -820,6 +844,7 @@ impl control_server::Control for ControlService {
         let controller = self.controller.clone();
         let mut changed = controller.subscribe();
         let sender_env = environment.clone();
+        let token_acks = self.token_acks.clone();
         tokio::spawn(async move {
             let mut sent = None;
             loop {
@@ -850,6 +875,12 @@ impl control_server::Control for ControlService {
         });
         tokio::spawn(async move {
             while let Some(Ok(ack)) = acks.next().await {
+                let nack = (!ack.nack_reason.is_empty()).then(|| ack.nack_reason.clone());
+                token_acks
+                    .lock()
+                    .entry(environment.clone())
+                    .or_default()
+                    .insert(ack.node_id.clone(), (ack.version, nack));
                 if !ack.nack_reason.is_empty() {
                     tracing::warn!(
                         node = %ack.node_id,

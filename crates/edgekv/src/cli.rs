@@ -520,6 +520,10 @@ pub struct DevArgs {
     /// Where the control plane listens.
     #[arg(long, env = "EDGEKV_CONTROL_LISTEN", default_value = "127.0.0.1:8789")]
     pub control_listen: SocketAddr,
+    /// Where control's rollout dashboard (and its /metrics) listens (default:
+    /// 127.0.0.1:8792, or any free port when that one is taken).
+    #[arg(long, env = "EDGEKV_DASHBOARD")]
+    pub dashboard: Option<SocketAddr>,
     /// Validates the configuration (the TOML file, EDGEKV_* variables and flags,
     /// and the files they name), prints what would run, and exits.
     #[arg(long)]

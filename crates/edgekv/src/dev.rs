@@ -121,6 +121,10 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
     // Control: its own state in <data dir>/control; both builds registered, the
     // first one bootstrapped as known-good.
     let admin_token = stored_secret(&dev.data_dir.join(ADMIN_TOKEN_FILE))?;
+    let dashboard = match args.dashboard {
+        Some(addr) => addr,
+        None => free_or_any(DASHBOARD),
+    };
     let control = RunningControl::start(ControlConfig {
         grpc: args.control_listen,
         data_dir: dev.data_dir.join("control"),
@@ -131,7 +135,7 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
         tls: None,
         tls_ca: None,
         state: None,
-        http: None,
+        http: Some(dashboard),
     })
     .await
     .map_err(|e| anyhow::anyhow!("cannot start control: {e}"))?;
@@ -229,6 +233,7 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
     let banner = format!(
         "edgekv dev is running\n  edge:     http://{http}\n  admin:    http://{admin}\n  \
          control:  {control_url} (admin token {admin_token})\n  \
+         dashboard: {dashboard_url}\n  \
          builds:   {builds} (known-good {first})\n  \
          account:  {account}\n  token:    {token}\n  data dir: {dir}\n\
          try:\n  export EDGEKV_URL=http://{http} EDGEKV_TOKEN={token} EDGEKV_ACCOUNT={account}\n  \
@@ -239,6 +244,9 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
          (each step waits for {min} requests to {second} per health window unless --min-requests says less;\n  \
          try `{bin} bench` for traffic)\n",
         http = running.http_addr,
+        dashboard_url = control
+            .http_addr
+            .map_or_else(|| "none".to_string(), |a| format!("http://{a}/")),
         builds = BUILDS.join(", "),
         first = BUILDS[0],
         second = BUILDS[1],
@@ -271,6 +279,19 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
     control.shutdown().await;
     origin.shutdown().await;
     Ok(())
+}
+
+/// Where the dashboard listens by default.
+const DASHBOARD: &str = "127.0.0.1:8792";
+
+/// `addr` when it is free now, else any free port of its host: a second
+/// `edgekv dev` on one machine still starts.
+fn free_or_any(addr: &str) -> std::net::SocketAddr {
+    let addr: std::net::SocketAddr = addr.parse().unwrap_or(([127, 0, 0, 1], 0).into());
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => addr,
+        Err(_) => std::net::SocketAddr::new(addr.ip(), 0),
+    }
 }
 
 /// The title of the namespace `edgekv dev --binding` gives Workers.

@@ -287,24 +287,12 @@ fn describe(d: &v1::Deployment) -> String {
     out
 }
 
-fn deployment_json(d: &v1::Deployment) -> serde_json::Value {
-    json!({
-        "id": d.id, "environment": d.environment, "tenant": d.tenant, "build_id": d.build_id,
-        "known_good": d.known_good, "current_known_good": d.current_known_good,
-        "data_set": d.data_set, "phase": d.phase, "step": d.step, "reason": d.reason,
-        "steps": d.steps.iter().map(|s| json!({"weight_bp": s.weight_bp, "bake_ms": s.bake_ms})).collect::<Vec<_>>(),
-        "acked": d.acked, "departed": d.departed, "history": d.history, "health": d.health, "pins": d.pins,
-        "thresholds": d.thresholds.as_ref().map(|t| json!({
-            "window_ms": t.window_ms, "min_requests": t.min_requests, "max_error_bp": t.max_error_bp,
-            "relative_error_pct": t.relative_error_pct, "max_p99_ms": t.max_p99_ms,
-            "relative_p99_pct": t.relative_p99_pct,
-        })),
-    })
-}
-
 fn print(args: &ControlClientArgs, deployments: &[v1::Deployment]) {
     if args.json {
-        let list: Vec<_> = deployments.iter().map(deployment_json).collect();
+        let list: Vec<_> = deployments
+            .iter()
+            .map(edgekv_control::view::deployment_json)
+            .collect();
         println!("{}", serde_json::Value::Array(list));
     } else {
         for d in deployments {
