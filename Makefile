@@ -4,7 +4,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/edgekv-target
 export CARGO_TARGET_DIR
 ARGS ?=
 
-.PHONY: dev test lint deps build install schemathesis fuzz fuzz-ci bench bench-e2e bench-memory bench-sweep bench-fanout bench-outbox bench-instructions bench-server-instructions test-ha bench-stores
+.PHONY: dev test lint deps build install schemathesis fuzz fuzz-ci bench bench-e2e bench-memory bench-sweep bench-fanout bench-outbox bench-instructions bench-server-instructions test-ha bench-stores bench-workerd
 
 ## Installs what is missing, builds, and runs `edgekv dev` (ARGS="..." adds flags).
 dev: deps
@@ -69,6 +69,15 @@ bench-stores: deps
 	./scripts/test-deps.sh
 	cargo build --locked --profile bench -p edgekv-benches
 	$(CARGO_TARGET_DIR)/release/stores $(ARGS)
+
+## A Worker on workerd doing hot env.KV.get() under wrk, with edgekv behind its
+## KV binding vs workerd's bundled KV backend, alternating in one run
+## (ARGS="SECONDS ROUNDS"; installs workerd and wrk if missing).
+bench-workerd: deps
+	./scripts/node-deps.sh >/dev/null
+	./benches/need.sh wrk
+	cargo build --locked --profile bench -p edgekv
+	./benches/workerd.py $(CARGO_TARGET_DIR)/release/edgekv $(ARGS)
 
 ## The read path beside a bare hyper server, in one run: writes the table to
 ## benches/RESULTS.md (needs 2 cores for pinning; taskset from util-linux; installs

@@ -175,7 +175,10 @@ pub fn act(
 ) -> (u16, Value) {
     match token {
         Some(token) if service.is_admin(token) => {}
-        Some(_) => return (401, json!({"error": "not an admin token of this control"})),
+        Some(_) => {
+            tracing::warn!(action = ?action, "dashboard action refused: not an admin token");
+            return (401, json!({"error": "not an admin token of this control"}));
+        }
         None => {
             return (
                 401,
@@ -205,6 +208,7 @@ pub fn act(
         }
     };
     let controller = service.controller();
+    let what = format!("{action:?}");
     let outcome = match action {
         Action::Pause(id) => controller
             .pause(&id)
@@ -227,13 +231,17 @@ pub fn act(
         }
     };
     match outcome {
-        Ok(value) => (200, value),
+        Ok(value) => {
+            tracing::info!(action = %what, reason = %body.reason, "dashboard action done");
+            (200, value)
+        }
         Err(err) => {
             let status = match &err {
                 ControlError::NotFound(_) => 404,
                 ControlError::Invalid(_) | ControlError::Refused(_) => 409,
                 ControlError::State(_) => 500,
             };
+            tracing::warn!(action = %what, error = %err, "dashboard action refused");
             (status, json!({"error": err.to_string()}))
         }
     }

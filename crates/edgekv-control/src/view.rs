@@ -27,7 +27,8 @@ pub fn deployment_json(d: &v1::Deployment) -> Value {
 /// p99.
 pub fn totals_json(t: &Totals) -> Value {
     let pct = |count: u64| {
-        (count * 10_000)
+        count
+            .saturating_mul(10_000)
             .checked_div(t.requests)
             .map_or(0.0, |bp| bp as f64 / 100.0)
     };

@@ -141,10 +141,13 @@ const DRAIN_MAX: usize = 64 * 1024 * 1024;
 
 /// Answers a call, its body read first: workerd sends a whole body before it
 /// reads the answer, and a call answered before its body was read would reach
-/// the Worker as a lost connection (or never), not as the refusal. A body past
-/// its limit is read to its end and thrown away (up to [`DRAIN_MAX`]); one
-/// within it is read whole while the call holds a place of the body gate, as
-/// on the REST API.
+/// the Worker as a lost connection (or never), not as the refusal.
+///
+/// The token and namespace are checked before a body is read, as on the REST
+/// API: a refused call's body is drained — read and thrown away, never kept
+/// (up to [`DRAIN_MAX`]) — and takes no place of the body gate. An admitted
+/// call's body is read whole while it holds a place of the gate; one past its
+/// limit is drained, then refused.
 async fn answer<B>(
     edge: &Arc<Edge>,
     headers: &HeaderMap,
@@ -156,12 +159,20 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let limit = match call {
-        Call::Put { .. } => MAX_VALUE_BYTES,
-        Call::BulkGet => MAX_SMALL_BODY_BYTES,
-        Call::Get { .. } | Call::Delete { .. } | Call::List { .. } => {
+        Call::Put { .. } => Some(MAX_VALUE_BYTES),
+        Call::BulkGet => Some(MAX_SMALL_BODY_BYTES),
+        Call::Get { .. } | Call::Delete { .. } | Call::List { .. } => None,
+    };
+    let scope = match enter(edge, headers, call.writes()).await {
+        Ok(scope) => scope,
+        Err(err) => {
             body::drain(body, DRAIN_MAX).await;
-            return serve(edge, headers, call, Bytes::new()).await;
+            return Err(err);
         }
+    };
+    let Some(limit) = limit else {
+        body::drain(body, DRAIN_MAX).await;
+        return serve(edge, headers, &scope, call, Bytes::new()).await;
     };
     let place = match edge.body_gate.admit().await {
         Ok(place) => place,
@@ -171,22 +182,36 @@ where
         }
     };
     let raw = body::read_whole(headers, body, limit, DRAIN_MAX).await?;
-    let response = serve(edge, headers, call, raw).await;
+    let response = serve(edge, headers, &scope, call, raw).await;
     drop(place);
     response
 }
 
-/// Answers a call whose body (if it has one) is `raw`.
+/// The namespace a call acts on, checked for its token: the namespace id and
+/// its mode.
+struct Scope<'h> {
+    namespace: &'h str,
+    mode: edgekv_kv::Mode,
+}
+
+/// Checks the token and namespace of a call (`write` for one that changes data).
+async fn enter<'h>(edge: &Arc<Edge>, headers: &'h HeaderMap, write: bool) -> Result<Scope<'h>> {
+    let namespace = namespace(headers)?;
+    let token = crate::http::bearer(headers).map(tokens::hash);
+    let account = edge.binding_account(token, namespace, write)?;
+    let mode = edge.namespace_mode(&account, namespace).await?;
+    Ok(Scope { namespace, mode })
+}
+
+/// Answers an admitted call whose body (if it has one) is `raw`.
 async fn serve(
     edge: &Arc<Edge>,
     headers: &HeaderMap,
+    scope: &Scope<'_>,
     call: Call<'_>,
     raw: Bytes,
 ) -> Result<Response<Body>> {
-    let namespace = namespace(headers)?;
-    let token = crate::http::bearer(headers).map(tokens::hash);
-    let account = edge.binding_account(token, namespace, call.writes())?;
-    let mode = edge.namespace_mode(&account, namespace).await?;
+    let Scope { namespace, mode } = *scope;
     match call {
         Call::Get { key, cache_ttl_s } => {
             validate::key(&key)?;
@@ -199,9 +224,12 @@ async fn serve(
         Call::Put { key, expiry } => {
             validate::key(&key)?;
             let expiration = expiry.resolve(edge.clock().now_s())?;
+            // Kept as sent: a Worker reads back the very JSON text it wrote
+            // (its key order included), in a get's header and in a list.
             let metadata = match headers.get(&METADATA_HEADER) {
                 Some(text) if !text.is_empty() => {
-                    Some(Bytes::from(validate::metadata_text(text.as_bytes())?))
+                    validate::metadata_verbatim(text.as_bytes())?;
+                    Some(Bytes::copy_from_slice(text.as_bytes()))
                 }
                 _ => None,
             };

@@ -247,6 +247,60 @@ async fn tokens_scopes_and_read_only_rules_are_those_of_the_rest_api() {
         .await;
     assert_eq!(refused.status, 400);
 
+    // A write without a valid token is refused before its body is kept, and
+    // its body is read to the end: the connection goes on.
+    let refused = conn
+        .call(
+            &format!("{put}\r\n{}", auth("nope", &ns)),
+            &vec![1u8; 8 * 1024 * 1024],
+        )
+        .await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(
+        conn.call(&format!("{get}\r\n{}", auth(TOKEN, &ns)), b"")
+            .await
+            .status,
+        200
+    );
+
     // What was refused wrote nothing.
     assert_eq!(edge.client().get(&ns, "k").await, (200, b"v".to_vec()));
+}
+
+#[tokio::test]
+async fn a_bulk_get_answers_at_most_25_mib_of_values() {
+    let edge = TestEdge::start().await;
+    let ns = edge.client().create_namespace("binding").await;
+    let value = vec![b'v'; 1024 * 1024];
+    for i in 0..26 {
+        assert_eq!(
+            edge.client()
+                .put(&ns, &format!("big-{i:02}"), value.clone())
+                .await,
+            200
+        );
+    }
+    let mut conn = Conn::open(edge.binding).await;
+    let auth = auth(TOKEN, &ns);
+    let keys: Vec<String> = (0..26).map(|i| format!("big-{i:02}")).collect();
+    let body = serde_json::json!({ "keys": keys }).to_string();
+    let refused = conn
+        .call(
+            &format!("POST /bulk/get HTTP/1.1\r\n{auth}"),
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(refused.status, 413, "{}", refused.reason);
+    assert!(refused.reason.contains("fewer keys"), "{}", refused.reason);
+    // 25 of them fit.
+    let body = serde_json::json!({ "keys": &keys[..25] }).to_string();
+    let answer = conn
+        .call(
+            &format!("POST /bulk/get HTTP/1.1\r\n{auth}"),
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.reason);
+    let values: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(values.as_object().unwrap().len(), 25);
 }

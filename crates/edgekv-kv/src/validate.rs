@@ -60,6 +60,21 @@ pub fn metadata_text(text: &[u8]) -> Result<Vec<u8>> {
     metadata(&parsed)
 }
 
+/// Checks metadata that is to be kept as sent (workerd's KV binding, whose
+/// Workers read back the JSON text they wrote): valid JSON of at most
+/// [`MAX_METADATA_BYTES`] bytes as sent.
+pub fn metadata_verbatim(text: &[u8]) -> Result<()> {
+    if text.len() > MAX_METADATA_BYTES {
+        return Err(Error::MetadataTooLarge {
+            len: text.len(),
+            max: MAX_METADATA_BYTES,
+        });
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(text)
+        .map_err(|e| Error::MetadataNotJson(e.to_string()))?;
+    Ok(())
+}
+
 /// Checks metadata given as a parsed JSON value and returns its compact serialisation.
 pub fn metadata(value: &serde_json::Value) -> Result<Vec<u8>> {
     let compact = serde_json::to_vec(value).map_err(|e| Error::MetadataNotJson(e.to_string()))?;

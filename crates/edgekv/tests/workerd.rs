@@ -240,7 +240,10 @@ fn ok(report: &Value, name: &str) -> Value {
         "{name} threw: {}",
         outcome["error"]
     );
-    outcome["ok"].clone()
+    outcome
+        .get("ok")
+        .unwrap_or_else(|| panic!("the Worker reported no {name}: {outcome}"))
+        .clone()
 }
 
 fn error(report: &Value, name: &str) -> String {
@@ -378,6 +381,16 @@ async fn a_worker_on_workerd_uses_every_call_of_the_kv_binding_against_edgekv_de
     assert!(error(&r, "bulk_101").contains("KV GET_BULK failed: 400"));
     assert!(error(&r, "bulk_101").contains("100"));
     assert!(error(&r, "bulk_stream").contains("KV GET_BULK failed: 400"));
+    assert!(error(&r, "bulk_array_buffer").contains("KV GET_BULK failed: 400"));
+    assert!(error(&r, "bulk_empty").contains("KV GET_BULK failed: 400"));
+    let bad_key = error(&r, "bulk_bad_key");
+    assert!(
+        bad_key.contains("KV GET_BULK failed: 400") && bad_key.contains("item 1"),
+        "{bad_key}"
+    );
+    // Metadata is kept as the Worker wrote it: its key order too.
+    assert_eq!(ok(&r, "meta_order"), json!(["z", "a", "m"]));
+    assert_eq!(ok(&r, "meta_order_list"), json!(["z", "a", "m"]));
 
     // Deletes.
     assert_eq!(ok(&r, "delete"), "done");

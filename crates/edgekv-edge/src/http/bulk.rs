@@ -243,6 +243,9 @@ where
     Ok(respond::ok_json_bytes(out))
 }
 
+/// The most value bytes one bulk get answers with, in all (as one value).
+const MAX_BULK_GET_ANSWER_BYTES: usize = edgekv_kv::limits::MAX_VALUE_BYTES;
+
 /// A bulk get as asked, checked: its keys (each by the key rules), whether
 /// values are sent as parsed JSON (`type: "json"`), whether each comes with its
 /// metadata. Shared by the REST API and workerd's KV binding
@@ -323,6 +326,9 @@ impl<'a> Asked<'a> {
             foldhash::fast::RandomState::default(),
         );
         let index = edge.hot().intern(namespace);
+        // The values answered, in all: bounded as one value is, so that a
+        // hundred large values cannot make one answer of gigabytes.
+        let mut total = 0usize;
         for Key(key) in &self.body.keys {
             let key: &str = key.as_ref();
             if !seen.insert(key) {
@@ -349,6 +355,15 @@ impl<'a> Asked<'a> {
                 out.extend_from_slice(b"null");
                 continue;
             };
+            total = total.saturating_add(record.value.len());
+            if total > MAX_BULK_GET_ANSWER_BYTES {
+                return Err(Error::Refused {
+                    too_large: true,
+                    message: format!(
+                        "the values asked for total more than {MAX_BULK_GET_ANSWER_BYTES} bytes: ask for fewer keys at a time"
+                    ),
+                });
+            }
             if self.body.with_metadata {
                 out.extend_from_slice(br#"{"value":"#);
             }

@@ -31,7 +31,8 @@ function check(ok, what) {
   });
   try {
     const page = await browser.newPage({ viewport: { width: 1360, height: 1000 } });
-    page.on("pageerror", (e) => { throw new Error("page error: " + e.message); });
+    const pageErrors = [];
+    page.on("pageerror", (e) => pageErrors.push(e.message));
     await page.goto(url);
     const env = page.locator('section.env[data-env="dev"]');
     await env.locator('tr[data-build="dev-2"]').waitFor(WAIT);
@@ -60,9 +61,12 @@ function check(ok, what) {
     await env.locator("button.pause").click();
     await env.locator(".message.refused").waitFor(WAIT);
     check((await env.locator(".message").textContent()).includes("refused (401)"), "pause refused without a token");
+    await page.evaluate(() => { document.querySelector('section.env[data-env="dev"] .message').textContent = ""; });
+    const refusedRollback = page.waitForResponse((r) => r.url().endsWith("/api/environments/dev/rollback"));
     await env.locator("button.rollback").click();
-    await page.waitForTimeout(300);
-    check((await env.locator(".message").textContent()).includes("refused (401)"), "rollback refused without a token");
+    check((await refusedRollback).status() === 401, "rollback answered 401 without a token");
+    await page.waitForFunction(() => document.querySelector('section.env[data-env="dev"] .message').textContent.includes("refused (401)"), null, WAIT);
+    check(true, "rollback refused without a token");
     check(await env.locator(".active .phase").textContent() === "running", "still running");
     // A wrong token is refused too.
     await page.fill("#token", "not-the-admin-token");
@@ -82,18 +86,21 @@ function check(ok, what) {
     await env.locator("button.resume").click();
     await page.waitForFunction(() => document.querySelector('section.env[data-env="dev"] .active .phase')?.textContent === "running", null, WAIT);
     check(true, "resumed");
-    await env.locator("input.reason").fill("browser test: dev-2 looked wrong");
+    // The reason is shown as text, never run as markup.
+    await env.locator("input.reason").fill('browser test: dev-2 looked wrong <img src=x onerror="window.__xss=1">');
     await env.locator("button.rollback").click();
     const rolledBack = env.locator('.history li[data-id="dev-2"]');
     await rolledBack.waitFor(WAIT);
     check((await rolledBack.locator(".phase").textContent()) === "rolled_back", "dev-2 rolled back in the history");
-    check((await rolledBack.locator(".reason").textContent()).includes("browser test: dev-2 looked wrong"), "the rollback's reason shown");
+    check((await rolledBack.locator(".reason").textContent()).includes('browser test: dev-2 looked wrong <img src=x onerror="window.__xss=1">'), "the rollback's reason shown");
+    check(await rolledBack.locator(".reason img").count() === 0 && await page.evaluate(() => window.__xss === undefined), "the reason shown as text, not markup");
     await env.locator(".active.none").waitFor(WAIT);
     check((await env.locator(".summary").textContent()).includes("known-good dev-1"), "known-good is dev-1 again");
     // And the CLI agrees with the page.
     const status = JSON.parse(cli("deploy", "status", "dev-2", "--json"))[0];
     check(status.phase === "rolled_back" && status.reason.includes("browser test"), "control says rolled back, with the reason");
     await page.screenshot({ path: path.join(shots, "dashboard-rolled-back.png"), fullPage: true });
+    check(pageErrors.length === 0, "no script error on the page: " + pageErrors.join("; "));
   } finally {
     await browser.close();
   }

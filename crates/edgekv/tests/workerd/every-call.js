@@ -67,6 +67,13 @@ async function everyCall(env) {
   r.meta_str = await outcome(() => env.KV.getWithMetadata("meta-str", "text"));
   r.meta_json = await outcome(() => env.KV.getWithMetadata("json", { type: "json" }));
   r.meta_missing = await outcome(() => env.KV.getWithMetadata("missing"));
+  await env.KV.put("meta-order", "v", { metadata: { z: 1, a: 2, m: 3 } });
+  r.meta_order = await outcome(async () =>
+    Object.keys((await env.KV.getWithMetadata("meta-order")).metadata),
+  );
+  r.meta_order_list = await outcome(async () =>
+    Object.keys((await env.KV.list({ prefix: "meta-order" })).keys[0].metadata),
+  );
 
   // Expirations: absolute, relative, as a numeric string.
   await env.KV.put("exp-at", "v", { expiration: now + 3600 });
@@ -121,6 +128,11 @@ async function everyCall(env) {
   r.bulk_101 = await outcome(async () =>
     Object.fromEntries(await env.KV.get(Array.from({ length: 101 }, (_, i) => "k" + i))),
   );
+  r.bulk_array_buffer = await outcome(async () =>
+    Object.fromEntries(await env.KV.get(["text"], "arrayBuffer")),
+  );
+  r.bulk_empty = await outcome(async () => Object.fromEntries(await env.KV.get([])));
+  r.bulk_bad_key = await outcome(async () => Object.fromEntries(await env.KV.get(["text", "."])));
   r.bulk_stream = await outcome(async () =>
     Object.fromEntries(await env.KV.get(["text"], "stream")),
   );
