@@ -330,6 +330,7 @@ async fn run(control_runtime: tokio::runtime::Handle, setup: Setup) -> anyhow::R
         tls_ca: None,
         state: None,
         http: None,
+        http_any_port_if_taken: false,
     };
     let running = control_runtime
         .spawn(async move { RunningControl::start(config).await })

@@ -39,8 +39,12 @@ pub struct ControlConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The PEM CA control trusts when it probes `https://` build endpoints.
     pub tls_ca: Option<PathBuf>,
-    /// Where `/metrics` and `/healthz` listen over HTTP (none: no HTTP listener).
+    /// Where the dashboard, `/metrics` and `/healthz` listen over HTTP (none:
+    /// no HTTP listener).
     pub http: Option<SocketAddr>,
+    /// When `http`'s port is taken, listen on any free port of its host instead
+    /// of failing (`edgekv dev`'s default dashboard port).
+    pub http_any_port_if_taken: bool,
     /// Where the state is kept instead of the state file in `data_dir` (a
     /// database shared with a standby control, whose lease this control holds).
     pub state: Option<Arc<dyn crate::state::StateStore>>,
@@ -168,7 +172,13 @@ impl RunningControl {
         });
         let http_addr = match config.http {
             Some(addr) => {
-                let listener = crate::http::bind(addr).await?;
+                let listener = match crate::http::bind(addr).await {
+                    Ok(listener) => listener,
+                    Err(_) if config.http_any_port_if_taken => {
+                        crate::http::bind(SocketAddr::new(addr.ip(), 0)).await?
+                    }
+                    Err(err) => return Err(err),
+                };
                 let bound = listener.local_addr().map_err(|e| e.to_string())?;
                 let sources = crate::http::Sources {
                     controller: controller.clone(),

@@ -49,6 +49,7 @@ async fn route_tables_stream_to_edges() {
         tls_ca: None,
         state: None,
         http: None,
+        http_any_port_if_taken: false,
     })
     .await
     .unwrap();

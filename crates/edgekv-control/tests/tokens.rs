@@ -94,6 +94,7 @@ async fn each_environment_gets_only_its_own_tokens() {
         tls_ca: None,
         state: None,
         http: None,
+        http_any_port_if_taken: false,
     })
     .await
     .unwrap();

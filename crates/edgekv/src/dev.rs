@@ -121,10 +121,11 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
     // Control: its own state in <data dir>/control; both builds registered, the
     // first one bootstrapped as known-good.
     let admin_token = stored_secret(&dev.data_dir.join(ADMIN_TOKEN_FILE))?;
-    let dashboard = match args.dashboard {
-        Some(addr) => addr,
-        None => free_or_any(DASHBOARD),
-    };
+    // The default port, or any when it is taken (a second `edgekv dev` on one
+    // machine still starts); a port asked for must be had.
+    let dashboard = args
+        .dashboard
+        .unwrap_or_else(|| DASHBOARD.parse().unwrap_or(([127, 0, 0, 1], 8792).into()));
     let control = RunningControl::start(ControlConfig {
         grpc: args.control_listen,
         data_dir: dev.data_dir.join("control"),
@@ -136,6 +137,7 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
         tls_ca: None,
         state: None,
         http: Some(dashboard),
+        http_any_port_if_taken: args.dashboard.is_none(),
     })
     .await
     .map_err(|e| anyhow::anyhow!("cannot start control: {e}"))?;
@@ -283,16 +285,6 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
 
 /// Where the dashboard listens by default.
 const DASHBOARD: &str = "127.0.0.1:8792";
-
-/// `addr` when it is free now, else any free port of its host: a second
-/// `edgekv dev` on one machine still starts.
-fn free_or_any(addr: &str) -> std::net::SocketAddr {
-    let addr: std::net::SocketAddr = addr.parse().unwrap_or(([127, 0, 0, 1], 0).into());
-    match std::net::TcpListener::bind(addr) {
-        Ok(_) => addr,
-        Err(_) => std::net::SocketAddr::new(addr.ip(), 0),
-    }
-}
 
 /// The title of the namespace `edgekv dev --binding` gives Workers.
 const WORKERS_NAMESPACE: &str = "workers";

@@ -245,6 +245,7 @@ pub async fn control(args: crate::cli::ControlArgs) -> anyhow::Result<()> {
         tls_ca: args.tls_ca.clone(),
         state: None,
         http: args.http,
+        http_any_port_if_taken: false,
     };
     if args.check_config {
         let tokens = std::fs::read_to_string(&config.admin_token_file)
