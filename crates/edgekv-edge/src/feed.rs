@@ -3,6 +3,14 @@
 //! every key of `full` namespaces and to namespaces, and resyncs from a snapshot
 //! when the edge has fallen behind the retained log (or has never synced).
 //!
+//! An edge resumes one revision early, at the last event it applied, and checks
+//! that event's fingerprint (its writes' keys and HLC stamps) against the one it
+//! kept: a store failed over to a replica that had not seen the latest commits,
+//! or restored from a backup, numbers new writes with revisions the edge has
+//! already applied from the lost history, and resuming after them would miss
+//! those writes without a sign. A different event there (or none) resyncs from a
+//! snapshot.
+//!
 //! The feed is also where the edge learns the data set it follows: the first
 //! stamped event names it, and it is kept in the store. A feed of another data set
 //! is refused (a known-good build over an empty or restored store must not empty
@@ -22,7 +30,7 @@ use edgekv_store::{Commit, ListQuery, NamespaceOp};
 use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 
-use crate::service::{FEED_REVISION, SYNCED};
+use crate::service::{FEED_FINGERPRINT, FEED_REVISION, SYNCED};
 use crate::upstream::{UpstreamError, WatchError};
 use crate::{Edge, Error, Result};
 
@@ -95,7 +103,19 @@ impl From<UpstreamError> for FeedError {
 /// Streams changes until the stream ends or fails. Once it is open, no snapshot is
 /// needed to resume.
 async fn stream(edge: &Arc<Edge>) -> Result<(), FeedError> {
-    let from = edge.feed.applied() + 1;
+    let applied = edge.feed.applied();
+    // The last applied event, to check the origin's history against.
+    let mut check = match edge.store.meta(FEED_FINGERPRINT).map_err(Error::from)? {
+        Some(kept) if kept.len() == 16 && kept[..8] == applied.to_be_bytes() => {
+            kept[8..].try_into().ok().map(|f: [u8; 8]| (applied, f))
+        }
+        _ => None,
+    };
+    let from = if check.is_some() {
+        applied
+    } else {
+        applied + 1
+    };
     let upstream = edge.known_good()?;
     let mut events = match upstream.watch(from).await {
         Ok(events) => events,
@@ -126,6 +146,17 @@ async fn stream(edge: &Arc<Edge>) -> Result<(), FeedError> {
             != upstream.build_id()
         {
             return Err(FeedError::Failed("the known-good build changed".into()));
+        }
+        if let Some((revision, kept)) = check
+            && !event.progress
+        {
+            check = None;
+            if event.revision != revision || fingerprint(&event) != kept {
+                return Err(FeedError::Trimmed(format!(
+                    "the origin's revision {revision} is not the one this edge applied (its store was failed over to a replica that had not seen it, or restored)"
+                )));
+            }
+            continue;
         }
         if event.progress {
             if edge.feed.applied() >= event.revision {
@@ -166,7 +197,12 @@ fn apply(edge: &Edge, event: v1::WatchEvent) -> Result<()> {
     if revision <= edge.feed.applied() {
         return Ok(());
     }
-    let revision_meta = vec![(FEED_REVISION.to_string(), revision.to_be_bytes().to_vec())];
+    let mut kept = revision.to_be_bytes().to_vec();
+    kept.extend_from_slice(&fingerprint(&event));
+    let revision_meta = vec![
+        (FEED_REVISION.to_string(), revision.to_be_bytes().to_vec()),
+        (FEED_FINGERPRINT.to_string(), kept),
+    ];
     if !event.namespaces.is_empty() {
         let ops = event
             .namespaces
@@ -219,6 +255,40 @@ fn apply(edge: &Edge, event: v1::WatchEvent) -> Result<()> {
     edge.feed_caught_up_namespaces(revision);
     edge.feed.progressed.notify_waiters();
     Ok(())
+}
+
+/// What identifies a feed event within a history: its revision, and each
+/// change's namespace, key and stamp (a write's HLC stamp is its own; another
+/// history's write at the same revision has another). The first 8 bytes of a
+/// SHA-256 over them, in the event's order.
+fn fingerprint(event: &v1::WatchEvent) -> [u8; 8] {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_be_bytes());
+        hash.update(bytes);
+    };
+    field(&event.revision.to_be_bytes());
+    for change in &event.keys {
+        field(change.namespace.as_bytes());
+        field(&change.key);
+        if let Some(record) = &change.record {
+            field(&record.hlc.to_be_bytes());
+            field(&[u8::from(record.tombstone)]);
+            field(&(record.value.len() as u64).to_be_bytes());
+        }
+    }
+    for change in &event.namespaces {
+        if let Some(ns) = &change.namespace {
+            field(ns.id.as_bytes());
+            field(ns.title.as_bytes());
+        }
+        field(&[u8::from(change.deleted)]);
+    }
+    let digest = hash.finalize();
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&digest[..8]);
+    out
 }
 
 /// Loads a consistent snapshot: every namespace, every key of `full` namespaces;
@@ -372,6 +442,8 @@ fn install(edge: &Edge, mut snapshot: Snapshot) -> Result<()> {
         meta: vec![
             (FEED_REVISION.to_string(), revision.to_be_bytes().to_vec()),
             (SYNCED.to_string(), vec![1]),
+            // A snapshot has no event to check the next feed against.
+            (FEED_FINGERPRINT.to_string(), Vec::new()),
         ],
         ..Commit::default()
     })?;

@@ -45,6 +45,10 @@ const SEQUENCE_BLOCK: u64 = 10_000;
 pub(crate) const FEED_REVISION: &str = "feed_revision";
 /// The meta entry present once a first snapshot is loaded.
 pub(crate) const SYNCED: &str = "synced";
+/// The last applied feed event's revision and fingerprint (16 bytes; empty
+/// after a snapshot): what the edge checks the origin's history against when
+/// it resumes ([`crate::feed`]).
+pub(crate) const FEED_FINGERPRINT: &str = "feed_fingerprint";
 const NODE_ID: &str = "node_id";
 /// The meta entry holding the data set the edge follows.
 pub(crate) const FOLLOWED_DATA_SET: &str = "followed_data_set";

@@ -62,6 +62,105 @@ async fn a_full_namespace_emptied_while_an_edge_was_away_is_empty_after_its_resy
     drop(a);
 }
 
+/// An origin whose store went back in time — restored from a backup, or a
+/// database failed over to a replica that had not seen the latest commits —
+/// numbers new writes with revisions an edge already applied from the lost
+/// history. The edge, resuming at the last event it applied, finds another
+/// event there and resyncs: it holds the new history, and nothing of the lost
+/// one. (Resuming after it, as before, it kept the lost writes and missed the
+/// new ones at those revisions for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_resyncs_when_the_origin_history_it_followed_was_lost() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let mut origin = TestOrigin::start(clock.clone(), 1_000_000).await;
+    let a = TestEdge::start_with(&origin.url, clock.clone()).await;
+    let ka = a.client();
+    let full = ka.create_full_namespace("full").await;
+    assert_eq!(ka.put(&full, "kept", "before the backup").await, 200);
+
+    // A backup of the origin's store, taken while it is stopped.
+    origin.stop().await;
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(origin.dir(), backup.path());
+    origin.restart().await;
+
+    // Writes the backup does not have; the edge's feed applies them.
+    let before = a.edge().feed().applied();
+    for key in ["lost-1", "lost-2"] {
+        assert_eq!(ka.put(&full, key, "lost").await, 200);
+    }
+    eventually(
+        Duration::from_secs(20),
+        "A's feed applies the lost writes",
+        || {
+            let edge = a.edge().clone();
+            async move { edge.feed().applied() >= before + 2 }
+        },
+    )
+    .await;
+    let dir = a.dir().to_path_buf();
+    let mut a = a;
+    a.stop().await;
+
+    // The store is restored; new writes take the lost writes' revisions and more.
+    origin.stop().await;
+    restore_dir(backup.path(), origin.dir());
+    origin.restart().await;
+    let b = TestEdge::start_with(&origin.url, clock.clone()).await;
+    let kb = b.client();
+    for key in ["new-1", "new-2", "new-3", "new-4"] {
+        assert_eq!(kb.put(&full, key, "new").await, 200);
+    }
+
+    // A comes back: it finds another history at its last revision and resyncs.
+    let a = TestEdge::start_in(&dir, &origin.url, clock.clone()).await;
+    let ka = a.client();
+    eventually(Duration::from_secs(10), "A resyncs from a snapshot", || {
+        let edge = a.edge().clone();
+        async move { edge.feed().snapshots() >= 1 }
+    })
+    .await;
+    for key in ["new-1", "new-2", "new-3", "new-4"] {
+        assert_eq!(ka.get(&full, key).await, (200, b"new".to_vec()), "{key}");
+    }
+    for key in ["lost-1", "lost-2"] {
+        assert_eq!(
+            ka.get(&full, key).await.0,
+            404,
+            "A still serves {key} of the lost history"
+        );
+    }
+    assert_eq!(
+        ka.get(&full, "kept").await,
+        (200, b"before the backup".to_vec())
+    );
+    drop(b);
+}
+
+/// Copies a directory tree (a stopped store).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Replaces `to`'s contents with a copy of `from`'s.
+fn restore_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(to).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    copy_dir(from, to);
+}
+
 /// A page of a cache namespace is listed by the origin; its values stay home, so a
 /// page of 1,000 large values still fits in one gRPC message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,6 +102,12 @@ impl TestOrigin {
             .unwrap()
     }
 
+    /// The origin's data dir (its store, while it is stopped, may be copied or
+    /// replaced: a backup, a restore).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Stops the origin; its store stays.
     pub async fn stop(&mut self) {
         if let Some(running) = self.running.take() {
