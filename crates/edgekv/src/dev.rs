@@ -54,6 +54,7 @@ pub async fn run(args: DevArgs, file: &File) -> anyhow::Result<()> {
         let mut edge = file.edge.clone().unwrap_or_default();
         edge.http = dev.http;
         edge.admin = dev.admin;
+        edge.binding = args.binding.or(edge.binding);
         edge.validate_local()
             .map_err(|e| anyhow::anyhow!("invalid configuration: [edge]: {e}"))?;
         println!(

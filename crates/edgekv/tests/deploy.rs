@@ -195,10 +195,10 @@ fn the_compose_file_matches_the_compose_spec() {
     assert!(ok, "{out}");
     let broken = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
     let text = std::fs::read_to_string(&compose).unwrap();
-    assert!(text.contains(r#"ports: ["8787:8787"]"#));
+    assert!(text.contains(r#"ports: ["8797:8787"]"#));
     std::fs::write(
         broken.path(),
-        text.replace(r#"ports: ["8787:8787"]"#, r#"ports: "8787:8787""#),
+        text.replace(r#"ports: ["8797:8787"]"#, r#"ports: "8797:8787""#),
     )
     .unwrap();
     let (ok, out) = run(

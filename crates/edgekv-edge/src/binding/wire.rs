@@ -401,6 +401,26 @@ mod tests {
             }
         }
 
+        /// Whatever a client sends, parsing answers (a call or a client
+        /// fault, never a server error) and every message makes a valid
+        /// reason phrase.
+        #[test]
+        fn any_request_line_parses_or_is_the_clients_fault(
+            method in prop::sample::select(vec!["GET", "PUT", "DELETE", "POST", "PATCH", "HEAD"]),
+            path in "/[\\PC%+/]{0,60}",
+            query in "[\\PC=&%+]{0,80}",
+        ) {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            match Call::parse(&method, &path, &query) {
+                Ok(_) => {}
+                Err(err) => {
+                    prop_assert!(err.status().is_client_error(), "{err:?}");
+                    let phrase = reason(&err.client_message());
+                    prop_assert!(hyper::ext::ReasonPhrase::try_from(phrase.into_bytes()).is_ok());
+                }
+            }
+        }
+
         /// Any form-encoded prefix decodes to itself.
         #[test]
         fn every_prefix_round_trips_through_form_encoding(prefix in "\\PC{0,40}") {
