@@ -75,6 +75,7 @@ where
                     "synced": edge.feed().synced(),
                     "applied_revision": edge.feed().applied(),
                     "snapshots_loaded": edge.feed().snapshots(),
+                    "history_diverged": edge.feed().diverged(),
                     "fresh": edge.usable(Some(0)),
                 },
                 "hot_tier": { "entries": hot.entries, "bytes": hot.bytes, "capacity": hot.capacity },

@@ -41,10 +41,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub async fn follow(edge: Arc<Edge>, mut stop: watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(50);
     let mut needs_snapshot = !edge.feed.synced();
+    // After a divergence, nothing held may stand against the snapshot.
+    let mut wipe = false;
     loop {
         let step = async {
             if needs_snapshot {
-                resync(&edge).await
+                resync(&edge, wipe).await
             } else {
                 stream(&edge).await
             }
@@ -57,6 +59,7 @@ pub async fn follow(edge: Arc<Edge>, mut stop: watch::Receiver<bool>) {
         match outcome {
             Ok(()) if needs_snapshot => {
                 needs_snapshot = false;
+                wipe = false;
                 backoff = Duration::from_millis(50);
                 continue;
             }
@@ -64,6 +67,13 @@ pub async fn follow(edge: Arc<Edge>, mut stop: watch::Receiver<bool>) {
             Err(FeedError::Trimmed(why)) => {
                 tracing::warn!(%why, "the edge is behind the origin's retained log; resyncing from a snapshot");
                 needs_snapshot = true;
+                continue;
+            }
+            Err(FeedError::Diverged(why)) => {
+                tracing::error!(%why, "THE ORIGIN'S HISTORY DIFFERS from what this edge applied; resyncing from a snapshot");
+                edge.feed.diverged.fetch_add(1, Ordering::AcqRel);
+                needs_snapshot = true;
+                wipe = true;
                 continue;
             }
             Err(FeedError::Failed(why)) => {
@@ -85,6 +95,8 @@ pub async fn follow(edge: Arc<Edge>, mut stop: watch::Receiver<bool>) {
 
 enum FeedError {
     Trimmed(String),
+    /// The origin's history is not the one this edge applied.
+    Diverged(String),
     Failed(String),
 }
 
@@ -111,14 +123,26 @@ async fn stream(edge: &Arc<Edge>) -> Result<(), FeedError> {
         }
         _ => None,
     };
-    let from = if check.is_some() {
+    let upstream = edge.known_good()?;
+    let mut from = if check.is_some() {
         applied
     } else {
         applied + 1
     };
-    let upstream = edge.known_good()?;
     let mut events = match upstream.watch(from).await {
         Ok(events) => events,
+        // The last applied event was trimmed from the log a moment ago: it
+        // cannot be checked, and resuming after it is as it was before the
+        // check (a resync here would cost a snapshot for nothing).
+        Err(WatchError::Trimmed(_)) if check.is_some() => {
+            check = None;
+            from = applied + 1;
+            match upstream.watch(from).await {
+                Ok(events) => events,
+                Err(WatchError::Trimmed(why)) => return Err(FeedError::Trimmed(why)),
+                Err(WatchError::Failed(err)) => return Err(err.into()),
+            }
+        }
         Err(WatchError::Trimmed(why)) => return Err(FeedError::Trimmed(why)),
         Err(WatchError::Failed(err)) => return Err(err.into()),
     };
@@ -147,16 +171,23 @@ async fn stream(edge: &Arc<Edge>) -> Result<(), FeedError> {
         {
             return Err(FeedError::Failed("the known-good build changed".into()));
         }
-        if let Some((revision, kept)) = check
-            && !event.progress
-        {
-            check = None;
-            if event.revision != revision || fingerprint(&event) != kept {
-                return Err(FeedError::Trimmed(format!(
-                    "the origin's revision {revision} is not the one this edge applied (its store was failed over to a replica that had not seen it, or restored)"
+        if let Some((revision, kept)) = check {
+            // Progress short of the checked revision: the origin has no entry
+            // there, though this edge applied one of this data set — the
+            // store lost it (and nothing was written since).
+            let lost = event.progress && event.revision < revision;
+            let other =
+                !event.progress && (event.revision != revision || fingerprint(&event) != kept);
+            if lost || other {
+                return Err(FeedError::Diverged(format!(
+                    "the origin has {} at revision {revision}, where this edge applied another write (its store was failed over to a replica that had not received it, or restored from a backup)",
+                    if lost { "nothing" } else { "another event" }
                 )));
             }
-            continue;
+            if !event.progress {
+                check = None;
+                continue;
+            }
         }
         if event.progress {
             if edge.feed.applied() >= event.revision {
@@ -258,7 +289,7 @@ fn apply(edge: &Edge, event: v1::WatchEvent) -> Result<()> {
 }
 
 /// What identifies a feed event within a history: its revision, and each
-/// change's namespace, key and stamp (a write's HLC stamp is its own; another
+/// change's namespace, key, tombstone flag and stamp (a write's HLC stamp is its own; another
 /// history's write at the same revision has another). The first 8 bytes of a
 /// SHA-256 over them, in the event's order.
 fn fingerprint(event: &v1::WatchEvent) -> [u8; 8] {
@@ -275,7 +306,6 @@ fn fingerprint(event: &v1::WatchEvent) -> [u8; 8] {
         if let Some(record) = &change.record {
             field(&record.hlc.to_be_bytes());
             field(&[u8::from(record.tombstone)]);
-            field(&(record.value.len() as u64).to_be_bytes());
         }
     }
     for change in &event.namespaces {
@@ -293,7 +323,13 @@ fn fingerprint(event: &v1::WatchEvent) -> [u8; 8] {
 
 /// Loads a consistent snapshot: every namespace, every key of `full` namespaces;
 /// drops what is held of `cache` namespaces (it is read through again).
-async fn resync(edge: &Arc<Edge>) -> Result<(), FeedError> {
+///
+/// `wipe` after a divergence: what the edge holds came partly from a history
+/// the origin no longer has, and its revisions mean nothing against the
+/// snapshot's — a record of the lost history numbered above the snapshot would
+/// otherwise stand as "newer". Every namespace is emptied first, full ones
+/// included, and refilled from the snapshot.
+async fn resync(edge: &Arc<Edge>, wipe: bool) -> Result<(), FeedError> {
     let mut full: Vec<String> = edge
         .namespaces
         .load()
@@ -311,7 +347,7 @@ async fn resync(edge: &Arc<Edge>) -> Result<(), FeedError> {
             .collect();
         let asked: HashSet<&String> = full.iter().collect();
         if now_full.iter().all(|id| asked.contains(id)) {
-            install(edge, snapshot)?;
+            install(edge, snapshot, wipe)?;
             return Ok(());
         }
         // A full namespace appeared since we asked: ask again, including it.
@@ -362,7 +398,7 @@ async fn load_snapshot(edge: &Edge, full: Vec<String>) -> Result<Snapshot, FeedE
     Err(FeedError::Failed("the snapshot ended early".into()))
 }
 
-fn install(edge: &Edge, mut snapshot: Snapshot) -> Result<()> {
+fn install(edge: &Edge, mut snapshot: Snapshot, wipe: bool) -> Result<()> {
     let revision = snapshot.revision;
     // Reads and writes in flight were answered before or at the snapshot; the
     // changes after their answer that the edge skipped are in it, not in the feed.
@@ -388,7 +424,7 @@ fn install(edge: &Edge, mut snapshot: Snapshot) -> Result<()> {
         .map(|id| NamespaceOp::Delete(id.clone()))
         .collect();
     for ns in &snapshot.namespaces {
-        if ns.mode == Mode::Cache {
+        if ns.mode == Mode::Cache || wipe {
             ops.push(NamespaceOp::Delete(ns.id.clone()));
         }
         ops.push(NamespaceOp::Put(ns.clone()));

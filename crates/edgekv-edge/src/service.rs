@@ -171,6 +171,9 @@ pub struct FeedState {
     pub(crate) caught_up_ms: AtomicU64,
     /// The last revision applied.
     pub(crate) applied: AtomicU64,
+    /// How many times the origin's history was found to differ from the one
+    /// applied (each followed by a resync).
+    pub(crate) diverged: AtomicU64,
     /// Whether a consistent snapshot has ever been loaded (every `full` namespace
     /// complete); persisted, and kept through later resyncs.
     pub(crate) synced: AtomicBool,
@@ -194,6 +197,12 @@ impl FeedState {
     /// Whether the edge has loaded its first snapshot.
     pub fn synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
+    }
+
+    /// How many times, since the process started, the origin's history was
+    /// found to differ from the one applied (each followed by a resync).
+    pub fn diverged(&self) -> u64 {
+        self.diverged.load(Ordering::Acquire)
     }
 
     /// Snapshots loaded since the process started.

@@ -120,6 +120,7 @@ async fn an_edge_resyncs_when_the_origin_history_it_followed_was_lost() {
         async move { edge.feed().snapshots() >= 1 }
     })
     .await;
+    assert!(a.edge().feed().diverged() >= 1, "the divergence is counted");
     for key in ["new-1", "new-2", "new-3", "new-4"] {
         assert_eq!(ka.get(&full, key).await, (200, b"new".to_vec()), "{key}");
     }
@@ -135,6 +136,130 @@ async fn an_edge_resyncs_when_the_origin_history_it_followed_was_lost() {
         (200, b"before the backup".to_vec())
     );
     drop(b);
+}
+
+/// The same, when the store lost the edge's last revision and nothing was
+/// written since: the origin has no entry where the edge applied one, and
+/// says so only by its progress (its head is one short).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_resyncs_when_its_last_revision_was_lost_and_nothing_came_after() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let mut origin = TestOrigin::start(clock.clone(), 1_000_000).await;
+    let a = TestEdge::start_with(&origin.url, clock.clone()).await;
+    let ka = a.client();
+    let full = ka.create_full_namespace("full").await;
+    assert_eq!(ka.put(&full, "kept", "v").await, 200);
+    origin.stop().await;
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(origin.dir(), backup.path());
+    origin.restart().await;
+    let before = a.edge().feed().applied();
+    assert_eq!(ka.put(&full, "lost", "v").await, 200);
+    eventually(
+        Duration::from_secs(20),
+        "A's feed applies the lost write",
+        || {
+            let edge = a.edge().clone();
+            async move { edge.feed().applied() > before }
+        },
+    )
+    .await;
+    let dir = a.dir().to_path_buf();
+    let mut a = a;
+    a.stop().await;
+    origin.stop().await;
+    restore_dir(backup.path(), origin.dir());
+    origin.restart().await;
+
+    let a = TestEdge::start_in(&dir, &origin.url, clock.clone()).await;
+    eventually(Duration::from_secs(10), "A resyncs from a snapshot", || {
+        let edge = a.edge().clone();
+        async move { edge.feed().diverged() >= 1 && edge.feed().snapshots() >= 1 }
+    })
+    .await;
+    let ka = a.client();
+    assert_eq!(
+        ka.get(&full, "lost").await.0,
+        404,
+        "A still serves the lost write"
+    );
+    assert_eq!(ka.get(&full, "kept").await, (200, b"v".to_vec()));
+}
+
+/// No false alarm: an origin restarted over the same store has the same
+/// history, and an edge resumes it with no resync, whatever its last event was
+/// (a namespace's creation, a delete, a write of several keys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_resumes_the_same_history_without_a_resync() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let mut origin = TestOrigin::start(clock.clone(), 1_000_000).await;
+    let a = TestEdge::start_with(&origin.url, clock.clone()).await;
+    let ka = a.client();
+    let full = ka.create_full_namespace("full").await;
+    eventually(
+        Duration::from_secs(10),
+        "A loads the new full namespace",
+        || {
+            let edge = a.edge().clone();
+            async move { edge.feed().snapshots() >= 1 && edge.feed().connected() }
+        },
+    )
+    .await;
+    let snapshots = a.edge().feed().snapshots();
+    for step in 0..4 {
+        let head = a.edge().feed().applied() + 1;
+        match step {
+            0 => assert_eq!(ka.put(&full, "k", "v").await, 200),
+            1 => assert_eq!(ka.delete(&full, "k").await, 200),
+            2 => {
+                let items =
+                    serde_json::json!([{"key": "x", "value": "1"}, {"key": "y", "value": "2"}]);
+                let response = ka
+                    .request(Method::PUT, &format!("/namespaces/{full}/bulk"))
+                    .json(&items)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+            _ => {
+                ka.create_namespace("another").await;
+            }
+        }
+        eventually(
+            Duration::from_secs(20),
+            "A's feed applies the event",
+            || {
+                let edge = a.edge().clone();
+                async move { edge.feed().applied() >= head }
+            },
+        )
+        .await;
+        // The event is A's last when the origin restarts; a write after it
+        // shows A's feed resumed past the check.
+        origin.restart().await;
+        let next = a.edge().feed().applied() + 1;
+        assert_eq!(ka.put(&full, &format!("probe-{step}"), "p").await, 200);
+        eventually(
+            Duration::from_secs(20),
+            &format!("A's feed resumes after step {step}"),
+            || {
+                let edge = a.edge().clone();
+                async move { edge.feed().applied() >= next }
+            },
+        )
+        .await;
+        assert_eq!(
+            a.edge().feed().diverged(),
+            0,
+            "a false alarm after step {step}"
+        );
+        assert_eq!(
+            a.edge().feed().snapshots(),
+            snapshots,
+            "a resync after step {step}"
+        );
+    }
 }
 
 /// Copies a directory tree (a stopped store).

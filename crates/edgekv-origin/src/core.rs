@@ -396,14 +396,6 @@ impl OriginCore {
             // The head known here may lag another origin's commits (a shared
             // engine): ask the engine before calling the caller's revision unknown.
             head = self.store.refresh_revision()?;
-            let seen = *self.committed.borrow();
-            if head < seen {
-                tracing::error!(
-                    head,
-                    seen,
-                    "the store's head is behind a revision this origin committed or heard of: it was failed over to a replica that had not seen the latest commits, or restored; edges that applied the lost revisions resync from a snapshot"
-                );
-            }
         }
         if from > head + 1 {
             return Err(Error::Ahead { asked: from, head });

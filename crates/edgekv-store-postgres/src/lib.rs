@@ -863,7 +863,14 @@ impl PgStore {
 
     /// Reads the head from the database (the known head may lag another process's
     /// commits by a notification).
+    ///
+    /// A database head *behind* the one known here means the database lost
+    /// commits this process saw — failed over to a replica that had not
+    /// received them, or restored from a backup: that is logged as the error it
+    /// is, and the known head goes back to the database's, so that a caller
+    /// ahead of it is told to resync ([`edgekv_store::Store::refresh_revision`]).
     pub fn refresh_head(&self) -> Result<u64> {
+        let known = self.head.load(Ordering::Acquire);
         let pool = self.pool.clone();
         let head: i64 = self.retrying("reading the head", || {
             let pool = pool.clone();
@@ -875,7 +882,23 @@ impl PgStore {
                 Ok(row.get::<_, i64>(0))
             }
         })?;
-        tail::learn(&self.head, &self.listeners, unsigned(head));
+        let head = unsigned(head);
+        if head < known {
+            // Only if no commit of this process moved the head meanwhile.
+            if self
+                .head
+                .compare_exchange(known, head, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                tracing::error!(
+                    database = head,
+                    known,
+                    "THE DATABASE'S HEAD WENT BACK: it lost commits this origin saw (a failover to a replica that had not received them, or a restore); those writes are lost, and edges that applied them resync from a snapshot"
+                );
+            }
+            return Ok(self.head.load(Ordering::Acquire));
+        }
+        tail::learn(&self.head, &self.listeners, head);
         Ok(self.head.load(Ordering::Acquire))
     }
 

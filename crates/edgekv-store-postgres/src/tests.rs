@@ -341,3 +341,45 @@ fn snapshots_never_take_the_whole_pool() {
     // The place is free again.
     store.snapshot(&[NS.into()], &mut |_| Ok(())).unwrap();
 }
+
+/// A database whose head went back (failed over to a replica that had not
+/// received the last commits, or restored): the head known here goes back to
+/// the database's, so that an edge past it is told to resync, where it would
+/// otherwise be fed the new commits at revisions it applied from the lost
+/// history.
+#[test]
+fn a_database_head_that_went_back_is_believed() {
+    let server = TestPostgres::shared();
+    let url = server.database();
+    let store = PgStore::open(&url, &PgOptions::default()).unwrap();
+    store.create_namespace(&namespace()).unwrap();
+    for i in 0..4 {
+        store
+            .commit(Commit {
+                writes: vec![write(&format!("k{i}"), "v")],
+                ..Commit::default()
+            })
+            .unwrap();
+    }
+    let known = store.revision();
+    assert_eq!(store.refresh_revision().unwrap(), known);
+    // What a failover to a replica two commits behind leaves.
+    crate::testing::execute(
+        &url,
+        &format!(
+            "DELETE FROM edgekv_log WHERE revision > {back}; UPDATE edgekv_head SET revision = {back}",
+            back = known - 2
+        ),
+    );
+    assert_eq!(store.refresh_revision().unwrap(), known - 2);
+    assert_eq!(store.revision(), known - 2);
+    // The next commit takes the database's next revision, and the head follows.
+    let next = store
+        .commit(Commit {
+            writes: vec![write("after", "v")],
+            ..Commit::default()
+        })
+        .unwrap();
+    assert_eq!(next, known - 1);
+    assert_eq!(store.revision(), known - 1);
+}
