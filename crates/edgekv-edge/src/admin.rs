@@ -202,6 +202,18 @@ fn render_edge_metrics(edge: &Edge, out: &mut String) {
             edge.metrics().table_save_failures(),
         ),
         (
+            "edgekv_feed_snapshots_total",
+            "counter",
+            "Snapshots the change feed loaded since start (a first sync, a resync after falling behind the origin's log, or after a divergence).",
+            edge.feed().snapshots(),
+        ),
+        (
+            "edgekv_feed_history_diverged_total",
+            "counter",
+            "Times since start the origin's history differed from the one this edge applied (its store failed over to a replica that lacked commits, or restored); each resyncs from a snapshot. Alert on any.",
+            edge.feed().diverged(),
+        ),
+        (
             "edgekv_namespace_refreshes_total",
             "counter",
             "Namespace lists asked of the origin for namespace ids this edge did not know (at most one per account per namespace_refresh_interval_ms).",

@@ -121,6 +121,19 @@ async fn an_edge_resyncs_when_the_origin_history_it_followed_was_lost() {
     })
     .await;
     assert!(a.edge().feed().diverged() >= 1, "the divergence is counted");
+    let metrics = reqwest::get(format!("{}/metrics", a.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("edgekv_feed_history_diverged_total ")
+                && l != "edgekv_feed_history_diverged_total 0"),
+        "{metrics}"
+    );
     for key in ["new-1", "new-2", "new-3", "new-4"] {
         assert_eq!(ka.get(&full, key).await, (200, b"new".to_vec()), "{key}");
     }
