@@ -102,8 +102,12 @@ pub fn try_hot<B>(edge: &Edge, request: &Request<B>, memo: &TokenMemo) -> Option
     }
     let namespace = namespace?.to_str().ok()?;
     let token = memo.hash(crate::http::bearer_bytes(authorization?)?);
-    let account = edge.binding_account(Some(token), namespace, false).ok()?;
-    let mode = edge.known_mode(&account, namespace)?.ok()?;
+    let mode = edge
+        .with_binding_account(Some(token), namespace, false, |account| {
+            edge.known_mode(account, namespace)
+        })
+        .ok()??
+        .ok()?;
     let key = wire::key(encoded);
     let lookup = edge.get_held(namespace, edge.hot().intern(namespace), mode, &key)?;
     // A held record's key was checked when it was written; only an absent one
@@ -198,7 +202,7 @@ struct Scope<'h> {
 async fn enter<'h>(edge: &Arc<Edge>, headers: &'h HeaderMap, write: bool) -> Result<Scope<'h>> {
     let namespace = namespace(headers)?;
     let token = crate::http::bearer(headers).map(tokens::hash);
-    let account = edge.binding_account(token, namespace, write)?;
+    let account = edge.with_binding_account(token, namespace, write, str::to_owned)?;
     let mode = edge.namespace_mode(&account, namespace).await?;
     Ok(Scope { namespace, mode })
 }

@@ -709,25 +709,26 @@ impl Edge {
         Ok(Access { admin: grant.admin })
     }
 
-    /// The account a bearer token acts for, checked for `namespace` as
+    /// `with` the account a bearer token acts for, checked for `namespace` as
     /// [`Edge::authorize`] checks a request: what workerd's KV binding, whose
-    /// requests name no account, acts for ([`crate::binding`]).
-    pub fn binding_account(
+    /// requests name no account, acts for ([`crate::binding`]). The account is
+    /// lent, not copied: the binding's hot path allocates nothing for it.
+    pub fn with_binding_account<T>(
         &self,
         token: Option<TokenHash>,
         namespace: &str,
         write: bool,
-    ) -> Result<String> {
+        with: impl FnOnce(&str) -> T,
+    ) -> Result<T> {
         let table = self.tokens.load();
-        // An unknown (or missing) token fails the check below as it would on
-        // any account: 401, or 503 while there is no table.
+        // An unknown (or missing) token fails the check as it would on any
+        // account: 401, or 503 while there is no table.
         let account = token
             .as_ref()
             .and_then(|token| table.lookup_hash(token))
-            .map(|grant| grant.account.clone())
-            .unwrap_or_default();
-        Self::checked_grant(&table, token, &account, Some(namespace), write)?;
-        Ok(account)
+            .map_or("", |grant| grant.account.as_str());
+        Self::checked_grant(&table, token, account, Some(namespace), write)?;
+        Ok(with(account))
     }
 
     /// Checks a bearer token for creating a namespace of `account` (`namespace`

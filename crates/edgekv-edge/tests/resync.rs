@@ -69,51 +69,88 @@ async fn a_full_namespace_emptied_while_an_edge_was_away_is_empty_after_its_resy
 /// event there and resyncs: it holds the new history, and nothing of the lost
 /// one. (Resuming after it, as before, it kept the lost writes and missed the
 /// new ones at those revisions for good.)
+/// An edge that applied writes its origin's store then lost: the store is
+/// backed up (origin stopped), the edge's feed applies `lost` writes, the
+/// edge stops, and the backup is restored under the origin. The origin runs
+/// again; the edge (its data dir kept) is not running.
+struct LostHistory {
+    clock: Arc<ManualClock>,
+    origin: TestOrigin,
+    /// The edge, stopped; it owns its data dir (a temporary one, gone with it).
+    edge: TestEdge,
+    /// The full namespace written to; it holds `kept` = "v" from before the backup.
+    full: String,
+    _backup: tempfile::TempDir,
+}
+
+impl LostHistory {
+    async fn make(lost: &[&str]) -> LostHistory {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let mut origin = TestOrigin::start(clock.clone(), 1_000_000).await;
+        let mut a = TestEdge::start_with(&origin.url, clock.clone()).await;
+        let ka = a.client();
+        let full = ka.create_full_namespace("full").await;
+        assert_eq!(ka.put(&full, "kept", "v").await, 200);
+        // A backup of the origin's store, taken while it is stopped.
+        origin.stop().await;
+        let backup = tempfile::tempdir().unwrap();
+        copy_dir(origin.dir(), backup.path());
+        origin.restart().await;
+        // Writes the backup does not have; the edge's feed applies them.
+        let before = a.edge().feed().applied();
+        for key in lost {
+            assert_eq!(ka.put(&full, key, "lost").await, 200);
+        }
+        let edge = a.edge().clone();
+        let want = before + lost.len() as u64;
+        eventually(
+            Duration::from_secs(20),
+            "the feed applies the lost writes",
+            || {
+                let edge = edge.clone();
+                async move { edge.feed().applied() >= want }
+            },
+        )
+        .await;
+        a.stop().await;
+        origin.stop().await;
+        restore_dir(backup.path(), origin.dir());
+        origin.restart().await;
+        LostHistory {
+            clock,
+            origin,
+            edge: a,
+            full,
+            _backup: backup,
+        }
+    }
+
+    /// The edge again, over its data dir; it has synced.
+    async fn edge_again(&self) -> TestEdge {
+        TestEdge::start_in(self.edge.dir(), &self.origin.url, self.clock.clone()).await
+    }
+}
+
+/// An origin whose store went back in time — restored from a backup, or a
+/// database failed over to a replica that had not seen the latest commits —
+/// numbers new writes with revisions an edge already applied from the lost
+/// history. The edge, resuming at the last event it applied, finds another
+/// event there and resyncs: it holds the new history, and nothing of the lost
+/// one. (Resuming after it, as before, it kept the lost writes and missed the
+/// new ones at those revisions for good.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_resyncs_when_the_origin_history_it_followed_was_lost() {
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let mut origin = TestOrigin::start(clock.clone(), 1_000_000).await;
-    let a = TestEdge::start_with(&origin.url, clock.clone()).await;
-    let ka = a.client();
-    let full = ka.create_full_namespace("full").await;
-    assert_eq!(ka.put(&full, "kept", "before the backup").await, 200);
-
-    // A backup of the origin's store, taken while it is stopped.
-    origin.stop().await;
-    let backup = tempfile::tempdir().unwrap();
-    copy_dir(origin.dir(), backup.path());
-    origin.restart().await;
-
-    // Writes the backup does not have; the edge's feed applies them.
-    let before = a.edge().feed().applied();
-    for key in ["lost-1", "lost-2"] {
-        assert_eq!(ka.put(&full, key, "lost").await, 200);
-    }
-    eventually(
-        Duration::from_secs(20),
-        "A's feed applies the lost writes",
-        || {
-            let edge = a.edge().clone();
-            async move { edge.feed().applied() >= before + 2 }
-        },
-    )
-    .await;
-    let dir = a.dir().to_path_buf();
-    let mut a = a;
-    a.stop().await;
-
-    // The store is restored; new writes take the lost writes' revisions and more.
-    origin.stop().await;
-    restore_dir(backup.path(), origin.dir());
-    origin.restart().await;
-    let b = TestEdge::start_with(&origin.url, clock.clone()).await;
+    let lost = LostHistory::make(&["lost-1", "lost-2"]).await;
+    let full = &lost.full;
+    // New writes, through another edge, take the lost writes' revisions and more.
+    let b = TestEdge::start_with(&lost.origin.url, lost.clock.clone()).await;
     let kb = b.client();
     for key in ["new-1", "new-2", "new-3", "new-4"] {
-        assert_eq!(kb.put(&full, key, "new").await, 200);
+        assert_eq!(kb.put(full, key, "new").await, 200);
     }
 
     // A comes back: it finds another history at its last revision and resyncs.
-    let a = TestEdge::start_in(&dir, &origin.url, clock.clone()).await;
+    let a = lost.edge_again().await;
     let ka = a.client();
     eventually(Duration::from_secs(10), "A resyncs from a snapshot", || {
         let edge = a.edge().clone();
@@ -135,19 +172,16 @@ async fn an_edge_resyncs_when_the_origin_history_it_followed_was_lost() {
         "{metrics}"
     );
     for key in ["new-1", "new-2", "new-3", "new-4"] {
-        assert_eq!(ka.get(&full, key).await, (200, b"new".to_vec()), "{key}");
+        assert_eq!(ka.get(full, key).await, (200, b"new".to_vec()), "{key}");
     }
     for key in ["lost-1", "lost-2"] {
         assert_eq!(
-            ka.get(&full, key).await.0,
+            ka.get(full, key).await.0,
             404,
             "A still serves {key} of the lost history"
         );
     }
-    assert_eq!(
-        ka.get(&full, "kept").await,
-        (200, b"before the backup".to_vec())
-    );
+    assert_eq!(ka.get(full, "kept").await, (200, b"v".to_vec()));
     drop(b);
 }
 
@@ -156,35 +190,8 @@ async fn an_edge_resyncs_when_the_origin_history_it_followed_was_lost() {
 /// says so only by its progress (its head is one short).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_resyncs_when_its_last_revision_was_lost_and_nothing_came_after() {
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let mut origin = TestOrigin::start(clock.clone(), 1_000_000).await;
-    let a = TestEdge::start_with(&origin.url, clock.clone()).await;
-    let ka = a.client();
-    let full = ka.create_full_namespace("full").await;
-    assert_eq!(ka.put(&full, "kept", "v").await, 200);
-    origin.stop().await;
-    let backup = tempfile::tempdir().unwrap();
-    copy_dir(origin.dir(), backup.path());
-    origin.restart().await;
-    let before = a.edge().feed().applied();
-    assert_eq!(ka.put(&full, "lost", "v").await, 200);
-    eventually(
-        Duration::from_secs(20),
-        "A's feed applies the lost write",
-        || {
-            let edge = a.edge().clone();
-            async move { edge.feed().applied() > before }
-        },
-    )
-    .await;
-    let dir = a.dir().to_path_buf();
-    let mut a = a;
-    a.stop().await;
-    origin.stop().await;
-    restore_dir(backup.path(), origin.dir());
-    origin.restart().await;
-
-    let a = TestEdge::start_in(&dir, &origin.url, clock.clone()).await;
+    let lost = LostHistory::make(&["lost"]).await;
+    let a = lost.edge_again().await;
     eventually(Duration::from_secs(10), "A resyncs from a snapshot", || {
         let edge = a.edge().clone();
         async move { edge.feed().diverged() >= 1 && edge.feed().snapshots() >= 1 }
@@ -192,11 +199,11 @@ async fn an_edge_resyncs_when_its_last_revision_was_lost_and_nothing_came_after(
     .await;
     let ka = a.client();
     assert_eq!(
-        ka.get(&full, "lost").await.0,
+        ka.get(&lost.full, "lost").await.0,
         404,
         "A still serves the lost write"
     );
-    assert_eq!(ka.get(&full, "kept").await, (200, b"v".to_vec()));
+    assert_eq!(ka.get(&lost.full, "kept").await, (200, b"v".to_vec()));
 }
 
 /// No false alarm: an origin restarted over the same store has the same

@@ -205,23 +205,8 @@ async fn the_2023_incident_replayed_never_reaches_a_client_as_a_401() {
             stop.clone(),
         ));
     }
-    control.ok(&[
-        "deploy",
-        "start",
-        "kv-v2",
-        "--environment",
-        "production",
-        "--min-requests",
-        "5",
-        // This test is about authentication faults: the latency of a debug build
-        // on a shared machine running other tests is too noisy to judge.
-        "--max-p99-ms",
-        "10000",
-        "--relative-p99",
-        "100",
-        "--steps",
-        "10:1s,50:1s,100:600s",
-    ]);
+    // This test is about authentication faults, not latency.
+    control.start_rollout_judged_on_faults("kv-v2", "production", 5, "10:1s,50:1s,100:600s");
     control.wait_for_step("production-2", 2).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -772,21 +757,7 @@ async fn a_build_over_the_wrong_data_never_answers_for_existing_keys() {
     let mut v2 = Origin::start(dirs[5].path(), "production", "prod-cred", &["kv-v2"], &[]);
     control.register("kv-v2", "production", &v2.url("kv-v2"));
     assert_eq!(registered_data_set(&control, "kv-v2"), production);
-    control.ok(&[
-        "deploy",
-        "start",
-        "kv-v2",
-        "--environment",
-        "production",
-        "--min-requests",
-        "5",
-        "--max-p99-ms",
-        "10000",
-        "--relative-p99",
-        "100",
-        "--steps",
-        "10:600s,100:600s",
-    ]);
+    control.start_rollout_judged_on_faults("kv-v2", "production", 5, "10:600s,100:600s");
     let sample: Vec<String> = (0..60).map(|i| format!("key-{i:04}")).collect();
     for kv in &kvs {
         eventually(

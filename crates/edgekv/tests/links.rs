@@ -234,21 +234,7 @@ async fn read_with(edge: &Edge, ns: &str, key: &str, token: &str) -> u16 {
 /// Starts kv-v2 at 50% for long bakes: nothing moves on its own. The latency
 /// thresholds are loosened so a loaded machine cannot roll it back.
 fn deploy_kv_v2(control: &Control) {
-    control.ok(&[
-        "deploy",
-        "start",
-        "kv-v2",
-        "--environment",
-        "production",
-        "--min-requests",
-        "0",
-        "--max-p99-ms",
-        "10000",
-        "--relative-p99",
-        "100",
-        "--steps",
-        "50:600s,100:600s",
-    ]);
+    control.start_rollout_judged_on_faults("kv-v2", "production", 0, "50:600s,100:600s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

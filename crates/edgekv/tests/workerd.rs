@@ -532,21 +532,7 @@ async fn a_worker_sees_no_failed_call_during_a_rollout_to_a_build_that_refuses_t
     let first = worker.json("/mixed?round=0").await;
     assert_eq!(first["failures"], json!([]), "{first}");
 
-    control.ok(&[
-        "deploy",
-        "start",
-        "kv-v2",
-        "--environment",
-        "production",
-        "--min-requests",
-        "5",
-        "--max-p99-ms",
-        "10000",
-        "--relative-p99",
-        "100",
-        "--steps",
-        "50:600s,100:600s",
-    ]);
+    control.start_rollout_judged_on_faults("kv-v2", "production", 5, "50:600s,100:600s");
     control.wait_for_step("production-2", 0).await;
     // kv-v2 starts answering UNAUTHENTICATED to everyone.
     std::fs::write(&switch, b"").unwrap();

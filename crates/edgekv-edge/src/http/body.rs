@@ -15,25 +15,87 @@ use crate::{Error, Result};
 /// Reads a whole body, refusing one larger than `limit` bytes: before reading it
 /// when `content-length` already says so, else as soon as the bytes read pass
 /// the limit.
-///
-/// A body that came in one frame is returned as it came; a longer one is
-/// gathered into one buffer (sized once from `content-length`, when sent), so a
-/// body costs its own size, not twice it.
 pub async fn read<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes>
 where
     B: Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_len(headers);
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(Error::BodyTooLarge { limit });
     }
-    // Within the limit, checked above.
-    let declared = declared.and_then(|len| usize::try_from(len).ok());
     let mut body = std::pin::pin!(body);
+    gather(&mut body, declared, limit).await
+}
+
+/// [`read`], for clients that send a whole body before they read the answer:
+/// a body past `limit` is refused only once it has been read (and thrown
+/// away) to its end, up to `drain_max` bytes (see [`drain`]); one declared
+/// longer than that is refused at once.
+pub async fn read_whole<B>(
+    headers: &HeaderMap,
+    body: B,
+    limit: usize,
+    drain_max: usize,
+) -> Result<Bytes>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let declared = declared_len(headers);
+    if declared.is_some_and(|len| len > drain_max as u64) {
+        return Err(Error::BodyTooLarge { limit });
+    }
+    let mut body = std::pin::pin!(body);
+    match gather(&mut body, declared, limit).await {
+        Err(Error::BodyTooLarge { limit }) => {
+            // What was read is gone already; the rest is read and dropped.
+            drain_pinned(&mut body, drain_max.saturating_sub(limit)).await;
+            Err(Error::BodyTooLarge { limit })
+        }
+        other => other,
+    }
+}
+
+/// Reads the rest of a body and throws it away, up to `max` bytes in all (a
+/// body longer than that is left: the connection closes under it). For
+/// clients that send a whole body before they read the answer, as workerd
+/// does: answered before its body was read, such a client is cut off when the
+/// connection closes and never sees why.
+pub async fn drain<B>(body: B, max: usize)
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let mut body = std::pin::pin!(body);
+    drain_pinned(&mut body, max).await;
+}
+
+/// `content-length`, when sent and a number.
+fn declared_len(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Reads a body to its end, or until the bytes read pass `limit`
+/// (`BodyTooLarge`, the rest left unread).
+///
+/// A body that came in one frame is returned as it came; a longer one is
+/// gathered into one buffer (sized once from `declared`, the content-length),
+/// so a body costs its own size, not twice it.
+async fn gather<B>(
+    body: &mut std::pin::Pin<&mut B>,
+    declared: Option<u64>,
+    limit: usize,
+) -> Result<Bytes>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    // Never more than the limit, whatever the client declared.
+    let declared = declared.map_or(0, |len| usize::try_from(len).unwrap_or(limit).min(limit));
     let mut first: Option<Bytes> = None;
     let mut gathered = BytesMut::new();
     let mut len = 0usize;
@@ -56,7 +118,7 @@ where
             None => gathered.extend_from_slice(&data),
             Some(earlier) => {
                 // The second frame: from here on, one buffer.
-                gathered.reserve(declared.unwrap_or(0).max(len));
+                gathered.reserve(declared.max(len));
                 gathered.extend_from_slice(&earlier);
                 gathered.extend_from_slice(&data);
             }
@@ -65,17 +127,12 @@ where
     Ok(first.unwrap_or_else(|| gathered.freeze()))
 }
 
-/// Reads the rest of a body and throws it away, up to `max` bytes in all (a
-/// body longer than that is left: the connection closes under it). For
-/// clients that send a whole body before they read the answer, as workerd
-/// does: answered before its body was read, such a client is cut off when the
-/// connection closes and never sees why.
-pub async fn drain<B>(body: B, max: usize)
+/// [`drain`] of a pinned body.
+async fn drain_pinned<B>(body: &mut std::pin::Pin<&mut B>, max: usize)
 where
     B: Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let mut body = std::pin::pin!(body);
     let mut len = 0usize;
     while let Some(Ok(frame)) = body.frame().await {
         if let Ok(data) = frame.into_data() {
@@ -85,52 +142,6 @@ where
             }
         }
     }
-}
-
-/// [`read`], for clients that send a whole body before they read the answer:
-/// a body past `limit` is refused only once it has been read (and thrown
-/// away) to its end, up to `drain_max` bytes (see [`drain`]); one declared
-/// longer than that is refused at once.
-pub async fn read_whole<B>(
-    headers: &HeaderMap,
-    body: B,
-    limit: usize,
-    drain_max: usize,
-) -> Result<Bytes>
-where
-    B: Body<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > drain_max as u64) {
-        return Err(Error::BodyTooLarge { limit });
-    }
-    let mut body = std::pin::pin!(body);
-    let mut gathered = BytesMut::new();
-    let mut len = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|err| Error::BadRequest(format!("could not read the request body: {err}")))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        len = len.saturating_add(data.len());
-        if len > limit {
-            // What was gathered is freed before the rest is drained.
-            drop(gathered);
-            drain(body, drain_max.saturating_sub(len)).await;
-            return Err(Error::BodyTooLarge { limit });
-        }
-        if gathered.is_empty() {
-            // Sized once from content-length, when sent (within the limit).
-            gathered.reserve(declared.map_or(0, |d| d.min(limit as u64) as usize));
-        }
-        gathered.extend_from_slice(&data);
-    }
-    Ok(gathered.freeze())
 }
 
 /// Bounds the requests with a body that the edge serves at once: each holds a

@@ -595,6 +595,34 @@ impl Control {
         }
     }
 
+    /// Starts a rollout of `build` in `environment` judged on faults, not on
+    /// latency (p99 ceilings out of reach: a debug build on a shared machine
+    /// running other tests is too noisy to judge), promoted with at least
+    /// `min_requests` requests per window, through `steps` (`10:1s,100:600s`).
+    pub fn start_rollout_judged_on_faults(
+        &self,
+        build: &str,
+        environment: &str,
+        min_requests: u32,
+        steps: &str,
+    ) {
+        self.ok(&[
+            "deploy",
+            "start",
+            build,
+            "--environment",
+            environment,
+            "--min-requests",
+            &min_requests.to_string(),
+            "--max-p99-ms",
+            "10000",
+            "--relative-p99",
+            "100",
+            "--steps",
+            steps,
+        ]);
+    }
+
     /// Waits (up to a minute) until deployment `id` runs at step index `step`,
     /// promoted on health; fails at once if it stops running.
     pub async fn wait_for_step(&self, id: &str, step: u64) {
