@@ -26,7 +26,7 @@ pub mod schema;
 pub mod tail;
 pub mod testing;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -242,6 +242,9 @@ pub struct PgStore {
     snapshots: SnapshotPlaces,
     /// The database, without credentials, for messages.
     target: String,
+    /// This process's mark in its commits' notifications: its own are not
+    /// followed up (it knows its head already).
+    instance: u64,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -450,6 +453,60 @@ const SELECT_RECORD: &str = "SELECT r.head, r.parts, p.part, p.data FROM edgekv_
        ON p.namespace = r.namespace AND p.key = r.key AND p.part < r.parts \
      WHERE r.namespace = $1 AND r.key = $2 ORDER BY p.part";
 
+/// The held records of a set of keys, chunks in order.
+///
+/// One index probe per key, whatever the planner believes of the table's size: a
+/// plain join is planned once per pooled connection, and a plan made while the
+/// table was small (a new database) is a hash join over a scan of the whole
+/// table, kept until the statistics catch up — each write group would then read
+/// every record. The parts are read only for records that have some.
+const READ_RECORDS: &str = "SELECT k.namespace, k.key, r.head, r.parts, p.part, p.data \
+     FROM unnest($1::text[], $2::bytea[]) AS k(namespace, key) \
+     CROSS JOIN LATERAL (SELECT head, parts FROM edgekv_records \
+       WHERE namespace = k.namespace AND key = k.key LIMIT 1) r \
+     LEFT JOIN LATERAL (SELECT part, data FROM edgekv_record_parts \
+       WHERE r.parts > 1 AND namespace = k.namespace AND key = k.key AND part < r.parts \
+       OFFSET 0) p ON true \
+     ORDER BY k.namespace, k.key, p.part";
+
+/// The known write ids of a set, one index probe each (as [`READ_RECORDS`]).
+const READ_WRITTEN: &str = "SELECT w.id, x.revision, x.digest FROM unnest($1::bytea[]) AS w(id) \
+     CROSS JOIN LATERAL (SELECT revision, digest FROM edgekv_written \
+       WHERE id = w.id LIMIT 1) x";
+
+/// Which keys of a transaction may have parts stored (chunks after the first):
+/// the parts of a key's old record are dropped only then.
+struct Parts {
+    /// The keys whose held records the transaction read (`None`: none known).
+    read: Option<HashSet<(String, Vec<u8>)>>,
+    /// Of those, and of the keys written since, the ones with parts.
+    chunked: HashSet<(String, Vec<u8>)>,
+}
+
+impl Parts {
+    fn read(keys: impl Iterator<Item = (String, Vec<u8>)>) -> Self {
+        Parts {
+            read: Some(keys.collect()),
+            chunked: HashSet::new(),
+        }
+    }
+
+    fn unknown() -> Self {
+        Parts {
+            read: None,
+            chunked: HashSet::new(),
+        }
+    }
+
+    fn may_have(&self, namespace: &str, key: &[u8]) -> bool {
+        let slot = (namespace.to_string(), key.to_vec());
+        match &self.read {
+            Some(read) => !read.contains(&slot) || self.chunked.contains(&slot),
+            None => true,
+        }
+    }
+}
+
 /// A statement parameter.
 type Param<'a> = dyn tokio_postgres::types::ToSql + Sync + 'a;
 
@@ -518,13 +575,17 @@ impl PgStore {
             notify,
             snapshots: SnapshotPlaces::new(options.pool_size / 4),
             target,
+            instance: tail::instance(),
         };
         store.handle.spawn(tail::follow(
             config,
-            store.head.clone(),
-            store.listeners.clone(),
-            options.poll_interval,
-            notify,
+            tail::Following {
+                head: store.head.clone(),
+                listeners: store.listeners.clone(),
+                poll: options.poll_interval,
+                listen: notify,
+                instance: store.instance,
+            },
         ));
         tracing::info!(target = %store.target, revision = head, "opened the PostgreSQL store");
         Ok(store)
@@ -574,9 +635,12 @@ impl PgStore {
     }
 
     /// Begins a transaction that holds the head's lock and reads a view, in one
-    /// round trip (the statements are pipelined): returns the transaction, the head
-    /// and the view.
-    async fn begin_and_read(pool: Pool, reads: ReadSet) -> Result<(InTxn, u64, ReadView), Fail> {
+    /// round trip (the statements are pipelined): returns the transaction, the head,
+    /// the view and which of the keys read have parts.
+    async fn begin_and_read(
+        pool: Pool,
+        reads: ReadSet,
+    ) -> Result<(InTxn, u64, ReadView, Parts), Fail> {
         let txn = InTxn(Some(pool.get().await?));
         let client = txn.client();
         let lock = client.prepare_cached(LOCK_HEAD).await?;
@@ -585,19 +649,8 @@ impl PgStore {
                 "SELECT id, body FROM edgekv_namespaces WHERE $1 OR id = ANY($2) ORDER BY id",
             )
             .await?;
-        let records = client
-            .prepare_cached(
-                "SELECT r.namespace, r.key, r.head, r.parts, p.part, p.data \
-                 FROM unnest($1::text[], $2::bytea[]) AS k(namespace, key) \
-                 JOIN edgekv_records r ON r.namespace = k.namespace AND r.key = k.key \
-                 LEFT JOIN edgekv_record_parts p \
-                   ON p.namespace = r.namespace AND p.key = r.key AND p.part < r.parts \
-                 ORDER BY r.namespace, r.key, p.part",
-            )
-            .await?;
-        let written = client
-            .prepare_cached("SELECT id, revision, digest FROM edgekv_written WHERE id = ANY($1)")
-            .await?;
+        let records = client.prepare_cached(READ_RECORDS).await?;
+        let written = client.prepare_cached(READ_WRITTEN).await?;
         let mut asked: Vec<(String, Bytes)> = reads.keys.clone();
         asked.sort_unstable();
         asked.dedup();
@@ -618,6 +671,12 @@ impl PgStore {
         for row in namespace_rows {
             let namespace = keys::decode_namespace(row.get(1)).map_err(Error::CorruptNamespace)?;
             view.namespaces.insert(row.get(0), namespace);
+        }
+        let mut parts = Parts::read(asked.iter().map(|(n, k)| (n.clone(), k.to_vec())));
+        for row in &record_rows {
+            if row.get::<_, i32>(3) > 1 {
+                parts.chunked.insert((row.get(0), row.get(1)));
+            }
         }
         let found = records_of(
             &record_rows,
@@ -644,12 +703,17 @@ impl PgStore {
                 },
             );
         }
-        Ok((txn, head, view))
+        Ok((txn, head, view, parts))
     }
 
     /// Writes records (each key once: the last of `rows` for a key wins); the
-    /// statements are pipelined.
-    async fn put_records(client: &Object, rows: Vec<RecordRow>) -> Result<(), Fail> {
+    /// statements are pipelined. The parts of a key's old record are dropped only
+    /// where `parts` says it may have some.
+    async fn put_records(
+        client: &Object,
+        rows: Vec<RecordRow>,
+        parts: &mut Parts,
+    ) -> Result<(), Fail> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -662,6 +726,18 @@ impl PgStore {
         let rows: Vec<&RecordRow> = kept.iter().map(|&i| &rows[i]).collect();
         let namespaces: Vec<&str> = rows.iter().map(|r| r.namespace.as_str()).collect();
         let keys: Vec<&[u8]> = rows.iter().map(|r| r.key.as_slice()).collect();
+        let (drop_namespaces, drop_keys): (Vec<&str>, Vec<&[u8]>) = (rows.iter())
+            .filter(|r| parts.may_have(&r.namespace, &r.key))
+            .map(|r| (r.namespace.as_str(), r.key.as_slice()))
+            .unzip();
+        for row in &rows {
+            let slot = (row.namespace.clone(), row.key.clone());
+            if row.chunks.len() > 1 {
+                parts.chunked.insert(slot);
+            } else {
+                parts.chunked.remove(&slot);
+            }
+        }
         let heads: Vec<&[u8]> = rows.iter().map(|r| r.chunks[0].as_slice()).collect();
         let revisions: Vec<i64> = rows.iter().map(|r| r.revision).collect();
         let expirations: Vec<Option<i64>> = rows.iter().map(|r| r.expiration).collect();
@@ -704,7 +780,7 @@ impl PgStore {
                  SELECT * FROM unnest($1::text[], $2::bytea[], $3::int4[], $4::bytea[])",
             )
             .await?;
-        let drop_params: [&Param<'_>; 2] = [&namespaces, &keys];
+        let drop_params: [&Param<'_>; 2] = [&drop_namespaces, &drop_keys];
         let upsert_params: [&Param<'_>; 7] = [
             &namespaces,
             &keys,
@@ -717,9 +793,19 @@ impl PgStore {
         let part_params: [&Param<'_>; 4] =
             [&part_namespaces, &part_keys, &part_numbers, &part_data];
         futures_util::try_join!(
-            client.execute(&drop_parts, &drop_params),
+            async {
+                if !drop_keys.is_empty() {
+                    client.execute(&drop_parts, &drop_params).await?;
+                }
+                Ok::<_, tokio_postgres::Error>(())
+            },
             client.execute(&upsert, &upsert_params),
-            client.execute(&add_parts, &part_params),
+            async {
+                if !part_keys.is_empty() {
+                    client.execute(&add_parts, &part_params).await?;
+                }
+                Ok::<_, tokio_postgres::Error>(())
+            },
         )?;
         Ok(())
     }
@@ -743,7 +829,8 @@ impl PgStore {
         client: &Object,
         head: u64,
         commits: Vec<Commit>,
-        notify: bool,
+        mut parts: Parts,
+        notify: Option<u64>,
     ) -> Result<Vec<u64>, Fail> {
         let mut revision = head;
         let mut revisions = Vec::with_capacity(commits.len());
@@ -766,7 +853,7 @@ impl PgStore {
             }
             for op in &commit.namespaces {
                 // Keys written before a namespace change land before it.
-                Self::put_records(client, std::mem::take(&mut pending)).await?;
+                Self::put_records(client, std::mem::take(&mut pending), &mut parts).await?;
                 match op {
                     NamespaceOp::Put(ns) => {
                         client
@@ -829,10 +916,7 @@ impl PgStore {
             .prepare_cached("UPDATE edgekv_head SET revision = $1 WHERE id = 1")
             .await?;
         let wake = client.prepare_cached("SELECT pg_notify($1, $2)").await?;
-        let (channel, text) = (
-            if notify { tail::CHANNEL } else { "" },
-            revision.to_string(),
-        );
+        let (channel, text) = (tail::CHANNEL, tail::payload(notify.unwrap_or(0), revision));
         // One round trip: the records, the log, the ids, the head and the
         // notification are pipelined, in this order.
         let log_params: [&Param<'_>; 3] = [&log_revisions, &log_parts, &log_data];
@@ -840,14 +924,14 @@ impl PgStore {
         let head = at(revision);
         let bump_params: [&Param<'_>; 1] = [&head];
         futures_util::try_join!(
-            Self::put_records(client, pending),
+            Self::put_records(client, pending, &mut parts),
             client.execute(&log, &log_params).map_err(Fail::from),
             client
                 .execute(&written, &written_params)
                 .map_err(Fail::from),
             client.execute(&bump, &bump_params).map_err(Fail::from),
             async {
-                if notify {
+                if notify.is_some() {
                     client.execute(&wake, &[&channel, &text]).await?;
                 }
                 Ok::<_, Fail>(0)
@@ -1006,7 +1090,7 @@ impl Store for PgStore {
             let pool = self.pool.clone();
             let began = self.run(Self::begin_and_read(pool, reads.clone()));
             let failed = match began {
-                Ok((txn, head, view)) => {
+                Ok((txn, head, view, parts)) => {
                     let commits = match decide(view) {
                         Ok(commits) => commits,
                         Err(err) => {
@@ -1018,9 +1102,10 @@ impl Store for PgStore {
                         let _ = self.run(txn.finish("ROLLBACK"));
                         return Ok(Vec::new());
                     }
-                    let notify = self.notify;
+                    let notify = self.notify.then_some(self.instance);
                     let applied = self.run(async move {
-                        let revisions = Self::apply(txn.client(), head, commits, notify).await?;
+                        let revisions =
+                            Self::apply(txn.client(), head, commits, parts, notify).await?;
                         match txn.finish("COMMIT").await {
                             Ok(()) => Ok(revisions),
                             // A connection lost at COMMIT leaves the outcome unknown:
@@ -1092,9 +1177,10 @@ impl Store for PgStore {
                 let rows = txn
                     .client()
                     .query(
-                        "SELECT r.namespace, r.key, r.revision FROM edgekv_records r \
-                         JOIN unnest($1::text[], $2::bytea[]) AS k(namespace, key) \
-                           ON r.namespace = k.namespace AND r.key = k.key",
+                        "SELECT k.namespace, k.key, r.revision \
+                         FROM unnest($1::text[], $2::bytea[]) AS k(namespace, key) \
+                         CROSS JOIN LATERAL (SELECT revision FROM edgekv_records \
+                           WHERE namespace = k.namespace AND key = k.key LIMIT 1) r",
                         &[&namespaces, &keys],
                     )
                     .await?;
@@ -1114,7 +1200,7 @@ impl Store for PgStore {
                     }
                     kept.push(newer);
                 }
-                Self::put_records(txn.client(), rows).await?;
+                Self::put_records(txn.client(), rows, &mut Parts::unknown()).await?;
                 Self::put_meta(txn.client(), &meta).await?;
                 Ok((txn, kept))
             }

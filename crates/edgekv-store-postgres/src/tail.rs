@@ -28,18 +28,67 @@ pub fn learn(head: &AtomicU64, listeners: &Listeners, revision: u64) {
     }
 }
 
+/// A mark for this process's commits, random per store opened.
+pub fn instance() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// A commit's notification: the committing process's mark and the head after it.
+pub fn payload(instance: u64, revision: u64) -> String {
+    format!("{instance:016x} {revision}")
+}
+
+/// What a notification says: another process's head (`Some`), or nothing to do
+/// (`None`: this process's own commit). A payload of another form (an older
+/// origin's) is read as "something committed": the head is then read.
+fn heard(instance: u64, payload: &str) -> Heard {
+    let mut words = payload.split(' ');
+    match (
+        words.next(),
+        words.next().map(str::parse::<u64>),
+        words.next(),
+    ) {
+        (Some(mark), Some(Ok(revision)), None) if mark.len() == 16 => {
+            if u64::from_str_radix(mark, 16).ok() == Some(instance) {
+                Heard::Own
+            } else {
+                Heard::Head(revision)
+            }
+        }
+        _ => Heard::Unknown,
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Heard {
+    Own,
+    Head(u64),
+    Unknown,
+}
+
+/// What a follower keeps up to date, and how.
+pub struct Following {
+    /// The known head.
+    pub head: Arc<AtomicU64>,
+    /// Told when another process's commit moves it.
+    pub listeners: Listeners,
+    /// How often the head is read when nothing is heard.
+    pub poll: Duration,
+    /// Whether to LISTEN (the engine has NOTIFY).
+    pub listen: bool,
+    /// This process's mark (see [`payload`]).
+    pub instance: u64,
+}
+
 /// Follows the head until the runtime stops.
-pub async fn follow(
-    config: Config,
-    head: Arc<AtomicU64>,
-    listeners: Listeners,
-    poll: Duration,
-    listen: bool,
-) {
+pub async fn follow(config: Config, following: Following) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = tokio::time::Instant::now();
-        let err = follow_once(&config, &head, &listeners, poll, listen).await;
+        let err = follow_once(&config, &following).await;
         // A connection that served a while failed: start the backoff afresh.
         if started.elapsed() > Duration::from_secs(10) {
             backoff = Duration::from_millis(100);
@@ -50,14 +99,8 @@ pub async fn follow(
     }
 }
 
-async fn follow_once(
-    config: &Config,
-    head: &AtomicU64,
-    listeners: &Listeners,
-    poll: Duration,
-    listen: bool,
-) -> String {
-    match follow_connected(config, head, listeners, poll, listen).await {
+async fn follow_once(config: &Config, following: &Following) -> String {
+    match follow_connected(config, following).await {
         Ok(never) => match never {},
         Err(err) => err,
     }
@@ -65,21 +108,31 @@ async fn follow_once(
 
 async fn follow_connected(
     config: &Config,
-    head: &AtomicU64,
-    listeners: &Listeners,
-    poll: Duration,
-    listen: bool,
+    following: &Following,
 ) -> Result<std::convert::Infallible, String> {
+    let Following {
+        head,
+        listeners,
+        poll,
+        listen,
+        instance,
+    } = following;
     let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
     let (woken, mut wakes) = mpsc::channel::<()>(1);
     let (ended_tx, mut ended) = tokio::sync::oneshot::channel();
+    let (told_head, told_listeners, instance) = (head.clone(), listeners.clone(), *instance);
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
             match message {
-                Ok(AsyncMessage::Notification(_)) => {
-                    let _ = woken.try_send(());
-                }
+                Ok(AsyncMessage::Notification(note)) => match heard(instance, note.payload()) {
+                    Heard::Own => {}
+                    // Sent in the commit's transaction, so heard once it committed.
+                    Heard::Head(revision) => learn(&told_head, &told_listeners, revision),
+                    Heard::Unknown => {
+                        let _ = woken.try_send(());
+                    }
+                },
                 Ok(_) => {}
                 Err(err) => {
                     let _ = ended_tx.send(err);
@@ -88,22 +141,42 @@ async fn follow_connected(
             }
         }
     });
-    if listen {
+    if *listen {
         (client.batch_execute(&format!("LISTEN {CHANNEL}")).await).map_err(|e| e.to_string())?;
     }
+    let read_head = client
+        .prepare("SELECT revision FROM edgekv_head WHERE id = 1")
+        .await
+        .map_err(|e| e.to_string())?;
     loop {
         let row = client
-            .query_one("SELECT revision FROM edgekv_head WHERE id = 1", &[])
+            .query_one(&read_head, &[])
             .await
             .map_err(|e| e.to_string())?;
         let revision: i64 = row.get(0);
         learn(head, listeners, revision.max(0) as u64);
         tokio::select! {
             _ = wakes.recv() => {}
-            _ = tokio::time::sleep(poll) => {}
+            _ = tokio::time::sleep(*poll) => {}
             err = &mut ended => {
                 return Err(err.map_or_else(|_| "the connection closed".into(), |e| e.to_string()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notification_says_whose_commit_it_was() {
+        let me = 0x0123_4567_89ab_cdef;
+        assert_eq!(heard(me, &payload(me, 42)), Heard::Own);
+        assert_eq!(heard(me, &payload(7, 42)), Heard::Head(42));
+        assert_eq!(heard(me, "42"), Heard::Unknown);
+        assert_eq!(heard(me, ""), Heard::Unknown);
+        assert_eq!(heard(me, "0123456789abcdef x"), Heard::Unknown);
+        assert_eq!(heard(me, "0123456789abcdef 1 2"), Heard::Unknown);
     }
 }

@@ -128,10 +128,16 @@ impl TestPostgres {
                 "--no-sync",
             ],
         )?;
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300",
             path_str(server.dir.path())
         );
+        // More server settings, to look into a test or a benchmark: e.g.
+        // EDGEKV_PG_OPTIONS="-c log_min_duration_statement=0".
+        if let Ok(more) = std::env::var("EDGEKV_PG_OPTIONS") {
+            options.push(' ');
+            options.push_str(&more);
+        }
         let log = server.dir.path().join("server.log");
         server.command(
             "pg_ctl",

@@ -213,6 +213,116 @@ fn large_values_are_chunked() {
     assert_eq!(store.get(NS, b"big").unwrap().unwrap().value, "small");
 }
 
+/// A transaction that read a key drops its old parts exactly when it had some,
+/// also when one group writes the key twice around a namespace change (two
+/// batches of records in one transaction): big → small → big → small, each
+/// overwrite leaving the right parts and the right value.
+#[test]
+fn overwrites_decided_on_a_read_keep_exactly_the_parts_of_the_last_value() {
+    let (store, _server) = fresh();
+    store.create_namespace(&namespace()).unwrap();
+    let big = "b".repeat((5 << 20) / 2);
+    let bigger = "c".repeat(7 << 20 >> 1);
+    let reads = ReadSet {
+        keys: vec![(NS.to_string(), Bytes::from_static(b"k"))],
+        ..ReadSet::default()
+    };
+    let group = |commits: Vec<Commit>| {
+        store
+            .transact(&reads, &mut |_| Ok(commits.clone()))
+            .unwrap()
+    };
+    let put = |value: &str| Commit {
+        writes: vec![write("k", value)],
+        ..Commit::default()
+    };
+    let other_namespace = Commit {
+        namespaces: vec![edgekv_store::NamespaceOp::Put(Namespace {
+            id: "fedcba9876543210fedcba9876543210".into(),
+            ..namespace()
+        })],
+        ..Commit::default()
+    };
+    group(vec![put(&big)]);
+    assert_eq!(count_parts(&store), 2, "2.5 MiB: head + 2 parts");
+    group(vec![put("small")]);
+    assert_eq!(count_parts(&store), 0, "a small overwrite drops the parts");
+    group(vec![put(&big), other_namespace.clone(), put("small")]);
+    assert_eq!(count_parts(&store), 0, "big then small in one transaction");
+    assert_eq!(store.get(NS, b"k").unwrap().unwrap().value, "small");
+    group(vec![put("small"), other_namespace.clone(), put(&big)]);
+    assert_eq!(count_parts(&store), 2, "small then big in one transaction");
+    group(vec![put(&bigger), other_namespace, put(&big)]);
+    assert_eq!(
+        count_parts(&store),
+        2,
+        "bigger then big: the big one's parts"
+    );
+    assert_eq!(store.get(NS, b"k").unwrap().unwrap().value, big.as_str());
+}
+
+/// A write group reads its keys' records and write ids by index, one probe per
+/// key, even with a plan made while the tables were empty and never analysed
+/// (a new database: a pooled connection keeps that plan until the statistics
+/// catch up). The old joins were planned as hash joins over a scan of the whole
+/// table: every write group read every record.
+#[test]
+fn a_group_reads_by_index_whatever_the_statistics_say() {
+    let (store, _server) = fresh();
+    let plans: Vec<String> = store
+        .simple("planning on empty tables", |client| async move {
+            client
+                .batch_execute("SET plan_cache_mode = force_generic_plan")
+                .await?;
+            let (records_args, written_args) = (
+                format!("(ARRAY['{NS}', '{NS}']::text[], ARRAY['\\x6b31', '\\x6b32']::bytea[])"),
+                "(ARRAY['\\x6b31', '\\x6b32']::bytea[])".to_string(),
+            );
+            // The plans are made now, on empty tables; then the tables fill.
+            client
+                .batch_execute(&format!(
+                    "PREPARE records AS {}; PREPARE written AS {}; \
+                     EXECUTE records{records_args}; EXECUTE written{written_args}",
+                    crate::READ_RECORDS,
+                    crate::READ_WRITTEN
+                ))
+                .await?;
+            client
+                .batch_execute(&format!(
+                    "INSERT INTO edgekv_records (namespace, key, head, revision, tombstone, parts) \
+                     SELECT '{NS}', convert_to('k' || g, 'UTF8'), '\\x00', g, false, 1 \
+                     FROM generate_series(1, 20000) g; \
+                     INSERT INTO edgekv_written (id, revision) \
+                     SELECT convert_to('k' || g, 'UTF8'), g FROM generate_series(1, 20000) g"
+                ))
+                .await?;
+            let mut plans = Vec::new();
+            for explain in [
+                format!("EXPLAIN EXECUTE records{records_args}"),
+                format!("EXPLAIN EXECUTE written{written_args}"),
+            ] {
+                let mut plan = String::new();
+                for message in client.simple_query(&explain).await? {
+                    if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+                        plan.push_str(row.get(0).unwrap_or_default());
+                        plan.push('\n');
+                    }
+                }
+                plans.push(plan);
+            }
+            Ok(plans)
+        })
+        .unwrap();
+    for plan in plans {
+        assert!(
+            !plan.contains("Seq Scan on edgekv_records")
+                && !plan.contains("Seq Scan on edgekv_written"),
+            "a write group's read scans a whole table:\n{plan}"
+        );
+        assert!(plan.contains("Index Scan"), "no index probe:\n{plan}");
+    }
+}
+
 fn count_parts(store: &PgStore) -> i64 {
     store
         .simple("counting parts", |client| async move {
