@@ -12,14 +12,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use std::sync::mpsc;
 
 use edgekv_kv::{Clock, Mode, Namespace, Record, validate};
 use edgekv_store::{
     Commit, ListPage, ListQuery, LogRead, NamespaceOp, ReadSet, ReadView, SnapshotItem, Store,
 };
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use self::decide::{Pending, Verdict};
 
@@ -164,7 +163,7 @@ impl OriginCore {
         // Another origin process's commits (a shared engine) wake watch streams too.
         let foreign = committed.clone();
         store.on_foreign_commit(Box::new(move |head| advance(&foreign, head)));
-        let (queue, queued) = mpsc::channel();
+        let (queue, queued) = mpsc::channel(QUEUE_MAX_WRITES);
         let writer = Writer {
             store: store.clone(),
             clock: clock.clone(),
@@ -231,8 +230,34 @@ impl OriginCore {
         Ok((self.store.get(namespace, key)?, read_revision))
     }
 
-    /// Applies a client write. A key given twice counts once, with its last change.
-    pub fn write(&self, mut request: WriteRequest) -> Result<WriteOutcome> {
+    /// Applies a client write, waiting on this thread (never call it on an async
+    /// runtime's: see [`OriginCore::write_async`]). A key given twice counts once,
+    /// with its last change.
+    pub fn write(&self, request: WriteRequest) -> Result<WriteOutcome> {
+        let queued = self.checked(request)?;
+        let (queue, answer) = (self.queue()?, queued.1);
+        queue.blocking_send(queued.0).map_err(|_| stopped())?;
+        answer.blocking_recv().map_err(|_| stopped())?
+    }
+
+    /// Applies a client write; the task waits for its group's commit, no thread
+    /// does. When the writer's queue is full, the caller waits for a place.
+    pub async fn write_async(&self, request: WriteRequest) -> Result<WriteOutcome> {
+        let (queued, answer) = self.checked(request)?;
+        let queue = self.queue()?;
+        queue.send(queued).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    fn queue(&self) -> Result<mpsc::Sender<Queued>> {
+        self.writes.lock().clone().ok_or_else(stopped)
+    }
+
+    /// A write checked and ready to queue, and where its answer will come.
+    fn checked(
+        &self,
+        mut request: WriteRequest,
+    ) -> Result<(Queued, oneshot::Receiver<Result<WriteOutcome>>)> {
         dedupe_last_wins(&mut request.mutations);
         let now_ms = self.clock.now_ms();
         if !edgekv_kv::ordering::within_skew(request.hlc, now_ms) {
@@ -265,7 +290,7 @@ impl OriginCore {
         }
         let write_id = request.write_id.as_ref().map(|id| id.as_bytes().to_vec());
         let digest = write_id.as_ref().map(|_| digest(&request));
-        let (reply, outcome) = mpsc::sync_channel(1);
+        let (reply, answer) = oneshot::channel();
         let queued = Queued {
             pending: Pending {
                 request,
@@ -274,12 +299,7 @@ impl OriginCore {
             },
             reply,
         };
-        let stopped = || Error::Io("the origin's writer did not commit this write".into());
-        (self.writes.lock().as_ref())
-            .ok_or_else(stopped)?
-            .send(queued)
-            .map_err(|_| stopped())?;
-        outcome.recv().map_err(|_| stopped())?
+        Ok((queued, answer))
     }
 
     /// Returns a page of live keys, current as of the returned revision.
@@ -460,8 +480,17 @@ fn advance(committed: &watch::Sender<u64>, revision: u64) {
 /// A write queued for the writer thread, with where its answer goes.
 struct Queued {
     pending: Pending,
-    reply: mpsc::SyncSender<Result<WriteOutcome>>,
+    reply: oneshot::Sender<Result<WriteOutcome>>,
 }
+
+/// The error of a write the writer thread never answered (the origin stops).
+fn stopped() -> Error {
+    Error::Io("the origin's writer did not commit this write".into())
+}
+
+/// The most writes waiting for the writer thread; past it, a caller waits for a
+/// place (as many as one group takes).
+const QUEUE_MAX_WRITES: usize = GROUP_MAX_WRITES;
 
 /// The most writes one group commits.
 const GROUP_MAX_WRITES: usize = 512;
@@ -477,9 +506,9 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(self, queued: mpsc::Receiver<Queued>) {
-        // Ends when the core (the queue's only sender) is dropped.
-        while let Ok(first) = queued.recv() {
+    fn run(self, mut queued: mpsc::Receiver<Queued>) {
+        // Ends when the core (the queue's only lasting sender) is dropped.
+        while let Some(first) = queued.blocking_recv() {
             let mut group = vec![first];
             let mut bytes = weight(&group[0].pending);
             while group.len() < GROUP_MAX_WRITES && bytes < GROUP_MAX_BYTES {

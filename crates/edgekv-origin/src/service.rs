@@ -130,7 +130,8 @@ impl Build {
             hlc: header.hlc,
             replay: header.replay,
         };
-        let outcome: WriteOutcome = self.blocking(move |core| core.write(request)).await?;
+        let outcome: WriteOutcome =
+            (self.core.write_async(request).await).map_err(|e| self.fail(e))?;
         self.answer(v1::WriteResponse {
             stamp: self.stamp(),
             revision: outcome.revision,

@@ -421,6 +421,42 @@ fn concurrent_writes_commit_in_groups_with_gap_free_revisions() {
     assert_eq!(held.revision, last_k0.0);
 }
 
+/// Writes awaited on a runtime of one thread, three times as many at once as
+/// the writer's queue holds (the rest wait for a place, on the runtime, never
+/// blocking its thread): every write commits once, at its own revision,
+/// gap-free.
+#[test]
+fn awaited_writes_past_the_queue_all_commit_once_gap_free() {
+    let (core, _) = core();
+    let core = Arc::new(core);
+    let (ns, created) = core.create_namespace("a", "t", Mode::Cache).unwrap();
+    let writes = 3 * super::super::QUEUE_MAX_WRITES as u64;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut revisions = runtime.block_on(async {
+        let tasks: Vec<_> = (0..writes)
+            .map(|i| {
+                let (core, ns) = (core.clone(), ns.id.clone());
+                tokio::spawn(async move {
+                    let id = format!("edge-a:1:{i}");
+                    let request = put(&ns, &format!("k{i}"), "v", stamp(NOW_MS) + i, Some(&id), false);
+                    core.write_async(request).await.unwrap().revision
+                })
+            })
+            .collect();
+        let mut revisions = Vec::new();
+        for task in tasks {
+            revisions.push(task.await.unwrap());
+        }
+        revisions
+    });
+    revisions.sort_unstable();
+    let expected: Vec<u64> = (created + 1..=created + writes).collect();
+    assert_eq!(revisions, expected, "one revision per write, gap-free");
+}
+
 /// Within one group, a key written twice is ordered as two commits, a write id
 /// seen twice is a duplicate, and a reused id is refused.
 #[test]
