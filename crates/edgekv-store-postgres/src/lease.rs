@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgekv_store::{Error, Result};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::{Fail, parse_url, run_on, schema};
 
@@ -52,7 +52,7 @@ impl PgLease {
     /// waits until this process holds the lease on `name`: blocks for as long as
     /// another process holds it, calling `waiting` once when it starts to wait.
     pub fn acquire(url: &str, name: &str, waiting: &mut dyn FnMut()) -> Result<Self> {
-        let mut config = parse_url(url).map_err(Error::Engine)?;
+        let (mut config, tls) = parse_url(url).map_err(Error::Engine)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -69,7 +69,7 @@ impl PgLease {
             .map_err(|e| Error::Engine(format!("cannot start the lease's runtime: {e}")))?;
         let handle = runtime.handle().clone();
         let client = run_on(&handle, async move {
-            let (mut client, connection) = config.connect(NoTls).await?;
+            let (mut client, connection) = config.connect(tls).await?;
             tokio::spawn(async move {
                 if let Err(err) = connection.await {
                     tracing::error!(error = %err, "the lease's database connection failed");

@@ -25,6 +25,7 @@ pub mod lease;
 pub mod schema;
 pub mod tail;
 pub mod testing;
+pub mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -41,7 +42,9 @@ use edgekv_store::{
 };
 use futures_util::TryFutureExt as _;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Config, NoTls, Row};
+use tokio_postgres::{Config, Row};
+
+pub use crate::tls::{MakeTls, SslMode};
 
 /// The most revisions one trim of the log drops (maintenance runs every second).
 pub const TRIM_STEP: u64 = 10_000;
@@ -152,10 +155,7 @@ impl From<tokio_postgres::Error> for Fail {
             || err.as_db_error().is_none();
         let message = match err.as_db_error() {
             Some(db) => format!("PostgreSQL: {} ({})", db.message(), db.code().code()),
-            None => match std::error::Error::source(&err) {
-                Some(source) => format!("PostgreSQL: {err}: {source}"),
-                None => format!("PostgreSQL: {err}"),
-            },
+            None => format!("PostgreSQL: {}", with_causes(&err)),
         };
         Fail {
             message,
@@ -165,10 +165,26 @@ impl From<tokio_postgres::Error> for Fail {
     }
 }
 
+/// An error and its causes, each said once ("a: b: c"): a TLS handshake's
+/// failure says why (the certificate's name, its issuer).
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        let said = next.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = next.source();
+    }
+    text
+}
+
 impl From<deadpool_postgres::PoolError> for Fail {
     fn from(err: deadpool_postgres::PoolError) -> Self {
         Fail {
-            message: format!("PostgreSQL: no connection: {err}"),
+            message: format!("PostgreSQL: no connection: {}", with_causes(&err)),
             // The database may be failing over to a new primary.
             retry: true,
             conflict: false,
@@ -219,6 +235,14 @@ impl InTxn {
     }
 }
 
+impl InTxn {
+    /// The transaction was committed by a COMMIT sent on its connection: the
+    /// connection goes back to the pool.
+    fn committed(mut self) {
+        drop(self.0.take());
+    }
+}
+
 impl Drop for InTxn {
     fn drop(&mut self) {
         if let Some(client) = self.0.take() {
@@ -264,10 +288,13 @@ impl Drop for PgStore {
     }
 }
 
-/// Parses a PostgreSQL URL (hosts may be several, comma-separated); the error
-/// never repeats the URL (it may hold a password).
-pub fn parse_url(url: &str) -> std::result::Result<Config, String> {
-    let config: Config = url
+/// Parses a PostgreSQL URL (hosts may be several, comma-separated) into the
+/// connections' configuration and their TLS ([`tls`]: `sslmode`, `sslrootcert`,
+/// `sslcert`, `sslkey`, whose files are read now); the error never repeats the
+/// URL (it may hold a password).
+pub fn parse_url(url: &str) -> std::result::Result<(Config, MakeTls), String> {
+    let (url, params) = tls::split_url(url).map_err(|e| format!("invalid PostgreSQL URL: {e}"))?;
+    let mut config: Config = url
         .parse()
         .map_err(|e| format!("invalid PostgreSQL URL: {e}"))?;
     if config.get_hosts().is_empty() {
@@ -278,7 +305,8 @@ pub fn parse_url(url: &str) -> std::result::Result<Config, String> {
             "invalid PostgreSQL URL: it names no database (postgres://USER@HOST/DB)".into(),
         );
     }
-    Ok(config)
+    let tls = MakeTls::new(&params, &mut config)?;
+    Ok((config, tls))
 }
 
 /// The longest one call to the database may take (one phase of a transaction,
@@ -474,6 +502,46 @@ const READ_WRITTEN: &str = "SELECT w.id, x.revision, x.digest FROM unnest($1::by
      CROSS JOIN LATERAL (SELECT revision, digest FROM edgekv_written \
        WHERE id = w.id LIMIT 1) x";
 
+/// The statements that write records, prepared (and cached) on a connection.
+struct RecordStatements {
+    drop_parts: tokio_postgres::Statement,
+    upsert: tokio_postgres::Statement,
+    add_parts: tokio_postgres::Statement,
+}
+
+impl RecordStatements {
+    async fn prepare(client: &Object) -> Result<Self, Fail> {
+        let drop_parts = client
+            .prepare_cached(
+                "DELETE FROM edgekv_record_parts p USING unnest($1::text[], $2::bytea[]) \
+                   AS k(namespace, key) WHERE p.namespace = k.namespace AND p.key = k.key",
+            )
+            .await?;
+        let upsert = client
+            .prepare_cached(
+                "INSERT INTO edgekv_records \
+                   (namespace, key, head, revision, expiration, tombstone, parts) \
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], \
+                   $5::int8[], $6::bool[], $7::int4[]) \
+                 ON CONFLICT (namespace, key) DO UPDATE SET head = excluded.head, \
+                   revision = excluded.revision, expiration = excluded.expiration, \
+                   tombstone = excluded.tombstone, parts = excluded.parts",
+            )
+            .await?;
+        let add_parts = client
+            .prepare_cached(
+                "INSERT INTO edgekv_record_parts (namespace, key, part, data) \
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::int4[], $4::bytea[])",
+            )
+            .await?;
+        Ok(RecordStatements {
+            drop_parts,
+            upsert,
+            add_parts,
+        })
+    }
+}
+
 /// Which keys of a transaction may have parts stored (chunks after the first):
 /// the parts of a key's old record are dropped only then.
 struct Parts {
@@ -517,7 +585,7 @@ impl PgStore {
     /// [,HOST2[:PORT2]...]/DB[?target_session_attrs=read-write]`), applies the
     /// schema's migrations and starts following the head.
     pub fn open(url: &str, options: &PgOptions) -> Result<Self> {
-        let mut config = parse_url(url).map_err(Error::Engine)?;
+        let (mut config, tls) = parse_url(url).map_err(Error::Engine)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
         }
@@ -534,7 +602,7 @@ impl PgStore {
             .map_err(|e| Error::Engine(format!("cannot start the PostgreSQL runtime: {e}")))?;
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -579,6 +647,7 @@ impl PgStore {
         };
         store.handle.spawn(tail::follow(
             config,
+            tls,
             tail::Following {
                 head: store.head.clone(),
                 listeners: store.listeners.clone(),
@@ -709,8 +778,13 @@ impl PgStore {
     /// Writes records (each key once: the last of `rows` for a key wins); the
     /// statements are pipelined. The parts of a key's old record are dropped only
     /// where `parts` says it may have some.
+    ///
+    /// Its statements are sent in order when it is first polled (it awaits
+    /// nothing else before them): pipelined with the statements after it, a
+    /// COMMIT included.
     async fn put_records(
         client: &Object,
+        statements: &RecordStatements,
         rows: Vec<RecordRow>,
         parts: &mut Parts,
     ) -> Result<(), Fail> {
@@ -757,29 +831,11 @@ impl PgStore {
                 part_data.push(chunk);
             }
         }
-        let drop_parts = client
-            .prepare_cached(
-                "DELETE FROM edgekv_record_parts p USING unnest($1::text[], $2::bytea[]) \
-                   AS k(namespace, key) WHERE p.namespace = k.namespace AND p.key = k.key",
-            )
-            .await?;
-        let upsert = client
-            .prepare_cached(
-                "INSERT INTO edgekv_records \
-                   (namespace, key, head, revision, expiration, tombstone, parts) \
-                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], \
-                   $5::int8[], $6::bool[], $7::int4[]) \
-                 ON CONFLICT (namespace, key) DO UPDATE SET head = excluded.head, \
-                   revision = excluded.revision, expiration = excluded.expiration, \
-                   tombstone = excluded.tombstone, parts = excluded.parts",
-            )
-            .await?;
-        let add_parts = client
-            .prepare_cached(
-                "INSERT INTO edgekv_record_parts (namespace, key, part, data) \
-                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::int4[], $4::bytea[])",
-            )
-            .await?;
+        let RecordStatements {
+            drop_parts,
+            upsert,
+            add_parts,
+        } = statements;
         let drop_params: [&Param<'_>; 2] = [&drop_namespaces, &drop_keys];
         let upsert_params: [&Param<'_>; 7] = [
             &namespaces,
@@ -795,14 +851,14 @@ impl PgStore {
         futures_util::try_join!(
             async {
                 if !drop_keys.is_empty() {
-                    client.execute(&drop_parts, &drop_params).await?;
+                    client.execute(drop_parts, &drop_params).await?;
                 }
                 Ok::<_, tokio_postgres::Error>(())
             },
-            client.execute(&upsert, &upsert_params),
+            client.execute(upsert, &upsert_params),
             async {
                 if !part_keys.is_empty() {
-                    client.execute(&add_parts, &part_params).await?;
+                    client.execute(add_parts, &part_params).await?;
                 }
                 Ok::<_, tokio_postgres::Error>(())
             },
@@ -823,15 +879,21 @@ impl PgStore {
         Ok(())
     }
 
-    /// Applies commits after `head`, in a transaction holding the head's lock;
-    /// returns their revisions.
-    async fn apply(
+    /// Applies commits after `head`, in a transaction holding the head's lock,
+    /// and commits it: the last statements and the COMMIT go in one round trip.
+    /// Returns the revisions.
+    ///
+    /// On an error the transaction is over or must be ended by closing the
+    /// connection; whether it committed is known only for a conflict (it did
+    /// not).
+    async fn apply_and_commit(
         client: &Object,
         head: u64,
         commits: Vec<Commit>,
         mut parts: Parts,
         notify: Option<u64>,
     ) -> Result<Vec<u64>, Fail> {
+        let statements = RecordStatements::prepare(client).await?;
         let mut revision = head;
         let mut revisions = Vec::with_capacity(commits.len());
         let mut pending: Vec<RecordRow> = Vec::new();
@@ -853,7 +915,8 @@ impl PgStore {
             }
             for op in &commit.namespaces {
                 // Keys written before a namespace change land before it.
-                Self::put_records(client, std::mem::take(&mut pending), &mut parts).await?;
+                let rows = std::mem::take(&mut pending);
+                Self::put_records(client, &statements, rows, &mut parts).await?;
                 match op {
                     NamespaceOp::Put(ns) => {
                         client
@@ -917,14 +980,17 @@ impl PgStore {
             .await?;
         let wake = client.prepare_cached("SELECT pg_notify($1, $2)").await?;
         let (channel, text) = (tail::CHANNEL, tail::payload(notify.unwrap_or(0), revision));
-        // One round trip: the records, the log, the ids, the head and the
-        // notification are pipelined, in this order.
+        // One round trip: the records, the log, the ids, the head, the
+        // notification and the COMMIT are pipelined, in this order (each is sent
+        // when first polled, and the join polls them in order). A statement that
+        // fails aborts the transaction, and PostgreSQL answers the COMMIT with a
+        // rollback; the statement's error is what the join returns.
         let log_params: [&Param<'_>; 3] = [&log_revisions, &log_parts, &log_data];
         let written_params: [&Param<'_>; 3] = [&ids, &id_revisions, &id_digests];
         let head = at(revision);
         let bump_params: [&Param<'_>; 1] = [&head];
         futures_util::try_join!(
-            Self::put_records(client, pending, &mut parts),
+            Self::put_records(client, &statements, pending, &mut parts),
             client.execute(&log, &log_params).map_err(Fail::from),
             client
                 .execute(&written, &written_params)
@@ -936,6 +1002,7 @@ impl PgStore {
                 }
                 Ok::<_, Fail>(0)
             },
+            client.batch_execute("COMMIT").map_err(Fail::from),
         )?;
         Ok(revisions)
     }
@@ -1104,12 +1171,16 @@ impl Store for PgStore {
                     }
                     let notify = self.notify.then_some(self.instance);
                     let applied = self.run(async move {
-                        let revisions =
-                            Self::apply(txn.client(), head, commits, parts, notify).await?;
-                        match txn.finish("COMMIT").await {
-                            Ok(()) => Ok(revisions),
-                            // A connection lost at COMMIT leaves the outcome unknown:
-                            // not tried again (a write id makes the caller's retry safe).
+                        let client = txn.client();
+                        match Self::apply_and_commit(client, head, commits, parts, notify).await {
+                            Ok(revisions) => {
+                                txn.committed();
+                                Ok(revisions)
+                            }
+                            // The outcome of a failure in the round trip of the
+                            // COMMIT is unknown (a connection lost): not tried again
+                            // (a write id makes the caller's retry safe). A conflict
+                            // rolled back, and is. The connection is closed.
                             Err(fail) => Err(Fail {
                                 retry: fail.conflict,
                                 ..fail
@@ -1200,7 +1271,8 @@ impl Store for PgStore {
                     }
                     kept.push(newer);
                 }
-                Self::put_records(txn.client(), rows, &mut Parts::unknown()).await?;
+                let statements = RecordStatements::prepare(txn.client()).await?;
+                Self::put_records(txn.client(), &statements, rows, &mut Parts::unknown()).await?;
                 Self::put_meta(txn.client(), &meta).await?;
                 Ok((txn, kept))
             }

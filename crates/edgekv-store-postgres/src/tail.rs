@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Config, NoTls};
+use tokio_postgres::{AsyncMessage, Config};
 
-use crate::Listeners;
+use crate::{Listeners, MakeTls};
 
 /// The NOTIFY channel of commits.
 pub const CHANNEL: &str = "edgekv_commits";
@@ -84,11 +84,11 @@ pub struct Following {
 }
 
 /// Follows the head until the runtime stops.
-pub async fn follow(config: Config, following: Following) {
+pub async fn follow(config: Config, tls: MakeTls, following: Following) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = tokio::time::Instant::now();
-        let err = follow_once(&config, &following).await;
+        let err = follow_once(&config, &tls, &following).await;
         // A connection that served a while failed: start the backoff afresh.
         if started.elapsed() > Duration::from_secs(10) {
             backoff = Duration::from_millis(100);
@@ -99,8 +99,8 @@ pub async fn follow(config: Config, following: Following) {
     }
 }
 
-async fn follow_once(config: &Config, following: &Following) -> String {
-    match follow_connected(config, following).await {
+async fn follow_once(config: &Config, tls: &MakeTls, following: &Following) -> String {
+    match follow_connected(config, tls, following).await {
         Ok(never) => match never {},
         Err(err) => err,
     }
@@ -108,6 +108,7 @@ async fn follow_once(config: &Config, following: &Following) -> String {
 
 async fn follow_connected(
     config: &Config,
+    tls: &MakeTls,
     following: &Following,
 ) -> Result<std::convert::Infallible, String> {
     let Following {
@@ -117,7 +118,10 @@ async fn follow_connected(
         listen,
         instance,
     } = following;
-    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let (client, mut connection) = config
+        .connect(tls.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     let (woken, mut wakes) = mpsc::channel::<()>(1);
     let (ended_tx, mut ended) = tokio::sync::oneshot::channel();
     let (told_head, told_listeners, instance) = (head.clone(), listeners.clone(), *instance);

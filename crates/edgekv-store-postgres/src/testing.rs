@@ -21,6 +21,13 @@ pub struct TestPostgres {
     databases: AtomicUsize,
 }
 
+/// The TLS of a test server.
+struct ServerTls {
+    cert: String,
+    key: String,
+    only_tls: bool,
+}
+
 /// How to get PostgreSQL on a machine that lacks it.
 pub const INSTALL_HINT: &str = "PostgreSQL is not installed (no initdb under \
     /usr/lib/postgresql/*/bin): run `scripts/install-deps.sh` (as root), or \
@@ -81,8 +88,26 @@ impl TestPostgres {
         server
     }
 
+    /// Starts a server that speaks TLS with `cert` and `key` (PEM) and, with
+    /// `only_tls`, refuses connections in clear.
+    pub fn start_with_tls(cert: &str, key: &str, only_tls: bool) -> Self {
+        let tls = ServerTls {
+            cert: cert.to_string(),
+            key: key.to_string(),
+            only_tls,
+        };
+        match Self::try_start_with(Some(&tls)) {
+            Ok(server) => server,
+            Err(err) => panic!("cannot start a test PostgreSQL: {err}"),
+        }
+    }
+
     /// Starts a server, or says why it cannot.
     pub fn try_start() -> Result<Self, String> {
+        Self::try_start_with(None)
+    }
+
+    fn try_start_with(tls: Option<&ServerTls>) -> Result<Self, String> {
         let bin = bin_dir()?;
         let as_postgres = is_root();
         let dir = tempfile::Builder::new()
@@ -132,6 +157,10 @@ impl TestPostgres {
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300",
             path_str(server.dir.path())
         );
+        if let Some(tls) = tls {
+            server.install_tls(tls)?;
+            options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         // More server settings, to look into a test or a benchmark: e.g.
         // EDGEKV_PG_OPTIONS="-c log_min_duration_statement=0".
         if let Ok(more) = std::env::var("EDGEKV_PG_OPTIONS") {
@@ -155,6 +184,41 @@ impl TestPostgres {
             ],
         )?;
         Ok(server)
+    }
+
+    /// Puts the certificate and key in the data directory (the key readable by
+    /// the server's user alone, as PostgreSQL demands) and, with `only_tls`,
+    /// allows TCP connections over TLS only.
+    fn install_tls(&self, tls: &ServerTls) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data_dir();
+        let mut files = vec![
+            ("server.crt", tls.cert.as_str()),
+            ("server.key", tls.key.as_str()),
+        ];
+        // The `postgres` database (this helper's own statements) stays open in clear.
+        let hba = "local all all trust\nhostssl all all 127.0.0.1/32 trust\n\
+                   host postgres all 127.0.0.1/32 trust\n";
+        if tls.only_tls {
+            files.push(("pg_hba.conf", hba));
+        }
+        for (name, text) in files {
+            let path = data.join(name);
+            std::fs::write(&path, text).map_err(|e| format!("writing {name}: {e}"))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("chmod {name}: {e}"))?;
+            if self.as_postgres {
+                let status = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&path)
+                    .status()
+                    .map_err(|e| format!("chown: {e}"))?;
+                if !status.success() {
+                    return Err(format!("cannot give {name} to the postgres user"));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn data_dir(&self) -> PathBuf {

@@ -493,3 +493,116 @@ fn a_database_head_that_went_back_is_believed() {
     assert_eq!(next, known - 1);
     assert_eq!(store.revision(), known - 1);
 }
+
+/// A CA, and a server certificate it signed, for the names given.
+fn certificates(names: &[&str]) -> (String, String, String) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "edgekv test database CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let server = rcgen::CertificateParams::new(names).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = server.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// Whether the store's connections are encrypted, as the server sees them.
+fn encrypted(store: &PgStore) -> bool {
+    store
+        .simple("asking pg_stat_ssl", |client| async move {
+            Ok(client
+                .query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await?
+                .get::<_, bool>(0))
+        })
+        .unwrap()
+}
+
+/// `sslmode` as libpq means it, against a server that takes TLS connections
+/// only, with a certificate for `localhost` signed by a CA of the test's own:
+/// verify-full trusts that CA and that name and no other; verify-ca ignores the
+/// name; require and prefer (the default) encrypt without a CA; disable is
+/// refused by the server. A store over TLS writes and reads.
+#[test]
+fn tls_to_the_database_follows_sslmode() {
+    let (ca, cert, key) = certificates(&["localhost"]);
+    let (other_ca, _, _) = certificates(&["localhost"]);
+    let server = TestPostgres::start_with_tls(&cert, &key, true);
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_file, other_file) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));
+    std::fs::write(&ca_file, &ca).unwrap();
+    std::fs::write(&other_file, &other_ca).unwrap();
+    let database = server.database();
+    let name = database.rsplit('/').next().unwrap().to_string();
+    let url = |host: &str, query: String| {
+        format!(
+            "postgres://postgres@{host}:{}/{name}?{query}",
+            server.port()
+        )
+    };
+    let root = |file: &std::path::Path| format!("sslrootcert={}", file.display());
+    let open = |url: String| PgStore::open(&url, &PgOptions::default());
+
+    let store = open(url(
+        "localhost",
+        format!("sslmode=verify-full&{}", root(&ca_file)),
+    ))
+    .unwrap();
+    assert!(encrypted(&store));
+    store.create_namespace(&namespace()).unwrap();
+    store.write(vec![write("k", "over TLS")]).unwrap();
+    assert_eq!(store.get(NS, b"k").unwrap().unwrap().value, "over TLS");
+    drop(store);
+
+    let wrong_name = open(url(
+        "127.0.0.1",
+        format!("sslmode=verify-full&{}", root(&ca_file)),
+    ));
+    let err = wrong_name.unwrap_err().to_string();
+    assert!(
+        err.contains("certificate"),
+        "verify-full, a name not in the certificate: {err}"
+    );
+    let wrong_ca = open(url(
+        "localhost",
+        format!("sslmode=verify-full&{}", root(&other_file)),
+    ));
+    let err = wrong_ca.unwrap_err().to_string();
+    assert!(
+        err.contains("certificate"),
+        "verify-full, another CA: {err}"
+    );
+    let wrong_ca = open(url(
+        "127.0.0.1",
+        format!("sslmode=verify-ca&{}", root(&other_file)),
+    ));
+    assert!(wrong_ca.is_err(), "verify-ca, another CA");
+
+    let store = open(url(
+        "127.0.0.1",
+        format!("sslmode=verify-ca&{}", root(&ca_file)),
+    ))
+    .unwrap();
+    assert!(encrypted(&store), "verify-ca ignores the name, not the CA");
+    let store = open(url("127.0.0.1", "sslmode=require".into())).unwrap();
+    assert!(encrypted(&store), "require: encrypted, no CA asked");
+    let store = open(url("127.0.0.1", String::new())).unwrap();
+    assert!(
+        encrypted(&store),
+        "prefer, the default, takes the TLS offered"
+    );
+    assert_eq!(store.get(NS, b"k").unwrap().unwrap().value, "over TLS");
+
+    let clear = open(url("127.0.0.1", "sslmode=disable".into()));
+    let err = clear.unwrap_err().to_string();
+    assert!(
+        err.contains("pg_hba.conf"),
+        "disable, against a TLS-only server: {err}"
+    );
+}
