@@ -22,6 +22,7 @@
 //! - [`testing`]: a throwaway PostgreSQL server for tests.
 
 pub mod lease;
+mod link;
 pub mod schema;
 pub mod tail;
 pub mod testing;
@@ -269,6 +270,8 @@ pub struct PgStore {
     /// This process's mark in its commits' notifications: its own are not
     /// followed up (it knows its head already).
     instance: u64,
+    /// The committing thread's own connection ([`link`]).
+    link: parking_lot::Mutex<link::Link>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -502,6 +505,30 @@ const READ_WRITTEN: &str = "SELECT w.id, x.revision, x.digest FROM unnest($1::by
      CROSS JOIN LATERAL (SELECT revision, digest FROM edgekv_written \
        WHERE id = w.id LIMIT 1) x";
 
+/// A connection that caches its prepared statements: a pooled one, or the
+/// writer's link ([`link::Link`]).
+trait Session: Sync {
+    fn client(&self) -> &tokio_postgres::Client;
+
+    fn prepared(
+        &self,
+        sql: &'static str,
+    ) -> impl Future<Output = Result<tokio_postgres::Statement, tokio_postgres::Error>> + Send;
+}
+
+impl Session for Object {
+    fn client(&self) -> &tokio_postgres::Client {
+        self
+    }
+
+    fn prepared(
+        &self,
+        sql: &'static str,
+    ) -> impl Future<Output = Result<tokio_postgres::Statement, tokio_postgres::Error>> + Send {
+        self.prepare_cached(sql)
+    }
+}
+
 /// The statements that write records, prepared (and cached) on a connection.
 struct RecordStatements {
     drop_parts: tokio_postgres::Statement,
@@ -510,15 +537,15 @@ struct RecordStatements {
 }
 
 impl RecordStatements {
-    async fn prepare(client: &Object) -> Result<Self, Fail> {
-        let drop_parts = client
-            .prepare_cached(
+    async fn prepare<S: Session>(session: &S) -> Result<Self, Fail> {
+        let drop_parts = session
+            .prepared(
                 "DELETE FROM edgekv_record_parts p USING unnest($1::text[], $2::bytea[]) \
                    AS k(namespace, key) WHERE p.namespace = k.namespace AND p.key = k.key",
             )
             .await?;
-        let upsert = client
-            .prepare_cached(
+        let upsert = session
+            .prepared(
                 "INSERT INTO edgekv_records \
                    (namespace, key, head, revision, expiration, tombstone, parts) \
                  SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], \
@@ -528,8 +555,8 @@ impl RecordStatements {
                    tombstone = excluded.tombstone, parts = excluded.parts",
             )
             .await?;
-        let add_parts = client
-            .prepare_cached(
+        let add_parts = session
+            .prepared(
                 "INSERT INTO edgekv_record_parts (namespace, key, part, data) \
                  SELECT * FROM unnest($1::text[], $2::bytea[], $3::int4[], $4::bytea[])",
             )
@@ -644,6 +671,11 @@ impl PgStore {
             snapshots: SnapshotPlaces::new(options.pool_size / 4),
             target,
             instance: tail::instance(),
+            link: parking_lot::Mutex::new(
+                link::Link::new(config.clone(), tls.clone()).map_err(|e| {
+                    Error::Engine(format!("cannot start the writer's runtime: {e}"))
+                })?,
+            ),
         };
         store.handle.spawn(tail::follow(
             config,
@@ -703,23 +735,20 @@ impl PgStore {
         Ok((txn, unsigned(row.get(0))))
     }
 
-    /// Begins a transaction that holds the head's lock and reads a view, in one
-    /// round trip (the statements are pipelined): returns the transaction, the head,
+    /// Begins a transaction on `session` that holds the head's lock and reads a
+    /// view, in one round trip (the statements are pipelined): returns the head,
     /// the view and which of the keys read have parts.
-    async fn begin_and_read(
-        pool: Pool,
+    async fn read_view<S: Session>(
+        session: &S,
         reads: ReadSet,
-    ) -> Result<(InTxn, u64, ReadView, Parts), Fail> {
-        let txn = InTxn(Some(pool.get().await?));
-        let client = txn.client();
-        let lock = client.prepare_cached(LOCK_HEAD).await?;
-        let namespaces = client
-            .prepare_cached(
-                "SELECT id, body FROM edgekv_namespaces WHERE $1 OR id = ANY($2) ORDER BY id",
-            )
+    ) -> Result<(u64, ReadView, Parts), Fail> {
+        let client = session.client();
+        let lock = session.prepared(LOCK_HEAD).await?;
+        let namespaces = session
+            .prepared("SELECT id, body FROM edgekv_namespaces WHERE $1 OR id = ANY($2) ORDER BY id")
             .await?;
-        let records = client.prepare_cached(READ_RECORDS).await?;
-        let written = client.prepare_cached(READ_WRITTEN).await?;
+        let records = session.prepared(READ_RECORDS).await?;
+        let written = session.prepared(READ_WRITTEN).await?;
         let mut asked: Vec<(String, Bytes)> = reads.keys.clone();
         asked.sort_unstable();
         asked.dedup();
@@ -772,7 +801,7 @@ impl PgStore {
                 },
             );
         }
-        Ok((txn, head, view, parts))
+        Ok((head, view, parts))
     }
 
     /// Writes records (each key once: the last of `rows` for a key wins); the
@@ -782,12 +811,13 @@ impl PgStore {
     /// Its statements are sent in order when it is first polled (it awaits
     /// nothing else before them): pipelined with the statements after it, a
     /// COMMIT included.
-    async fn put_records(
-        client: &Object,
+    async fn put_records<S: Session>(
+        session: &S,
         statements: &RecordStatements,
         rows: Vec<RecordRow>,
         parts: &mut Parts,
     ) -> Result<(), Fail> {
+        let client = session.client();
         if rows.is_empty() {
             return Ok(());
         }
@@ -866,7 +896,10 @@ impl PgStore {
         Ok(())
     }
 
-    async fn put_meta(client: &Object, meta: &[(String, Vec<u8>)]) -> Result<(), Fail> {
+    async fn put_meta(
+        client: &tokio_postgres::Client,
+        meta: &[(String, Vec<u8>)],
+    ) -> Result<(), Fail> {
         for (name, value) in meta {
             client
                 .execute(
@@ -886,14 +919,15 @@ impl PgStore {
     /// On an error the transaction is over or must be ended by closing the
     /// connection; whether it committed is known only for a conflict (it did
     /// not).
-    async fn apply_and_commit(
-        client: &Object,
+    async fn apply_and_commit<S: Session>(
+        session: &S,
         head: u64,
         commits: Vec<Commit>,
         mut parts: Parts,
         notify: Option<u64>,
     ) -> Result<Vec<u64>, Fail> {
-        let statements = RecordStatements::prepare(client).await?;
+        let client = session.client();
+        let statements = RecordStatements::prepare(session).await?;
         let mut revision = head;
         let mut revisions = Vec::with_capacity(commits.len());
         let mut pending: Vec<RecordRow> = Vec::new();
@@ -916,7 +950,7 @@ impl PgStore {
             for op in &commit.namespaces {
                 // Keys written before a namespace change land before it.
                 let rows = std::mem::take(&mut pending);
-                Self::put_records(client, &statements, rows, &mut parts).await?;
+                Self::put_records(session, &statements, rows, &mut parts).await?;
                 match op {
                     NamespaceOp::Put(ns) => {
                         client
@@ -961,24 +995,24 @@ impl PgStore {
                 log_data.push(chunk.to_vec());
             }
         }
-        let log = client
-            .prepare_cached(
+        let log = session
+            .prepared(
                 "INSERT INTO edgekv_log (revision, part, data) \
                  SELECT * FROM unnest($1::int8[], $2::int4[], $3::bytea[])",
             )
             .await?;
-        let written = client
-            .prepare_cached(
+        let written = session
+            .prepared(
                 "INSERT INTO edgekv_written (id, revision, digest) \
                  SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[]) \
                  ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, \
                    digest = excluded.digest",
             )
             .await?;
-        let bump = client
-            .prepare_cached("UPDATE edgekv_head SET revision = $1 WHERE id = 1")
+        let bump = session
+            .prepared("UPDATE edgekv_head SET revision = $1 WHERE id = 1")
             .await?;
-        let wake = client.prepare_cached("SELECT pg_notify($1, $2)").await?;
+        let wake = session.prepared("SELECT pg_notify($1, $2)").await?;
         let (channel, text) = (tail::CHANNEL, tail::payload(notify.unwrap_or(0), revision));
         // One round trip: the records, the log, the ids, the head, the
         // notification and the COMMIT are pipelined, in this order (each is sent
@@ -990,7 +1024,7 @@ impl PgStore {
         let head = at(revision);
         let bump_params: [&Param<'_>; 1] = [&head];
         futures_util::try_join!(
-            Self::put_records(client, &statements, pending, &mut parts),
+            Self::put_records(session, &statements, pending, &mut parts),
             client.execute(&log, &log_params).map_err(Fail::from),
             client
                 .execute(&written, &written_params)
@@ -1005,6 +1039,57 @@ impl PgStore {
             client.batch_execute("COMMIT").map_err(Fail::from),
         )?;
         Ok(revisions)
+    }
+
+    /// [`Store::transact`] on the calling thread's own connection ([`link`]):
+    /// read, decide and commit without leaving the thread. Tried again as the
+    /// pooled path is: a failure before the COMMIT's round trip when it is worth
+    /// it, a conflict always, an unknown outcome never.
+    fn transact_on_link(
+        &self,
+        reads: &ReadSet,
+        decide: &mut dyn FnMut(ReadView) -> Result<Vec<Commit>>,
+    ) -> Result<Vec<u64>> {
+        let notify = self.notify.then_some(self.instance);
+        let mut link = self.link.lock();
+        let mut backoff = Duration::from_millis(20);
+        let mut attempt = 0;
+        loop {
+            let outcome = link.run(async |session| {
+                let (head, view, parts) = Self::read_view(session, reads.clone()).await?;
+                let commits = match decide(view) {
+                    Ok(commits) if !commits.is_empty() => commits,
+                    decided => {
+                        session.client().batch_execute("ROLLBACK").await?;
+                        return Ok(decided.map(|_| Vec::new()));
+                    }
+                };
+                match Self::apply_and_commit(session, head, commits, parts, notify).await {
+                    Ok(revisions) => Ok(Ok(revisions)),
+                    Err(fail) => Err(Fail {
+                        retry: fail.conflict,
+                        ..fail
+                    }),
+                }
+            });
+            let failed = match outcome {
+                Ok(Ok(revisions)) => {
+                    if let Some(last) = revisions.last() {
+                        self.learn(*last);
+                    }
+                    return Ok(revisions);
+                }
+                Ok(Err(refused)) => return Err(refused),
+                Err(fail) => fail,
+            };
+            if !failed.retry || attempt >= self.options.retries {
+                return Err(failed.into());
+            }
+            attempt += 1;
+            tracing::debug!(attempt, error = %failed.message, "retrying a transaction");
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
     }
 
     fn learn(&self, revision: u64) {
@@ -1151,11 +1236,19 @@ impl Store for PgStore {
         reads: &ReadSet,
         decide: &mut dyn FnMut(ReadView) -> Result<Vec<Commit>>,
     ) -> Result<Vec<u64>> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            // A plain thread (the origin's writer): the transaction runs here.
+            return self.transact_on_link(reads, decide);
+        }
         let mut backoff = Duration::from_millis(20);
         let mut attempt = 0;
         loop {
-            let pool = self.pool.clone();
-            let began = self.run(Self::begin_and_read(pool, reads.clone()));
+            let (pool, reads) = (self.pool.clone(), reads.clone());
+            let began = self.run(async move {
+                let txn = InTxn(Some(pool.get().await?));
+                let (head, view, parts) = Self::read_view(txn.client(), reads).await?;
+                Ok((txn, head, view, parts))
+            });
             let failed = match began {
                 Ok((txn, head, view, parts)) => {
                     let commits = match decide(view) {
@@ -1272,7 +1365,8 @@ impl Store for PgStore {
                     kept.push(newer);
                 }
                 let statements = RecordStatements::prepare(txn.client()).await?;
-                Self::put_records(txn.client(), &statements, rows, &mut Parts::unknown()).await?;
+                let mut parts = Parts::unknown();
+                Self::put_records(txn.client(), &statements, rows, &mut parts).await?;
                 Self::put_meta(txn.client(), &meta).await?;
                 Ok((txn, kept))
             }

@@ -299,3 +299,93 @@ async fn a_standby_control_takes_over_and_route_versions_never_go_back() {
     }
     eprintln!("takeover after {takeover:?}; route version {before} -> {seen}");
 }
+
+/// A CA, and a server certificate it signed for `localhost`: (CA, cert, key) PEM.
+fn database_certificates() -> (String, String, String) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let server = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = server.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// An origin process whose database takes TLS connections only, reached with
+/// `sslmode=verify-full`: an edge writes through it and reads back. The same
+/// URL with a CA file that is not there is refused by `--check-config`, naming
+/// the file, and so is `sslmode=allow`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_reaches_a_tls_only_database_with_verify_full() {
+    let (ca, cert, key) = database_certificates();
+    let server = TestPostgres::start_with_tls(&cert, &key, true);
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ca_file = dirs[2].path().join("db-ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let database = server.database();
+    let name = database.rsplit('/').next().unwrap();
+    let url = |query: &str| {
+        format!(
+            "postgres://postgres@localhost:{}/{name}?{query}",
+            server.port()
+        )
+    };
+    let verified = url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        ca_file.display()
+    ));
+    let origin = Origin::start(
+        dirs[0].path(),
+        ENV,
+        CRED,
+        &["kv-v1"],
+        &["--store", &verified],
+    );
+    let edge = Edge::start(dirs[1].path(), &origin.url("kv-v1"), ENV, CRED, &[]);
+    edge.ready().await;
+    let kv = Kv::of(&edge);
+    let ns = kv.create_namespace("over-tls", "full").await;
+    assert_eq!(kv.put(&ns, "k", "written over TLS").await, 200);
+    let (status, body, _) = kv.get_with(&ns, "k", false).await;
+    assert_eq!((status, body.as_str()), (200, "written over TLS"));
+    let held = query_i64(
+        &server.admin_url(),
+        &format!(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = '{name}' AND NOT s.ssl"
+        ),
+    );
+    assert_eq!(
+        held,
+        vec![0],
+        "every connection to the database is encrypted"
+    );
+
+    let check = |store: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgekv"))
+            .args([
+                "origin",
+                "--environment",
+                ENV,
+                "--build",
+                "kv-v1=127.0.0.1:0",
+            ])
+            .arg("--credential-file")
+            .arg(dirs[0].path().join("credentials"))
+            .args(["--store", store, "--check-config"])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let missing = url("sslmode=verify-full&sslrootcert=/nonexistent/db-ca.pem");
+    let (ok, stderr) = check(&missing);
+    assert!(!ok && stderr.contains("/nonexistent/db-ca.pem"), "{stderr}");
+    let (ok, stderr) = check(&url("sslmode=allow"));
+    assert!(!ok && stderr.contains("sslmode=allow"), "{stderr}");
+    let (ok, stderr) = check(&verified);
+    assert!(ok, "{stderr}");
+}
