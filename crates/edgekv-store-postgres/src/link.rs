@@ -96,25 +96,46 @@ impl Link {
                 Err(_) => return Err(no_answer()),
             });
         }
-        let Some(session) = &self.session else {
+        // Out of its slot while the work runs: only work that ended well puts it
+        // back. A failure — a panic included — closes it.
+        let Some(session) = self.session.take() else {
             return Err(Fail::fatal("the writer's database connection is missing"));
         };
-        let outcome = runtime.block_on(async {
-            match tokio::time::timeout(CALL_TIMEOUT, work(session)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(no_answer()),
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(async {
+                match tokio::time::timeout(CALL_TIMEOUT, work(&session)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(no_answer()),
+                }
+            })
+        }));
+        match outcome {
+            Ok(Ok(value)) => {
+                self.session = Some(session);
+                Ok(value)
             }
-        });
-        if outcome.is_err()
-            && let Some(session) = self.session.take()
-        {
-            // The socket closes now: the server rolls back whatever was open
-            // and releases the head's lock at once.
-            session.connection.abort();
-            let _ = runtime.block_on(session.connection);
+            Ok(Err(fail)) => {
+                close(runtime, session);
+                Err(fail)
+            }
+            Err(panic) => {
+                close(runtime, session);
+                std::panic::resume_unwind(panic)
+            }
         }
-        outcome
     }
+}
+
+/// Closes the connection now: the server rolls back whatever was open on it and
+/// releases the head's lock at once (it would otherwise wait for the next call
+/// to drive the connection, or for the idle-in-transaction timeout).
+fn close(runtime: &tokio::runtime::Runtime, session: LinkSession) {
+    let LinkSession {
+        client, connection, ..
+    } = session;
+    drop(client);
+    connection.abort();
+    let _ = runtime.block_on(connection);
 }
 
 fn no_answer() -> Fail {

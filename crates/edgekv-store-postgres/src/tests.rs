@@ -606,3 +606,39 @@ fn tls_to_the_database_follows_sslmode() {
         "disable, against a TLS-only server: {err}"
     );
 }
+
+/// A write group whose decision panics (a bug) leaves no transaction open: the
+/// connection it ran on is closed at once, the head's lock is free, and the next
+/// group commits only its own writes.
+#[test]
+fn a_panicking_group_leaves_no_transaction_open() {
+    let server = TestPostgres::shared();
+    let url = server.database();
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let store = PgStore::open(&url, &PgOptions::default()).unwrap();
+    store.create_namespace(&namespace()).unwrap();
+    let head = store.revision();
+    let reads = ReadSet {
+        keys: vec![(NS.to_string(), Bytes::from_static(b"k"))],
+        ..ReadSet::default()
+    };
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.transact(&reads, &mut |_| panic!("a bug in a decision"))
+    }));
+    assert!(panicked.is_err());
+    let open = format!(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = '{name}' AND state LIKE 'idle in transaction%'"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while crate::testing::query_i64(&server.admin_url(), &open) != vec![0] {
+        assert!(
+            Instant::now() < deadline,
+            "a transaction is still open after the panic (it would hold the head's lock)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    store.write(vec![write("k", "after")]).unwrap();
+    assert_eq!(store.revision(), head + 1);
+    assert_eq!(store.get(NS, b"k").unwrap().unwrap().value, "after");
+}

@@ -246,9 +246,24 @@ impl std::fmt::Debug for MakeTls {
 
 impl MakeTls {
     /// The TLS of `params`; sets the connection's mode in `config`.
+    ///
+    /// A mode the URL gave where [`split_url`] did not look (a key=value
+    /// string, say) was read by the URL's parser: it is kept, never lowered.
+    /// Over Unix sockets TLS is not used, whatever the mode (as libpq).
     pub fn new(params: &TlsParams, config: &mut tokio_postgres::Config) -> Result<Self, String> {
-        let mode = params.mode.unwrap_or(SslMode::Prefer);
-        config.ssl_mode(mode.wire());
+        let mode = match params.mode {
+            Some(mode) => mode,
+            None if config.get_ssl_mode() == WireMode::Require => SslMode::Require,
+            None if config.get_ssl_mode() == WireMode::Disable => SslMode::Disable,
+            None => SslMode::Prefer,
+        };
+        let sockets_only = (config.get_hosts().iter())
+            .all(|host| matches!(host, tokio_postgres::config::Host::Unix(_)));
+        if sockets_only && !config.get_hosts().is_empty() {
+            config.ssl_mode(WireMode::Disable);
+        } else {
+            config.ssl_mode(mode.wire());
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let roots = roots(params)?;
         let verifier: Arc<dyn ServerCertVerifier> = match roots {
@@ -367,6 +382,19 @@ where
     type Error = io::Error;
 
     fn make_tls_connect(&mut self, domain: &str) -> io::Result<Connect> {
+        // No host name (a socket directory, or `hostaddr` alone): nothing to
+        // check a certificate's name against, which only verify-full needs.
+        let domain = match (domain, self.mode) {
+            ("", SslMode::VerifyFull) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "sslmode=verify-full needs a host name to check the certificate against \
+                     (host=, not hostaddr= alone)",
+                ));
+            }
+            ("", _) => "postgres",
+            (domain, _) => domain,
+        };
         let name = ServerName::try_from(domain.to_string()).map_err(|e| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("host {domain:?}: {e}"))
         })?;
@@ -498,8 +526,49 @@ mod tests {
         };
         let err = MakeTls::new(&params, &mut config).unwrap_err();
         assert!(err.contains("sslcert and sslkey"), "{err}");
+        let mut config = tokio_postgres::Config::new();
         let made = MakeTls::new(&TlsParams::default(), &mut config).unwrap();
         assert_eq!(made.mode(), SslMode::Prefer);
         assert_eq!(config.get_ssl_mode(), WireMode::Prefer);
+    }
+
+    #[test]
+    fn a_mode_the_url_parser_read_is_never_lowered() {
+        // A key=value string: split_url does not look into it.
+        let (url, params) = split_url("host=db user=u dbname=d sslmode=require").unwrap();
+        let mut config: tokio_postgres::Config = url.parse().unwrap();
+        let made = MakeTls::new(&params, &mut config).unwrap();
+        assert_eq!(made.mode(), SslMode::Require);
+        assert_eq!(config.get_ssl_mode(), WireMode::Require);
+        // Over a Unix socket alone, TLS is not used (libpq ignores sslmode there).
+        let mut config: tokio_postgres::Config =
+            "host=/var/run/postgresql user=u dbname=d".parse().unwrap();
+        MakeTls::new(&TlsParams::default(), &mut config).unwrap();
+        assert_eq!(config.get_ssl_mode(), WireMode::Disable);
+    }
+
+    #[test]
+    fn without_a_host_name_only_verify_full_refuses() {
+        let mut config = tokio_postgres::Config::new();
+        let mut prefer = MakeTls::new(&TlsParams::default(), &mut config).unwrap();
+        assert!(MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(&mut prefer, "").is_ok());
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        let params = TlsParams {
+            mode: Some(SslMode::VerifyFull),
+            root_cert: Some(ca_file.display().to_string()),
+            ..TlsParams::default()
+        };
+        let mut full = MakeTls::new(&params, &mut config).unwrap();
+        let err = MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(&mut full, "")
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("verify-full"), "{err}");
     }
 }
