@@ -272,6 +272,77 @@ pub struct PgStore {
     instance: u64,
     /// The committing thread's own connection ([`link`]).
     link: parking_lot::Mutex<link::Link>,
+    /// The newest log entries, for the watch streams ([`RecentLog`]).
+    recent: parking_lot::Mutex<RecentLog>,
+    /// Held while the log is read from the database: streams that missed
+    /// [`RecentLog`] together make one read.
+    log_reading: parking_lot::Mutex<()>,
+    /// How many times the log was read from the database.
+    log_queries: AtomicU64,
+}
+
+/// The newest entries of the change log, in memory: every watch stream (one per
+/// edge following this process) reads the log after every commit, and without
+/// this each read would be a query — edges × commits of them. Filled by this
+/// process's commits and by what the database answered; emptied when the
+/// database's head is found to have gone back.
+#[derive(Default)]
+struct RecentLog {
+    entries: std::collections::BTreeMap<u64, LogEntry>,
+    /// The bytes of keys, values and metadata held.
+    bytes: usize,
+}
+
+impl RecentLog {
+    /// The most entries kept.
+    const MAX: usize = 4096;
+    /// The most bytes kept (a value may be 25 MiB).
+    const MAX_BYTES: usize = 64 << 20;
+
+    fn weight(entry: &LogEntry) -> usize {
+        let record = |w: &Write| {
+            w.key.len() + w.record.value.len() + w.record.metadata.as_ref().map_or(0, |m| m.len())
+        };
+        64 + entry.writes.iter().map(record).sum::<usize>()
+    }
+
+    fn keep(&mut self, entries: impl IntoIterator<Item = LogEntry>) {
+        for entry in entries {
+            self.bytes += Self::weight(&entry);
+            if let Some(old) = self.entries.insert(entry.revision, entry) {
+                self.bytes -= Self::weight(&old);
+            }
+        }
+        while self.entries.len() > Self::MAX || self.bytes > Self::MAX_BYTES {
+            match self.entries.pop_first() {
+                Some((_, gone)) => self.bytes -= Self::weight(&gone),
+                None => break,
+            }
+        }
+    }
+
+    /// Forgets the entries at and below `floor` (trimmed).
+    fn forget_through(&mut self, floor: u64) {
+        let kept = self.entries.split_off(&floor.saturating_add(1));
+        for gone in std::mem::replace(&mut self.entries, kept).values() {
+            self.bytes -= Self::weight(gone);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// The entries from `from` on, as long as none is missing, at most `max`.
+    fn from(&self, from: u64, max: usize) -> Vec<LogEntry> {
+        (from..)
+            .zip(self.entries.range(from..))
+            .take_while(|(next, (revision, _))| *revision == next)
+            .take(max)
+            .map(|(_, (_, entry))| entry.clone())
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -529,6 +600,52 @@ impl Session for Object {
     }
 }
 
+#[cfg(test)]
+mod recent_log_tests {
+    use super::*;
+
+    fn entry(revision: u64, value_len: usize) -> LogEntry {
+        LogEntry {
+            revision,
+            writes: vec![Write {
+                namespace: "n".into(),
+                key: Bytes::from_static(b"k"),
+                record: Record::value(Bytes::from(vec![0u8; value_len]), None, None),
+            }],
+            namespaces: Vec::new(),
+            write_id: None,
+        }
+    }
+
+    #[test]
+    fn recent_entries_are_bounded_and_served_only_without_a_gap() {
+        let mut recent = RecentLog::default();
+        recent.keep((1..=5).map(|r| entry(r, 10)));
+        recent.keep([entry(7, 10)]);
+        let revisions = |v: Vec<LogEntry>| v.iter().map(|e| e.revision).collect::<Vec<_>>();
+        assert_eq!(
+            revisions(recent.from(2, 100)),
+            vec![2, 3, 4, 5],
+            "stops at the gap"
+        );
+        assert_eq!(revisions(recent.from(2, 2)), vec![2, 3]);
+        assert!(
+            recent.from(6, 100).is_empty(),
+            "a missing first entry: nothing"
+        );
+        recent.forget_through(3);
+        assert!(recent.from(3, 100).is_empty());
+        assert_eq!(revisions(recent.from(4, 100)), vec![4, 5]);
+        // Large values: the byte budget, not the count, bounds it.
+        recent.keep((10..20).map(|r| entry(r, 20 << 20)));
+        assert!(recent.bytes <= RecentLog::MAX_BYTES);
+        assert_eq!(revisions(recent.from(17, 100)), vec![17, 18, 19]);
+        assert!(recent.from(4, 100).is_empty(), "the oldest went first");
+        recent.clear();
+        assert_eq!((recent.entries.len(), recent.bytes), (0, 0));
+    }
+}
+
 /// The statements that write records, prepared (and cached) on a connection.
 struct RecordStatements {
     drop_parts: tokio_postgres::Statement,
@@ -671,6 +788,9 @@ impl PgStore {
             snapshots: SnapshotPlaces::new(options.pool_size / 4),
             target,
             instance: tail::instance(),
+            recent: parking_lot::Mutex::default(),
+            log_reading: parking_lot::Mutex::new(()),
+            log_queries: AtomicU64::new(0),
             link: parking_lot::Mutex::new(
                 link::Link::new(config.clone(), tls.clone()).map_err(|e| {
                     Error::Engine(format!("cannot start the writer's runtime: {e}"))
@@ -690,6 +810,12 @@ impl PgStore {
         ));
         tracing::info!(target = %store.target, revision = head, "opened the PostgreSQL store");
         Ok(store)
+    }
+
+    /// How many times the change log was read from the database (the rest
+    /// came from memory).
+    pub fn log_queries(&self) -> u64 {
+        self.log_queries.load(Ordering::Relaxed)
     }
 
     /// The database, without credentials.
@@ -925,9 +1051,10 @@ impl PgStore {
         commits: Vec<Commit>,
         mut parts: Parts,
         notify: Option<u64>,
-    ) -> Result<Vec<u64>, Fail> {
+    ) -> Result<(Vec<u64>, Vec<LogEntry>), Fail> {
         let client = session.client();
         let statements = RecordStatements::prepare(session).await?;
+        let mut committed = Vec::with_capacity(commits.len());
         let mut revision = head;
         let mut revisions = Vec::with_capacity(commits.len());
         let mut pending: Vec<RecordRow> = Vec::new();
@@ -983,12 +1110,14 @@ impl PgStore {
                 id_revisions.push(at(revision));
                 id_digests.push(commit.write_digest.map(|d| d.to_vec()));
             }
-            let entry = codec::encode_entry(&LogEntry {
+            let logged = LogEntry {
                 revision,
                 writes: logged,
                 namespaces: commit.namespaces,
                 write_id: commit.write_id,
-            });
+            };
+            let entry = codec::encode_entry(&logged);
+            committed.push(logged);
             for (n, chunk) in chunks(&entry).into_iter().enumerate() {
                 log_revisions.push(at(revision));
                 log_parts.push(i32::try_from(n).unwrap_or(i32::MAX));
@@ -1038,7 +1167,7 @@ impl PgStore {
             },
             client.batch_execute("COMMIT").map_err(Fail::from),
         )?;
-        Ok(revisions)
+        Ok((revisions, committed))
     }
 
     /// [`Store::transact`] on the calling thread's own connection ([`link`]):
@@ -1061,11 +1190,11 @@ impl PgStore {
                     Ok(commits) if !commits.is_empty() => commits,
                     decided => {
                         session.client().batch_execute("ROLLBACK").await?;
-                        return Ok(decided.map(|_| Vec::new()));
+                        return Ok(decided.map(|_| (Vec::new(), Vec::new())));
                     }
                 };
                 match Self::apply_and_commit(session, head, commits, parts, notify).await {
-                    Ok(revisions) => Ok(Ok(revisions)),
+                    Ok(committed) => Ok(Ok(committed)),
                     Err(fail) => Err(Fail {
                         retry: fail.conflict,
                         ..fail
@@ -1073,10 +1202,8 @@ impl PgStore {
                 }
             });
             let failed = match outcome {
-                Ok(Ok(revisions)) => {
-                    if let Some(last) = revisions.last() {
-                        self.learn(*last);
-                    }
+                Ok(Ok((revisions, entries))) => {
+                    self.committed(&revisions, entries);
                     return Ok(revisions);
                 }
                 Ok(Err(refused)) => return Err(refused),
@@ -1090,6 +1217,103 @@ impl PgStore {
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
+    }
+
+    /// Reads the log from the database (see [`Store::log`]).
+    fn log_from_database(&self, from: u64, max: usize) -> Result<LogRead> {
+        self.log_queries.fetch_add(1, Ordering::Relaxed);
+        let to = from.saturating_add(max as u64);
+        let rows: Vec<(i64, Option<i64>, Option<Vec<u8>>)> =
+            self.simple("reading the change log", move |client| async move {
+                let rows = client
+                    .query(
+                        "SELECT h.log_floor, l.revision, l.data FROM edgekv_head h \
+                         LEFT JOIN edgekv_log l ON l.revision >= $1 AND l.revision < $2 \
+                         WHERE h.id = 1 ORDER BY l.revision, l.part",
+                        &[&at(from), &at(to)],
+                    )
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| (row.get(0), row.get(1), row.get(2)))
+                    .collect())
+            })?;
+        let floor = rows.first().map_or(0, |row| unsigned(row.0));
+        if from <= floor {
+            return Ok(LogRead::Trimmed { first: floor + 1 });
+        }
+        let mut entries = Vec::new();
+        let mut current: Option<(u64, Vec<u8>)> = None;
+        for (_, revision, data) in rows {
+            let (Some(revision), Some(data)) = (revision, data) else {
+                continue;
+            };
+            let revision = unsigned(revision);
+            match &mut current {
+                Some((r, whole)) if *r == revision => whole.extend_from_slice(&data),
+                _ => {
+                    if let Some((r, whole)) = current.take() {
+                        entries.push(codec::decode_entry(r, Bytes::from(whole))?);
+                    }
+                    current = Some((revision, data));
+                }
+            }
+        }
+        if let Some((r, whole)) = current {
+            entries.push(codec::decode_entry(r, Bytes::from(whole))?);
+        }
+        Ok(LogRead::Entries(entries))
+    }
+
+    /// Trims the log in the database; returns how many entries went and the
+    /// floor (the newest revision trimmed).
+    fn trim_log_in_database(&self, keep: u64) -> Result<(usize, u64)> {
+        self.locked("trimming the change log", move |txn, head| async move {
+            let held: i64 = txn
+                .client()
+                .query_one("SELECT log_floor FROM edgekv_head WHERE id = 1", &[])
+                .await?
+                .get(0);
+            // At most TRIM_STEP revisions per call, so the head's lock — every
+            // origin's commits wait on it — is never held for a long delete.
+            let floor = head
+                .saturating_sub(keep)
+                .min(unsigned(held).saturating_add(TRIM_STEP));
+            if floor <= unsigned(held) {
+                return Ok((txn, (0, unsigned(held))));
+            }
+            let row = txn
+                .client()
+                .query_one(
+                    "WITH gone AS (DELETE FROM edgekv_log WHERE revision <= $1 RETURNING part) \
+                     SELECT count(*) FILTER (WHERE part = 0) FROM gone",
+                    &[&at(floor)],
+                )
+                .await?;
+            let dropped: i64 = row.get(0);
+            txn.client()
+                .execute(
+                    "DELETE FROM edgekv_written WHERE revision <= $1",
+                    &[&at(floor)],
+                )
+                .await?;
+            txn.client()
+                .execute(
+                    "UPDATE edgekv_head SET log_floor = $1 WHERE id = 1",
+                    &[&at(floor)],
+                )
+                .await?;
+            Ok((txn, (usize::try_from(dropped).unwrap_or(0), floor)))
+        })
+    }
+
+    /// After a commit of this process: its head, and its log entries kept for
+    /// the watch streams.
+    fn committed(&self, revisions: &[u64], entries: Vec<LogEntry>) {
+        if let Some(last) = revisions.last() {
+            self.learn(*last);
+        }
+        self.recent.lock().keep(entries);
     }
 
     fn learn(&self, revision: u64) {
@@ -1126,6 +1350,8 @@ impl PgStore {
                 .compare_exchange(known, head, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
+                // What was kept of the lost history must not be served again.
+                self.recent.lock().clear();
                 tracing::error!(
                     database = head,
                     known,
@@ -1266,9 +1492,9 @@ impl Store for PgStore {
                     let applied = self.run(async move {
                         let client = txn.client();
                         match Self::apply_and_commit(client, head, commits, parts, notify).await {
-                            Ok(revisions) => {
+                            Ok(committed) => {
                                 txn.committed();
-                                Ok(revisions)
+                                Ok(committed)
                             }
                             // The outcome of a failure in the round trip of the
                             // COMMIT is unknown (a connection lost): not tried again
@@ -1281,10 +1507,8 @@ impl Store for PgStore {
                         }
                     });
                     match applied {
-                        Ok(revisions) => {
-                            if let Some(last) = revisions.last() {
-                                self.learn(*last);
-                            }
+                        Ok((revisions, entries)) => {
+                            self.committed(&revisions, entries);
                             return Ok(revisions);
                         }
                         Err(fail) => fail,
@@ -1447,87 +1671,32 @@ impl Store for PgStore {
     }
 
     fn log(&self, from: u64, max: usize) -> Result<LogRead> {
-        let to = from.saturating_add(max as u64);
-        let rows: Vec<(i64, Option<i64>, Option<Vec<u8>>)> =
-            self.simple("reading the change log", move |client| async move {
-                let rows = client
-                    .query(
-                        "SELECT h.log_floor, l.revision, l.data FROM edgekv_head h \
-                         LEFT JOIN edgekv_log l ON l.revision >= $1 AND l.revision < $2 \
-                         WHERE h.id = 1 ORDER BY l.revision, l.part",
-                        &[&at(from), &at(to)],
-                    )
-                    .await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|row| (row.get(0), row.get(1), row.get(2)))
-                    .collect())
-            })?;
-        let floor = rows.first().map_or(0, |row| unsigned(row.0));
-        if from <= floor {
-            return Ok(LogRead::Trimmed { first: floor + 1 });
+        // Caught up: nothing past the known head (a commit of another process
+        // raises it, and wakes the streams, when it is heard of).
+        if from > self.head.load(Ordering::Acquire) {
+            return Ok(LogRead::Entries(Vec::new()));
         }
-        let mut entries = Vec::new();
-        let mut current: Option<(u64, Vec<u8>)> = None;
-        for (_, revision, data) in rows {
-            let (Some(revision), Some(data)) = (revision, data) else {
-                continue;
-            };
-            let revision = unsigned(revision);
-            match &mut current {
-                Some((r, whole)) if *r == revision => whole.extend_from_slice(&data),
-                _ => {
-                    if let Some((r, whole)) = current.take() {
-                        entries.push(codec::decode_entry(r, Bytes::from(whole))?);
-                    }
-                    current = Some((revision, data));
-                }
-            }
+        let recent = self.recent.lock().from(from, max);
+        if !recent.is_empty() {
+            return Ok(LogRead::Entries(recent));
         }
-        if let Some((r, whole)) = current {
-            entries.push(codec::decode_entry(r, Bytes::from(whole))?);
+        let _reading = self.log_reading.lock();
+        // Another stream may have read it meanwhile.
+        let recent = self.recent.lock().from(from, max);
+        if !recent.is_empty() {
+            return Ok(LogRead::Entries(recent));
         }
-        Ok(LogRead::Entries(entries))
+        let read = self.log_from_database(from, max)?;
+        if let LogRead::Entries(entries) = &read {
+            self.recent.lock().keep(entries.iter().cloned());
+        }
+        Ok(read)
     }
 
     fn trim_log(&self, keep: u64) -> Result<usize> {
-        self.locked("trimming the change log", move |txn, head| async move {
-            let held: i64 = txn
-                .client()
-                .query_one("SELECT log_floor FROM edgekv_head WHERE id = 1", &[])
-                .await?
-                .get(0);
-            // At most TRIM_STEP revisions per call, so the head's lock — every
-            // origin's commits wait on it — is never held for a long delete.
-            let floor = head
-                .saturating_sub(keep)
-                .min(unsigned(held).saturating_add(TRIM_STEP));
-            if floor <= unsigned(held) {
-                return Ok((txn, 0));
-            }
-            let row = txn
-                .client()
-                .query_one(
-                    "WITH gone AS (DELETE FROM edgekv_log WHERE revision <= $1 RETURNING part) \
-                     SELECT count(*) FILTER (WHERE part = 0) FROM gone",
-                    &[&at(floor)],
-                )
-                .await?;
-            let dropped: i64 = row.get(0);
-            txn.client()
-                .execute(
-                    "DELETE FROM edgekv_written WHERE revision <= $1",
-                    &[&at(floor)],
-                )
-                .await?;
-            txn.client()
-                .execute(
-                    "UPDATE edgekv_head SET log_floor = $1 WHERE id = 1",
-                    &[&at(floor)],
-                )
-                .await?;
-            Ok((txn, usize::try_from(dropped).unwrap_or(0)))
-        })
+        let (trimmed, floor) = self.trim_log_in_database(keep)?;
+        self.recent.lock().forget_through(floor);
+        Ok(trimmed)
     }
 
     fn written(&self, write_id: &[u8]) -> Result<Option<WrittenId>> {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edgekv_kv::{Mode, Namespace, Record};
-use edgekv_store::{Commit, ReadSet, Store, Write};
+use edgekv_store::{Commit, LogRead, ReadSet, Store, Write};
 
 use crate::testing::TestPostgres;
 use crate::{PgOptions, PgStore};
@@ -492,6 +492,74 @@ fn a_database_head_that_went_back_is_believed() {
         .unwrap();
     assert_eq!(next, known - 1);
     assert_eq!(store.revision(), known - 1);
+    // The log as the database holds it now, none of the lost history.
+    let LogRead::Entries(entries) = store.log(known - 2, 10).unwrap() else {
+        panic!("the log was trimmed");
+    };
+    let keys: Vec<&[u8]> = (entries.iter())
+        .flat_map(|e| e.writes.iter().map(|w| w.key.as_ref()))
+        .collect();
+    assert_eq!(keys, vec![b"k1".as_slice(), b"after".as_slice()]);
+}
+
+/// Watch streams read the log after every commit, one stream per edge: the
+/// reads come from memory, and streams that miss it share one query. A
+/// process's own commits are never read back; another process's are read once
+/// for all streams; a stream that is caught up costs nothing.
+#[test]
+fn watch_streams_share_the_reads_of_the_log() {
+    let server = TestPostgres::shared();
+    let url = server.database();
+    let one = Arc::new(PgStore::open(&url, &PgOptions::default()).unwrap());
+    let two = Arc::new(PgStore::open(&url, &PgOptions::default()).unwrap());
+    one.create_namespace(&namespace()).unwrap();
+    let from = one.revision() + 1;
+    for i in 0..20 {
+        one.write(vec![write(&format!("k{i}"), "v")]).unwrap();
+    }
+    let head = one.revision();
+    let read = |store: &Arc<PgStore>| {
+        let streams: Vec<_> = (0..10)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || match store.log(from, 1000).unwrap() {
+                    LogRead::Entries(entries) => entries,
+                    LogRead::Trimmed { .. } => panic!("trimmed"),
+                })
+            })
+            .collect();
+        streams
+            .into_iter()
+            .map(|s| s.join().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let own = read(&one);
+    assert_eq!(
+        one.log_queries(),
+        0,
+        "a process's own commits come from memory"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while two.revision() < head {
+        assert!(Instant::now() < deadline, "the other process never heard");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let other = read(&two);
+    assert_eq!(
+        two.log_queries(),
+        1,
+        "ten streams of the other process, one query"
+    );
+    for entries in own.iter().chain(&other) {
+        assert_eq!(entries, &own[0]);
+        assert_eq!(entries.len(), 20);
+        assert_eq!(entries.last().unwrap().revision, head);
+    }
+    match two.log(head + 1, 1000).unwrap() {
+        LogRead::Entries(entries) => assert!(entries.is_empty()),
+        LogRead::Trimmed { .. } => panic!("trimmed"),
+    }
+    assert_eq!(two.log_queries(), 1, "a caught-up stream asks nothing");
 }
 
 /// A CA, and a server certificate it signed, for the names given.
