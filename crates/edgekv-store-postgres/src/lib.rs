@@ -145,6 +145,22 @@ impl Fail {
     }
 }
 
+impl Fail {
+    /// A failure in the round trip that carried the COMMIT: its outcome is
+    /// unknown (a connection lost), so it is not tried again — a write id makes
+    /// the caller's retry safe — unless it was a conflict, which rolled back.
+    /// The transaction's connection is closed either way.
+    fn unless_conflict(self) -> Fail {
+        Fail {
+            retry: self.conflict,
+            ..self
+        }
+    }
+}
+
+/// A transaction's revisions and log entries.
+type Committed = (Vec<u64>, Vec<LogEntry>);
+
 impl From<tokio_postgres::Error> for Fail {
     fn from(err: tokio_postgres::Error) -> Self {
         let conflict = err.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
@@ -837,14 +853,20 @@ impl PgStore {
     where
         F: Future<Output = Result<T, Fail>> + Send + 'static,
     {
+        self.retry(what, || self.run(work()))
+    }
+
+    /// Calls `attempt` again while it fails in a way worth retrying, with
+    /// backoff, at most `retries` more times.
+    fn retry<T>(&self, what: &str, mut attempt: impl FnMut() -> Result<T, Fail>) -> Result<T> {
         let mut backoff = Duration::from_millis(20);
-        let mut attempt = 0;
+        let mut tried = 0;
         loop {
-            match self.run(work()) {
+            match attempt() {
                 Ok(value) => return Ok(value),
-                Err(fail) if fail.retry && attempt < self.options.retries => {
-                    attempt += 1;
-                    tracing::debug!(what, attempt, error = %fail.message, "retrying");
+                Err(fail) if fail.retry && tried < self.options.retries => {
+                    tried += 1;
+                    tracing::debug!(what, attempt = tried, error = %fail.message, "retrying");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
@@ -1051,7 +1073,7 @@ impl PgStore {
         commits: Vec<Commit>,
         mut parts: Parts,
         notify: Option<u64>,
-    ) -> Result<(Vec<u64>, Vec<LogEntry>), Fail> {
+    ) -> Result<Committed, Fail> {
         let client = session.client();
         let statements = RecordStatements::prepare(session).await?;
         let mut committed = Vec::with_capacity(commits.len());
@@ -1170,6 +1192,38 @@ impl PgStore {
         Ok((revisions, committed))
     }
 
+    /// [`Store::transact`] on pooled connections, the store's runtime doing the
+    /// IO: for callers on a runtime's thread, which must not block on one.
+    fn transact_pooled(
+        &self,
+        reads: &ReadSet,
+        decide: &mut dyn FnMut(ReadView) -> Result<Vec<Commit>>,
+    ) -> Result<Result<Committed>> {
+        let notify = self.notify.then_some(self.instance);
+        self.retry("a transaction", || {
+            let (pool, reads) = (self.pool.clone(), reads.clone());
+            let (txn, head, view, parts) = self.run(async move {
+                let txn = InTxn(Some(pool.get().await?));
+                let (head, view, parts) = Self::read_view(txn.client(), reads).await?;
+                Ok((txn, head, view, parts))
+            })?;
+            let commits = match decide(view) {
+                Ok(commits) if !commits.is_empty() => commits,
+                decided => {
+                    let _ = self.run(txn.finish("ROLLBACK"));
+                    return Ok(decided.map(|_| Committed::default()));
+                }
+            };
+            self.run(async move {
+                let committed = Self::apply_and_commit(txn.client(), head, commits, parts, notify)
+                    .await
+                    .map_err(Fail::unless_conflict)?;
+                txn.committed();
+                Ok(Ok(committed))
+            })
+        })
+    }
+
     /// [`Store::transact`] on the calling thread's own connection ([`link`]):
     /// read, decide and commit without leaving the thread. Tried again as the
     /// pooled path is: a failure before the COMMIT's round trip when it is worth
@@ -1178,45 +1232,25 @@ impl PgStore {
         &self,
         reads: &ReadSet,
         decide: &mut dyn FnMut(ReadView) -> Result<Vec<Commit>>,
-    ) -> Result<Vec<u64>> {
+    ) -> Result<Result<Committed>> {
         let notify = self.notify.then_some(self.instance);
         let mut link = self.link.lock();
-        let mut backoff = Duration::from_millis(20);
-        let mut attempt = 0;
-        loop {
-            let outcome = link.run(async |session| {
+        self.retry("a transaction", || {
+            link.run(async |session| {
                 let (head, view, parts) = Self::read_view(session, reads.clone()).await?;
                 let commits = match decide(view) {
                     Ok(commits) if !commits.is_empty() => commits,
                     decided => {
                         session.client().batch_execute("ROLLBACK").await?;
-                        return Ok(decided.map(|_| (Vec::new(), Vec::new())));
+                        return Ok(decided.map(|_| Committed::default()));
                     }
                 };
-                match Self::apply_and_commit(session, head, commits, parts, notify).await {
-                    Ok(committed) => Ok(Ok(committed)),
-                    Err(fail) => Err(Fail {
-                        retry: fail.conflict,
-                        ..fail
-                    }),
-                }
-            });
-            let failed = match outcome {
-                Ok(Ok((revisions, entries))) => {
-                    self.committed(&revisions, entries);
-                    return Ok(revisions);
-                }
-                Ok(Err(refused)) => return Err(refused),
-                Err(fail) => fail,
-            };
-            if !failed.retry || attempt >= self.options.retries {
-                return Err(failed.into());
-            }
-            attempt += 1;
-            tracing::debug!(attempt, error = %failed.message, "retrying a transaction");
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(1));
-        }
+                let committed = Self::apply_and_commit(session, head, commits, parts, notify)
+                    .await
+                    .map_err(Fail::unless_conflict)?;
+                Ok(Ok(committed))
+            })
+        })
     }
 
     /// Reads the log from the database (see [`Store::log`]).
@@ -1462,68 +1496,15 @@ impl Store for PgStore {
         reads: &ReadSet,
         decide: &mut dyn FnMut(ReadView) -> Result<Vec<Commit>>,
     ) -> Result<Vec<u64>> {
-        if tokio::runtime::Handle::try_current().is_err() {
+        let committed = if tokio::runtime::Handle::try_current().is_err() {
             // A plain thread (the origin's writer): the transaction runs here.
-            return self.transact_on_link(reads, decide);
-        }
-        let mut backoff = Duration::from_millis(20);
-        let mut attempt = 0;
-        loop {
-            let (pool, reads) = (self.pool.clone(), reads.clone());
-            let began = self.run(async move {
-                let txn = InTxn(Some(pool.get().await?));
-                let (head, view, parts) = Self::read_view(txn.client(), reads).await?;
-                Ok((txn, head, view, parts))
-            });
-            let failed = match began {
-                Ok((txn, head, view, parts)) => {
-                    let commits = match decide(view) {
-                        Ok(commits) => commits,
-                        Err(err) => {
-                            let _ = self.run(txn.finish("ROLLBACK"));
-                            return Err(err);
-                        }
-                    };
-                    if commits.is_empty() {
-                        let _ = self.run(txn.finish("ROLLBACK"));
-                        return Ok(Vec::new());
-                    }
-                    let notify = self.notify.then_some(self.instance);
-                    let applied = self.run(async move {
-                        let client = txn.client();
-                        match Self::apply_and_commit(client, head, commits, parts, notify).await {
-                            Ok(committed) => {
-                                txn.committed();
-                                Ok(committed)
-                            }
-                            // The outcome of a failure in the round trip of the
-                            // COMMIT is unknown (a connection lost): not tried again
-                            // (a write id makes the caller's retry safe). A conflict
-                            // rolled back, and is. The connection is closed.
-                            Err(fail) => Err(Fail {
-                                retry: fail.conflict,
-                                ..fail
-                            }),
-                        }
-                    });
-                    match applied {
-                        Ok((revisions, entries)) => {
-                            self.committed(&revisions, entries);
-                            return Ok(revisions);
-                        }
-                        Err(fail) => fail,
-                    }
-                }
-                Err(fail) => fail,
-            };
-            if !failed.retry || attempt >= self.options.retries {
-                return Err(failed.into());
-            }
-            attempt += 1;
-            tracing::debug!(attempt, error = %failed.message, "retrying a transaction");
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(1));
-        }
+            self.transact_on_link(reads, decide)
+        } else {
+            self.transact_pooled(reads, decide)
+        };
+        let (revisions, entries) = committed??;
+        self.committed(&revisions, entries);
+        Ok(revisions)
     }
 
     fn on_foreign_commit(&self, notify: Box<dyn Fn(u64) + Send + Sync>) {
