@@ -269,10 +269,18 @@ fn apply(edge: &Edge, event: v1::WatchEvent) -> Result<()> {
         for (key, record) in items {
             let composite = edgekv_store::keys::data_key(&namespace, &key);
             edge.mark_in_flight(&composite, revision);
+            // The answer to this edge's own write was kept already, this revision
+            // or a later one: nothing to read or write again for the key. (What
+            // the hot tier holds, the store kept first.)
+            if edge.hot.revision(&namespace, &key) >= Some(revision) {
+                continue;
+            }
             // Held in the store, or still in the hot tier after the store purged it.
-            let held =
-                edge.store.get(&namespace, &key)?.is_some() || edge.hot.contains(&namespace, &key);
-            if mode == Mode::Full || held {
+            let held = || -> Result<bool> {
+                Ok(edge.store.get(&namespace, &key)?.is_some()
+                    || edge.hot.contains(&namespace, &key))
+            };
+            if mode == Mode::Full || held()? {
                 keep.push((key, record));
             }
         }

@@ -545,6 +545,20 @@ impl HotTier {
             .unwrap_or(false)
     }
 
+    /// The revision of the record held for a key, if any, without counting a hit
+    /// or a miss.
+    pub fn revision(&self, namespace: &str, key: &[u8]) -> Option<u64> {
+        self.index(namespace).and_then(|namespace| {
+            with_key(namespace, key, |k| {
+                let hash = self.hash(k);
+                (self.shard(hash).map.read())
+                    .find(hash, is(k))
+                    .map(Slot::revision)
+            })
+            .flatten()
+        })
+    }
+
     /// Takes the token a fill of a key after a store read must present.
     pub fn fill_token(&self, namespace: &str, key: &[u8]) -> FillToken {
         self.fill_token_in(self.intern(namespace), key)

@@ -1583,12 +1583,19 @@ impl Edge {
     ) -> Result<()> {
         let writes: Vec<Write> = items
             .into_iter()
+            // What the hot tier holds, the store kept first: a record no newer
+            // than that (the feed's event for a write whose answer was kept, or
+            // the answer after the event) needs no read or write of the store.
+            .filter(|(key, record)| self.hot.revision(namespace, key) < Some(record.revision))
             .map(|(key, record)| Write {
                 namespace: namespace.to_string(),
                 key,
                 record,
             })
             .collect();
+        if writes.is_empty() && meta.is_empty() {
+            return Ok(());
+        }
         let kept = self.store.keep_newer(writes.clone(), meta)?;
         for (write, kept) in writes.into_iter().zip(kept) {
             if kept {
@@ -2198,6 +2205,52 @@ mod tests {
             account: "acct".into(),
             mode: Mode::Cache,
         }
+    }
+
+    /// A record no newer than the one the hot tier holds (the feed's event for a
+    /// write whose answer was kept, or the answer after the event) is neither
+    /// read nor written in the store again; the meta that comes with it is.
+    #[test]
+    fn a_record_the_hot_tier_holds_is_not_kept_twice() {
+        let store = Arc::new(MemoryStore::new());
+        let edge = Edge::new(
+            EdgeConfig::default(),
+            store.clone(),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+            TokenTable::default(),
+            Routes::empty(),
+            "credential".into(),
+        )
+        .unwrap();
+        let id = "0123456789abcdef0123456789abcdef";
+        let full = Namespace {
+            mode: Mode::Full,
+            ..namespace(id)
+        };
+        edge.apply_namespaces(vec![NamespaceOp::Put(full)], None)
+            .unwrap();
+        let at = |revision, value: &'static [u8]| {
+            let record = Record::value(Bytes::from_static(value), None, None);
+            vec![(Bytes::from_static(b"k"), Record { revision, ..record })]
+        };
+
+        edge.keep_locked(id, at(5, b"five"), vec![]).unwrap();
+        assert_eq!(store.keep_reads(), 1);
+        let meta = vec![("feed".to_string(), b"5".to_vec())];
+        edge.keep_locked(id, at(5, b"five"), meta).unwrap();
+        edge.keep_locked(id, at(4, b"four"), vec![]).unwrap();
+        assert_eq!(
+            store.keep_reads(),
+            1,
+            "a record held in the hot tier was kept again"
+        );
+        assert_eq!(store.meta("feed").unwrap().as_deref(), Some(&b"5"[..]));
+        assert_eq!(store.get(id, b"k").unwrap().unwrap().value, "five");
+
+        edge.keep_locked(id, at(6, b"six"), vec![]).unwrap();
+        assert_eq!(store.keep_reads(), 2);
+        assert_eq!(store.get(id, b"k").unwrap().unwrap().value, "six");
+        assert_eq!(edge.hot().get(id, b"k").unwrap().value, "six");
     }
 
     /// A resync deletes and puts back each cache namespace in one batch: the hot

@@ -428,9 +428,9 @@ impl Store for RocksStore {
                 Some(revision) => Some(*revision),
                 None => self
                     .db
-                    .get_cf(self.cf(CF_DATA), &stored)
+                    .get_pinned_cf(self.cf(CF_DATA), &stored)
                     .map_err(engine)?
-                    .map(|raw| Record::decode(Bytes::from(raw)).map(|r| r.revision))
+                    .map(|raw| Record::revision_of(&raw))
                     .transpose()?,
             };
             let newer = held.is_none_or(|held| held < write.record.revision);

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use edgekv_kv::{Namespace, Record};
@@ -19,6 +20,8 @@ use crate::{
 pub struct MemoryStore {
     inner: RwLock<Inner>,
     keeps_log: bool,
+    /// Records [`Store::keep_newer`] looked up, to compare with what it was given.
+    keep_reads: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +53,12 @@ impl MemoryStore {
             keeps_log: true,
             ..Self::default()
         }
+    }
+
+    /// How many held records [`Store::keep_newer`] has looked up so far: the
+    /// work a caller that knows a record is no newer can spare the store.
+    pub fn keep_reads(&self) -> u64 {
+        self.keep_reads.load(Ordering::Relaxed)
     }
 }
 
@@ -181,6 +190,7 @@ impl Store for MemoryStore {
         let mut kept = Vec::with_capacity(writes.len());
         for write in writes {
             let stored = keys::data_key(&write.namespace, &write.key);
+            self.keep_reads.fetch_add(1, Ordering::Relaxed);
             let newer = inner
                 .data
                 .get(&stored)
