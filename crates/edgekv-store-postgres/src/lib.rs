@@ -740,6 +740,20 @@ type Param<'a> = dyn tokio_postgres::types::ToSql + Sync + 'a;
 
 const LOCK_HEAD: &str = "SELECT revision FROM edgekv_head WHERE id = 1 FOR UPDATE";
 
+/// The end of a write group, in one statement: its log entries, its write ids,
+/// the head's new revision and, when `$8`, the notification of the commit.
+/// (PostgreSQL runs each data-modifying part of a WITH exactly once, read or
+/// not; no two of them touch one table.)
+const FINISH_GROUP: &str = "WITH logged AS ( \
+       INSERT INTO edgekv_log (revision, part, data) \
+       SELECT * FROM unnest($1::int8[], $2::int4[], $3::bytea[])), \
+     ids AS ( \
+       INSERT INTO edgekv_written (id, revision, digest) \
+       SELECT * FROM unnest($4::bytea[], $5::int8[], $6::bytea[]) \
+       ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, digest = excluded.digest), \
+     head AS (UPDATE edgekv_head SET revision = $7 WHERE id = 1) \
+     SELECT pg_notify($9, $10) WHERE $8";
+
 impl PgStore {
     /// Connects to the database at `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]
     /// [,HOST2[:PORT2]...]/DB[?target_session_attrs=read-write]`), applies the
@@ -1146,47 +1160,30 @@ impl PgStore {
                 log_data.push(chunk.to_vec());
             }
         }
-        let log = session
-            .prepared(
-                "INSERT INTO edgekv_log (revision, part, data) \
-                 SELECT * FROM unnest($1::int8[], $2::int4[], $3::bytea[])",
-            )
-            .await?;
-        let written = session
-            .prepared(
-                "INSERT INTO edgekv_written (id, revision, digest) \
-                 SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[]) \
-                 ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, \
-                   digest = excluded.digest",
-            )
-            .await?;
-        let bump = session
-            .prepared("UPDATE edgekv_head SET revision = $1 WHERE id = 1")
-            .await?;
-        let wake = session.prepared("SELECT pg_notify($1, $2)").await?;
+        let finish = session.prepared(FINISH_GROUP).await?;
         let (channel, text) = (tail::CHANNEL, tail::payload(notify.unwrap_or(0), revision));
-        // One round trip: the records, the log, the ids, the head, the
-        // notification and the COMMIT are pipelined, in this order (each is sent
-        // when first polled, and the join polls them in order). A statement that
-        // fails aborts the transaction, and PostgreSQL answers the COMMIT with a
-        // rollback; the statement's error is what the join returns.
-        let log_params: [&Param<'_>; 3] = [&log_revisions, &log_parts, &log_data];
-        let written_params: [&Param<'_>; 3] = [&ids, &id_revisions, &id_digests];
+        // One round trip: the records, then the log, the ids, the head and the
+        // notification in one statement, then the COMMIT, pipelined in this order
+        // (each is sent when first polled, and the join polls them in order). A
+        // statement that fails aborts the transaction, and PostgreSQL answers the
+        // COMMIT with a rollback; the statement's error is what the join returns.
         let head = at(revision);
-        let bump_params: [&Param<'_>; 1] = [&head];
+        let wake = notify.is_some();
+        let finish_params: [&Param<'_>; 10] = [
+            &log_revisions,
+            &log_parts,
+            &log_data,
+            &ids,
+            &id_revisions,
+            &id_digests,
+            &head,
+            &wake,
+            &channel,
+            &text,
+        ];
         futures_util::try_join!(
             Self::put_records(session, &statements, pending, &mut parts),
-            client.execute(&log, &log_params).map_err(Fail::from),
-            client
-                .execute(&written, &written_params)
-                .map_err(Fail::from),
-            client.execute(&bump, &bump_params).map_err(Fail::from),
-            async {
-                if notify.is_some() {
-                    client.execute(&wake, &[&channel, &text]).await?;
-                }
-                Ok::<_, Fail>(0)
-            },
+            client.execute(&finish, &finish_params).map_err(Fail::from),
             client.batch_execute("COMMIT").map_err(Fail::from),
         )?;
         Ok((revisions, committed))
