@@ -43,7 +43,7 @@ use edgekv_store::{
 };
 use futures_util::TryFutureExt as _;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Config, Row};
+use tokio_postgres::{Config, Row, SimpleQueryMessage};
 
 pub use crate::tls::{MakeTls, SslMode};
 
@@ -740,6 +740,9 @@ type Param<'a> = dyn tokio_postgres::types::ToSql + Sync + 'a;
 
 const LOCK_HEAD: &str = "SELECT revision FROM edgekv_head WHERE id = 1 FOR UPDATE";
 
+/// A transaction begun holding the head's lock, as one simple query.
+const BEGIN_LOCKED: &str = "BEGIN; SELECT revision FROM edgekv_head WHERE id = 1 FOR UPDATE";
+
 /// The end of a write group, in one statement: its log entries, its write ids,
 /// the head's new revision and, when `$8`, the notification of the commit.
 /// (PostgreSQL runs each data-modifying part of a WITH exactly once, read or
@@ -905,7 +908,6 @@ impl PgStore {
         reads: ReadSet,
     ) -> Result<(u64, ReadView, Parts), Fail> {
         let client = session.client();
-        let lock = session.prepared(LOCK_HEAD).await?;
         let namespaces = session
             .prepared("SELECT id, body FROM edgekv_namespaces WHERE $1 OR id = ANY($2) ORDER BY id")
             .await?;
@@ -919,14 +921,22 @@ impl PgStore {
         let namespace_params: [&Param<'_>; 2] = [&reads.all_namespaces, &reads.namespaces];
         let record_params: [&Param<'_>; 2] = [&key_namespaces, &keys];
         let written_params: [&Param<'_>; 1] = [&reads.write_ids];
-        let (_, head, namespace_rows, record_rows, written_rows) = futures_util::try_join!(
-            client.batch_execute("BEGIN"),
-            client.query_one(&lock, &[]),
+        // BEGIN and the lock in one message: one reply to wait for, not two.
+        let (begun, namespace_rows, record_rows, written_rows) = futures_util::try_join!(
+            client.simple_query(BEGIN_LOCKED),
             client.query(&namespaces, &namespace_params),
             client.query(&records, &record_params),
             client.query(&written, &written_params),
         )?;
-        let head = unsigned(head.get(0));
+        let head = begun
+            .iter()
+            .find_map(|message| match message {
+                SimpleQueryMessage::Row(row) => row.get(0),
+                _ => None,
+            })
+            .and_then(|text| text.parse::<i64>().ok())
+            .ok_or_else(|| Fail::fatal("the head's row is missing or not a number"))?;
+        let head = unsigned(head);
         let mut view = ReadView::default();
         for row in namespace_rows {
             let namespace = keys::decode_namespace(row.get(1)).map_err(Error::CorruptNamespace)?;
