@@ -27,6 +27,7 @@ use edgekv_kv::{Mode, Record};
 use edgekv_proto::convert::{namespace_from_wire, record_from_wire};
 use edgekv_proto::v1;
 use edgekv_store::{Commit, ListQuery, NamespaceOp};
+use futures_util::FutureExt as _;
 use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 
@@ -148,7 +149,18 @@ async fn stream(edge: &Arc<Edge>) -> Result<(), FeedError> {
     };
     edge.feed.connected.store(true, Ordering::Release);
     tracing::info!(from, "change feed connected");
-    while let Some(event) = events.next().await {
+    let mut position = Position { edge, meta: None };
+    loop {
+        // The position of events that kept nothing is written when no further
+        // event is ready: once per burst, not once per event.
+        let next = match events.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                position.write()?;
+                events.next().await
+            }
+        };
+        let Some(event) = next else { break };
         let event = match event {
             Ok(event) => event,
             Err(status) if crate::upstream::needs_resync(&status) => {
@@ -197,9 +209,39 @@ async fn stream(edge: &Arc<Edge>) -> Result<(), FeedError> {
             }
             continue;
         }
-        apply(edge, event)?;
+        apply(edge, event, &mut position)?;
     }
+    position.write()?;
     Err(FeedError::Failed("the origin ended the change feed".into()))
+}
+
+/// The feed position (revision and fingerprint) of the last applied events that
+/// wrote nothing else, not yet in the store. Written before the next event is
+/// awaited, and when the stream ends, fails or is dropped; an event that keeps
+/// records writes its position with them, superseding this one. A crash loses at
+/// most the position of one burst of events that kept nothing: the edge resumes
+/// before them (applying an event twice keeps nothing twice) and checks the
+/// origin's history at the position it had written.
+struct Position<'a> {
+    edge: &'a Edge,
+    meta: Option<Vec<(String, Vec<u8>)>>,
+}
+
+impl Position<'_> {
+    fn write(&mut self) -> Result<()> {
+        if let Some(meta) = self.meta.take() {
+            self.edge.store.keep_newer(Vec::new(), meta)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Position<'_> {
+    fn drop(&mut self) {
+        if let Err(err) = self.write() {
+            tracing::warn!(error = %err, "could not record the change feed's position");
+        }
+    }
 }
 
 /// Checks a feed event's data set against the one the edge follows: learns it
@@ -223,7 +265,7 @@ fn follows(edge: &Edge, data_set: &str) -> Result<(), FeedError> {
 }
 
 /// Applies one committed revision.
-fn apply(edge: &Edge, event: v1::WatchEvent) -> Result<()> {
+fn apply(edge: &Edge, event: v1::WatchEvent, position: &mut Position<'_>) -> Result<()> {
     let revision = event.revision;
     if revision <= edge.feed.applied() {
         return Ok(());
@@ -234,6 +276,8 @@ fn apply(edge: &Edge, event: v1::WatchEvent) -> Result<()> {
         (FEED_REVISION.to_string(), revision.to_be_bytes().to_vec()),
         (FEED_FINGERPRINT.to_string(), kept),
     ];
+    // Namespace changes write the revision at once: its fingerprint goes with it.
+    let now = !event.namespaces.is_empty();
     if !event.namespaces.is_empty() {
         let ops = event
             .namespaces
@@ -284,11 +328,22 @@ fn apply(edge: &Edge, event: v1::WatchEvent) -> Result<()> {
                 keep.push((key, record));
             }
         }
-        edge.keep_locked(&namespace, keep, meta.take().unwrap_or_default())?;
+        if keep.is_empty() {
+            continue;
+        }
+        let meta = meta.take().unwrap_or_default();
+        if !meta.is_empty() {
+            // Written with these records: newer than a position held back.
+            position.meta = None;
+        }
+        edge.keep_locked(&namespace, keep, meta)?;
     }
     if let Some(meta) = meta {
         // Nothing kept: still record how far the feed has come.
-        edge.store.keep_newer(Vec::new(), meta)?;
+        position.meta = Some(meta);
+        if now {
+            position.write()?;
+        }
     }
     edge.feed.applied.store(revision, Ordering::Release);
     edge.feed_caught_up_namespaces(revision);

@@ -282,6 +282,64 @@ async fn an_edge_resumes_the_same_history_without_a_resync() {
     }
 }
 
+/// The feed's events for an edge's own writes keep nothing (the answers were
+/// kept), and their position is written once per burst, not once per event: it
+/// still reaches the store as soon as the feed is idle, where a restart resumes
+/// from it and checks the origin's history at it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_position_of_events_that_kept_nothing_reaches_the_store_when_the_feed_is_idle() {
+    let test = TestEdge::start().await;
+    let client = test.client();
+    let full = client.create_full_namespace("position").await;
+    let writes = (0..40).map(|i| {
+        let client = client.clone();
+        let full = full.clone();
+        async move { client.put(&full, &format!("k{i}"), "v").await }
+    });
+    for status in futures_util::future::join_all(writes).await {
+        assert_eq!(status, 200);
+    }
+    let edge = test.edge().clone();
+    let head = (0..40)
+        .map(|i| {
+            let key = format!("k{i}");
+            edge.store()
+                .get(&full, key.as_bytes())
+                .unwrap()
+                .unwrap()
+                .revision
+        })
+        .max()
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the feed applies the writes' events",
+        || {
+            let edge = edge.clone();
+            async move { edge.feed().applied() >= head }
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the store holds the position the feed applied",
+        || {
+            let edge = edge.clone();
+            async move {
+                let stored = edge.store().meta("feed_revision").unwrap();
+                stored.as_deref() == Some(&edge.feed().applied().to_be_bytes()[..])
+            }
+        },
+    )
+    .await;
+    let fingerprint = edge.store().meta("feed_fingerprint").unwrap().unwrap();
+    assert_eq!(
+        fingerprint[..8],
+        edge.feed().applied().to_be_bytes(),
+        "the fingerprint is of another revision than the position"
+    );
+}
+
 /// Copies a directory tree (a stopped store).
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     let status = std::process::Command::new("cp")
