@@ -99,6 +99,9 @@ pub struct HotTier {
     /// The CLOCK hand: the shard the next eviction sweep starts at.
     hand: AtomicUsize,
     stripes: Box<[AtomicU64]>,
+    /// Bumped before entries are dropped wholesale ([`HotTier::clear`], a
+    /// namespace's purge): see [`HotTier::update_unless_dropped`].
+    drops: AtomicU64,
     capacity: usize,
     max_entry: usize,
     bytes: AtomicUsize,
@@ -439,6 +442,7 @@ impl HotTier {
             hasher: foldhash::fast::RandomState::default(),
             hand: AtomicUsize::new(0),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            drops: AtomicU64::new(0),
             capacity,
             max_entry: capacity / 8,
             bytes: AtomicUsize::new(0),
@@ -624,17 +628,35 @@ impl HotTier {
     pub fn update(&self, namespace: &str, key: &[u8], record: Record) {
         // Without an index nothing of the namespace is held, nor can be filled.
         if let Some(namespace) = self.intern(namespace) {
-            with_key(namespace, key, |k| self.update_key(k, record));
+            with_key(namespace, key, |k| self.update_key(k, record, None));
         }
     }
 
-    fn update_key(&self, k: &[u8], record: Record) {
+    /// How many times entries were dropped wholesale so far: taken before a
+    /// store write whose record [`HotTier::update_unless_dropped`] installs.
+    pub fn drops(&self) -> u64 {
+        self.drops.load(Ordering::Acquire)
+    }
+
+    /// [`HotTier::update`], unless entries were dropped wholesale since `drops`
+    /// was taken (a resync emptied the store and the tier meanwhile): then the
+    /// key's entry is dropped instead, and its next read goes to the store. What
+    /// the tier holds is thus always what the store kept, which
+    /// [`crate::Edge`] relies on to skip records no newer.
+    pub fn update_unless_dropped(&self, namespace: &str, key: &[u8], record: Record, drops: u64) {
+        if let Some(namespace) = self.intern(namespace) {
+            with_key(namespace, key, |k| self.update_key(k, record, Some(drops)));
+        }
+    }
+
+    fn update_key(&self, k: &[u8], record: Record, drops: Option<u64>) {
         let weight = Self::weight(k.len(), &record);
         let hash = self.hash(k);
         {
             let mut map = self.shard(hash).map.write();
             self.stripes[stripe(hash)].fetch_add(1, Ordering::AcqRel);
-            if weight > self.max_entry {
+            let dropped = drops.is_some_and(|taken| self.drops.load(Ordering::Acquire) != taken);
+            if dropped || weight > self.max_entry {
                 if let Ok(held) = map.find_entry(hash, is(k)) {
                     let (old, _) = held.remove();
                     self.account(0, old.weight());
@@ -692,7 +714,8 @@ impl HotTier {
     /// lock, freed outside them.
     fn purge(&self, index: NamespaceIndex) {
         // Bump every stripe first: a fill that read the namespace before it was
-        // deleted must not land after the sweep.
+        // deleted must not land after the sweep; nor a write's update.
+        self.drops.fetch_add(1, Ordering::AcqRel);
         for stripe in self.stripes.iter() {
             stripe.fetch_add(1, Ordering::AcqRel);
         }
@@ -720,6 +743,7 @@ impl HotTier {
     /// Drops every entry (the edge resynced from a snapshot); namespaces keep
     /// their indexes.
     pub fn clear(&self) {
+        self.drops.fetch_add(1, Ordering::AcqRel);
         for stripe in self.stripes.iter() {
             stripe.fetch_add(1, Ordering::AcqRel);
         }

@@ -1596,10 +1596,11 @@ impl Edge {
         if writes.is_empty() && meta.is_empty() {
             return Ok(());
         }
+        let drops = self.hot.drops();
         let kept = self.store.keep_newer(writes.clone(), meta)?;
         for (write, kept) in writes.into_iter().zip(kept) {
             if kept {
-                self.hot.update(namespace, &write.key, write.record);
+                (self.hot).update_unless_dropped(namespace, &write.key, write.record, drops);
             }
         }
         Ok(())

@@ -721,3 +721,30 @@ fn entries_of_a_namespace_deleted_or_a_tier_cleared_are_freed_at_once() {
     assert!(others.iter().all(|entry| freed(entry)));
     assert_eq!(hot.stats().bytes, 0);
 }
+
+/// A write's record reaches the tier only if nothing was dropped wholesale
+/// between the store write and the update (a resync emptying store and tier):
+/// otherwise the tier would hold what the store may not, and records no newer
+/// would be skipped on the tier's word.
+#[test]
+fn an_update_after_a_clear_it_did_not_see_drops_the_key_instead() {
+    let hot = HotTier::new(1 << 20);
+    let before = hot.drops();
+    hot.update_unless_dropped(NS, b"k", rec(b"kept", 5), before);
+    assert_eq!(hot.get(NS, b"k").unwrap().value, "kept");
+
+    let before = hot.drops();
+    hot.clear();
+    hot.update_unless_dropped(NS, b"k", rec(b"raced", 6), before);
+    assert!(hot.get(NS, b"k").is_none(), "held across a clear it missed");
+
+    // A newer entry held meanwhile is dropped too, not left older than the store.
+    let before = hot.drops();
+    hot.remove_namespace(NS);
+    hot.update(NS, b"k", rec(b"after", 7));
+    hot.update_unless_dropped(NS, b"k", rec(b"raced", 8), before);
+    assert!(
+        hot.get(NS, b"k").is_none(),
+        "an older entry kept over the store"
+    );
+}
