@@ -149,7 +149,7 @@ async fn stream(edge: &Arc<Edge>) -> Result<(), FeedError> {
     };
     edge.feed.connected.store(true, Ordering::Release);
     tracing::info!(from, "change feed connected");
-    let mut position = Position { edge, meta: None };
+    let mut position = Position::new(edge);
     loop {
         // The position of events that kept nothing is written when no further
         // event is ready: once per burst, not once per event.
@@ -222,16 +222,55 @@ async fn stream(edge: &Arc<Edge>) -> Result<(), FeedError> {
 /// most the position of one burst of events that kept nothing: the edge resumes
 /// before them (applying an event twice keeps nothing twice) and checks the
 /// origin's history at the position it had written.
+/// Under a steady stream, the position is still written every
+/// [`POSITION_EVERY`] events or [`POSITION_AGE`], whichever comes first: that
+/// bounds what a crash can leave unchecked.
 struct Position<'a> {
     edge: &'a Edge,
     meta: Option<Vec<(String, Vec<u8>)>>,
+    /// Events held back, and when the first of them was.
+    held: usize,
+    since: Option<std::time::Instant>,
 }
 
-impl Position<'_> {
+/// The most events whose position is held back at once.
+const POSITION_EVERY: usize = 32;
+/// The longest a position is held back.
+const POSITION_AGE: Duration = Duration::from_millis(10);
+
+impl<'a> Position<'a> {
+    fn new(edge: &'a Edge) -> Self {
+        Position {
+            edge,
+            meta: None,
+            held: 0,
+            since: None,
+        }
+    }
+
+    /// Holds back the position of an event that kept nothing.
+    fn hold(&mut self, meta: Vec<(String, Vec<u8>)>) -> Result<()> {
+        self.meta = Some(meta);
+        self.held += 1;
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        if self.held >= POSITION_EVERY || since.elapsed() >= POSITION_AGE {
+            self.write()?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the held position: a later one was written with records.
+    fn superseded(&mut self) {
+        self.meta = None;
+        self.held = 0;
+        self.since = None;
+    }
+
     fn write(&mut self) -> Result<()> {
         if let Some(meta) = self.meta.take() {
             self.edge.store.keep_newer(Vec::new(), meta)?;
         }
+        self.superseded();
         Ok(())
     }
 }
@@ -334,13 +373,13 @@ fn apply(edge: &Edge, event: v1::WatchEvent, position: &mut Position<'_>) -> Res
         let meta = meta.take().unwrap_or_default();
         if !meta.is_empty() {
             // Written with these records: newer than a position held back.
-            position.meta = None;
+            position.superseded();
         }
         edge.keep_locked(&namespace, keep, meta)?;
     }
     if let Some(meta) = meta {
         // Nothing kept: still record how far the feed has come.
-        position.meta = Some(meta);
+        position.hold(meta)?;
         if now {
             position.write()?;
         }
@@ -463,6 +502,13 @@ async fn load_snapshot(edge: &Edge, full: Vec<String>) -> Result<Snapshot, FeedE
 
 fn install(edge: &Edge, mut snapshot: Snapshot, wipe: bool) -> Result<()> {
     let revision = snapshot.revision;
+    // Another data set's revisions are another count: a record held from the
+    // one followed so far must not stand against the snapshot's on its number.
+    let migrated = !snapshot.data_set.is_empty()
+        && edge
+            .data_set()
+            .is_some_and(|followed| *followed != snapshot.data_set);
+    let wipe = wipe || migrated;
     // Reads and writes in flight were answered before or at the snapshot; the
     // changes after their answer that the edge skipped are in it, not in the feed.
     edge.mark_all_in_flight(revision);
@@ -557,4 +603,107 @@ fn install(edge: &Edge, mut snapshot: Snapshot, wipe: bool) -> Result<()> {
     edge.feed.progressed.notify_waiters();
     tracing::info!(revision, "loaded a snapshot");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use edgekv_kv::ManualClock;
+    use edgekv_store::{MemoryStore, Store};
+
+    use super::*;
+    use crate::EdgeConfig;
+    use crate::routes::Routes;
+    use crate::tokens::TokenTable;
+
+    /// A position held back is written after [`POSITION_EVERY`] events, or once
+    /// [`POSITION_AGE`] has passed, even when events never stop coming.
+    #[test]
+    fn a_held_position_is_written_every_few_events_or_milliseconds() {
+        let store = Arc::new(MemoryStore::new());
+        let edge = Edge::new(
+            EdgeConfig::default(),
+            store.clone(),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+            TokenTable::default(),
+            Routes::empty(),
+            "credential".into(),
+        )
+        .unwrap();
+        let at = |revision: u64| vec![(FEED_REVISION.to_string(), revision.to_be_bytes().to_vec())];
+        let stored = || store.meta(FEED_REVISION).unwrap();
+        let mut position = Position::new(&edge);
+        // Held back while events come fast (the age check is far off here).
+        for revision in 1..POSITION_EVERY as u64 {
+            position.hold(at(revision)).unwrap();
+        }
+        if position.since.unwrap().elapsed() < POSITION_AGE {
+            assert_eq!(stored(), None, "written before the bound");
+        }
+        position.hold(at(POSITION_EVERY as u64)).unwrap();
+        assert_eq!(stored(), Some(at(POSITION_EVERY as u64)[0].1.clone()));
+
+        position.hold(at(100)).unwrap();
+        std::thread::sleep(POSITION_AGE);
+        position.hold(at(101)).unwrap();
+        assert_eq!(stored(), Some(at(101)[0].1.clone()), "held past its age");
+
+        position.hold(at(102)).unwrap();
+        drop(position);
+        assert_eq!(stored(), Some(at(102)[0].1.clone()), "lost when dropped");
+    }
+
+    /// A snapshot of another data set (known-good migrated to another store)
+    /// replaces what a full namespace held: the old data set's revisions, higher
+    /// than the new one's, do not outrank its records.
+    #[test]
+    fn a_snapshot_of_another_data_set_replaces_a_full_namespace() {
+        let store = Arc::new(MemoryStore::new());
+        let edge = Edge::new(
+            EdgeConfig::default(),
+            store.clone(),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+            TokenTable::default(),
+            Routes::empty(),
+            "credential".into(),
+        )
+        .unwrap();
+        let full = edgekv_kv::Namespace {
+            id: "0123456789abcdef0123456789abcdef".into(),
+            title: "full".into(),
+            account: "acct".into(),
+            mode: Mode::Full,
+        };
+        let id = full.id.clone();
+        edge.follow_data_set("old").unwrap();
+        edge.apply_namespaces(vec![NamespaceOp::Put(full.clone())], None)
+            .unwrap();
+        let record = |revision, value: &'static [u8]| Record {
+            revision,
+            ..Record::value(Bytes::from_static(value), None, None)
+        };
+        let held = vec![
+            (Bytes::from_static(b"k"), record(40, b"old")),
+            (Bytes::from_static(b"gone"), record(41, b"old")),
+        ];
+        edge.keep_locked(&id, held, Vec::new()).unwrap();
+
+        let snapshot = Snapshot {
+            revision: 3,
+            data_set: "new".into(),
+            namespaces: vec![full],
+            keys: HashMap::from([(
+                id.clone(),
+                vec![(Bytes::from_static(b"k"), record(2, b"new"))],
+            )]),
+        };
+        install(&edge, snapshot, false).unwrap();
+        assert_eq!(store.get(&id, b"k").unwrap().unwrap().value, "new");
+        assert!(
+            store.get(&id, b"gone").unwrap().is_none_or(|r| r.tombstone),
+            "a key of the old data set survived"
+        );
+        assert_eq!(edge.data_set().as_deref().map(String::as_str), Some("new"));
+    }
 }
