@@ -609,28 +609,17 @@ fn install(edge: &Edge, mut snapshot: Snapshot, wipe: bool) -> Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use edgekv_kv::ManualClock;
     use edgekv_store::{MemoryStore, Store};
 
     use super::*;
-    use crate::EdgeConfig;
-    use crate::routes::Routes;
-    use crate::tokens::TokenTable;
+    use crate::service::tests::{edge_over, namespace};
 
     /// A position held back is written after [`POSITION_EVERY`] events, or once
     /// [`POSITION_AGE`] has passed, even when events never stop coming.
     #[test]
     fn a_held_position_is_written_every_few_events_or_milliseconds() {
         let store = Arc::new(MemoryStore::new());
-        let edge = Edge::new(
-            EdgeConfig::default(),
-            store.clone(),
-            Arc::new(ManualClock::new(1_700_000_000_000)),
-            TokenTable::default(),
-            Routes::empty(),
-            "credential".into(),
-        )
-        .unwrap();
+        let edge = edge_over(store.clone());
         let at = |revision: u64| vec![(FEED_REVISION.to_string(), revision.to_be_bytes().to_vec())];
         let stored = || store.meta(FEED_REVISION).unwrap();
         let mut position = Position::new(&edge);
@@ -660,20 +649,10 @@ mod tests {
     #[test]
     fn a_snapshot_of_another_data_set_replaces_a_full_namespace() {
         let store = Arc::new(MemoryStore::new());
-        let edge = Edge::new(
-            EdgeConfig::default(),
-            store.clone(),
-            Arc::new(ManualClock::new(1_700_000_000_000)),
-            TokenTable::default(),
-            Routes::empty(),
-            "credential".into(),
-        )
-        .unwrap();
+        let edge = edge_over(store.clone());
         let full = edgekv_kv::Namespace {
-            id: "0123456789abcdef0123456789abcdef".into(),
-            title: "full".into(),
-            account: "acct".into(),
             mode: Mode::Full,
+            ..namespace("0123456789abcdef0123456789abcdef")
         };
         let id = full.id.clone();
         edge.follow_data_set("old").unwrap();

@@ -2191,7 +2191,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use edgekv_kv::ManualClock;
@@ -2199,7 +2199,21 @@ mod tests {
 
     use super::*;
 
-    fn namespace(id: &str) -> Namespace {
+    /// An edge over `store`, with no upstream: for tests of what it keeps.
+    pub(crate) fn edge_over(store: Arc<MemoryStore>) -> Edge {
+        Edge::new(
+            EdgeConfig::default(),
+            store,
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+            TokenTable::default(),
+            Routes::empty(),
+            "credential".into(),
+        )
+        .unwrap()
+    }
+
+    /// A cache namespace of account `acct`, titled as its id.
+    pub(crate) fn namespace(id: &str) -> Namespace {
         Namespace {
             id: id.into(),
             title: id.into(),
@@ -2214,15 +2228,7 @@ mod tests {
     #[test]
     fn a_record_the_hot_tier_holds_is_not_kept_twice() {
         let store = Arc::new(MemoryStore::new());
-        let edge = Edge::new(
-            EdgeConfig::default(),
-            store.clone(),
-            Arc::new(ManualClock::new(1_700_000_000_000)),
-            TokenTable::default(),
-            Routes::empty(),
-            "credential".into(),
-        )
-        .unwrap();
+        let edge = edge_over(store.clone());
         let id = "0123456789abcdef0123456789abcdef";
         let full = Namespace {
             mode: Mode::Full,
@@ -2260,15 +2266,7 @@ mod tests {
     /// through. Only a namespace deleted for good loses it.
     #[test]
     fn a_namespace_put_back_in_the_batch_that_deletes_it_keeps_its_hot_index() {
-        let edge = Edge::new(
-            EdgeConfig::default(),
-            Arc::new(MemoryStore::new()),
-            Arc::new(ManualClock::new(1_700_000_000_000)),
-            TokenTable::default(),
-            Routes::empty(),
-            "credential".into(),
-        )
-        .unwrap();
+        let edge = edge_over(Arc::new(MemoryStore::new()));
         let (id, other) = (
             "0123456789abcdef0123456789abcdef",
             "ffffffffffffffffffffffffffffffff",
