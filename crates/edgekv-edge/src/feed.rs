@@ -218,13 +218,13 @@ async fn stream(edge: &Arc<Edge>) -> Result<(), FeedError> {
 /// The feed position (revision and fingerprint) of the last applied events that
 /// wrote nothing else, not yet in the store. Written before the next event is
 /// awaited, and when the stream ends, fails or is dropped; an event that keeps
-/// records writes its position with them, superseding this one. A crash loses at
-/// most the position of one burst of events that kept nothing: the edge resumes
-/// before them (applying an event twice keeps nothing twice) and checks the
-/// origin's history at the position it had written.
+/// records writes its position with them, superseding this one.
+///
 /// Under a steady stream, the position is still written every
-/// [`POSITION_EVERY`] events or [`POSITION_AGE`], whichever comes first: that
-/// bounds what a crash can leave unchecked.
+/// [`POSITION_EVERY`] events or [`POSITION_AGE`], whichever comes first. A
+/// crash loses at most that much: the edge resumes before those events
+/// (applying an event twice keeps nothing twice) and checks the origin's
+/// history at the position it had written.
 struct Position<'a> {
     edge: &'a Edge,
     meta: Option<Vec<(String, Vec<u8>)>>,
