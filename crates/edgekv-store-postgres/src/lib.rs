@@ -587,6 +587,13 @@ const READ_RECORDS: &str = "SELECT k.namespace, k.key, r.head, r.parts, p.part, 
        OFFSET 0) p ON true \
      ORDER BY k.namespace, k.key, p.part";
 
+/// All namespaces (`$1`) or those named (`$2`). Two arms, each gated by a
+/// one-time filter, so that a generic plan still probes the index for the
+/// named ones (`$1 OR id = ANY($2)` would plan a scan of the table).
+const READ_NAMESPACES: &str = "SELECT id, body FROM edgekv_namespaces WHERE $1 \
+     UNION ALL SELECT id, body FROM edgekv_namespaces WHERE NOT $1 AND id = ANY($2) \
+     ORDER BY id";
+
 /// The known write ids of a set, one index probe each (as [`READ_RECORDS`]).
 const READ_WRITTEN: &str = "SELECT w.id, x.revision, x.digest FROM unnest($1::bytea[]) AS w(id) \
      CROSS JOIN LATERAL (SELECT revision, digest FROM edgekv_written \
@@ -908,9 +915,7 @@ impl PgStore {
         reads: ReadSet,
     ) -> Result<(u64, ReadView, Parts), Fail> {
         let client = session.client();
-        let namespaces = session
-            .prepared("SELECT id, body FROM edgekv_namespaces WHERE $1 OR id = ANY($2) ORDER BY id")
-            .await?;
+        let namespaces = session.prepared(READ_NAMESPACES).await?;
         let records = session.prepared(READ_RECORDS).await?;
         let written = session.prepared(READ_WRITTEN).await?;
         let mut asked: Vec<(String, Bytes)> = reads.keys.clone();

@@ -83,6 +83,15 @@ impl Link {
                             tracing::debug!(error = %err, "the writer's database connection ended");
                         }
                     });
+                    // Generic plans: each group's statements are planned once per
+                    // connection, not at each execution (a custom plan is made for
+                    // the first five, and then whenever it looks cheaper — for the
+                    // group's statements, always). They are written so that the
+                    // generic plan is the index probe per key. An engine without
+                    // the setting keeps its own choice.
+                    if let Err(err) = client.batch_execute(GENERIC_PLANS).await {
+                        tracing::debug!(error = %err, "the database keeps its choice of plans");
+                    }
                     Ok::<_, Fail>(LinkSession {
                         client,
                         statements: Mutex::default(),
@@ -125,6 +134,9 @@ impl Link {
         }
     }
 }
+
+/// The writer's statements are planned once per connection.
+const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan";
 
 /// Closes the connection now: the server rolls back whatever was open on it and
 /// releases the head's lock at once (it would otherwise wait for the next call
