@@ -500,6 +500,23 @@ async fn load_snapshot(edge: &Edge, full: Vec<String>) -> Result<Snapshot, FeedE
     Err(FeedError::Failed("the snapshot ended early".into()))
 }
 
+/// While an install wipes: set on the edge, cleared when dropped (the install
+/// ended, well or not).
+struct Wiping<'a>(&'a Edge);
+
+impl<'a> Wiping<'a> {
+    fn start(edge: &'a Edge) -> Self {
+        edge.wiping.store(true, Ordering::Release);
+        Wiping(edge)
+    }
+}
+
+impl Drop for Wiping<'_> {
+    fn drop(&mut self) {
+        self.0.wiping.store(false, Ordering::Release);
+    }
+}
+
 fn install(edge: &Edge, mut snapshot: Snapshot, wipe: bool) -> Result<()> {
     let revision = snapshot.revision;
     // Another data set's revisions are another count: a record held from the
@@ -509,9 +526,20 @@ fn install(edge: &Edge, mut snapshot: Snapshot, wipe: bool) -> Result<()> {
             .data_set()
             .is_some_and(|followed| *followed != snapshot.data_set);
     let wipe = wipe || migrated;
+    // Until the install ends, a wipe keeps no upstream answer (their revisions
+    // count in the history left); the feed brings what they carried.
+    let _wiping = wipe.then(|| Wiping::start(edge));
+    // No answer is kept between these marks and the store's emptying (an answer
+    // checked before the marks would otherwise land after the wipe).
+    let gate = edge.resync.write();
     // Reads and writes in flight were answered before or at the snapshot; the
     // changes after their answer that the edge skipped are in it, not in the feed.
-    edge.mark_all_in_flight(revision);
+    // Across a wipe, no answer in flight is kept at all.
+    edge.mark_all_in_flight(if wipe { u64::MAX } else { revision });
+    if wipe {
+        // Namespaces learned from answers are of the history left.
+        edge.learned_namespaces.lock().clear();
+    }
     let now_s = edge.clock().now_s();
     let tombstone_until = now_s.saturating_add(edge.config.tombstone_ttl_s);
     // Namespaces: drop those gone, empty the cache ones, keep the full ones.
@@ -540,6 +568,7 @@ fn install(edge: &Edge, mut snapshot: Snapshot, wipe: bool) -> Result<()> {
     }
     edge.apply_namespaces(ops, None)?;
     edge.hot.clear();
+    drop(gate);
     // Every full namespace, including those whose keys are all gone.
     let full: Vec<String> = snapshot
         .namespaces
@@ -684,5 +713,131 @@ mod tests {
             "a key of the old data set survived"
         );
         assert_eq!(edge.data_set().as_deref().map(String::as_str), Some("new"));
+    }
+
+    fn answered(revision: u64, value: &'static [u8]) -> Vec<Record> {
+        vec![Record {
+            revision,
+            ..Record::value(Bytes::from_static(value), None, None)
+        }]
+    }
+
+    /// A write answered by a build of the data set the edge leaves (in flight
+    /// across a migration's install, or still routed after it) is not kept: its
+    /// revision counts in the old history and would outrank the new one's.
+    ///
+    /// Before, the answer at 1000 passed the in-flight mark (the snapshot's 3) and
+    /// stood over the snapshot's record, and over every event of the new data set
+    /// up to 1000.
+    #[test]
+    fn an_answer_of_the_data_set_left_is_not_kept() {
+        let store = Arc::new(MemoryStore::new());
+        let edge = edge_over(store.clone());
+        let full = edgekv_kv::Namespace {
+            mode: Mode::Full,
+            ..namespace("0123456789abcdef0123456789abcdef")
+        };
+        let id = full.id.clone();
+        edge.follow_data_set("old").unwrap();
+        edge.apply_namespaces(vec![NamespaceOp::Put(full.clone())], None)
+            .unwrap();
+        let k = Bytes::from_static(b"k");
+        let marks = crate::service::WriteMarks::register(&edge, &id, std::slice::from_ref(&k));
+        let snapshot = Snapshot {
+            revision: 3,
+            data_set: "new".into(),
+            namespaces: vec![full],
+            keys: HashMap::from([(
+                id.clone(),
+                vec![(
+                    k.clone(),
+                    Record {
+                        revision: 2,
+                        ..Record::value(Bytes::from_static(b"new"), None, None)
+                    },
+                )],
+            )]),
+        };
+        install(&edge, snapshot, false).unwrap();
+        let value = || store.get(&id, &k).unwrap().unwrap().value;
+        let keep = |revision, answer, data_set| {
+            let marks = crate::service::WriteMarks::register(&edge, &id, std::slice::from_ref(&k));
+            edge.keep_written(
+                &id,
+                vec![k.clone()],
+                answered(revision, answer),
+                data_set,
+                &marks,
+                true,
+            )
+            .unwrap();
+        };
+        // In flight across the install: marked past any revision.
+        edge.keep_written(
+            &id,
+            vec![k.clone()],
+            answered(1000, b"old"),
+            "old",
+            &marks,
+            true,
+        )
+        .unwrap();
+        assert_eq!(value(), "new");
+        drop(marks);
+        // Sent after it, to a build of the old data set still routed.
+        keep(1001, b"old", "old");
+        assert_eq!(value(), "new");
+        // While an install wipes, no answer is kept, of either data set.
+        let wiping = Wiping::start(&edge);
+        keep(1002, b"mid", "new");
+        assert_eq!(value(), "new");
+        drop(wiping);
+        keep(1003, b"after", "new");
+        assert_eq!(value(), "after");
+    }
+
+    /// An answer past its checks (under [`Edge::resync`], shared) is written
+    /// before a resync's install marks what is in flight and empties the store:
+    /// the install waits for it, and then empties the cache namespace it landed in.
+    ///
+    /// Before, the install could empty the namespace between the answer's check
+    /// and its store write: the answer, older than the snapshot, stayed in the
+    /// store, and the feed (resuming after the snapshot) never corrected it.
+    #[test]
+    fn an_install_waits_for_an_answer_being_kept() {
+        let store = Arc::new(MemoryStore::new());
+        let edge = edge_over(store.clone());
+        let cache = namespace("0123456789abcdef0123456789abcdef");
+        let id = cache.id.clone();
+        edge.apply_namespaces(vec![NamespaceOp::Put(cache.clone())], None)
+            .unwrap();
+        let snapshot = Snapshot {
+            revision: 110,
+            data_set: String::new(),
+            namespaces: vec![cache],
+            keys: HashMap::new(),
+        };
+        std::thread::scope(|scope| {
+            let keeping = edge.resync.read();
+            let installing = scope.spawn(|| install(&edge, snapshot, false));
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            assert!(
+                !installing.is_finished(),
+                "the install ran while an answer was being kept"
+            );
+            let k = Bytes::from_static(b"k");
+            let at_100 = Record {
+                revision: 100,
+                ..Record::value(Bytes::from_static(b"v100"), None, None)
+            };
+            edge.keep_locked(&id, vec![(k, at_100)], Vec::new())
+                .unwrap();
+            drop(keeping);
+            installing.join().unwrap().unwrap();
+        });
+        assert!(
+            store.get(&id, b"k").unwrap().is_none(),
+            "an answer older than the snapshot stayed in the store"
+        );
     }
 }

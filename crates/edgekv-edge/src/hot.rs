@@ -705,8 +705,13 @@ impl HotTier {
             }
             index
         };
-        if let Some(index) = index {
-            self.purge(index);
+        match index {
+            Some(index) => self.purge(index),
+            // Nothing held, but a keep racing the namespace's removal must not
+            // install an entry under it (it would intern it anew, unreachable).
+            None => {
+                self.drops.fetch_add(1, Ordering::AcqRel);
+            }
         }
     }
 

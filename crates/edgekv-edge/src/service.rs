@@ -26,7 +26,7 @@ use dashmap::DashMap;
 use edgekv_kv::{Clock, Hlc, Mode, Namespace, Record};
 use edgekv_proto::v1;
 use edgekv_store::{Commit, ListPage, ListQuery, NamespaceOp, Store, Write, keys};
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use crate::hot::{HotTier, NamespaceIndex, ValueBuf};
 use crate::metrics::Metrics;
@@ -247,6 +247,15 @@ pub struct Edge {
     pub(crate) credential: String,
     pub(crate) feed: FeedState,
     apply_locks: Box<[Mutex<()>]>,
+    /// Held shared by the keep of an upstream answer, from its checks to its
+    /// store write, and alone by a snapshot's install while it marks what is in
+    /// flight and empties the store and the hot tier: an answer checked before
+    /// an install never lands after its wipe.
+    pub(crate) resync: RwLock<()>,
+    /// Set while an install replaces the store wholesale (another data set, or a
+    /// history that diverged): no upstream answer is kept meanwhile, since its
+    /// revision counts in a history the edge is leaving. The feed brings it.
+    pub(crate) wiping: AtomicBool,
     stripe_hasher: std::hash::RandomState,
     pub(crate) inflight: DashMap<Box<[u8]>, Arc<Flight>>,
     node_id: String,
@@ -286,13 +295,13 @@ pub struct Edge {
 }
 
 /// The write marks of one write, released when it is done (or abandoned).
-struct WriteMarks<'a> {
+pub(crate) struct WriteMarks<'a> {
     edge: &'a Edge,
     entries: Vec<(Box<[u8]>, Arc<WriteMark>)>,
 }
 
 impl<'a> WriteMarks<'a> {
-    fn register(edge: &'a Edge, namespace: &str, keys: &[Bytes]) -> Self {
+    pub(crate) fn register(edge: &'a Edge, namespace: &str, keys: &[Bytes]) -> Self {
         let entries = keys
             .iter()
             .map(|key| {
@@ -424,6 +433,8 @@ impl Edge {
             credential,
             feed,
             apply_locks: (0..APPLY_STRIPES).map(|_| Mutex::new(())).collect(),
+            resync: RwLock::new(()),
+            wiping: AtomicBool::new(false),
             stripe_hasher: std::hash::RandomState::new(),
             inflight: DashMap::new(),
             node_id,
@@ -1023,7 +1034,7 @@ impl Edge {
     /// (perhaps a later rename or delete) stands.
     fn apply_namespaces_at(&self, ops: Vec<NamespaceOp>, revision: u64) -> Result<()> {
         let _order = self.namespace_lock.lock();
-        if self.feed.applied() >= revision {
+        if self.feed.applied() >= revision || self.wiping.load(Ordering::Acquire) {
             return Ok(());
         }
         {
@@ -1382,9 +1393,11 @@ impl Edge {
             ..Record::tombstone(Some(now_s.saturating_add(self.config.tombstone_ttl_s)))
         });
         let record = {
+            let _gate = self.resync.read();
             let _lock = self.lock_keys(namespace, std::iter::once(key.as_ref()));
             let raced = flight.invalidated.load(Ordering::Acquire) > answer.read_revision;
             if !raced
+                && self.keeps_answers_of(&answer.data_set)
                 && let Err(err) =
                     self.keep_locked(namespace, vec![(key.clone(), record.clone())], vec![])
             {
@@ -1553,6 +1566,18 @@ impl Edge {
         }
     }
 
+    /// Whether an upstream answer of `data_set` may be kept: never while an
+    /// install replaces the store wholesale, nor when it is of another data set
+    /// than the one followed (a build of the old one, still routed during a
+    /// migration: its revisions are another count). The caller holds
+    /// [`Edge::resync`] shared.
+    fn keeps_answers_of(&self, data_set: &str) -> bool {
+        !self.wiping.load(Ordering::Acquire)
+            && self
+                .data_set()
+                .is_none_or(|followed| followed.as_str() == data_set)
+    }
+
     /// Locks the apply locks of some keys, in a fixed order.
     pub(crate) fn lock_keys<'a>(
         &self,
@@ -1700,24 +1725,36 @@ impl Edge {
             }
             Err(err) => return Err(err.into()),
         };
-        self.keep_written(namespace, keys, written.records, &marks, true)?;
+        self.keep_written(
+            namespace,
+            keys,
+            written.records,
+            &written.data_set,
+            &marks,
+            true,
+        )?;
         Ok(WriteOutcome::Applied(written.revision))
     }
 
     /// Keeps the records a build answered for a write, except where the feed saw a
     /// newer change meanwhile. A write taken synchronously (`overtake`) is newer
     /// than any queued write of its keys, which leave the overlay.
-    fn keep_written(
+    pub(crate) fn keep_written(
         &self,
         namespace: &str,
         keys: Vec<Bytes>,
         records: Vec<Record>,
+        data_set: &str,
         marks: &WriteMarks<'_>,
         overtake: bool,
     ) -> Result<()> {
+        let _gate = self.resync.read();
         let _lock = self.lock_keys(namespace, keys.iter().map(|k| k.as_ref()));
         if overtake {
             self.outbox.overtaken(namespace, &keys, &records);
+        }
+        if !self.keeps_answers_of(data_set) {
+            return Ok(());
         }
         let keep = keys
             .into_iter()
@@ -1930,9 +1967,14 @@ impl Edge {
                 .await
             {
                 Ok(written) => {
-                    if let Err(err) =
-                        self.keep_written(&namespace, keys, written.records, &marks, false)
-                    {
+                    if let Err(err) = self.keep_written(
+                        &namespace,
+                        keys,
+                        written.records,
+                        &written.data_set,
+                        &marks,
+                        false,
+                    ) {
                         tracing::warn!(error = %err, "could not keep a replayed write's answer");
                     }
                     self.outbox

@@ -431,6 +431,8 @@ pub struct Answer {
     pub read_revision: u64,
     /// The build that answered.
     pub build_id: String,
+    /// The data set of the answer's stamp.
+    pub data_set: String,
 }
 
 /// A write as the origin applied it.
@@ -444,6 +446,8 @@ pub struct Written {
     pub duplicate: bool,
     /// Some keys lost to newer writes (replays only).
     pub superseded: bool,
+    /// The data set of the answer's stamp.
+    pub data_set: String,
 }
 
 impl Upstream {
@@ -796,10 +800,10 @@ impl Upstream {
                 async move { client.get(request).await }
             })
             .await?;
-        let build_id = answer
+        let (build_id, data_set) = answer
             .stamp
             .as_ref()
-            .map(|s| s.build_id.clone())
+            .map(|s| (s.build_id.clone(), s.data_set.clone()))
             .unwrap_or_default();
         if answer.record.as_ref().is_none_or(|r| r.tombstone) {
             self.stats.absent.fetch_add(1, Ordering::Relaxed);
@@ -808,6 +812,7 @@ impl Upstream {
             record: answer.record.map(record_from_wire),
             read_revision: answer.read_revision,
             build_id,
+            data_set,
         })
     }
 
@@ -863,6 +868,7 @@ impl Upstream {
             records: answer.records.into_iter().map(record_from_wire).collect(),
             duplicate: answer.duplicate,
             superseded: answer.superseded,
+            data_set: answer.stamp.map(|s| s.data_set).unwrap_or_default(),
         })
     }
 
