@@ -407,10 +407,12 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// server ends a session idle in a transaction after 10 s (releasing the head's
 /// lock a vanished origin held), probes idle connections every second after 5 s
 /// (an advisory lease of a host that vanished is freed in ~10 s), and a lock is
-/// waited for 20 s at most. Both ends keep TCP alive.
+/// waited for 20 s at most. Both ends keep TCP alive, and end a connection whose
+/// sent data stays unacknowledged for 10 s.
 pub(crate) fn guard_sessions(config: &mut Config) {
     let guards = "-c idle_in_transaction_session_timeout=10000 -c lock_timeout=20000 \
-                  -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=5";
+                  -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=5 \
+                  -c tcp_user_timeout=10000";
     let options = match config.get_options() {
         Some(given) if !given.is_empty() => format!("{given} {guards}"),
         _ => guards.to_string(),
@@ -420,8 +422,16 @@ pub(crate) fn guard_sessions(config: &mut Config) {
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(5))
         .keepalives_interval(Duration::from_secs(1))
-        .keepalives_retries(5);
+        .keepalives_retries(5)
+        // Sent data unacknowledged this long ends the connection: a primary
+        // that vanished without a reset (powered off, cut off) while a query
+        // was in flight, where keepalives do not probe. Else the kernel's
+        // retransmissions hold the connection for about 15 minutes.
+        .tcp_user_timeout(TCP_USER_TIMEOUT);
 }
+
+/// How long sent data may stay unacknowledged before a connection is ended.
+pub(crate) const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `work` on a runtime and waits for it on this thread (any thread: the wait
 /// is a channel's, never a runtime's `block_on`), for [`CALL_TIMEOUT`] at most.

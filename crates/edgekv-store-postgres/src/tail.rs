@@ -55,6 +55,9 @@ fn is_own(instance: u64, payload: &str) -> bool {
     }) == Some(instance)
 }
 
+/// The longest wait for the head's row before the connection is made anew.
+const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What a follower keeps up to date, and how.
 pub struct Following {
     /// The known head.
@@ -136,9 +139,12 @@ async fn follow_connected(
         .await
         .map_err(|e| e.to_string())?;
     loop {
-        let row = client
-            .query_one(&read_head, &[])
+        // Bounded: a connection whose server vanished must not keep this
+        // process on a stale head (the poll never leaves the socket idle long
+        // enough for keepalives to probe it).
+        let row = tokio::time::timeout(HEAD_READ_TIMEOUT, client.query_one(&read_head, &[]))
             .await
+            .map_err(|_| format!("no answer to a read of the head within {HEAD_READ_TIMEOUT:?}"))?
             .map_err(|e| e.to_string())?;
         let revision: i64 = row.get(0);
         learn(head, listeners, revision.max(0) as u64);

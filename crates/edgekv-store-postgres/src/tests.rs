@@ -397,6 +397,7 @@ fn sessions_carry_their_guards() {
                 "idle_in_transaction_session_timeout",
                 "lock_timeout",
                 "tcp_keepalives_idle",
+                "tcp_user_timeout",
             ] {
                 let row = client.query_one(&format!("SHOW {setting}"), &[]).await?;
                 shown.push(row.get::<_, String>(0));
@@ -404,7 +405,21 @@ fn sessions_carry_their_guards() {
             Ok(shown)
         })
         .unwrap();
-    assert_eq!(shown, ["10s", "20s", "5"]);
+    assert_eq!(shown, ["10s", "20s", "5", "10000"]);
+}
+
+/// This end too ends a connection whose sent data stays unacknowledged: a
+/// primary that vanished without a reset mid-query fails the call in seconds,
+/// not after the kernel's 15 minutes of retransmissions.
+#[test]
+fn this_end_gives_up_on_a_silent_server() {
+    let (mut config, _) = crate::parse_url("postgres://u@h1,h2/db").unwrap();
+    crate::guard_sessions(&mut config);
+    assert_eq!(
+        config.get_tcp_user_timeout(),
+        Some(&crate::TCP_USER_TIMEOUT)
+    );
+    assert!(config.get_keepalives());
 }
 
 /// Snapshots take at most a quarter of the pool: while slow ones are read, one
