@@ -289,7 +289,7 @@ pub struct PgStore {
     /// The committing thread's own connection ([`link`]).
     link: parking_lot::Mutex<link::Link>,
     /// The newest log entries, for the watch streams ([`RecentLog`]).
-    recent: parking_lot::Mutex<RecentLog>,
+    recent: Arc<parking_lot::Mutex<RecentLog>>,
     /// Held while the log is read from the database: streams that missed
     /// [`RecentLog`] together make one read.
     log_reading: parking_lot::Mutex<()>,
@@ -432,6 +432,26 @@ pub(crate) fn guard_sessions(config: &mut Config) {
 
 /// How long sent data may stay unacknowledged before a connection is ended.
 pub(crate) const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The database's head is behind `known`, the head this process knew when it
+/// began reading it: the database lost commits this process saw (a failover to a
+/// replica that had not received them, or a restore). The known head goes back
+/// to the database's — unless a commit of this process moved it meanwhile — and
+/// what was kept of the lost history is dropped, so that a caller ahead of the
+/// database is told to resync, and no lost entry is served again.
+fn went_back(head: &AtomicU64, recent: &parking_lot::Mutex<RecentLog>, known: u64, database: u64) {
+    if head
+        .compare_exchange(known, database, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        recent.lock().clear();
+        tracing::error!(
+            database,
+            known,
+            "THE DATABASE'S HEAD WENT BACK: it lost commits this origin saw (a failover to a replica that had not received them, or a restore); those writes are lost, and edges that applied them resync from a snapshot"
+        );
+    }
+}
 
 /// Runs `work` on a runtime and waits for it on this thread (any thread: the wait
 /// is a channel's, never a runtime's `block_on`), for [`CALL_TIMEOUT`] at most.
@@ -838,7 +858,7 @@ impl PgStore {
             snapshots: SnapshotPlaces::new(options.pool_size / 4),
             target,
             instance: tail::instance(),
-            recent: parking_lot::Mutex::default(),
+            recent: Arc::default(),
             log_reading: parking_lot::Mutex::new(()),
             log_queries: AtomicU64::new(0),
             link: parking_lot::Mutex::new(
@@ -852,6 +872,7 @@ impl PgStore {
             tls,
             tail::Following {
                 head: store.head.clone(),
+                recent: store.recent.clone(),
                 listeners: store.listeners.clone(),
                 poll: options.poll_interval,
                 listen: notify,
@@ -1224,11 +1245,15 @@ impl PgStore {
         let notify = self.notify.then_some(self.instance);
         self.retry("a transaction", || {
             let (pool, reads) = (self.pool.clone(), reads.clone());
+            let known = self.head.load(Ordering::Acquire);
             let (txn, head, view, parts) = self.run(async move {
                 let txn = InTxn(Some(pool.get().await?));
                 let (head, view, parts) = Self::read_view(txn.client(), reads).await?;
                 Ok((txn, head, view, parts))
             })?;
+            if head < known {
+                went_back(&self.head, &self.recent, known, head);
+            }
             let commits = match decide(view) {
                 Ok(commits) if !commits.is_empty() => commits,
                 decided => {
@@ -1258,8 +1283,12 @@ impl PgStore {
         let notify = self.notify.then_some(self.instance);
         let mut link = self.link.lock();
         self.retry("a transaction", || {
+            let known = self.head.load(Ordering::Acquire);
             link.run(async |session| {
                 let (head, view, parts) = Self::read_view(session, reads.clone()).await?;
+                if head < known {
+                    went_back(&self.head, &self.recent, known, head);
+                }
                 let commits = match decide(view) {
                     Ok(commits) if !commits.is_empty() => commits,
                     decided => {
@@ -1400,20 +1429,7 @@ impl PgStore {
         })?;
         let head = unsigned(head);
         if head < known {
-            // Only if no commit of this process moved the head meanwhile.
-            if self
-                .head
-                .compare_exchange(known, head, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                // What was kept of the lost history must not be served again.
-                self.recent.lock().clear();
-                tracing::error!(
-                    database = head,
-                    known,
-                    "THE DATABASE'S HEAD WENT BACK: it lost commits this origin saw (a failover to a replica that had not received them, or a restore); those writes are lost, and edges that applied them resync from a snapshot"
-                );
-            }
+            went_back(&self.head, &self.recent, known, head);
             return Ok(self.head.load(Ordering::Acquire));
         }
         tail::learn(&self.head, &self.listeners, head);

@@ -62,6 +62,8 @@ const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Following {
     /// The known head.
     pub head: Arc<AtomicU64>,
+    /// The process's recent log entries, dropped if the database's head goes back.
+    pub(crate) recent: Arc<parking_lot::Mutex<crate::RecentLog>>,
     /// Told when another process's commit moves it.
     pub listeners: Listeners,
     /// How often the head is read when nothing is heard.
@@ -102,6 +104,7 @@ async fn follow_connected(
 ) -> Result<std::convert::Infallible, String> {
     let Following {
         head,
+        recent,
         listeners,
         poll,
         listen,
@@ -139,6 +142,9 @@ async fn follow_connected(
         .await
         .map_err(|e| e.to_string())?;
     loop {
+        // Loaded before the read: a commit this process learnt of by then is in
+        // what the read sees, so a lower head read is the database going back.
+        let known = head.load(Ordering::Acquire);
         // Bounded: a connection whose server vanished must not keep this
         // process on a stale head (the poll never leaves the socket idle long
         // enough for keepalives to probe it).
@@ -146,8 +152,12 @@ async fn follow_connected(
             .await
             .map_err(|_| format!("no answer to a read of the head within {HEAD_READ_TIMEOUT:?}"))?
             .map_err(|e| e.to_string())?;
-        let revision: i64 = row.get(0);
-        learn(head, listeners, revision.max(0) as u64);
+        let revision = row.get::<_, i64>(0).max(0) as u64;
+        if revision < known {
+            crate::went_back(head, recent, known, revision);
+        } else {
+            learn(head, listeners, revision);
+        }
         tokio::select! {
             _ = wakes.recv() => {}
             _ = tokio::time::sleep(*poll) => {}

@@ -517,6 +517,77 @@ fn a_database_head_that_went_back_is_believed() {
     assert_eq!(keys, vec![b"k1".as_slice(), b"after".as_slice()]);
 }
 
+/// The same, found by the process itself: its next commit locks a head behind
+/// the one it knew, and a process that only follows reads it on its own. No
+/// caller has to ask from beyond the head first.
+///
+/// Before, the known head only ever rose: the writer committed the new history
+/// under the old head's number, over the kept entries of the lost one, and a
+/// follower kept the lost head until the new history passed it — an edge
+/// connected there was then fed the new commits after revisions it had applied
+/// from the lost history, and never resynced.
+#[test]
+fn a_database_head_that_went_back_is_noticed_without_being_asked() {
+    let server = TestPostgres::shared();
+    let url = server.database();
+    let store = PgStore::open(&url, &PgOptions::default()).unwrap();
+    let quick_poll = PgOptions {
+        poll_interval: Duration::from_millis(50),
+        ..PgOptions::default()
+    };
+    let follower = PgStore::open(&url, &quick_poll).unwrap();
+    store.create_namespace(&namespace()).unwrap();
+    for i in 0..4 {
+        store
+            .commit(Commit {
+                writes: vec![write(&format!("k{i}"), "v")],
+                ..Commit::default()
+            })
+            .unwrap();
+    }
+    let known = store.revision();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while follower.revision() < known {
+        assert!(
+            Instant::now() < deadline,
+            "the follower never heard of the commits"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    crate::testing::execute(
+        &url,
+        &format!(
+            "DELETE FROM edgekv_log WHERE revision > {back}; UPDATE edgekv_head SET revision = {back}",
+            back = known - 2
+        ),
+    );
+    while follower.revision() != known - 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the follower kept the lost head {}",
+            follower.revision()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let next = store
+        .commit(Commit {
+            writes: vec![write("after", "v")],
+            ..Commit::default()
+        })
+        .unwrap();
+    assert_eq!(next, known - 1);
+    assert_eq!(store.revision(), known - 1, "the writer kept the lost head");
+    // Nothing of the lost history past the new commit is served from memory.
+    match store.log(known, 10).unwrap() {
+        LogRead::Entries(entries) => assert!(
+            entries.is_empty(),
+            "lost entries served: {:?}",
+            entries.iter().map(|e| e.revision).collect::<Vec<_>>()
+        ),
+        LogRead::Trimmed { .. } => panic!("the log was trimmed"),
+    }
+}
+
 /// Watch streams read the log after every commit, one stream per edge: the
 /// reads come from memory, and streams that miss it share one query. A
 /// process's own commits are never read back; another process's are read once
