@@ -316,10 +316,7 @@ impl RecentLog {
     const MAX_BYTES: usize = 64 << 20;
 
     fn weight(entry: &LogEntry) -> usize {
-        let record = |w: &Write| {
-            w.key.len() + w.record.value.len() + w.record.metadata.as_ref().map_or(0, |m| m.len())
-        };
-        64 + entry.writes.iter().map(record).sum::<usize>()
+        64 + edgekv_store::log_entry_weight(entry)
     }
 
     fn keep(&mut self, entries: impl IntoIterator<Item = LogEntry>) {
@@ -350,12 +347,19 @@ impl RecentLog {
         self.bytes = 0;
     }
 
-    /// The entries from `from` on, as long as none is missing, at most `max`.
+    /// The entries from `from` on, as long as none is missing, at most `max`,
+    /// within [`edgekv_store::LOG_READ_BYTES`] as a read of the database is.
     fn from(&self, from: u64, max: usize) -> Vec<LogEntry> {
+        let mut before = 0;
         (from..)
             .zip(self.entries.range(from..))
             .take_while(|(next, (revision, _))| *revision == next)
             .take(max)
+            .take_while(|(_, (_, entry))| {
+                let within = before < edgekv_store::LOG_READ_BYTES;
+                before += edgekv_store::log_entry_weight(entry);
+                within
+            })
             .map(|(_, (_, entry))| entry.clone())
             .collect()
     }
@@ -629,6 +633,20 @@ const READ_WRITTEN: &str = "SELECT w.id, x.revision, x.digest FROM unnest($1::by
      CROSS JOIN LATERAL (SELECT revision, digest FROM edgekv_written \
        WHERE id = w.id LIMIT 1) x";
 
+/// The log from `$1` up to (not including) `$2`, without the entries that
+/// begin past `$3` bytes of those before them, with the floor; in one snapshot.
+/// The sizes are read from the values' headers, the data only of what is kept.
+const READ_LOG: &str = "WITH sizes AS ( \
+       SELECT revision, sum(octet_length(data))::int8 AS bytes FROM edgekv_log \
+       WHERE revision >= $1 AND revision < $2 GROUP BY revision), \
+     kept AS ( \
+       SELECT max(revision) AS last FROM ( \
+         SELECT revision, (sum(bytes) OVER (ORDER BY revision))::int8 - bytes AS before \
+         FROM sizes) s WHERE before < $3::int8) \
+     SELECT h.log_floor, l.revision, l.data FROM edgekv_head h \
+     LEFT JOIN edgekv_log l ON l.revision >= $1 AND l.revision <= (SELECT last FROM kept) \
+     WHERE h.id = 1 ORDER BY l.revision, l.part";
+
 /// A connection that caches its prepared statements: a pooled one, or the
 /// writer's link ([`link::Link`]).
 trait Session: Sync {
@@ -692,7 +710,9 @@ mod recent_log_tests {
         // Large values: the byte budget, not the count, bounds it.
         recent.keep((10..20).map(|r| entry(r, 20 << 20)));
         assert!(recent.bytes <= RecentLog::MAX_BYTES);
-        assert_eq!(revisions(recent.from(17, 100)), vec![17, 18, 19]);
+        // Within the read's bytes: 20 MiB entries, two of them.
+        assert_eq!(revisions(recent.from(17, 100)), vec![17, 18]);
+        assert_eq!(revisions(recent.from(19, 100)), vec![19]);
         assert!(recent.from(4, 100).is_empty(), "the oldest went first");
         recent.clear();
         assert_eq!((recent.entries.len(), recent.bytes), (0, 0));
@@ -1310,13 +1330,9 @@ impl PgStore {
         let to = from.saturating_add(max as u64);
         let rows: Vec<(i64, Option<i64>, Option<Vec<u8>>)> =
             self.simple("reading the change log", move |client| async move {
+                let budget = i64::try_from(edgekv_store::LOG_READ_BYTES).unwrap_or(i64::MAX);
                 let rows = client
-                    .query(
-                        "SELECT h.log_floor, l.revision, l.data FROM edgekv_head h \
-                         LEFT JOIN edgekv_log l ON l.revision >= $1 AND l.revision < $2 \
-                         WHERE h.id = 1 ORDER BY l.revision, l.part",
-                        &[&at(from), &at(to)],
-                    )
+                    .query(READ_LOG, &[&at(from), &at(to), &budget])
                     .await?;
                 Ok(rows
                     .into_iter()

@@ -588,6 +588,38 @@ fn a_database_head_that_went_back_is_noticed_without_being_asked() {
     }
 }
 
+/// A read of the log from the database (another process's commits, nothing of
+/// them in memory) stops at `LOG_READ_BYTES` too, and reads only the data of
+/// what it returns.
+#[test]
+fn a_log_read_from_the_database_is_bounded_in_bytes() {
+    let server = TestPostgres::shared();
+    let url = server.database();
+    let one = PgStore::open(&url, &PgOptions::default()).unwrap();
+    one.create_namespace(&namespace()).unwrap();
+    let big = Bytes::from(vec![7u8; 20 * 1024 * 1024]);
+    let mut revisions = Vec::new();
+    for key in ["a", "b", "c"] {
+        let mut w = write(key, "");
+        w.record = Record::value(big.clone(), None, None);
+        revisions.push(
+            one.commit(Commit {
+                writes: vec![w],
+                ..Commit::default()
+            })
+            .unwrap(),
+        );
+    }
+    let two = PgStore::open(&url, &PgOptions::default()).unwrap();
+    let LogRead::Entries(entries) = two.log(revisions[0], 256).unwrap() else {
+        panic!("the log was trimmed");
+    };
+    let read: Vec<u64> = entries.iter().map(|e| e.revision).collect();
+    assert_eq!(read, revisions[..2]);
+    assert!(entries[1].writes[0].record.value == big, "returned whole");
+    assert_eq!(two.log_queries(), 1);
+}
+
 /// Watch streams read the log after every commit, one stream per edge: the
 /// reads come from memory, and streams that miss it share one query. A
 /// process's own commits are never read back; another process's are read once

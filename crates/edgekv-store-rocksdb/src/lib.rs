@@ -526,8 +526,13 @@ impl Store for RocksStore {
             self.cf(CF_LOG),
             IteratorMode::From(&start, Direction::Forward),
         );
+        let mut before = 0;
         for item in iter.take(max) {
+            if before >= edgekv_store::LOG_READ_BYTES {
+                break;
+            }
             let (key, raw) = item.map_err(engine)?;
+            before += raw.len();
             let revision = u64::from_be_bytes(
                 key.as_ref()
                     .try_into()

@@ -184,6 +184,21 @@ pub struct ReadView {
     pub namespaces: BTreeMap<String, Namespace>,
 }
 
+/// The bytes of log entries after which one [`Store::log`] read stops (an
+/// entry that begins within it is returned whole). 256 entries of 25 MiB values
+/// would otherwise be read at once.
+pub const LOG_READ_BYTES: usize = 32 << 20;
+
+/// The bytes a log entry weighs against [`LOG_READ_BYTES`]: its keys, values
+/// and metadata.
+pub fn log_entry_weight(entry: &LogEntry) -> usize {
+    (entry.writes.iter())
+        .map(|w| {
+            w.key.len() + w.record.value.len() + w.record.metadata.as_ref().map_or(0, |m| m.len())
+        })
+        .sum()
+}
+
 /// The storage engine of a node.
 ///
 /// Calls are synchronous: engines answer point reads from memory or a local disk in
@@ -290,7 +305,9 @@ pub trait Store: Send + Sync + 'static {
     /// The revision of the last commit.
     fn revision(&self) -> u64;
 
-    /// Reads up to `max` log entries from revision `from` on.
+    /// Reads up to `max` log entries from revision `from` on, and no entry that
+    /// begins past [`LOG_READ_BYTES`] of those before it (at least one, whatever
+    /// its size): a reader never holds more than that and one value.
     fn log(&self, from: u64, max: usize) -> Result<LogRead>;
     /// Drops log entries (and their write ids) so that at most `keep` remain;
     /// returns how many it dropped.

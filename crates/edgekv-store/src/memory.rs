@@ -264,12 +264,18 @@ impl Store for MemoryStore {
                 first: inner.log_floor + 1,
             });
         }
+        let mut before = 0;
         Ok(LogRead::Entries(
             inner
                 .log
                 .iter()
                 .filter(|e| e.revision >= from)
                 .take(max)
+                .take_while(|e| {
+                    let within = before < crate::LOG_READ_BYTES;
+                    before += crate::log_entry_weight(e);
+                    within
+                })
                 .cloned()
                 .collect(),
         ))

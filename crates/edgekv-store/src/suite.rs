@@ -28,7 +28,8 @@ macro_rules! store_suite {
             delete_namespace_drops_its_keys, meta, binary_keys_and_values,
             keep_newer_keeps_only_newer_revisions, change_log, log_trim_forgets_write_ids,
             snapshot_is_consistent, queues, queue_batches_points_and_pages,
-            transact_reads_then_commits_in_order, large_values, init_meta_keeps_the_first);
+            transact_reads_then_commits_in_order, large_values, init_meta_keeps_the_first,
+            log_reads_are_bounded_in_bytes);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -723,6 +724,30 @@ pub fn large_values(store: &dyn Store) {
     // Overwritten by a small value: nothing of the big one is left behind.
     put(store, NS_A, "big", "small");
     assert_eq!(value(store, NS_A, "big").unwrap(), "small");
+}
+
+/// A read of the log stops at [`crate::LOG_READ_BYTES`]: the entries that
+/// begin within it, whole, and always at least one; the next read goes on.
+/// (Before, 256 entries of 25 MiB values were read at once: 6.4 GB.)
+pub fn log_reads_are_bounded_in_bytes(store: &dyn Store) {
+    store.create_namespace(&ns(NS_A, "a")).unwrap();
+    let big = Bytes::from(vec![7u8; 20 * 1024 * 1024]);
+    let first = put_record(store, NS_A, b"a", Record::value(big.clone(), None, None));
+    for key in [b"b", b"c", b"d", b"e"] {
+        put_record(store, NS_A, key, Record::value(big.clone(), None, None));
+    }
+    let read = |from| {
+        let LogRead::Entries(entries) = store.log(from, 256).unwrap() else {
+            panic!("the log was trimmed");
+        };
+        entries.iter().map(|e| e.revision).collect::<Vec<_>>()
+    };
+    // 20 MiB begins within 32: two entries, 40 MiB.
+    assert_eq!(read(first), vec![first, first + 1]);
+    assert_eq!(read(first + 2), vec![first + 2, first + 3]);
+    assert_eq!(read(first + 3), vec![first + 3, first + 4]);
+    assert_eq!(read(first + 4), vec![first + 4]);
+    assert!(crate::LOG_READ_BYTES < 2 * big.len() + 1024);
 }
 
 pub fn init_meta_keeps_the_first(store: &dyn Store) {
