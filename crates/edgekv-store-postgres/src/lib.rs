@@ -647,6 +647,25 @@ const READ_LOG: &str = "WITH sizes AS ( \
      LEFT JOIN edgekv_log l ON l.revision >= $1 AND l.revision <= (SELECT last FROM kept) \
      WHERE h.id = 1 ORDER BY l.revision, l.part";
 
+/// A page of a namespace's records after `$2` (from the start when NULL): at most
+/// `$3`, without those that begin past `$4` bytes of the ones before them (at
+/// least one). A record's size is told by its head and its count of 1 MiB parts,
+/// so only the data of what is returned is read.
+const SNAPSHOT_PAGE: &str = "WITH listed AS ( \
+       SELECT namespace, key, head, parts, \
+         octet_length(head)::int8 + (greatest(parts, 1) - 1)::int8 * 1048576 AS size \
+       FROM edgekv_records \
+       WHERE namespace = $1 AND ($2::bytea IS NULL OR key > $2) \
+       ORDER BY key LIMIT $3), \
+     r AS ( \
+       SELECT namespace, key, head, parts FROM ( \
+         SELECT *, (sum(size) OVER (ORDER BY key))::int8 - size AS before FROM listed) w \
+       WHERE before < $4::int8) \
+     SELECT r.key, r.head, r.parts, p.part, p.data FROM r \
+     LEFT JOIN edgekv_record_parts p \
+       ON p.namespace = r.namespace AND p.key = r.key AND p.part < r.parts \
+     ORDER BY r.key, p.part";
+
 /// A connection that caches its prepared statements: a pooled one, or the
 /// writer's link ([`link::Link`]).
 trait Session: Sync {
@@ -1644,16 +1663,14 @@ impl Store for PgStore {
                     .saturating_add(1);
                 let rows = client
                     .query(
-                        "SELECT r.key, r.head, r.parts, p.part, p.data FROM ( \
-                           SELECT namespace, key, head, parts FROM edgekv_records \
-                           WHERE namespace = $1 AND key >= $2 \
-                             AND ($3::bytea IS NULL OR key < $3) \
-                             AND ($4::bytea IS NULL OR key > $4) \
-                             AND NOT tombstone AND (expiration IS NULL OR expiration > $5) \
-                           ORDER BY key LIMIT $6) r \
-                         LEFT JOIN edgekv_record_parts p \
-                           ON p.namespace = r.namespace AND p.key = r.key AND p.part < r.parts \
-                         ORDER BY r.key, p.part",
+                        // The head chunk alone: it holds the record's header and
+                        // metadata (at most 1 KiB, before the value).
+                        "SELECT key, head FROM edgekv_records \
+                         WHERE namespace = $1 AND key >= $2 \
+                           AND ($3::bytea IS NULL OR key < $3) \
+                           AND ($4::bytea IS NULL OR key > $4) \
+                           AND NOT tombstone AND (expiration IS NULL OR expiration > $5) \
+                         ORDER BY key LIMIT $6",
                         &[
                             &namespace,
                             &query.prefix,
@@ -1664,7 +1681,17 @@ impl Store for PgStore {
                         ],
                     )
                     .await?;
-                let mut entries = records_of(&rows, |row| row.get::<_, Vec<u8>>(0), 1)?;
+                let mut entries = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let head: Vec<u8> = row.get(1);
+                    let record = Record::decode(Bytes::from(head)).map_err(Error::from)?;
+                    let listed = Record {
+                        value: Bytes::new(),
+                        metadata: record.metadata.as_ref().map(|m| Bytes::copy_from_slice(m)),
+                        ..record
+                    };
+                    entries.push((row.get::<_, Vec<u8>>(0), listed));
+                }
                 let more = entries.len() > query.limit;
                 entries.truncate(query.limit);
                 Ok(ListPage {
@@ -1770,6 +1797,9 @@ impl Store for PgStore {
         visit: &mut dyn FnMut(SnapshotItem) -> Result<()>,
     ) -> Result<u64> {
         const PAGE: i64 = 256;
+        // The records of a page that begin past this many bytes wait for the
+        // next one (a record is at most 25 MiB: 256 of them would be 6.4 GB).
+        const PAGE_BYTES: i64 = 32 << 20;
         let _place = self
             .snapshots
             .take(self.options.snapshot_wait)
@@ -1814,23 +1844,14 @@ impl Store for PgStore {
                 let (back, page) = self.run(async move {
                     let rows = txn
                         .client()
-                        .query(
-                            "SELECT r.key, r.head, r.parts, p.part, p.data FROM ( \
-                               SELECT namespace, key, head, parts FROM edgekv_records \
-                               WHERE namespace = $1 AND ($2::bytea IS NULL OR key > $2) \
-                               ORDER BY key LIMIT $3) r \
-                             LEFT JOIN edgekv_record_parts p \
-                               ON p.namespace = r.namespace AND p.key = r.key \
-                                 AND p.part < r.parts \
-                             ORDER BY r.key, p.part",
-                            &[&id, &from, &PAGE],
-                        )
+                        .query(SNAPSHOT_PAGE, &[&id, &from, &PAGE, &PAGE_BYTES])
                         .await?;
                     let page = records_of(&rows, |row| row.get::<_, Vec<u8>>(0), 1)?;
                     Ok((txn, page))
                 })?;
                 txn = back;
-                let full = page.len() as i64 == PAGE;
+                // A page may end early at its bytes: only an empty one ends.
+                let done = page.is_empty();
                 for (key, record) in page {
                     after = Some(key.clone());
                     visit(SnapshotItem::Key(Write {
@@ -1839,7 +1860,7 @@ impl Store for PgStore {
                         record,
                     }))?;
                 }
-                if !full {
+                if done {
                     break;
                 }
             }

@@ -473,7 +473,14 @@ impl Store for RocksStore {
                 break;
             }
             let key = Bytes::copy_from_slice(&stored[NAMESPACE_ID_LEN..]);
-            page.entries.push((key, record));
+            // The value is left out: held, it would keep the whole stored
+            // buffer (metadata shares it) for every key of the page.
+            let listed = Record {
+                value: Bytes::new(),
+                metadata: record.metadata.as_ref().map(|m| Bytes::copy_from_slice(m)),
+                ..record
+            };
+            page.entries.push((key, listed));
         }
         Ok(page)
     }

@@ -153,7 +153,8 @@ pub struct ListQuery {
 /// A page of live entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListPage {
-    /// Live `(key, record)` pairs in key-byte order.
+    /// Live `(key, record)` pairs in key-byte order; the records' values are
+    /// left out (empty).
     pub entries: Vec<(Bytes, Record)>,
     /// Whether live keys remain after the last entry.
     pub more: bool,
@@ -297,7 +298,9 @@ pub trait Store: Send + Sync + 'static {
     /// when none is held), keeping the record's own revision; writes `meta` in the
     /// same atomic batch. Returns, per write, whether it was kept.
     fn keep_newer(&self, writes: Vec<Write>, meta: Vec<(String, Vec<u8>)>) -> Result<Vec<bool>>;
-    /// Returns one page of live keys of a namespace.
+    /// Returns one page of live keys of a namespace. Its records carry no value
+    /// (empty): a listing never holds its keys' values (a page of 1000 keys of
+    /// 25 MiB values would be 25 GB).
     fn list(&self, namespace: &str, query: &ListQuery, now_s: u64) -> Result<ListPage>;
     /// Removes up to `max` records that expired before `now_s` (tombstones included);
     /// returns how many it removed.

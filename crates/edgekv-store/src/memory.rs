@@ -224,7 +224,11 @@ impl Store for MemoryStore {
                 break;
             }
             let key = Bytes::copy_from_slice(&stored[NAMESPACE_ID_LEN..]);
-            page.entries.push((key, record.clone()));
+            let listed = Record {
+                value: Bytes::new(),
+                ..record.clone()
+            };
+            page.entries.push((key, listed));
         }
         Ok(page)
     }

@@ -208,7 +208,11 @@ pub fn listing(store: &dyn Store) {
         .unwrap();
     assert!(first.more);
     assert_eq!(first.entries.len(), 3);
-    assert_eq!(first.entries[2].1.value, "b");
+    assert_eq!(first.entries[2].0, "b");
+    assert!(
+        first.entries[2].1.value.is_empty(),
+        "a listing holds no value"
+    );
     let rest = store
         .list(
             NS_A,
@@ -721,6 +725,22 @@ pub fn large_values(store: &dyn Store) {
         })
         .unwrap();
     assert_eq!(seen, 1);
+    // A listing shows the key and its metadata, never the value.
+    let query = ListQuery {
+        prefix: Vec::new(),
+        start_after: None,
+        limit: 10,
+    };
+    let page = store.list(NS_A, &query, 0).unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert!(
+        page.entries[0].1.value.is_empty(),
+        "a listing held the value"
+    );
+    assert_eq!(
+        page.entries[0].1.metadata.as_deref(),
+        Some(&b"{\"m\":1}"[..])
+    );
     // Overwritten by a small value: nothing of the big one is left behind.
     put(store, NS_A, "big", "small");
     assert_eq!(value(store, NS_A, "big").unwrap(), "small");
