@@ -500,20 +500,21 @@ async fn load_snapshot(edge: &Edge, full: Vec<String>) -> Result<Snapshot, FeedE
     Err(FeedError::Failed("the snapshot ended early".into()))
 }
 
-/// While an install wipes: set on the edge, cleared when dropped (the install
-/// ended, well or not).
-struct Wiping<'a>(&'a Edge);
+/// While an install moves the edge to another data set: the data set it moves
+/// to is set on the edge (answers of no other are kept), cleared when dropped
+/// (the install ended, well or not).
+struct Migrating<'a>(&'a Edge);
 
-impl<'a> Wiping<'a> {
-    fn start(edge: &'a Edge) -> Self {
-        edge.wiping.store(true, Ordering::Release);
-        Wiping(edge)
+impl<'a> Migrating<'a> {
+    fn start(edge: &'a Edge, to: &str) -> Self {
+        edge.migrating_to.store(Some(Arc::new(to.to_string())));
+        Migrating(edge)
     }
 }
 
-impl Drop for Wiping<'_> {
+impl Drop for Migrating<'_> {
     fn drop(&mut self) {
-        self.0.wiping.store(false, Ordering::Release);
+        self.0.migrating_to.store(None);
     }
 }
 
@@ -525,17 +526,19 @@ fn install(edge: &Edge, mut snapshot: Snapshot, wipe: bool) -> Result<()> {
         && edge
             .data_set()
             .is_some_and(|followed| *followed != snapshot.data_set);
+    // A history that diverged (same data set) is wiped too: its answers in
+    // flight count in the lost history, and are not kept at all.
+    let diverged = wipe && !migrated;
     let wipe = wipe || migrated;
-    // Until the install ends, a wipe keeps no upstream answer (their revisions
-    // count in the history left); the feed brings what they carried.
-    let _wiping = wipe.then(|| Wiping::start(edge));
+    // Until the install ends, only answers of the data set it moves to are
+    // kept (their revisions count in it); the others' are another count.
+    let _migrating = migrated.then(|| Migrating::start(edge, &snapshot.data_set));
     // No answer is kept between these marks and the store's emptying (an answer
     // checked before the marks would otherwise land after the wipe).
     let gate = edge.resync.write();
     // Reads and writes in flight were answered before or at the snapshot; the
     // changes after their answer that the edge skipped are in it, not in the feed.
-    // Across a wipe, no answer in flight is kept at all.
-    edge.mark_all_in_flight(if wipe { u64::MAX } else { revision });
+    edge.mark_all_in_flight(if diverged { u64::MAX } else { revision });
     if wipe {
         // Namespaces learned from answers are of the history left.
         edge.learned_namespaces.lock().clear();
@@ -772,7 +775,7 @@ mod tests {
             )
             .unwrap();
         };
-        // In flight across the install: marked past any revision.
+        // In flight across the install (its mark passes: 3 <= 1000).
         edge.keep_written(
             &id,
             vec![k.clone()],
@@ -787,12 +790,15 @@ mod tests {
         // Sent after it, to a build of the old data set still routed.
         keep(1001, b"old", "old");
         assert_eq!(value(), "new");
-        // While an install wipes, no answer is kept, of either data set.
-        let wiping = Wiping::start(&edge);
+        // While an install moves the edge on to another data set, only that
+        // one's answers are kept.
+        let migrating = Migrating::start(&edge, "next");
         keep(1002, b"mid", "new");
         assert_eq!(value(), "new");
-        drop(wiping);
-        keep(1003, b"after", "new");
+        keep(1003, b"next", "next");
+        assert_eq!(value(), "next");
+        drop(migrating);
+        keep(1004, b"after", "new");
         assert_eq!(value(), "after");
     }
 

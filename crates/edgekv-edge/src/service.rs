@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use dashmap::DashMap;
 use edgekv_kv::{Clock, Hlc, Mode, Namespace, Record};
@@ -252,10 +252,10 @@ pub struct Edge {
     /// flight and empties the store and the hot tier: an answer checked before
     /// an install never lands after its wipe.
     pub(crate) resync: RwLock<()>,
-    /// Set while an install replaces the store wholesale (another data set, or a
-    /// history that diverged): no upstream answer is kept meanwhile, since its
-    /// revision counts in a history the edge is leaving. The feed brings it.
-    pub(crate) wiping: AtomicBool,
+    /// Set while an install moves the edge to another data set: the one it moves
+    /// to, the only one whose answers are kept meanwhile (another's revisions
+    /// are another count).
+    pub(crate) migrating_to: ArcSwapOption<String>,
     stripe_hasher: std::hash::RandomState,
     pub(crate) inflight: DashMap<Box<[u8]>, Arc<Flight>>,
     node_id: String,
@@ -434,7 +434,7 @@ impl Edge {
             feed,
             apply_locks: (0..APPLY_STRIPES).map(|_| Mutex::new(())).collect(),
             resync: RwLock::new(()),
-            wiping: AtomicBool::new(false),
+            migrating_to: ArcSwapOption::empty(),
             stripe_hasher: std::hash::RandomState::new(),
             inflight: DashMap::new(),
             node_id,
@@ -1034,7 +1034,7 @@ impl Edge {
     /// (perhaps a later rename or delete) stands.
     fn apply_namespaces_at(&self, ops: Vec<NamespaceOp>, revision: u64) -> Result<()> {
         let _order = self.namespace_lock.lock();
-        if self.feed.applied() >= revision || self.wiping.load(Ordering::Acquire) {
+        if self.feed.applied() >= revision || self.migrating_to.load().is_some() {
             return Ok(());
         }
         {
@@ -1566,16 +1566,18 @@ impl Edge {
         }
     }
 
-    /// Whether an upstream answer of `data_set` may be kept: never while an
-    /// install replaces the store wholesale, nor when it is of another data set
-    /// than the one followed (a build of the old one, still routed during a
-    /// migration: its revisions are another count). The caller holds
-    /// [`Edge::resync`] shared.
+    /// Whether an upstream answer of `data_set` may be kept: only of the data set
+    /// followed, or, while an install moves the edge to another, of that one (a
+    /// build of another data set may still be routed, its route entry naming it:
+    /// its revisions are another count). The caller holds [`Edge::resync`]
+    /// shared.
     fn keeps_answers_of(&self, data_set: &str) -> bool {
-        !self.wiping.load(Ordering::Acquire)
-            && self
+        match &*self.migrating_to.load() {
+            Some(to) => to.as_str() == data_set,
+            None => self
                 .data_set()
-                .is_none_or(|followed| followed.as_str() == data_set)
+                .is_none_or(|followed| followed.as_str() == data_set),
+        }
     }
 
     /// Locks the apply locks of some keys, in a fixed order.

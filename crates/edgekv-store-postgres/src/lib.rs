@@ -307,6 +307,9 @@ struct RecentLog {
     entries: std::collections::BTreeMap<u64, LogEntry>,
     /// The bytes of keys, values and metadata held.
     bytes: usize,
+    /// How many times it was emptied (the database's head went back): a read
+    /// of the database begun before is not kept.
+    generation: u64,
 }
 
 impl RecentLog {
@@ -345,6 +348,7 @@ impl RecentLog {
     fn clear(&mut self) {
         self.entries.clear();
         self.bytes = 0;
+        self.generation += 1;
     }
 
     /// The entries from `from` on, as long as none is missing, at most `max`,
@@ -1744,13 +1748,21 @@ impl Store for PgStore {
         }
         let _reading = self.log_reading.lock();
         // Another stream may have read it meanwhile.
-        let recent = self.recent.lock().from(from, max);
+        let (recent, generation) = {
+            let recent = self.recent.lock();
+            (recent.from(from, max), recent.generation)
+        };
         if !recent.is_empty() {
             return Ok(LogRead::Entries(recent));
         }
         let read = self.log_from_database(from, max)?;
         if let LogRead::Entries(entries) = &read {
-            self.recent.lock().keep(entries.iter().cloned());
+            let mut recent = self.recent.lock();
+            // Not if the head went back meanwhile: the read may be of the lost
+            // history, which must not be served again.
+            if recent.generation == generation {
+                recent.keep(entries.iter().cloned());
+            }
         }
         Ok(read)
     }

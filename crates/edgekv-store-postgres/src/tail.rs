@@ -141,6 +141,14 @@ async fn follow_connected(
         .prepare("SELECT revision FROM edgekv_head WHERE id = 1")
         .await
         .map_err(|e| e.to_string())?;
+    // A standby (a multi-host URL without `target_session_attrs=read-write`)
+    // lags the primary: a head behind the known one is its lag there, not the
+    // database going back. An engine without the function is taken for a
+    // primary.
+    let standby = match client.query_one("SELECT pg_is_in_recovery()", &[]).await {
+        Ok(row) => row.try_get::<_, bool>(0).unwrap_or(false),
+        Err(_) => false,
+    };
     loop {
         // Loaded before the read: a commit this process learnt of by then is in
         // what the read sees, so a lower head read is the database going back.
@@ -153,7 +161,7 @@ async fn follow_connected(
             .map_err(|_| format!("no answer to a read of the head within {HEAD_READ_TIMEOUT:?}"))?
             .map_err(|e| e.to_string())?;
         let revision = row.get::<_, i64>(0).max(0) as u64;
-        if revision < known {
+        if revision < known && !standby {
             crate::went_back(head, recent, known, revision);
         } else {
             learn(head, listeners, revision);
