@@ -1000,3 +1000,116 @@ async fn a_slow_build_is_hedged_around_and_rolled_back_within_seconds() {
         "a read waited {slowest:?}"
     );
 }
+
+/// A real migration, through control, to a build over another store: named with
+/// `--new-data-set`, it passes its pre-check, goes to 100% and completes. Every
+/// edge then follows the new data set, holds nothing of the old one (a full
+/// namespace of it is gone, not served from what the edge kept), and reads and
+/// writes the new one's keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_migration_to_another_data_set_moves_every_edge() {
+    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let v1 = Origin::start(dirs[0].path(), "production", "prod-cred", &["kv-v1"], &[]);
+    let control = Control::start(
+        dirs[1].path(),
+        &dirs[0].path().join("credentials"),
+        &dirs[0].path().join("credentials"),
+    );
+    control.register("kv-v1", "production", &v1.url("kv-v1"));
+    control.bootstrap("kv-v1", "production");
+    let edges: Vec<Edge> = ["edge-a", "edge-b"]
+        .iter()
+        .zip(&dirs[2..4])
+        .map(|(node, dir)| {
+            Edge::start_with_control(
+                dir.path(),
+                &control.url,
+                "production",
+                "prod-cred",
+                &["--node-id", node],
+            )
+        })
+        .collect();
+    for edge in &edges {
+        edge.ready().await;
+    }
+    let kvs: Vec<Kv> = edges.iter().map(Kv::of).collect();
+    let old = kvs[0].create_namespace("settings", "full").await;
+    fill(&kvs[0], &old, 50).await;
+    for kv in &kvs {
+        eventually(
+            Duration::from_secs(20),
+            "the edge holds the old keys",
+            || async { kv.get(&old, "key-0049").await == (200, "value-49".to_string()) },
+        )
+        .await;
+    }
+    let production = registered_data_set(&control, "kv-v1");
+
+    // The new store: another origin's, its own data set.
+    let v2 = Origin::start(dirs[4].path(), "production", "prod-cred", &["kv-v2"], &[]);
+    control.register("kv-v2", "production", &v2.url("kv-v2"));
+    let new = registered_data_set(&control, "kv-v2");
+    assert!(new.len() == 32 && new != production, "{new}");
+    let out = control.ok(&[
+        "deploy",
+        "start",
+        "kv-v2",
+        "--environment",
+        "production",
+        "--min-requests",
+        "0",
+        "--steps",
+        "100:0s",
+        "--new-data-set",
+        &new,
+    ]);
+    let id = out
+        .split_whitespace()
+        .skip_while(|word| *word != "deployment")
+        .nth(1)
+        .map(|id| id.trim_end_matches(':').to_string())
+        .unwrap_or_else(|| panic!("no deployment id in {out:?}"));
+    let started = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "the migration completes",
+        || async { control.status(&id)["phase"] == "completed" },
+    )
+    .await;
+    for edge in &edges {
+        eventually(
+            Duration::from_secs(30),
+            "the edge follows the new data set",
+            || async { data_set_of(edge).await == new },
+        )
+        .await;
+    }
+    let migrated_in = started.elapsed();
+    // Nothing of the old data set is served: its namespace is not the new one's.
+    let mut answers = Vec::new();
+    for kv in &kvs {
+        let (status, body) = kv.get(&old, "key-0001").await;
+        assert_ne!(
+            (status, body.as_str()),
+            (200, "value-1"),
+            "an edge served the old data set's key"
+        );
+        answers.push(status);
+    }
+    // The new data set is read and written at every edge.
+    let fresh = kvs[1].create_namespace("settings", "full").await;
+    assert_eq!(kvs[1].put(&fresh, "k", "new-value").await, 200);
+    for kv in &kvs {
+        eventually(
+            Duration::from_secs(20),
+            "the edge serves the new data set's key",
+            || async { kv.get(&fresh, "k").await == (200, "new-value".to_string()) },
+        )
+        .await;
+    }
+    println!(
+        "migration {production} -> {new} in {:?}; the old namespace's key now answers {answers:?}",
+        migrated_in
+    );
+}
