@@ -675,21 +675,47 @@ mod tests {
         assert_eq!(stored(), Some(at(102)[0].1.clone()), "lost when dropped");
     }
 
-    /// A snapshot of another data set (known-good migrated to another store)
-    /// replaces what a full namespace held: the old data set's revisions, higher
-    /// than the new one's, do not outrank its records.
-    #[test]
-    fn a_snapshot_of_another_data_set_replaces_a_full_namespace() {
+    /// An edge following data set "old", with one full namespace.
+    fn following_old() -> (Arc<MemoryStore>, Edge, edgekv_kv::Namespace) {
         let store = Arc::new(MemoryStore::new());
         let edge = edge_over(store.clone());
         let full = edgekv_kv::Namespace {
             mode: Mode::Full,
             ..namespace("0123456789abcdef0123456789abcdef")
         };
-        let id = full.id.clone();
         edge.follow_data_set("old").unwrap();
         edge.apply_namespaces(vec![NamespaceOp::Put(full.clone())], None)
             .unwrap();
+        (store, edge, full)
+    }
+
+    /// A snapshot of data set "new" at revision 3: `full` with `k` at 2.
+    fn snapshot_of_new(full: edgekv_kv::Namespace, k: &'static [u8]) -> Snapshot {
+        let id = full.id.clone();
+        Snapshot {
+            revision: 3,
+            data_set: "new".into(),
+            namespaces: vec![full],
+            keys: HashMap::from([(
+                id,
+                vec![(
+                    Bytes::from_static(k),
+                    Record {
+                        revision: 2,
+                        ..Record::value(Bytes::from_static(b"new"), None, None)
+                    },
+                )],
+            )]),
+        }
+    }
+
+    /// A snapshot of another data set (known-good migrated to another store)
+    /// replaces what a full namespace held: the old data set's revisions, higher
+    /// than the new one's, do not outrank its records.
+    #[test]
+    fn a_snapshot_of_another_data_set_replaces_a_full_namespace() {
+        let (store, edge, full) = following_old();
+        let id = full.id.clone();
         let record = |revision, value: &'static [u8]| Record {
             revision,
             ..Record::value(Bytes::from_static(value), None, None)
@@ -700,16 +726,7 @@ mod tests {
         ];
         edge.keep_locked(&id, held, Vec::new()).unwrap();
 
-        let snapshot = Snapshot {
-            revision: 3,
-            data_set: "new".into(),
-            namespaces: vec![full],
-            keys: HashMap::from([(
-                id.clone(),
-                vec![(Bytes::from_static(b"k"), record(2, b"new"))],
-            )]),
-        };
-        install(&edge, snapshot, false).unwrap();
+        install(&edge, snapshot_of_new(full, b"k"), false).unwrap();
         assert_eq!(store.get(&id, b"k").unwrap().unwrap().value, "new");
         assert!(
             store.get(&id, b"gone").unwrap().is_none_or(|r| r.tombstone),
@@ -734,34 +751,11 @@ mod tests {
     /// up to 1000.
     #[test]
     fn an_answer_of_the_data_set_left_is_not_kept() {
-        let store = Arc::new(MemoryStore::new());
-        let edge = edge_over(store.clone());
-        let full = edgekv_kv::Namespace {
-            mode: Mode::Full,
-            ..namespace("0123456789abcdef0123456789abcdef")
-        };
+        let (store, edge, full) = following_old();
         let id = full.id.clone();
-        edge.follow_data_set("old").unwrap();
-        edge.apply_namespaces(vec![NamespaceOp::Put(full.clone())], None)
-            .unwrap();
         let k = Bytes::from_static(b"k");
         let marks = crate::service::WriteMarks::register(&edge, &id, std::slice::from_ref(&k));
-        let snapshot = Snapshot {
-            revision: 3,
-            data_set: "new".into(),
-            namespaces: vec![full],
-            keys: HashMap::from([(
-                id.clone(),
-                vec![(
-                    k.clone(),
-                    Record {
-                        revision: 2,
-                        ..Record::value(Bytes::from_static(b"new"), None, None)
-                    },
-                )],
-            )]),
-        };
-        install(&edge, snapshot, false).unwrap();
+        install(&edge, snapshot_of_new(full, b"k"), false).unwrap();
         let value = || store.get(&id, &k).unwrap().unwrap().value;
         let keep = |revision, answer, data_set| {
             let marks = crate::service::WriteMarks::register(&edge, &id, std::slice::from_ref(&k));

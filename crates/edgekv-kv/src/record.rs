@@ -82,6 +82,16 @@ impl Record {
         self.value.len() + self.metadata.as_ref().map_or(0, Bytes::len)
     }
 
+    /// The record as a listing shows it: without its value, its metadata in a
+    /// buffer of its own (not holding the stored record's alive).
+    pub fn listed(self) -> Record {
+        Record {
+            value: Bytes::new(),
+            metadata: self.metadata.as_deref().map(Bytes::copy_from_slice),
+            ..self
+        }
+    }
+
     /// Encodes the record for storage.
     pub fn encode(&self) -> Vec<u8> {
         let meta = self.metadata.as_deref().unwrap_or_default();

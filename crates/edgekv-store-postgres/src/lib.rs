@@ -354,16 +354,12 @@ impl RecentLog {
     /// The entries from `from` on, as long as none is missing, at most `max`,
     /// within [`edgekv_store::LOG_READ_BYTES`] as a read of the database is.
     fn from(&self, from: u64, max: usize) -> Vec<LogEntry> {
-        let mut before = 0;
+        let mut budget = edgekv_store::LogBudget::default();
         (from..)
             .zip(self.entries.range(from..))
             .take_while(|(next, (revision, _))| *revision == next)
             .take(max)
-            .take_while(|(_, (_, entry))| {
-                let within = before < edgekv_store::LOG_READ_BYTES;
-                before += edgekv_store::log_entry_weight(entry);
-                within
-            })
+            .take_while(|(_, (_, entry))| budget.admits(edgekv_store::log_entry_weight(entry)))
             .map(|(_, (_, entry))| entry.clone())
             .collect()
     }
@@ -441,16 +437,18 @@ pub(crate) fn guard_sessions(config: &mut Config) {
 /// How long sent data may stay unacknowledged before a connection is ended.
 pub(crate) const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The database's head is behind `known`, the head this process knew when it
-/// began reading it: the database lost commits this process saw (a failover to a
+/// Whether `database`, the head just read, is behind `known`, the head this
+/// process knew when it began reading it; if so, the database lost commits this
+/// process saw (a failover to a
 /// replica that had not received them, or a restore). The known head goes back
 /// to the database's — unless a commit of this process moved it meanwhile — and
 /// what was kept of the lost history is dropped, so that a caller ahead of the
 /// database is told to resync, and no lost entry is served again.
 fn went_back(head: &AtomicU64, recent: &parking_lot::Mutex<RecentLog>, known: u64, database: u64) {
-    if head
-        .compare_exchange(known, database, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok()
+    if database < known
+        && head
+            .compare_exchange(known, database, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     {
         recent.lock().clear();
         tracing::error!(
@@ -1294,9 +1292,7 @@ impl PgStore {
                 let (head, view, parts) = Self::read_view(txn.client(), reads).await?;
                 Ok((txn, head, view, parts))
             })?;
-            if head < known {
-                went_back(&self.head, &self.recent, known, head);
-            }
+            went_back(&self.head, &self.recent, known, head);
             let commits = match decide(view) {
                 Ok(commits) if !commits.is_empty() => commits,
                 decided => {
@@ -1329,9 +1325,7 @@ impl PgStore {
             let known = self.head.load(Ordering::Acquire);
             link.run(async |session| {
                 let (head, view, parts) = Self::read_view(session, reads.clone()).await?;
-                if head < known {
-                    went_back(&self.head, &self.recent, known, head);
-                }
+                went_back(&self.head, &self.recent, known, head);
                 let commits = match decide(view) {
                     Ok(commits) if !commits.is_empty() => commits,
                     decided => {
@@ -1689,12 +1683,7 @@ impl Store for PgStore {
                 for row in &rows {
                     let head: Vec<u8> = row.get(1);
                     let record = Record::decode(Bytes::from(head)).map_err(Error::from)?;
-                    let listed = Record {
-                        value: Bytes::new(),
-                        metadata: record.metadata.as_ref().map(|m| Bytes::copy_from_slice(m)),
-                        ..record
-                    };
-                    entries.push((row.get::<_, Vec<u8>>(0), listed));
+                    entries.push((row.get::<_, Vec<u8>>(0), record.listed()));
                 }
                 let more = entries.len() > query.limit;
                 entries.truncate(query.limit);

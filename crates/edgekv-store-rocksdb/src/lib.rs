@@ -473,14 +473,7 @@ impl Store for RocksStore {
                 break;
             }
             let key = Bytes::copy_from_slice(&stored[NAMESPACE_ID_LEN..]);
-            // The value is left out: held, it would keep the whole stored
-            // buffer (metadata shares it) for every key of the page.
-            let listed = Record {
-                value: Bytes::new(),
-                metadata: record.metadata.as_ref().map(|m| Bytes::copy_from_slice(m)),
-                ..record
-            };
-            page.entries.push((key, listed));
+            page.entries.push((key, record.listed()));
         }
         Ok(page)
     }
@@ -533,13 +526,12 @@ impl Store for RocksStore {
             self.cf(CF_LOG),
             IteratorMode::From(&start, Direction::Forward),
         );
-        let mut before = 0;
+        let mut budget = edgekv_store::LogBudget::default();
         for item in iter.take(max) {
-            if before >= edgekv_store::LOG_READ_BYTES {
+            let (key, raw) = item.map_err(engine)?;
+            if !budget.admits(raw.len()) {
                 break;
             }
-            let (key, raw) = item.map_err(engine)?;
-            before += raw.len();
             let revision = u64::from_be_bytes(
                 key.as_ref()
                     .try_into()

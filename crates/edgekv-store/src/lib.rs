@@ -190,6 +190,22 @@ pub struct ReadView {
 /// would otherwise be read at once.
 pub const LOG_READ_BYTES: usize = 32 << 20;
 
+/// What one [`Store::log`] read has taken of [`LOG_READ_BYTES`].
+#[derive(Debug, Default)]
+pub struct LogBudget {
+    taken: usize,
+}
+
+impl LogBudget {
+    /// Whether an entry of `weight` bytes is read: it is if it begins within the
+    /// budget (the first always does); its weight is then taken.
+    pub fn admits(&mut self, weight: usize) -> bool {
+        let within = self.taken < LOG_READ_BYTES;
+        self.taken = self.taken.saturating_add(weight);
+        within
+    }
+}
+
 /// The bytes a log entry weighs against [`LOG_READ_BYTES`]: its keys, values
 /// and metadata.
 pub fn log_entry_weight(entry: &LogEntry) -> usize {

@@ -224,11 +224,7 @@ impl Store for MemoryStore {
                 break;
             }
             let key = Bytes::copy_from_slice(&stored[NAMESPACE_ID_LEN..]);
-            let listed = Record {
-                value: Bytes::new(),
-                ..record.clone()
-            };
-            page.entries.push((key, listed));
+            page.entries.push((key, record.clone().listed()));
         }
         Ok(page)
     }
@@ -268,18 +264,14 @@ impl Store for MemoryStore {
                 first: inner.log_floor + 1,
             });
         }
-        let mut before = 0;
+        let mut budget = crate::LogBudget::default();
         Ok(LogRead::Entries(
             inner
                 .log
                 .iter()
                 .filter(|e| e.revision >= from)
                 .take(max)
-                .take_while(|e| {
-                    let within = before < crate::LOG_READ_BYTES;
-                    before += crate::log_entry_weight(e);
-                    within
-                })
+                .take_while(|e| budget.admits(crate::log_entry_weight(e)))
                 .cloned()
                 .collect(),
         ))

@@ -670,19 +670,11 @@ fn registered_data_set(control: &Control, build: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The 2023 outage with 404 in place of 401: a correctly stamped production build
-/// over the wrong store. An empty store is refused at the pre-check, naming both
-/// data sets; a build that passed its pre-check and then came back over an empty
-/// volume at 10% under load never costs a client a read of an existing key, is
-/// rolled back within seconds with the reason, and no edge follows its data set.
-///
-/// Before data-set ids, the empty store passed every pre-check and its NOT_FOUND
-/// answers went to clients as 404s (about a third of the reads of existing keys
-/// in a 10% → 50% → 100% rollout), and the rollout completed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_build_over_the_wrong_data_never_answers_for_existing_keys() {
-    let dirs: Vec<tempfile::TempDir> = (0..7).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut v1 = Origin::start(dirs[0].path(), "production", "prod-cred", &["kv-v1"], &[]);
+/// Production as the data-set tests start it: build kv-v1 over the store in
+/// `dirs[0]`, control in `dirs[1]` with kv-v1 known-good, and two edges (in
+/// `dirs[2]`, `dirs[3]`) following it, ready.
+async fn production(dirs: &[tempfile::TempDir]) -> (Origin, Control, Vec<Edge>) {
+    let v1 = Origin::start(dirs[0].path(), "production", "prod-cred", &["kv-v1"], &[]);
     let control = Control::start(
         dirs[1].path(),
         &dirs[0].path().join("credentials"),
@@ -706,6 +698,22 @@ async fn a_build_over_the_wrong_data_never_answers_for_existing_keys() {
     for edge in &edges {
         edge.ready().await;
     }
+    (v1, control, edges)
+}
+
+/// The 2023 outage with 404 in place of 401: a correctly stamped production build
+/// over the wrong store. An empty store is refused at the pre-check, naming both
+/// data sets; a build that passed its pre-check and then came back over an empty
+/// volume at 10% under load never costs a client a read of an existing key, is
+/// rolled back within seconds with the reason, and no edge follows its data set.
+///
+/// Before data-set ids, the empty store passed every pre-check and its NOT_FOUND
+/// answers went to clients as 404s (about a third of the reads of existing keys
+/// in a 10% → 50% → 100% rollout), and the rollout completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_build_over_the_wrong_data_never_answers_for_existing_keys() {
+    let dirs: Vec<tempfile::TempDir> = (0..7).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut v1, control, edges) = production(&dirs).await;
     let kvs: Vec<Arc<Kv>> = edges.iter().map(|e| Arc::new(Kv::of(e))).collect();
     let ns = kvs[0].create_namespace("config", "cache").await;
     fill(&kvs[0], &ns, 1000).await;
@@ -1009,30 +1017,7 @@ async fn a_slow_build_is_hedged_around_and_rolled_back_within_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_migration_to_another_data_set_moves_every_edge() {
     let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
-    let v1 = Origin::start(dirs[0].path(), "production", "prod-cred", &["kv-v1"], &[]);
-    let control = Control::start(
-        dirs[1].path(),
-        &dirs[0].path().join("credentials"),
-        &dirs[0].path().join("credentials"),
-    );
-    control.register("kv-v1", "production", &v1.url("kv-v1"));
-    control.bootstrap("kv-v1", "production");
-    let edges: Vec<Edge> = ["edge-a", "edge-b"]
-        .iter()
-        .zip(&dirs[2..4])
-        .map(|(node, dir)| {
-            Edge::start_with_control(
-                dir.path(),
-                &control.url,
-                "production",
-                "prod-cred",
-                &["--node-id", node],
-            )
-        })
-        .collect();
-    for edge in &edges {
-        edge.ready().await;
-    }
+    let (_v1, control, edges) = production(&dirs).await;
     let kvs: Vec<Kv> = edges.iter().map(Kv::of).collect();
     let old = kvs[0].create_namespace("settings", "full").await;
     fill(&kvs[0], &old, 50).await;
@@ -1051,32 +1036,8 @@ async fn a_migration_to_another_data_set_moves_every_edge() {
     control.register("kv-v2", "production", &v2.url("kv-v2"));
     let new = registered_data_set(&control, "kv-v2");
     assert!(new.len() == 32 && new != production, "{new}");
-    let out = control.ok(&[
-        "deploy",
-        "start",
-        "kv-v2",
-        "--environment",
-        "production",
-        "--min-requests",
-        "0",
-        "--steps",
-        "100:0s",
-        "--new-data-set",
-        &new,
-    ]);
-    let id = out
-        .split_whitespace()
-        .skip_while(|word| *word != "deployment")
-        .nth(1)
-        .map(|id| id.trim_end_matches(':').to_string())
-        .unwrap_or_else(|| panic!("no deployment id in {out:?}"));
     let started = Instant::now();
-    eventually(
-        Duration::from_secs(30),
-        "the migration completes",
-        || async { control.status(&id)["phase"] == "completed" },
-    )
-    .await;
+    control.deploy_at_once("kv-v2", "production", &["--new-data-set", &new]);
     for edge in &edges {
         eventually(
             Duration::from_secs(30),

@@ -564,7 +564,13 @@ impl Control {
     /// deployment has completed, so that the build is known-good and the next
     /// deployment is not refused as one started while this one is active.
     pub fn bootstrap(&self, build: &str, environment: &str) {
-        let out = self.ok(&[
+        self.deploy_at_once(build, environment, &[]);
+    }
+
+    /// Deploys `build` to all of `environment` at once (with `extra` flags) and
+    /// waits until the deployment has completed.
+    pub fn deploy_at_once(&self, build: &str, environment: &str, extra: &[&str]) {
+        let mut args = vec![
             "deploy",
             "start",
             build,
@@ -574,7 +580,9 @@ impl Control {
             "0",
             "--steps",
             "100:0s",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let out = self.ok(&args);
         let id = out
             .split_whitespace()
             .skip_while(|word| *word != "deployment")
@@ -589,7 +597,7 @@ impl Control {
             }
             assert!(
                 Instant::now() < deadline,
-                "bootstrap deployment {id} did not complete: {status}"
+                "deployment {id} of {build} did not complete: {status}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
