@@ -625,7 +625,7 @@ pub struct DeadLetter {
     pub namespace: String,
     /// The keys it wrote (lossy UTF-8).
     pub keys: Vec<String>,
-    /// The write id, `node:sequence`.
+    /// The write id, `node:incarnation:sequence`.
     pub write_id: String,
     /// When it was accepted, Unix ms.
     pub queued_ms: u64,
@@ -643,7 +643,7 @@ pub fn dead_letters(store: &dyn Store, max: usize) -> Result<Vec<DeadLetter>> {
             let header = entry.header.unwrap_or_default();
             let write_id = header
                 .write_id
-                .map(|w| format!("{}:{}", w.node_id, w.sequence))
+                .map(|w| format!("{}:{}:{}", w.node_id, w.incarnation, w.sequence))
                 .unwrap_or_default();
             DeadLetter {
                 sequence,

@@ -39,8 +39,6 @@ use crate::{EdgeConfig, Error, Result};
 
 /// Keys are spread over this many apply locks.
 const APPLY_STRIPES: usize = 256;
-/// Write sequence numbers are reserved on disk this many at a time.
-const SEQUENCE_BLOCK: u64 = 10_000;
 /// The meta entry holding the last applied feed revision.
 pub(crate) const FEED_REVISION: &str = "feed_revision";
 /// The meta entry present once a first snapshot is loaded.
@@ -60,9 +58,6 @@ pub fn followed_data_set(store: &dyn Store) -> Result<Option<String>> {
         .map(|raw| String::from_utf8_lossy(&raw).into_owned())
         .filter(|id| !id.is_empty()))
 }
-const SEQUENCE_RESERVED: &str = "write_sequence_reserved";
-/// The meta entry holding this data dir's incarnation: part of every write id.
-const INCARNATION: &str = "write_incarnation";
 
 /// Every namespace by id. Looked up on every request: foldhash (seeded per map)
 /// instead of SipHash.
@@ -259,10 +254,10 @@ pub struct Edge {
     stripe_hasher: std::hash::RandomState,
     pub(crate) inflight: DashMap<Box<[u8]>, Arc<Flight>>,
     node_id: String,
-    /// This data dir's incarnation, part of every write id.
+    /// This process's incarnation, part of every write id (see [`Edge::open`]).
     incarnation: String,
+    /// The last write sequence number handed out by this process.
     sequence: AtomicU64,
-    sequence_reserved: Mutex<u64>,
     /// Bounds the origin calls of namespace ids the edge does not know: one
     /// refresh per account per interval, shared, and a negative cache.
     unknown_namespaces: UnknownNamespaces,
@@ -379,19 +374,15 @@ impl Edge {
                 id
             }
         };
-        // Sequence numbers restart after the last reserved block, so none repeats.
-        let reserved = read_u64(&*store, SEQUENCE_RESERVED)?;
-        // A data dir's incarnation: random, made with the dir, so a node restarted
-        // with the same --node-id over a new data dir never reuses a write id.
-        let incarnation = match store.meta(INCARNATION)? {
-            Some(raw) => String::from_utf8_lossy(&raw).into_owned(),
-            None => {
-                let bytes: [u8; 16] = rand::random();
-                let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-                store.set_meta_synced(INCARNATION, id.as_bytes())?;
-                id
-            }
-        };
+        // A write id's incarnation is random and made at every start, never read
+        // from the data dir: a data dir restored from a backup (or copied to
+        // another machine) holds the state of an earlier start, and would hand out
+        // again the ids its original went on to use after the copy, for other
+        // writes. Queued writes keep the ids they were given (stored with them).
+        let incarnation: String = rand::random::<[u8; 16]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let outbox = Outbox::load(&store)?;
         let break_glass = crate::breakglass::load(&config)?;
         let expected = Expected {
@@ -439,8 +430,7 @@ impl Edge {
             inflight: DashMap::new(),
             node_id,
             incarnation,
-            sequence: AtomicU64::new(reserved),
-            sequence_reserved: Mutex::new(reserved),
+            sequence: AtomicU64::new(0),
             unknown_namespaces,
             namespace_lock: Mutex::new(()),
             learned_namespaces: Mutex::new(HashMap::new()),
@@ -1675,7 +1665,7 @@ impl Edge {
             namespace: namespace.to_string(),
             write_id: Some(v1::WriteId {
                 node_id: self.node_id.clone(),
-                sequence: self.next_sequence()?,
+                sequence: self.sequence.fetch_add(1, Ordering::Relaxed) + 1,
                 incarnation: self.incarnation.clone(),
             }),
             hlc: self.hlc.now(),
@@ -2061,21 +2051,6 @@ impl Edge {
             );
         }
         Ok(outcome)
-    }
-
-    /// The next write sequence number, reserving a new block on disk when needed.
-    fn next_sequence(&self) -> Result<u64> {
-        let sequence = self.sequence.fetch_add(1, Ordering::AcqRel) + 1;
-        let mut reserved = self.sequence_reserved.lock();
-        if sequence > *reserved {
-            let next = sequence + SEQUENCE_BLOCK;
-            // Synced: a sequence handed out twice would make the origin take a new
-            // write for a retry of an old one and drop it.
-            self.store
-                .set_meta_synced(SEQUENCE_RESERVED, &next.to_be_bytes())?;
-            *reserved = next;
-        }
-        Ok(sequence)
     }
 
     /// Lists live keys: locally for a synced `full` namespace while fresh, else
