@@ -435,12 +435,37 @@ impl OriginCore {
         Ok(self.store.snapshot(namespaces, visit)?)
     }
 
-    /// Trims the log to `keep` revisions and purges expired records.
+    /// Trims the log to `keep` revisions, purges expired records and forgets the
+    /// write ids past their time (the second count is both).
     pub fn maintain(&self, keep: u64) -> Result<(usize, usize)> {
         let trimmed = self.store.trim_log(keep)?;
-        let purged = self.store.purge_expired(self.clock.now_s(), 10_000)?;
-        Ok((trimmed, purged))
+        let now_s = self.clock.now_s();
+        let purged = in_batches(|max| self.store.purge_expired(now_s, max))?;
+        let forgotten = in_batches(|max| self.store.forget_write_ids(now_s, max))?;
+        Ok((trimmed, purged + forgotten))
     }
+}
+
+/// Maintenance removes at most this many items per call of the store, which may
+/// hold the store's write order meanwhile.
+const MAINTENANCE_BATCH: usize = 10_000;
+/// ... and makes at most this many calls per round: 160,000 items a second at
+/// the default interval, above a sustained write rate of one origin.
+const MAINTENANCE_BATCHES: usize = 16;
+
+/// Runs `step` (which removes up to its argument's count of items) until it
+/// finds less than a batch, at most [`MAINTENANCE_BATCHES`] times; returns how
+/// many it removed.
+fn in_batches(mut step: impl FnMut(usize) -> edgekv_store::Result<usize>) -> Result<usize> {
+    let mut total = 0;
+    for _ in 0..MAINTENANCE_BATCHES {
+        let removed = step(MAINTENANCE_BATCH)?;
+        total += removed;
+        if removed < MAINTENANCE_BATCH {
+            break;
+        }
+    }
+    Ok(total)
 }
 
 /// A namespace of `account` in a view; another account's reads as absent.

@@ -829,9 +829,10 @@ const FINISH_GROUP: &str = "WITH logged AS ( \
        INSERT INTO edgekv_log (revision, part, data) \
        SELECT * FROM unnest($1::int8[], $2::int4[], $3::bytea[])), \
      ids AS ( \
-       INSERT INTO edgekv_written (id, revision, digest) \
-       SELECT * FROM unnest($4::bytea[], $5::int8[], $6::bytea[]) \
-       ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, digest = excluded.digest), \
+       INSERT INTO edgekv_written (id, revision, digest, until_s) \
+       SELECT * FROM unnest($4::bytea[], $5::int8[], $6::bytea[], $11::int8[]) \
+       ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, digest = excluded.digest, \
+         until_s = excluded.until_s), \
      head AS (UPDATE edgekv_head SET revision = $7 WHERE id = 1) \
      SELECT pg_notify($9, $10) WHERE $8";
 
@@ -1187,6 +1188,7 @@ impl PgStore {
         let mut ids: Vec<Vec<u8>> = Vec::new();
         let mut id_revisions: Vec<i64> = Vec::new();
         let mut id_digests: Vec<Option<Vec<u8>>> = Vec::new();
+        let mut id_untils: Vec<i64> = Vec::new();
         for commit in commits {
             revision += 1;
             revisions.push(revision);
@@ -1232,6 +1234,7 @@ impl PgStore {
                 ids.push(id.clone());
                 id_revisions.push(at(revision));
                 id_digests.push(commit.write_digest.map(|d| d.to_vec()));
+                id_untils.push(at(commit.write_id_until_s));
             }
             let logged = LogEntry {
                 revision,
@@ -1256,7 +1259,7 @@ impl PgStore {
         // COMMIT with a rollback; the statement's error is what the join returns.
         let head = at(revision);
         let wake = notify.is_some();
-        let finish_params: [&Param<'_>; 10] = [
+        let finish_params: [&Param<'_>; 11] = [
             &log_revisions,
             &log_parts,
             &log_data,
@@ -1267,6 +1270,7 @@ impl PgStore {
             &wake,
             &channel,
             &text,
+            &id_untils,
         ];
         futures_util::try_join!(
             Self::put_records(session, &statements, pending, &mut parts),
@@ -1411,7 +1415,8 @@ impl PgStore {
             let dropped: i64 = row.get(0);
             txn.client()
                 .execute(
-                    "DELETE FROM edgekv_written WHERE revision <= $1",
+                    // Only the ids kept before ids had a time go with the log.
+                    "DELETE FROM edgekv_written WHERE revision <= $1 AND until_s IS NULL",
                     &[&at(floor)],
                 )
                 .await?;
@@ -1760,6 +1765,23 @@ impl Store for PgStore {
         let (trimmed, floor) = self.trim_log_in_database(keep)?;
         self.recent.lock().forget_through(floor);
         Ok(trimmed)
+    }
+
+    fn forget_write_ids(&self, now_s: u64, max: usize) -> Result<usize> {
+        // Not under the head's lock: an id committed again meanwhile has a later
+        // time, which the delete sees (it re-checks the row it finds changed).
+        self.simple("forgetting write ids", move |client| async move {
+            let forgotten = client
+                .execute(
+                    "DELETE FROM edgekv_written WHERE id IN ( \
+                       SELECT id FROM edgekv_written WHERE until_s <= $1 \
+                       ORDER BY until_s LIMIT $2) \
+                     AND until_s <= $1",
+                    &[&at(now_s), &i64::try_from(max).unwrap_or(i64::MAX)],
+                )
+                .await?;
+            Ok(usize::try_from(forgotten).unwrap_or(usize::MAX))
+        })
     }
 
     fn written(&self, write_id: &[u8]) -> Result<Option<WrittenId>> {

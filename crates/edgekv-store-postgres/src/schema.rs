@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 use crate::Fail;
 
 /// The schema version this binary writes.
-pub const VERSION: i32 = 2;
+pub const VERSION: i32 = 3;
 
 /// The migrations, by the version they bring the schema to.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -99,6 +99,18 @@ const MIGRATIONS: &[(i32, &str)] = &[
         body bytea NOT NULL,
         saved_at timestamptz NOT NULL DEFAULT now()
     );
+    "#,
+    ),
+    (
+        3,
+        r#"
+    -- Write ids are kept for a time (past the last replay of them an origin
+    -- accepts), not as long as their commit's log entry: until_s is when an id
+    -- may be forgotten. Ids kept before (until_s NULL) still go with the log.
+    ALTER TABLE edgekv_written ADD COLUMN until_s bigint;
+    DROP INDEX edgekv_written_revision;
+    CREATE INDEX edgekv_written_revision ON edgekv_written (revision) WHERE until_s IS NULL;
+    CREATE INDEX edgekv_written_until ON edgekv_written (until_s) WHERE until_s IS NOT NULL;
     "#,
     ),
 ];

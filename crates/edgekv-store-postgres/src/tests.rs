@@ -176,6 +176,49 @@ fn the_schema_is_versioned() {
     );
 }
 
+/// A database of schema version 2 (write ids without a time) is migrated: the
+/// ids it kept stay known and go with the log, as they did; new ids get a time
+/// and outlive the log until it.
+#[test]
+fn write_ids_kept_by_schema_2_go_with_the_log() {
+    let server = TestPostgres::shared();
+    let url = server.database();
+    let store = PgStore::open(&url, &PgOptions::default()).unwrap();
+    let old = store
+        .commit(Commit {
+            write_id: Some(b"old".to_vec()),
+            write_id_until_s: 1_000,
+            ..Commit::default()
+        })
+        .unwrap();
+    drop(store);
+    // Back to what version 2 had.
+    crate::testing::execute(
+        &url,
+        "DROP INDEX edgekv_written_until; DROP INDEX edgekv_written_revision; \
+         ALTER TABLE edgekv_written DROP COLUMN until_s; \
+         CREATE INDEX edgekv_written_revision ON edgekv_written (revision); \
+         UPDATE edgekv_schema SET version = 2",
+    );
+    let store = PgStore::open(&url, &PgOptions::default()).unwrap();
+    assert_eq!(
+        store.written(b"old").unwrap().map(|w| w.revision),
+        Some(old)
+    );
+    store
+        .commit(Commit {
+            write_id: Some(b"new".to_vec()),
+            write_id_until_s: 1_000,
+            ..Commit::default()
+        })
+        .unwrap();
+    assert_eq!(store.trim_log(0).unwrap(), 2);
+    assert_eq!(store.written(b"old").unwrap(), None);
+    assert!(store.written(b"new").unwrap().is_some());
+    assert_eq!(store.forget_write_ids(1_000, 10).unwrap(), 1);
+    assert_eq!(store.written(b"new").unwrap(), None);
+}
+
 /// A multi-host URL: the first host is down, the second serves.
 #[test]
 fn a_multi_host_url_finds_the_host_that_answers() {

@@ -32,6 +32,9 @@ const CF_NAMESPACES: &str = "namespaces";
 const CF_META: &str = "meta";
 const CF_LOG: &str = "log";
 const CF_WRITES: &str = "writes";
+/// The write ids by the time they may be forgotten: `until (8 bytes, big-endian)
+/// ++ id` → nothing.
+const CF_WRITE_TIMES: &str = "write_times";
 const CF_QUEUES: &str = "queues";
 /// The `meta` entry holding the highest revision dropped from the log.
 const LOG_FLOOR_KEY: &[u8] = b"\x00log_floor";
@@ -113,6 +116,14 @@ impl std::fmt::Debug for RocksStore {
     }
 }
 
+/// A key of [`CF_WRITE_TIMES`].
+fn write_time_key(until_s: u64, id: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + id.len());
+    key.extend_from_slice(&until_s.to_be_bytes());
+    key.extend_from_slice(id);
+    key
+}
+
 fn engine(err: rocksdb::Error) -> Error {
     Error::Engine(err.into_string())
 }
@@ -137,6 +148,7 @@ impl RocksStore {
             ColumnFamilyDescriptor::new(CF_META, db_options.clone()),
             ColumnFamilyDescriptor::new(CF_LOG, db_options.clone()),
             ColumnFamilyDescriptor::new(CF_WRITES, db_options.clone()),
+            ColumnFamilyDescriptor::new(CF_WRITE_TIMES, db_options.clone()),
             ColumnFamilyDescriptor::new(CF_QUEUES, db_options.clone()),
         ];
         let db = DB::open_cf_descriptors(&db_options, &path, families).map_err(|e| {
@@ -268,11 +280,13 @@ impl RocksStore {
         }
         if self.change_log {
             if let Some(id) = &commit.write_id {
+                let until = commit.write_id_until_s;
                 batch.put_cf(
                     self.cf(CF_WRITES),
                     id,
-                    WrittenId::encode(revision, commit.write_digest.as_ref()),
+                    WrittenId::encode(revision, until, commit.write_digest.as_ref()),
                 );
+                batch.put_cf(self.cf(CF_WRITE_TIMES), write_time_key(until, id), b"");
             }
             let entry = LogEntry {
                 revision,
@@ -563,7 +577,11 @@ impl Store for RocksStore {
                 break;
             }
             let entry = codec::decode_entry(0, Bytes::from(raw))?;
-            if let Some(id) = entry.write_id {
+            // Only an id kept before ids had a time goes with its entry.
+            if let Some(id) = entry.write_id
+                && let Some(held) = self.db.get_cf(self.cf(CF_WRITES), &id).map_err(engine)?
+                && matches!(WrittenId::decode(&held), Ok((_, None)))
+            {
                 batch.delete_cf(self.cf(CF_WRITES), id);
             }
             batch.delete_cf(self.cf(CF_LOG), key);
@@ -576,11 +594,44 @@ impl Store for RocksStore {
         Ok(dropped)
     }
 
+    fn forget_write_ids(&self, now_s: u64, max: usize) -> Result<usize> {
+        // Held so that an id committed again meanwhile (with a later time) is
+        // not dropped on the strength of its older time.
+        let _writer = self.writer.lock();
+        let mut batch = WriteBatch::default();
+        let mut forgotten = 0;
+        let end = write_time_key(now_s.saturating_add(1), &[]);
+        let times = self
+            .db
+            .iterator_cf(self.cf(CF_WRITE_TIMES), IteratorMode::Start);
+        for item in times.take(max) {
+            let (key, _) = item.map_err(engine)?;
+            if key.as_ref() >= end.as_slice() {
+                break;
+            }
+            batch.delete_cf(self.cf(CF_WRITE_TIMES), &key);
+            let Some((until, id)) = key.split_first_chunk::<8>() else {
+                continue;
+            };
+            let held = self.db.get_cf(self.cf(CF_WRITES), id).map_err(engine)?;
+            if let Some(held) = held
+                && WrittenId::decode(&held)?.1 == Some(u64::from_be_bytes(*until))
+            {
+                batch.delete_cf(self.cf(CF_WRITES), id);
+                forgotten += 1;
+            }
+        }
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(engine)?;
+        Ok(forgotten)
+    }
+
     fn written(&self, write_id: &[u8]) -> Result<Option<WrittenId>> {
         self.db
             .get_cf(self.cf(CF_WRITES), write_id)
             .map_err(engine)?
-            .map(|raw| WrittenId::decode(&raw))
+            .map(|raw| WrittenId::decode(&raw).map(|(written, _)| written))
             .transpose()
     }
 

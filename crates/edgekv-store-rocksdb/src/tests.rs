@@ -335,3 +335,43 @@ fn a_long_run_of_deleted_entries_gets_a_tombstone_rather_than_a_long_look() {
         "a long run is not"
     );
 }
+
+/// A write id kept before ids had a time (its stored form has none) still goes
+/// with its commit's log entry, as it did then; one with a time stays.
+#[test]
+fn an_id_kept_before_ids_had_a_time_goes_with_the_log() {
+    let (store, _dir) = temp_store();
+    let commit = |id: &[u8]| {
+        store
+            .commit(Commit {
+                write_id: Some(id.to_vec()),
+                write_id_until_s: 1_000,
+                ..Commit::default()
+            })
+            .unwrap()
+    };
+    let old = commit(b"old");
+    commit(b"new");
+    // The form an earlier version wrote: the revision and the digest only.
+    store
+        .db
+        .put_cf(
+            store.cf(CF_WRITES),
+            b"old",
+            [&old.to_be_bytes()[..], &[9; 32]].concat(),
+        )
+        .unwrap();
+    assert_eq!(
+        store.written(b"old").unwrap(),
+        Some(WrittenId {
+            revision: old,
+            digest: Some([9; 32])
+        })
+    );
+    assert_eq!(store.trim_log(0).unwrap(), 2);
+    assert_eq!(store.written(b"old").unwrap(), None);
+    assert!(store.written(b"new").unwrap().is_some());
+    // Its time entry, left by the commit, finds another form and leaves it be.
+    assert_eq!(store.forget_write_ids(1_000, 10).unwrap(), 1);
+    assert_eq!(store.written(b"new").unwrap(), None);
+}

@@ -56,9 +56,13 @@ pub struct Commit {
     pub writes: Vec<Write>,
     /// Namespace changes.
     pub namespaces: Vec<NamespaceOp>,
-    /// The id of the client write, remembered (see [`Store::written`]) as long as
-    /// the commit is in the change log.
+    /// The id of the client write, remembered (see [`Store::written`]) until
+    /// `write_id_until_s`, whether or not its commit is still in the change log.
     pub write_id: Option<Vec<u8>>,
+    /// When (Unix seconds) the write id may be forgotten
+    /// ([`Store::forget_write_ids`]): past the last replay of it the origin would
+    /// accept.
+    pub write_id_until_s: u64,
     /// The digest of the client write's content, remembered with its id: a known
     /// id with another digest is a reused id, never a duplicate.
     pub write_digest: Option<[u8; 32]>,
@@ -76,32 +80,40 @@ pub struct WrittenId {
 }
 
 impl WrittenId {
-    /// The stored form: the revision (8 bytes, big-endian), then the digest.
-    pub fn encode(revision: u64, digest: Option<&[u8; 32]>) -> Vec<u8> {
-        let mut out = revision.to_be_bytes().to_vec();
+    /// The stored form: the revision and the time it may be forgotten (8 bytes
+    /// each, big-endian), then the digest.
+    pub fn encode(revision: u64, until_s: u64, digest: Option<&[u8; 32]>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(48);
+        out.extend_from_slice(&revision.to_be_bytes());
+        out.extend_from_slice(&until_s.to_be_bytes());
         if let Some(digest) = digest {
             out.extend_from_slice(digest);
         }
         out
     }
 
-    /// Reads the stored form (8 bytes: no digest; 40: with one).
-    pub fn decode(raw: &[u8]) -> Result<Self> {
-        let revision = raw
-            .get(..8)
-            .and_then(|r| <[u8; 8]>::try_from(r).ok())
-            .map(u64::from_be_bytes)
-            .ok_or_else(|| Error::Engine("stored write id is shorter than 8 bytes".into()))?;
-        let digest = match raw.len() {
-            8 => None,
-            40 => raw[8..].try_into().ok(),
+    /// Reads the stored form, with the time the id may be forgotten: 16 bytes
+    /// (no digest) or 48 (with one). The forms kept before ids had a time, 8 and
+    /// 40 bytes (without the time), read with none: such an id goes with its
+    /// commit's log entry.
+    pub fn decode(raw: &[u8]) -> Result<(Self, Option<u64>)> {
+        let word = |at: usize| {
+            raw.get(at..at + 8)
+                .and_then(|r| <[u8; 8]>::try_from(r).ok())
+                .map(u64::from_be_bytes)
+        };
+        let (until_s, digest_at) = match raw.len() {
+            8 | 40 => (None, 8),
+            16 | 48 => (word(8), 16),
             n => {
                 return Err(Error::Engine(format!(
-                    "stored write id is {n} bytes; expected 8 or 40"
+                    "stored write id is {n} bytes; expected 16 or 48 (8 or 40 when older)"
                 )));
             }
         };
-        Ok(WrittenId { revision, digest })
+        let revision = word(0).unwrap_or_default();
+        let digest = raw.get(digest_at..).and_then(|d| d.try_into().ok());
+        Ok((WrittenId { revision, digest }, until_s))
     }
 }
 
@@ -328,11 +340,16 @@ pub trait Store: Send + Sync + 'static {
     /// begins past [`LOG_READ_BYTES`] of those before it (at least one, whatever
     /// its size): a reader never holds more than that and one value.
     fn log(&self, from: u64, max: usize) -> Result<LogRead>;
-    /// Drops log entries (and their write ids) so that at most `keep` remain;
-    /// returns how many it dropped.
+    /// Drops log entries so that at most `keep` remain; returns how many it
+    /// dropped. The write ids of their commits stay until their time (those kept
+    /// before ids had a time go with their entry).
     fn trim_log(&self, keep: u64) -> Result<usize>;
+    /// Forgets up to `max` write ids whose time ([`Commit::write_id_until_s`]) is
+    /// `now_s` or earlier; returns how many it forgot (it may look at `max` ids
+    /// and forget fewer, where some were committed again since).
+    fn forget_write_ids(&self, now_s: u64, max: usize) -> Result<usize>;
     /// The revision a write id was committed at, and the digest it was committed
-    /// with (none for ids kept before digests), while its commit is in the log.
+    /// with (none for ids kept before digests), until the id is forgotten.
     fn written(&self, write_id: &[u8]) -> Result<Option<WrittenId>>;
     /// Visits every namespace, then every record of the `namespaces` asked for, as
     /// of one revision, which it returns.

@@ -34,7 +34,10 @@ struct Inner {
     log: VecDeque<LogEntry>,
     /// The highest revision dropped from the log.
     log_floor: u64,
-    written: HashMap<Vec<u8>, crate::WrittenId>,
+    /// Write ids, with the time each may be forgotten.
+    written: HashMap<Vec<u8>, (crate::WrittenId, u64)>,
+    /// The write ids by the time they may be forgotten.
+    written_until: BTreeSet<(u64, Vec<u8>)>,
     /// Durable queues by name: sequence → entry.
     queues: HashMap<String, BTreeMap<u64, Vec<u8>>>,
     /// Per queue, the last sequence handed out.
@@ -93,13 +96,15 @@ impl Inner {
         }
         if keeps_log {
             if let Some(id) = &commit.write_id {
-                inner.written.insert(
-                    id.clone(),
-                    crate::WrittenId {
-                        revision,
-                        digest: commit.write_digest,
-                    },
-                );
+                let written = crate::WrittenId {
+                    revision,
+                    digest: commit.write_digest,
+                };
+                let until = commit.write_id_until_s;
+                if let Some((_, before)) = inner.written.insert(id.clone(), (written, until)) {
+                    inner.written_until.remove(&(before, id.clone()));
+                }
+                inner.written_until.insert((until, id.clone()));
             }
             inner.log.push_back(LogEntry {
                 revision,
@@ -165,7 +170,7 @@ impl Store for MemoryStore {
             }
         }
         for id in &reads.write_ids {
-            if let Some(written) = inner.written.get(id) {
+            if let Some((written, _)) = inner.written.get(id) {
                 view.written.insert(id.clone(), *written);
             }
         }
@@ -284,17 +289,28 @@ impl Store for MemoryStore {
             let Some(entry) = inner.log.pop_front() else {
                 break;
             };
-            if let Some(id) = &entry.write_id {
-                inner.written.remove(id);
-            }
             inner.log_floor = entry.revision;
             dropped += 1;
         }
         Ok(dropped)
     }
 
+    fn forget_write_ids(&self, now_s: u64, max: usize) -> Result<usize> {
+        let mut inner = self.inner.write();
+        let due: Vec<(u64, Vec<u8>)> = (inner.written_until.iter())
+            .take_while(|(until, _)| *until <= now_s)
+            .take(max)
+            .cloned()
+            .collect();
+        for entry in &due {
+            inner.written_until.remove(entry);
+            inner.written.remove(&entry.1);
+        }
+        Ok(due.len())
+    }
+
     fn written(&self, write_id: &[u8]) -> Result<Option<crate::WrittenId>> {
-        Ok(self.inner.read().written.get(write_id).copied())
+        Ok(self.inner.read().written.get(write_id).map(|(w, _)| *w))
     }
 
     fn snapshot(

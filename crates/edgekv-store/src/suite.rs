@@ -26,7 +26,7 @@ macro_rules! store_suite {
             revisions_follow_commit_order, listing, listing_hides_dead_keys,
             cursor_survives_writes, purge, purge_spares_rewritten_keys,
             delete_namespace_drops_its_keys, meta, binary_keys_and_values,
-            keep_newer_keeps_only_newer_revisions, change_log, log_trim_forgets_write_ids,
+            keep_newer_keeps_only_newer_revisions, change_log, write_ids_outlive_the_log_until_their_time,
             snapshot_is_consistent, queues, queue_batches_points_and_pages,
             transact_reads_then_commits_in_order, large_values, init_meta_keeps_the_first,
             log_reads_are_bounded_in_bytes);
@@ -776,7 +776,7 @@ pub fn init_meta_keeps_the_first(store: &dyn Store) {
     assert_eq!(store.meta("id").unwrap().as_deref(), Some(&b"first"[..]));
 }
 
-pub fn log_trim_forgets_write_ids(store: &dyn Store) {
+pub fn write_ids_outlive_the_log_until_their_time(store: &dyn Store) {
     let mut revisions = Vec::new();
     for i in 0..5u8 {
         revisions.push(
@@ -788,6 +788,7 @@ pub fn log_trim_forgets_write_ids(store: &dyn Store) {
                         record: Record::value(Bytes::from_static(b"v"), None, None),
                     }],
                     write_id: Some(vec![b'w', i]),
+                    write_id_until_s: 100 + u64::from(i),
                     // Every other commit with a digest: both forms are kept.
                     write_digest: (i % 2 == 0).then_some([i; 32]),
                     ..Commit::default()
@@ -812,23 +813,57 @@ pub fn log_trim_forgets_write_ids(store: &dyn Store) {
         panic!("kept entries were trimmed");
     };
     assert_eq!(kept.len(), 2);
-    assert_eq!(store.written(&[b'w', 0]).unwrap(), None);
+    // A trim of the log leaves the ids: they are kept for a time.
+    assert_eq!(
+        store.written(&[b'w', 0]).unwrap(),
+        Some(crate::WrittenId {
+            revision: revisions[0],
+            digest: Some([0; 32]),
+        }),
+        "an id is kept past its commit's log entry, with its digest"
+    );
     assert_eq!(
         store.written(&[b'w', 3]).unwrap().map(|w| w.digest),
         Some(None),
         "an id committed without a digest has none"
     );
+    // Before any id's time, none is forgotten; then those whose time came, at
+    // most `max` a call.
+    assert_eq!(store.forget_write_ids(99, 10).unwrap(), 0);
+    assert_eq!(store.forget_write_ids(102, 2).unwrap(), 2);
+    assert_eq!(store.forget_write_ids(102, 10).unwrap(), 1);
+    for i in 0..3u8 {
+        assert_eq!(store.written(&[b'w', i]).unwrap(), None, "id {i} forgotten");
+    }
     assert_eq!(
         store.written(&[b'w', 4]).unwrap(),
         Some(crate::WrittenId {
             revision: revisions[4],
             digest: Some([4; 32]),
         }),
-        "the id is kept with the digest it was committed with"
+        "an id whose time has not come is kept with the digest it was committed with"
     );
-    // Data is untouched by a trim.
+    // An id committed again later is kept for its new time, not its old one.
+    let again = store
+        .commit(Commit {
+            write_id: Some(vec![b'w', 3]),
+            write_id_until_s: 500,
+            ..Commit::default()
+        })
+        .unwrap();
+    assert_eq!(store.forget_write_ids(200, 10).unwrap(), 1);
+    assert_eq!(
+        store.written(&[b'w', 3]).unwrap().map(|w| w.revision),
+        Some(again)
+    );
+    assert_eq!(store.written(&[b'w', 4]).unwrap(), None);
+    // Data is untouched by a trim or a forget.
     assert!(store.get(NS_A, &[b'k', 0]).unwrap().is_some());
-    assert_eq!(store.trim_log(2).unwrap(), 0);
+    assert_eq!(store.trim_log(2).unwrap(), 1);
+    assert_eq!(
+        store.written(&[b'w', 3]).unwrap().map(|w| w.revision),
+        Some(again)
+    );
 }
 
 pub fn snapshot_is_consistent(store: &dyn Store) {

@@ -117,6 +117,9 @@ impl Store for Probe {
     fn trim_log(&self, keep: u64) -> edgekv_store::Result<usize> {
         self.inner.trim_log(keep)
     }
+    fn forget_write_ids(&self, now_s: u64, max: usize) -> edgekv_store::Result<usize> {
+        self.inner.forget_write_ids(now_s, max)
+    }
     fn written(&self, write_id: &[u8]) -> edgekv_store::Result<Option<WrittenId>> {
         self.inner.written(write_id)
     }

@@ -73,6 +73,16 @@ pub(crate) fn reads(group: &[Pending]) -> ReadSet {
     reads
 }
 
+/// When a write id committed now may be forgotten, given when a tombstone made
+/// now may be: past the last replay of it the origin accepts. A replay is
+/// accepted while its stamp is at most the tombstones' time old, and a stamp may
+/// run [`edgekv_kv::ordering::MAX_CLOCK_SKEW_MS`] ahead of this clock; a minute
+/// more covers the time between a replay's check and its group.
+pub(crate) fn write_id_until(tombstone_until: u64) -> u64 {
+    let skew_s = edgekv_kv::ordering::MAX_CLOCK_SKEW_MS.div_ceil(1000);
+    tombstone_until.saturating_add(skew_s).saturating_add(60)
+}
+
 /// Decides a group against `view`: the commits to make, in order, and one verdict
 /// per write. `tombstone_until` is when a delete made now may be purged.
 pub(crate) fn group(
@@ -97,6 +107,7 @@ pub(crate) fn group(
         .into_iter()
         .map(|(id, WrittenId { revision, digest })| (id, (digest, At::Known(revision))))
         .collect();
+    let id_until = write_id_until(tombstone_until);
     let mut commits = Vec::new();
     let mut verdicts = Vec::with_capacity(group.len());
     for pending in group {
@@ -181,6 +192,7 @@ pub(crate) fn group(
         commits.push(Commit {
             writes,
             write_id: pending.write_id.clone(),
+            write_id_until_s: id_until,
             write_digest: pending.digest,
             ..Commit::default()
         });

@@ -374,6 +374,43 @@ fn a_replay_older_than_the_tombstone_horizon_is_refused() {
     );
 }
 
+/// A write id is known for as long as a replay of it is accepted, however far
+/// the log was trimmed meanwhile: a replay is a duplicate, and the id with other
+/// content is refused, until the replay horizon. Before ids had a time, they went
+/// with their commit's log entry, and both were decided by the stamp alone.
+#[test]
+fn a_write_id_is_known_while_replays_of_it_are_accepted() {
+    let (core, clock) = core();
+    let (ns, _) = core.create_namespace("a", "t", Mode::Cache).unwrap();
+    let stamped = stamp(NOW_MS);
+    let first = core
+        .write(put(&ns.id, "k", "v1", stamped, Some("edge-a:x:1"), false))
+        .unwrap();
+    for i in 0..5 {
+        let other = stamp(NOW_MS + 1 + i);
+        core.write(put(&ns.id, &format!("o{i}"), "v", other, None, false))
+            .unwrap();
+    }
+    // The horizon's last second: the log keeps one commit, and maintenance ran.
+    clock.advance(Duration::from_secs(3600));
+    core.maintain(1).unwrap();
+    assert!(matches!(core.log(1, 10), Err(Error::Trimmed { .. })));
+    let replayed = core
+        .write(put(&ns.id, "k", "v1", stamped, Some("edge-a:x:1"), true))
+        .unwrap();
+    assert!(replayed.duplicate, "the replay is known for the write it is");
+    assert_eq!(replayed.revision, first.revision);
+    let reused = core
+        .write(put(&ns.id, "k", "other", stamped, Some("edge-a:x:1"), true))
+        .unwrap_err();
+    assert!(matches!(reused, Error::WriteIdReused { .. }), "{reused}");
+    // Past the horizon (and the stamps' skew), the id is forgotten.
+    assert!(core.store.written(b"edge-a:x:1").unwrap().is_some());
+    clock.advance(Duration::from_secs(5 + 60 + 1));
+    core.maintain(1).unwrap();
+    assert_eq!(core.store.written(b"edge-a:x:1").unwrap(), None);
+}
+
 /// Writes from many threads at once are committed in groups: every write gets its
 /// own revision, with no gap and no repeat; a write and its retry racing each other
 /// commit once; each key ends with the value of its last commit.
