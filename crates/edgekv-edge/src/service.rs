@@ -383,6 +383,8 @@ impl Edge {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
+        // The origin's logs name a write by its id: this says which start wrote it.
+        tracing::info!(node = %node_id, %incarnation, "write ids of this start carry this incarnation");
         let outbox = Outbox::load(&store)?;
         let break_glass = crate::breakglass::load(&config)?;
         let expected = Expected {

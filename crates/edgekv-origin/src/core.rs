@@ -268,13 +268,11 @@ impl OriginCore {
         // A replay older than the tombstones kept could resurrect a delete whose
         // tombstone is gone: refused (the edge buries it as a dead letter).
         if request.replay {
-            let age_ms = now_ms.saturating_sub(edgekv_kv::Hlc::physical_ms(request.hlc));
-            if age_ms > self.tombstone_ttl_s.saturating_mul(1000) {
-                return Err(Error::ReplayTooOld {
-                    age_s: age_ms / 1000,
-                    horizon_s: self.tombstone_ttl_s,
-                });
-            }
+            let horizon = decide::Horizon {
+                now_ms,
+                tombstone_ttl_s: self.tombstone_ttl_s,
+            };
+            horizon.check_replay(request.hlc)?;
         }
         // Checked before the write joins a group: a malformed id must fail alone,
         // never the group's transaction.
@@ -436,14 +434,31 @@ impl OriginCore {
     }
 
     /// Trims the log to `keep` revisions, purges expired records and forgets the
-    /// write ids past their time (the second count is both).
-    pub fn maintain(&self, keep: u64) -> Result<(usize, usize)> {
-        let trimmed = self.store.trim_log(keep)?;
+    /// write ids past their time. Each step runs whatever another's outcome: a
+    /// failing trim must not keep ids from being forgotten. The first error is
+    /// returned, after all three ran.
+    pub fn maintain(&self, keep: u64) -> Result<Maintained> {
         let now_s = self.clock.now_s();
-        let purged = in_batches(|max| self.store.purge_expired(now_s, max))?;
-        let forgotten = in_batches(|max| self.store.forget_write_ids(now_s, max))?;
-        Ok((trimmed, purged + forgotten))
+        let trimmed = self.store.trim_log(keep).map_err(Error::from);
+        let purged = in_batches(|max| self.store.purge_expired(now_s, max));
+        let forgotten = in_batches(|max| self.store.forget_write_ids(now_s, max));
+        Ok(Maintained {
+            trimmed: trimmed?,
+            purged: purged?,
+            forgotten: forgotten?,
+        })
     }
+}
+
+/// What a round of [`OriginCore::maintain`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Maintained {
+    /// Log entries trimmed.
+    pub trimmed: usize,
+    /// Expired records (tombstones included) purged.
+    pub purged: usize,
+    /// Write ids forgotten.
+    pub forgotten: usize,
 }
 
 /// Maintenance removes at most this many items per call of the store, which may
@@ -559,10 +574,13 @@ impl Writer {
         let (pending, replies): (Vec<Pending>, Vec<_>) =
             group.into_iter().map(|q| (q.pending, q.reply)).unzip();
         let reads = decide::reads(&pending);
-        let tombstone_until = self.clock.now_s().saturating_add(self.tombstone_ttl_s);
+        let horizon = decide::Horizon {
+            now_ms: self.clock.now_ms(),
+            tombstone_ttl_s: self.tombstone_ttl_s,
+        };
         let mut verdicts = Vec::new();
         let committed = self.store.transact(&reads, &mut |view| {
-            let (commits, decided) = decide::group(&pending, view, tombstone_until);
+            let (commits, decided) = decide::group(&pending, view, horizon);
             verdicts = decided;
             Ok(commits)
         });

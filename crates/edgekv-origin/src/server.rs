@@ -220,8 +220,13 @@ async fn maintain(
         }
         let work = core.clone();
         match tokio::task::spawn_blocking(move || work.maintain(keep)).await {
-            Ok(Ok((trimmed, purged))) if trimmed + purged > 0 => {
-                tracing::debug!(trimmed, purged, "origin maintenance");
+            Ok(Ok(done)) if done != crate::core::Maintained::default() => {
+                tracing::debug!(
+                    trimmed = done.trimmed,
+                    purged = done.purged,
+                    forgotten = done.forgotten,
+                    "origin maintenance"
+                );
             }
             Ok(Ok(_)) => {}
             Ok(Err(err)) => tracing::warn!(error = %err, "origin maintenance failed"),

@@ -1770,12 +1770,13 @@ impl Store for PgStore {
     fn forget_write_ids(&self, now_s: u64, max: usize) -> Result<usize> {
         // Not under the head's lock: an id committed again meanwhile has a later
         // time, which the delete sees (it re-checks the row it finds changed).
+        // Rows another origin is forgetting at the same moment are skipped.
         self.simple("forgetting write ids", move |client| async move {
             let forgotten = client
                 .execute(
                     "DELETE FROM edgekv_written WHERE id IN ( \
                        SELECT id FROM edgekv_written WHERE until_s <= $1 \
-                       ORDER BY until_s LIMIT $2) \
+                       ORDER BY until_s LIMIT $2 FOR UPDATE SKIP LOCKED) \
                      AND until_s <= $1",
                     &[&at(now_s), &i64::try_from(max).unwrap_or(i64::MAX)],
                 )

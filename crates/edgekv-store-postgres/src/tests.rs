@@ -178,7 +178,9 @@ fn the_schema_is_versioned() {
 
 /// A database of schema version 2 (write ids without a time) is migrated: the
 /// ids it kept stay known and go with the log, as they did; new ids get a time
-/// and outlive the log until it.
+/// and outlive the log until it. The migration only adds: a binary of version 2
+/// (the previous release, a rollback's target) may still use the database, and
+/// the ids it keeps meanwhile go with the log too.
 #[test]
 fn write_ids_kept_by_schema_2_go_with_the_log() {
     let server = TestPostgres::shared();
@@ -195,15 +197,23 @@ fn write_ids_kept_by_schema_2_go_with_the_log() {
     // Back to what version 2 had.
     crate::testing::execute(
         &url,
-        "DROP INDEX edgekv_written_until; DROP INDEX edgekv_written_revision; \
-         ALTER TABLE edgekv_written DROP COLUMN until_s; \
-         CREATE INDEX edgekv_written_revision ON edgekv_written (revision); \
-         UPDATE edgekv_schema SET version = 2",
+        "DROP INDEX edgekv_written_until; ALTER TABLE edgekv_written DROP COLUMN until_s; \
+         ALTER TABLE edgekv_schema DROP COLUMN applied; UPDATE edgekv_schema SET version = 2",
     );
     let store = PgStore::open(&url, &PgOptions::default()).unwrap();
     assert_eq!(
         store.written(b"old").unwrap().map(|w| w.revision),
         Some(old)
+    );
+    // What a binary of version 2 reads at its open, and an id it keeps.
+    assert_eq!(
+        crate::testing::query_i64(&url, "SELECT version::int8 FROM edgekv_schema"),
+        vec![2],
+        "a binary of version 2 may still open the database"
+    );
+    crate::testing::execute(
+        &url,
+        &format!("INSERT INTO edgekv_written (id, revision, digest) VALUES ('v2', {old}, NULL)"),
     );
     store
         .commit(Commit {
@@ -214,9 +224,14 @@ fn write_ids_kept_by_schema_2_go_with_the_log() {
         .unwrap();
     assert_eq!(store.trim_log(0).unwrap(), 2);
     assert_eq!(store.written(b"old").unwrap(), None);
+    assert_eq!(store.written(b"v2").unwrap(), None);
     assert!(store.written(b"new").unwrap().is_some());
     assert_eq!(store.forget_write_ids(1_000, 10).unwrap(), 1);
     assert_eq!(store.written(b"new").unwrap(), None);
+    drop(store);
+    // A later release's additive migration does not lock this binary out.
+    crate::testing::execute(&url, "UPDATE edgekv_schema SET applied = 9");
+    drop(PgStore::open(&url, &PgOptions::default()).unwrap());
 }
 
 /// A multi-host URL: the first host is down, the second serves.

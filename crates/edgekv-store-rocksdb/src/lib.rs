@@ -4,9 +4,12 @@
 //! One database holds seven column families: `data` (records under
 //! `namespace id ++ key`), `expiry` (an index from expiration time to stored key,
 //! so expired records are purged without a scan), `namespaces`, `meta`, `log` (the
-//! change log, by big-endian revision) and `writes` (write id → revision, for the
-//! commits still in the log) and `queues` (durable queues such as an edge's outbox,
-//! always written with fsync). The store's revision is kept in `meta` and written in
+//! change log, by big-endian revision) and `writes` (write id → revision and
+//! digest, kept for a time, with an index of the ids by that time under keys no id
+//! has) and `queues` (durable queues such as an edge's outbox, always written with
+//! fsync). A release that adds to the store adds keys an earlier one never reads,
+//! never a column family (an earlier release refuses to open a database that has
+//! one it does not know): rolling a binary back must not lock it out of its data. The store's revision is kept in `meta` and written in
 //! the same atomic batch as the commit it numbers.
 
 use std::cell::Cell;
@@ -32,9 +35,17 @@ const CF_NAMESPACES: &str = "namespaces";
 const CF_META: &str = "meta";
 const CF_LOG: &str = "log";
 const CF_WRITES: &str = "writes";
-/// The write ids by the time they may be forgotten: `until (8 bytes, big-endian)
-/// ++ id` → nothing.
-const CF_WRITE_TIMES: &str = "write_times";
+/// The first byte of the keys of `writes` that index the write ids by the time
+/// they may be forgotten: `0xFF ++ until (8 bytes, big-endian) ++ id` → the
+/// id's revision. No id begins with it (ids are UTF-8 text, which never holds
+/// 0xFF), and a binary of an earlier release, which looks ids up by key alone,
+/// never meets these keys: it can still open the store (a new column family
+/// would lock it out, and a new stored form of the ids would fail its reads).
+const WRITE_TIME_PREFIX: u8 = 0xFF;
+/// The `meta` entry holding the head revision when this store was first opened
+/// by a release that keeps write ids for a time: the ids of commits up to it have
+/// no time, and go with their commit's log entry.
+const TIMED_IDS_FROM_KEY: &[u8] = b"\x00timed_ids_from";
 const CF_QUEUES: &str = "queues";
 /// The `meta` entry holding the highest revision dropped from the log.
 const LOG_FLOOR_KEY: &[u8] = b"\x00log_floor";
@@ -100,6 +111,9 @@ pub struct RocksStore {
     point_read: ReadOptions,
     /// Serialises writes: it holds the last revision, which each batch advances.
     writer: Mutex<u64>,
+    /// The time up to which [`Store::forget_write_ids`] went through the ids'
+    /// time entries (taken after `writer`).
+    forgotten_through: Mutex<u64>,
     /// Always fsynced (queue writes, synced metadata): an acknowledged queued write
     /// must survive a machine crash even where cache writes need not.
     queue_options: WriteOptions,
@@ -116,9 +130,10 @@ impl std::fmt::Debug for RocksStore {
     }
 }
 
-/// A key of [`CF_WRITE_TIMES`].
+/// A key of `writes` that indexes an id by its time ([`WRITE_TIME_PREFIX`]).
 fn write_time_key(until_s: u64, id: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(8 + id.len());
+    let mut key = Vec::with_capacity(9 + id.len());
+    key.push(WRITE_TIME_PREFIX);
     key.extend_from_slice(&until_s.to_be_bytes());
     key.extend_from_slice(id);
     key
@@ -148,7 +163,6 @@ impl RocksStore {
             ColumnFamilyDescriptor::new(CF_META, db_options.clone()),
             ColumnFamilyDescriptor::new(CF_LOG, db_options.clone()),
             ColumnFamilyDescriptor::new(CF_WRITES, db_options.clone()),
-            ColumnFamilyDescriptor::new(CF_WRITE_TIMES, db_options.clone()),
             ColumnFamilyDescriptor::new(CF_QUEUES, db_options.clone()),
         ];
         let db = DB::open_cf_descriptors(&db_options, &path, families).map_err(|e| {
@@ -165,10 +179,27 @@ impl RocksStore {
             point_read: ReadOptions::default(),
             queue_options,
             writer: Mutex::new(0),
+            forgotten_through: Mutex::new(0),
             queues: Mutex::new(()),
             change_log: options.change_log,
         };
-        *store.writer.lock() = store.meta_u64(REVISION_KEY)?;
+        let revision = store.meta_u64(REVISION_KEY)?;
+        *store.writer.lock() = revision;
+        if store.change_log
+            && (store.db.get_cf(store.cf(CF_META), TIMED_IDS_FROM_KEY))
+                .map_err(engine)?
+                .is_none()
+        {
+            store
+                .db
+                .put_cf_opt(
+                    store.cf(CF_META),
+                    TIMED_IDS_FROM_KEY,
+                    revision.to_be_bytes(),
+                    &store.queue_options,
+                )
+                .map_err(engine)?;
+        }
         Ok(store)
     }
 
@@ -280,13 +311,21 @@ impl RocksStore {
         }
         if self.change_log {
             if let Some(id) = &commit.write_id {
-                let until = commit.write_id_until_s;
+                if id.first() == Some(&WRITE_TIME_PREFIX) {
+                    return Err(Error::Engine(
+                        "a write id may not begin with byte 0xFF (ids are UTF-8 text)".into(),
+                    ));
+                }
                 batch.put_cf(
                     self.cf(CF_WRITES),
                     id,
-                    WrittenId::encode(revision, until, commit.write_digest.as_ref()),
+                    WrittenId::encode(revision, commit.write_digest.as_ref()),
                 );
-                batch.put_cf(self.cf(CF_WRITE_TIMES), write_time_key(until, id), b"");
+                batch.put_cf(
+                    self.cf(CF_WRITES),
+                    write_time_key(commit.write_id_until_s, id),
+                    revision.to_be_bytes(),
+                );
             }
             let entry = LogEntry {
                 revision,
@@ -568,6 +607,7 @@ impl Store for RocksStore {
         if new_floor <= floor {
             return Ok(0);
         }
+        let timed_from = self.meta_u64(TIMED_IDS_FROM_KEY)?;
         let mut batch = WriteBatch::default();
         let mut dropped = 0;
         let end = (new_floor + 1).to_be_bytes();
@@ -576,13 +616,17 @@ impl Store for RocksStore {
             if key.as_ref() >= &end[..] {
                 break;
             }
-            let entry = codec::decode_entry(0, Bytes::from(raw))?;
-            // Only an id kept before ids had a time goes with its entry.
-            if let Some(id) = entry.write_id
-                && let Some(held) = self.db.get_cf(self.cf(CF_WRITES), &id).map_err(engine)?
-                && matches!(WrittenId::decode(&held), Ok((_, None)))
-            {
-                batch.delete_cf(self.cf(CF_WRITES), id);
+            // Only an id kept before ids had a time goes with its entry (the
+            // one committed then, not one committed again since).
+            let at = u64::from_be_bytes(key.as_ref().try_into().unwrap_or_default());
+            if at <= timed_from {
+                let entry = codec::decode_entry(at, Bytes::from(raw))?;
+                if let Some(id) = entry.write_id
+                    && let Some(held) = self.db.get_cf(self.cf(CF_WRITES), &id).map_err(engine)?
+                    && WrittenId::decode(&held).is_ok_and(|w| w.revision == at)
+                {
+                    batch.delete_cf(self.cf(CF_WRITES), id);
+                }
             }
             batch.delete_cf(self.cf(CF_LOG), key);
             dropped += 1;
@@ -595,43 +639,59 @@ impl Store for RocksStore {
     }
 
     fn forget_write_ids(&self, now_s: u64, max: usize) -> Result<usize> {
-        // Held so that an id committed again meanwhile (with a later time) is
-        // not dropped on the strength of its older time.
+        // Held so that an id committed again meanwhile is not dropped on the
+        // strength of its older time entry.
         let _writer = self.writer.lock();
+        let mut through = self.forgotten_through.lock();
         let mut batch = WriteBatch::default();
         let mut forgotten = 0;
+        // From where the last call stopped: the entries before it are deleted,
+        // and a seek past their tombstones spares stepping over each.
+        let from = write_time_key(*through, &[]);
         let end = write_time_key(now_s.saturating_add(1), &[]);
-        let times = self
-            .db
-            .iterator_cf(self.cf(CF_WRITE_TIMES), IteratorMode::Start);
-        for item in times.take(max) {
-            let (key, _) = item.map_err(engine)?;
+        let mode = IteratorMode::From(&from, Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_WRITES), mode).take(max) {
+            let (key, value) = item.map_err(engine)?;
             if key.as_ref() >= end.as_slice() {
                 break;
             }
-            batch.delete_cf(self.cf(CF_WRITE_TIMES), &key);
-            let Some((until, id)) = key.split_first_chunk::<8>() else {
+            batch.delete_cf(self.cf(CF_WRITES), &key);
+            let Some((until, id)) = key[1..].split_first_chunk::<8>() else {
+                continue;
+            };
+            *through = u64::from_be_bytes(*until);
+            let Ok(revision) = <[u8; 8]>::try_from(value.as_ref()).map(u64::from_be_bytes) else {
                 continue;
             };
             let held = self.db.get_cf(self.cf(CF_WRITES), id).map_err(engine)?;
-            if let Some(held) = held
-                && WrittenId::decode(&held)?.1 == Some(u64::from_be_bytes(*until))
-            {
-                batch.delete_cf(self.cf(CF_WRITES), id);
-                forgotten += 1;
+            match held.as_deref().map(WrittenId::decode) {
+                Some(Ok(held)) if held.revision == revision => {
+                    batch.delete_cf(self.cf(CF_WRITES), id);
+                    forgotten += 1;
+                }
+                // Committed again since (with a later time entry), or gone.
+                Some(Ok(_)) | None => {}
+                Some(Err(err)) => {
+                    tracing::warn!(id = %String::from_utf8_lossy(id), error = %err, "a stored write id cannot be read; its time entry is dropped");
+                }
             }
         }
-        self.db
-            .write_opt(batch, &self.write_options)
-            .map_err(engine)?;
+        if !batch.is_empty() {
+            self.db
+                .write_opt(batch, &self.write_options)
+                .map_err(engine)?;
+        }
         Ok(forgotten)
     }
 
     fn written(&self, write_id: &[u8]) -> Result<Option<WrittenId>> {
+        if write_id.first() == Some(&WRITE_TIME_PREFIX) {
+            return Ok(None);
+        }
         self.db
             .get_cf(self.cf(CF_WRITES), write_id)
             .map_err(engine)?
-            .map(|raw| WrittenId::decode(&raw).map(|(written, _)| written))
+            .map(|raw| WrittenId::decode(&raw))
             .transpose()
     }
 

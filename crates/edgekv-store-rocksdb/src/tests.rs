@@ -336,12 +336,19 @@ fn a_long_run_of_deleted_entries_gets_a_tombstone_rather_than_a_long_look() {
     );
 }
 
-/// A write id kept before ids had a time (its stored form has none) still goes
-/// with its commit's log entry, as it did then; one with a time stays.
+/// A store first opened by a release that kept write ids only while their
+/// commit was in the log: those ids go with their log entry, as they did; the
+/// ids committed since stay until their time.
 #[test]
-fn an_id_kept_before_ids_had_a_time_goes_with_the_log() {
-    let (store, _dir) = temp_store();
-    let commit = |id: &[u8]| {
+fn ids_kept_before_ids_had_a_time_go_with_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let options = RocksOptions {
+        sync_writes: false,
+        change_log: true,
+        ..RocksOptions::default()
+    };
+    let commit = |store: &RocksStore, id: &[u8]| {
         store
             .commit(Commit {
                 write_id: Some(id.to_vec()),
@@ -350,28 +357,73 @@ fn an_id_kept_before_ids_had_a_time_goes_with_the_log() {
             })
             .unwrap()
     };
-    let old = commit(b"old");
-    commit(b"new");
-    // The form an earlier version wrote: the revision and the digest only.
-    store
-        .db
-        .put_cf(
-            store.cf(CF_WRITES),
-            b"old",
-            [&old.to_be_bytes()[..], &[9; 32]].concat(),
-        )
-        .unwrap();
-    assert_eq!(
-        store.written(b"old").unwrap(),
-        Some(WrittenId {
-            revision: old,
-            digest: Some([9; 32])
-        })
-    );
+    {
+        // What the earlier release left: the id, and neither its time entry nor
+        // the mark of the first open by a later release.
+        let store = RocksStore::open(&path, &options).unwrap();
+        commit(&store, b"old");
+        store
+            .db
+            .delete_cf(store.cf(CF_WRITES), write_time_key(1_000, b"old"))
+            .unwrap();
+        store
+            .db
+            .delete_cf(store.cf(CF_META), TIMED_IDS_FROM_KEY)
+            .unwrap();
+    }
+    let store = RocksStore::open(&path, &options).unwrap();
+    commit(&store, b"new");
+    assert!(store.written(b"old").unwrap().is_some());
     assert_eq!(store.trim_log(0).unwrap(), 2);
     assert_eq!(store.written(b"old").unwrap(), None);
     assert!(store.written(b"new").unwrap().is_some());
-    // Its time entry, left by the commit, finds another form and leaves it be.
     assert_eq!(store.forget_write_ids(1_000, 10).unwrap(), 1);
     assert_eq!(store.written(b"new").unwrap(), None);
+}
+
+/// An earlier release opens the store by naming its seven column families, and
+/// fails on any other: a store opened by this one must hold no other (a rolled
+/// back binary must still open its data). Nor can an id be mistaken for one of
+/// the keys that index ids by time.
+#[test]
+fn an_earlier_release_finds_only_the_column_families_it_knows() {
+    let (store, dir) = temp_store();
+    store
+        .commit(Commit {
+            write_id: Some(b"w".to_vec()),
+            write_id_until_s: 1_000,
+            ..Commit::default()
+        })
+        .unwrap();
+    drop(store);
+    let mut found = DB::list_cf(&Options::default(), dir.path().join("db")).unwrap();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "data",
+            "default",
+            "expiry",
+            "log",
+            "meta",
+            "namespaces",
+            "queues",
+            "writes"
+        ]
+    );
+    let options = RocksOptions {
+        change_log: true,
+        ..RocksOptions::default()
+    };
+    let store = RocksStore::open(dir.path().join("db"), &options).unwrap();
+    let time_key = write_time_key(1_000, b"w");
+    assert_eq!(store.written(&time_key).unwrap(), None);
+    assert!(
+        store
+            .commit(Commit {
+                write_id: Some(time_key),
+                ..Commit::default()
+            })
+            .is_err()
+    );
 }

@@ -80,40 +80,32 @@ pub struct WrittenId {
 }
 
 impl WrittenId {
-    /// The stored form: the revision and the time it may be forgotten (8 bytes
-    /// each, big-endian), then the digest.
-    pub fn encode(revision: u64, until_s: u64, digest: Option<&[u8; 32]>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(48);
-        out.extend_from_slice(&revision.to_be_bytes());
-        out.extend_from_slice(&until_s.to_be_bytes());
+    /// The stored form: the revision (8 bytes, big-endian), then the digest.
+    pub fn encode(revision: u64, digest: Option<&[u8; 32]>) -> Vec<u8> {
+        let mut out = revision.to_be_bytes().to_vec();
         if let Some(digest) = digest {
             out.extend_from_slice(digest);
         }
         out
     }
 
-    /// Reads the stored form, with the time the id may be forgotten: 16 bytes
-    /// (no digest) or 48 (with one). The forms kept before ids had a time, 8 and
-    /// 40 bytes (without the time), read with none: such an id goes with its
-    /// commit's log entry.
-    pub fn decode(raw: &[u8]) -> Result<(Self, Option<u64>)> {
-        let word = |at: usize| {
-            raw.get(at..at + 8)
-                .and_then(|r| <[u8; 8]>::try_from(r).ok())
-                .map(u64::from_be_bytes)
-        };
-        let (until_s, digest_at) = match raw.len() {
-            8 | 40 => (None, 8),
-            16 | 48 => (word(8), 16),
+    /// Reads the stored form (8 bytes: no digest; 40: with one).
+    pub fn decode(raw: &[u8]) -> Result<Self> {
+        let revision = raw
+            .get(..8)
+            .and_then(|r| <[u8; 8]>::try_from(r).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| Error::Engine("stored write id is shorter than 8 bytes".into()))?;
+        let digest = match raw.len() {
+            8 => None,
+            40 => raw[8..].try_into().ok(),
             n => {
                 return Err(Error::Engine(format!(
-                    "stored write id is {n} bytes; expected 16 or 48 (8 or 40 when older)"
+                    "stored write id is {n} bytes; expected 8 or 40"
                 )));
             }
         };
-        let revision = word(0).unwrap_or_default();
-        let digest = raw.get(digest_at..).and_then(|d| d.try_into().ok());
-        Ok((WrittenId { revision, digest }, until_s))
+        Ok(WrittenId { revision, digest })
     }
 }
 

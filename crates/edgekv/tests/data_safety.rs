@@ -6,9 +6,9 @@ mod support;
 use support::{Edge, Kv, Origin};
 
 /// An edge restarted with the same `--node-id` over a new data dir (a replaced
-/// disk, a restored backup) restarts its write sequence. Before write ids carried
-/// the data dir's incarnation, the origin took each of its writes for a duplicate
-/// of an old one: five PUTs answered 200 and none applied.
+/// disk) restarts its write sequence. Before write ids carried an incarnation,
+/// the origin took each of its writes for a duplicate of an old one: five PUTs
+/// answered 200 and none applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_over_a_new_data_dir_never_has_its_writes_taken_for_old_ones() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();

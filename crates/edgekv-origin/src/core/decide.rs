@@ -73,23 +73,57 @@ pub(crate) fn reads(group: &[Pending]) -> ReadSet {
     reads
 }
 
-/// When a write id committed now may be forgotten, given when a tombstone made
-/// now may be: past the last replay of it the origin accepts. A replay is
-/// accepted while its stamp is at most the tombstones' time old, and a stamp may
-/// run [`edgekv_kv::ordering::MAX_CLOCK_SKEW_MS`] ahead of this clock; a minute
-/// more covers the time between a replay's check and its group.
-pub(crate) fn write_id_until(tombstone_until: u64) -> u64 {
-    let skew_s = edgekv_kv::ordering::MAX_CLOCK_SKEW_MS.div_ceil(1000);
-    tombstone_until.saturating_add(skew_s).saturating_add(60)
+/// The clock a write is decided against, and how long deletes are remembered:
+/// the tombstones' time, which is also the replay horizon.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Horizon {
+    /// The origin's clock, Unix ms.
+    pub now_ms: u64,
+    /// How long a tombstone is kept, in seconds.
+    pub tombstone_ttl_s: u64,
+}
+
+impl Horizon {
+    /// When a delete made now may be purged.
+    pub fn tombstone_until(&self) -> u64 {
+        (self.now_ms / 1000).saturating_add(self.tombstone_ttl_s)
+    }
+
+    /// When a write id committed now may be forgotten: past the last replay of
+    /// it that [`Horizon::check_replay`] lets through. A replay's stamp is at
+    /// most the tombstones' time old, and a stamp runs at most
+    /// [`ordering::MAX_CLOCK_SKEW_MS`] ahead of this clock; one second more for
+    /// the rounding to seconds.
+    pub fn write_id_until(&self) -> u64 {
+        let skew_s = ordering::MAX_CLOCK_SKEW_MS.div_ceil(1000);
+        self.tombstone_until()
+            .saturating_add(skew_s)
+            .saturating_add(1)
+    }
+
+    /// Refuses a replay stamped longer ago than the tombstones are kept: its
+    /// key's tombstone may be gone (a delete would come back), and so may its id.
+    pub fn check_replay(&self, hlc: u64) -> Result<(), Error> {
+        let age_ms = self.now_ms.saturating_sub(edgekv_kv::Hlc::physical_ms(hlc));
+        if age_ms > self.tombstone_ttl_s.saturating_mul(1000) {
+            return Err(Error::ReplayTooOld {
+                age_s: age_ms / 1000,
+                horizon_s: self.tombstone_ttl_s,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Decides a group against `view`: the commits to make, in order, and one verdict
-/// per write. `tombstone_until` is when a delete made now may be purged.
+/// per write. A replay is checked against the horizon again (it was when it was
+/// queued): it may have waited for its group past the horizon, and its id with it.
 pub(crate) fn group(
     group: &[Pending],
     view: ReadView,
-    tombstone_until: u64,
+    horizon: Horizon,
 ) -> (Vec<Commit>, Vec<Verdict>) {
+    let tombstone_until = horizon.tombstone_until();
     let ReadView {
         records: held,
         written,
@@ -107,7 +141,7 @@ pub(crate) fn group(
         .into_iter()
         .map(|(id, WrittenId { revision, digest })| (id, (digest, At::Known(revision))))
         .collect();
-    let id_until = write_id_until(tombstone_until);
+    let id_until = horizon.write_id_until();
     let mut commits = Vec::new();
     let mut verdicts = Vec::with_capacity(group.len());
     for pending in group {
@@ -157,6 +191,14 @@ pub(crate) fn group(
                 superseded: false,
                 records: now_held(&records),
             });
+            continue;
+        }
+        // A known id answered above; an unknown one past the horizon may be an id
+        // forgotten while the replay waited.
+        if request.replay
+            && let Err(err) = horizon.check_replay(request.hlc)
+        {
+            verdicts.push(Verdict::Refused(err));
             continue;
         }
         let at = At::Commit(commits.len());

@@ -382,7 +382,8 @@ fn a_replay_older_than_the_tombstone_horizon_is_refused() {
 fn a_write_id_is_known_while_replays_of_it_are_accepted() {
     let (core, clock) = core();
     let (ns, _) = core.create_namespace("a", "t", Mode::Cache).unwrap();
-    let stamped = stamp(NOW_MS);
+    // Stamped by a clock as far ahead of the origin's as is let through.
+    let stamped = stamp(NOW_MS + edgekv_kv::ordering::MAX_CLOCK_SKEW_MS);
     let first = core
         .write(put(&ns.id, "k", "v1", stamped, Some("edge-a:x:1"), false))
         .unwrap();
@@ -391,8 +392,9 @@ fn a_write_id_is_known_while_replays_of_it_are_accepted() {
         core.write(put(&ns.id, &format!("o{i}"), "v", other, None, false))
             .unwrap();
     }
-    // The horizon's last second: the log keeps one commit, and maintenance ran.
-    clock.advance(Duration::from_secs(3600));
+    // The last second a replay of it is let through: the log keeps one commit,
+    // and maintenance ran.
+    clock.advance(Duration::from_secs(3600 + 5));
     core.maintain(1).unwrap();
     assert!(matches!(core.log(1, 10), Err(Error::Trimmed { .. })));
     let replayed = core
@@ -404,9 +406,13 @@ fn a_write_id_is_known_while_replays_of_it_are_accepted() {
         .write(put(&ns.id, "k", "other", stamped, Some("edge-a:x:1"), true))
         .unwrap_err();
     assert!(matches!(reused, Error::WriteIdReused { .. }), "{reused}");
-    // Past the horizon (and the stamps' skew), the id is forgotten.
+    // A second later the replay is refused, and then the id is forgotten.
     assert!(core.store.written(b"edge-a:x:1").unwrap().is_some());
-    clock.advance(Duration::from_secs(5 + 60 + 1));
+    clock.advance(Duration::from_secs(1));
+    let late = core
+        .write(put(&ns.id, "k", "v1", stamped, Some("edge-a:x:1"), true))
+        .unwrap_err();
+    assert!(matches!(late, Error::ReplayTooOld { .. }), "{late}");
     core.maintain(1).unwrap();
     assert_eq!(core.store.written(b"edge-a:x:1").unwrap(), None);
 }
@@ -525,7 +531,11 @@ fn a_group_decides_each_write_against_the_ones_before_it() {
             mode: Mode::Cache,
         },
     );
-    let (commits, verdicts) = decide::group(&group, view, 99);
+    let horizon = decide::Horizon {
+        now_ms: NOW_MS,
+        tombstone_ttl_s: 3600,
+    };
+    let (commits, verdicts) = decide::group(&group, view, horizon);
     assert_eq!(
         commits.len(),
         2,
