@@ -134,7 +134,20 @@ fn json_response(body: serde_json::Value) -> Response<Body> {
 fn render_edge_metrics(edge: &Edge, out: &mut String) {
     use std::fmt::Write as _;
     let stats = edge.outbox().stats(edge.clock().now_ms());
+    let (write_calls, writes_sent) = crate::upstream::write_calls();
     let gauges = [
+        (
+            "edgekv_origin_write_calls_total",
+            "counter",
+            "Calls that carried writes to origin builds since start: one carries every write waiting at once (WriteMany).",
+            write_calls,
+        ),
+        (
+            "edgekv_origin_writes_sent_total",
+            "counter",
+            "Writes those calls carried (a retry on another endpoint counts again); over the calls, the writes a call carried.",
+            writes_sent,
+        ),
         (
             "edgekv_outbox_depth",
             "gauge",

@@ -16,6 +16,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
+mod batch;
+
+pub use batch::sent as write_calls;
+
 /// Why an upstream call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
@@ -389,6 +393,8 @@ type Client = OriginClient<InterceptedService<Channel, Credential>>;
 struct Target {
     url: String,
     client: Client,
+    /// Its writes, sent together when several wait at once.
+    writes: Arc<batch::Batcher>,
 }
 
 /// A client of one build, over every endpoint its route entry lists: reads are
@@ -500,6 +506,7 @@ impl Upstream {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
                 Ok(Target {
                     url: url.clone(),
+                    writes: Arc::new(batch::Batcher::new(client.clone(), timeout)),
                     client,
                 })
             })
@@ -687,7 +694,7 @@ impl Upstream {
     async fn unary<T, F, Fut>(&self, spread: bool, call: F) -> Result<T, UpstreamError>
     where
         T: Stamped,
-        F: Fn(Client) -> Fut,
+        F: Fn(&Target) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let started = Instant::now();
@@ -702,8 +709,7 @@ impl Upstream {
             let Some(left) = self.timeout.checked_sub(started.elapsed()) else {
                 break;
             };
-            let outcome =
-                tokio::time::timeout(left, call(self.targets[index].client.clone())).await;
+            let outcome = tokio::time::timeout(left, call(&self.targets[index])).await;
             let (err, class) = match outcome {
                 Ok(Ok(response)) => {
                     let answer = response.into_inner();
@@ -795,7 +801,8 @@ impl Upstream {
             key: Bytes::copy_from_slice(key),
         };
         let answer = self
-            .unary(true, |mut client| {
+            .unary(true, |target: &Target| {
+                let mut client = target.client.clone();
                 let request = request.clone();
                 async move { client.get(request).await }
             })
@@ -823,46 +830,16 @@ impl Upstream {
         mutations: Vec<v1::Mutation>,
     ) -> Result<Written, UpstreamError> {
         // A retry on another endpoint carries the same write id: applied once.
-        let answer = if mutations.len() == 1 {
-            let Some(m) = mutations.into_iter().next() else {
-                return Err(UpstreamError::Build("empty write".into()));
-            };
-            match m.put {
-                Some(value) => {
-                    let request = v1::PutRequest {
-                        header: Some(header),
-                        key: m.key,
-                        value: Some(value),
-                    };
-                    self.unary(false, |mut client| {
-                        let request = request.clone();
-                        async move { client.put(request).await }
-                    })
-                    .await?
-                }
-                None => {
-                    let request = v1::DeleteRequest {
-                        header: Some(header),
-                        key: m.key,
-                    };
-                    self.unary(false, |mut client| {
-                        let request = request.clone();
-                        async move { client.delete(request).await }
-                    })
-                    .await?
-                }
-            }
-        } else {
-            let request = v1::BulkWriteRequest {
-                header: Some(header),
-                mutations,
-            };
-            self.unary(false, |mut client| {
-                let request = request.clone();
-                async move { client.bulk_write(request).await }
-            })
-            .await?
+        let request = v1::BulkWriteRequest {
+            header: Some(header),
+            mutations,
         };
+        let answer = self
+            .unary(false, |target: &Target| {
+                let (writes, request) = (target.writes.clone(), request.clone());
+                async move { writes.write(request).await }
+            })
+            .await?;
         Ok(Written {
             revision: answer.revision,
             records: answer.records.into_iter().map(record_from_wire).collect(),
@@ -878,7 +855,8 @@ impl Upstream {
         request: v1::ListRequest,
     ) -> Result<(Vec<(Bytes, Record)>, bool), UpstreamError> {
         let answer = self
-            .unary(true, |mut client| {
+            .unary(true, |target: &Target| {
+                let mut client = target.client.clone();
                 let request = request.clone();
                 async move { client.list(request).await }
             })
@@ -904,7 +882,8 @@ impl Upstream {
             mode: mode_to_wire(mode),
         };
         let answer = self
-            .unary(false, |mut client| {
+            .unary(false, |target: &Target| {
+                let mut client = target.client.clone();
                 let request = request.clone();
                 async move { client.create_namespace(request).await }
             })
@@ -925,7 +904,8 @@ impl Upstream {
             title: title.to_string(),
         };
         let answer = self
-            .unary(false, |mut client| {
+            .unary(false, |target: &Target| {
+                let mut client = target.client.clone();
                 let request = request.clone();
                 async move { client.rename_namespace(request).await }
             })
@@ -944,7 +924,8 @@ impl Upstream {
             id: id.to_string(),
         };
         let answer = self
-            .unary(false, |mut client| {
+            .unary(false, |target: &Target| {
+                let mut client = target.client.clone();
                 let request = request.clone();
                 async move { client.delete_namespace(request).await }
             })
@@ -965,8 +946,9 @@ impl Upstream {
     /// Every namespace, current as of the returned revision.
     pub async fn namespaces(&self) -> Result<(Vec<Namespace>, u64), UpstreamError> {
         let answer = self
-            .unary(false, |mut client| async move {
-                client.list_namespaces(v1::ListNamespacesRequest {}).await
+            .unary(false, |target: &Target| {
+                let mut client = target.client.clone();
+                async move { client.list_namespaces(v1::ListNamespacesRequest {}).await }
             })
             .await?;
         let list = answer

@@ -12,9 +12,10 @@ use std::time::Duration;
 use edgekv_proto::convert::{namespace_from_wire, namespace_to_wire, record_to_wire};
 use edgekv_proto::v1::{self, origin_server};
 use edgekv_store::{ListQuery, LogEntry, NamespaceOp, SnapshotItem};
+use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::core::{Mutation, OriginCore, WriteOutcome, WriteRequest};
 use crate::credentials::Credentials;
@@ -115,6 +116,16 @@ impl Build {
         header: Option<v1::WriteHeader>,
         mutations: Vec<Mutation>,
     ) -> Result<Response<v1::WriteResponse>, Status> {
+        let written = self.write_one(header, mutations).await?;
+        self.answer(written).await
+    }
+
+    /// Applies one write; its answer, or its error stamped.
+    async fn write_one(
+        &self,
+        header: Option<v1::WriteHeader>,
+        mutations: Vec<Mutation>,
+    ) -> Result<v1::WriteResponse, Status> {
         let header =
             header.ok_or_else(|| self.fail(Status::invalid_argument("write has no header")))?;
         let request = WriteRequest {
@@ -132,16 +143,36 @@ impl Build {
         };
         let outcome: WriteOutcome =
             (self.core.write_async(request).await).map_err(|e| self.fail(e))?;
-        self.answer(v1::WriteResponse {
+        Ok(v1::WriteResponse {
             stamp: self.stamp(),
             revision: outcome.revision,
             duplicate: outcome.duplicate,
             superseded: outcome.superseded,
             records: outcome.records.iter().map(record_to_wire).collect(),
         })
-        .await
+    }
+
+    /// A BulkWrite's mutations, refused past the items one write may hold.
+    fn bulk_mutations(mutations: Vec<v1::Mutation>) -> Result<Vec<Mutation>> {
+        if mutations.len() > edgekv_kv::limits::MAX_BULK_ITEMS {
+            return Err(Error::Kv(edgekv_kv::Error::TooManyItems {
+                len: mutations.len(),
+                max: edgekv_kv::limits::MAX_BULK_ITEMS,
+            }));
+        }
+        Ok(mutations
+            .into_iter()
+            .map(|m| mutation(m.key, m.put))
+            .collect())
     }
 }
+
+pub use edgekv_proto::{ANSWER_TOO_LARGE, MAX_WRITES_PER_CALL};
+
+/// The most bytes of results a WriteMany answer carries; past it, a write's
+/// result says [`ANSWER_TOO_LARGE`] (half the largest message: the rest of the
+/// answer and its framing fit beside it).
+pub const ANSWER_BUDGET: usize = edgekv_proto::MAX_MESSAGE_BYTES / 2;
 
 /// An error answer with the stamp of the build that gives it.
 pub fn stamped(stamp: &v1::Stamp, mut status: Status) -> Status {
@@ -249,18 +280,67 @@ impl origin_server::Origin for Build {
     ) -> Result<Response<v1::WriteResponse>, Status> {
         self.admit(&request).await?;
         let r = request.into_inner();
-        if r.mutations.len() > edgekv_kv::limits::MAX_BULK_ITEMS {
-            return Err(self.fail(Error::Kv(edgekv_kv::Error::TooManyItems {
-                len: r.mutations.len(),
-                max: edgekv_kv::limits::MAX_BULK_ITEMS,
-            })));
-        }
-        let mutations = r
-            .mutations
-            .into_iter()
-            .map(|m| mutation(m.key, m.put))
-            .collect();
+        let mutations = Self::bulk_mutations(r.mutations).map_err(|e| self.fail(e))?;
         self.write(r.header, mutations).await
+    }
+
+    async fn write_many(
+        &self,
+        request: Request<v1::WriteManyRequest>,
+    ) -> Result<Response<v1::WriteManyResponse>, Status> {
+        self.admit(&request).await?;
+        let writes = request.into_inner().writes;
+        if writes.len() > MAX_WRITES_PER_CALL {
+            return Err(self.fail(Status::resource_exhausted(format!(
+                "{} writes in one WriteMany; at most {MAX_WRITES_PER_CALL}",
+                writes.len()
+            ))));
+        }
+        // All at once: they join the writer's queue together, and commit in one
+        // group where they fit.
+        let mut results = futures_util::future::join_all(writes.into_iter().map(|w| async move {
+            let written = match Self::bulk_mutations(w.mutations) {
+                Ok(mutations) => self.write_one(w.header, mutations).await,
+                Err(err) => Err(self.fail(err)),
+            };
+            let result = match written {
+                Ok(written) => v1::write_result::Result::Written(written),
+                Err(status) => v1::write_result::Result::Error(v1::WriteError {
+                    code: status.code() as i32,
+                    message: status.message().to_string(),
+                    reason: (status.metadata().get(crate::error::REASON_KEY))
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string(),
+                }),
+            };
+            v1::WriteResult {
+                result: Some(result),
+            }
+        }))
+        .await;
+        // An answer holds the records each key now holds, which may be far larger
+        // than the write (a delete superseded by a 25 MiB value): past the budget,
+        // a result says so, and the edge asks for that write alone (its id makes
+        // the second asking a duplicate).
+        let mut bytes = 0;
+        for result in &mut results {
+            bytes += result.encoded_len();
+            if bytes > ANSWER_BUDGET
+                && let Some(v1::write_result::Result::Written(_)) = &result.result
+            {
+                result.result = Some(v1::write_result::Result::Error(v1::WriteError {
+                    code: Code::Unavailable as i32,
+                    message: format!("the answer exceeds {ANSWER_BUDGET} bytes: ask alone"),
+                    reason: ANSWER_TOO_LARGE.into(),
+                }));
+            }
+        }
+        self.answer(v1::WriteManyResponse {
+            stamp: self.stamp(),
+            results,
+        })
+        .await
     }
 
     async fn list(

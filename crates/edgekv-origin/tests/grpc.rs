@@ -323,3 +323,124 @@ async fn a_snapshot_of_large_values_stays_under_the_message_limit() {
             .collect::<Vec<_>>()
     );
 }
+
+/// WriteMany answers each write as its own call would (a write of too many keys
+/// is refused alone, stamped), commits the others, and refuses a call of more
+/// writes than one group takes, before applying any.
+#[tokio::test]
+async fn write_many_answers_each_write_and_bounds_the_call() {
+    let origin = origin("production", "cred\n", &["kv"], 1000).await;
+    let mut client = client(&origin, "kv").await;
+    let ns = namespace(&mut client, "cred", v1::NamespaceMode::Cache as i32).await;
+    let write = |key: &str, sequence: u64, keys: usize| {
+        let one = put(&ns, key, key, sequence);
+        let mutation = v1::Mutation {
+            key: one.key,
+            put: one.value,
+        };
+        v1::BulkWriteRequest {
+            header: one.header,
+            mutations: vec![mutation; keys],
+        }
+    };
+    let too_many = edgekv_kv::limits::MAX_BULK_ITEMS + 1;
+    let writes = vec![write("a", 1, 1), write("b", 2, too_many), write("c", 3, 1)];
+    let answer = client
+        .write_many(authed(v1::WriteManyRequest { writes }, "cred"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.stamp.unwrap().build_id, "kv");
+    let results: Vec<_> = answer.results.into_iter().map(|r| r.result).collect();
+    assert_eq!(results.len(), 3);
+    let Some(v1::write_result::Result::Written(a)) = &results[0] else {
+        panic!("{:?}", results[0]);
+    };
+    let Some(v1::write_result::Result::Error(b)) = &results[1] else {
+        panic!("{:?}", results[1]);
+    };
+    let Some(v1::write_result::Result::Written(c)) = &results[2] else {
+        panic!("{:?}", results[2]);
+    };
+    assert_eq!(b.code, Code::ResourceExhausted as i32, "{b:?}");
+    assert_ne!(a.revision, c.revision);
+    assert_eq!(a.records[0].value, "a");
+
+    let max = edgekv_origin::service::MAX_WRITES_PER_CALL;
+    let writes = (0..=max as u64)
+        .map(|i| write(&format!("k{i}"), 10 + i, 1))
+        .collect();
+    let status = client
+        .write_many(authed(v1::WriteManyRequest { writes }, "cred"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(edgekv_proto::stamp::read(status.metadata()).is_some());
+    let held = client
+        .get(authed(
+            v1::GetRequest {
+                namespace: ns.clone(),
+                key: Bytes::from_static(b"k0"),
+            },
+            "cred",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(held.record.is_none(), "nothing of a refused call applied");
+}
+
+/// A WriteMany answer holds the records each key now holds: three deletes
+/// superseded by 12 MiB values would answer 36 MiB, past the largest message.
+/// The results past the answer's budget say so (the writes applied as usual),
+/// and the answer arrives.
+#[tokio::test]
+async fn a_write_many_answer_stays_within_its_budget() {
+    let origin = origin("production", "cred\n", &["kv"], 1000).await;
+    let channel = Channel::from_shared(origin.running.url("kv").unwrap())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = OriginClient::new(channel)
+        .max_decoding_message_size(edgekv_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(edgekv_proto::MAX_MESSAGE_BYTES);
+    let ns = namespace(&mut client, "cred", v1::NamespaceMode::Cache as i32).await;
+    let big = "v".repeat(12 << 20);
+    for i in 0..3 {
+        client
+            .put(authed(put(&ns, &format!("k{i}"), &big, 10 + i), "cred"))
+            .await
+            .unwrap();
+    }
+    let writes = (0..3u64)
+        .map(|i| {
+            let mut header = put(&ns, "x", "x", 20 + i).header.unwrap();
+            header.replay = true;
+            header.hlc -= 60_000 << 16;
+            v1::BulkWriteRequest {
+                header: Some(header),
+                mutations: vec![v1::Mutation {
+                    key: Bytes::from(format!("k{i}")),
+                    put: None,
+                }],
+            }
+        })
+        .collect();
+    let answer = client
+        .write_many(authed(v1::WriteManyRequest { writes }, "cred"))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::write_result::Result::Written(first)) = &answer.results[0].result else {
+        panic!("{:?}", answer.results[0].result);
+    };
+    assert!(first.superseded);
+    assert_eq!(first.records[0].value.len(), big.len());
+    for result in &answer.results[1..] {
+        let Some(v1::write_result::Result::Error(error)) = &result.result else {
+            panic!("a result past the budget: {result:?}");
+        };
+        assert_eq!(error.reason, edgekv_proto::ANSWER_TOO_LARGE);
+    }
+}

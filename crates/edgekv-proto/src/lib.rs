@@ -27,3 +27,12 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// The largest gRPC message edgekv sends or accepts: a 25 MiB value and framing.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The most writes one `WriteMany` call may carry (as many as one of the
+/// origin's groups commits).
+pub const MAX_WRITES_PER_CALL: usize = 512;
+
+/// The reason (`edgekv-reason`) of a `WriteMany` result whose answer did not fit
+/// in the call's: the write was applied or refused as usual, and the caller asks
+/// for it alone (its id makes the second asking a duplicate).
+pub const ANSWER_TOO_LARGE: &str = "answer-too-large";
