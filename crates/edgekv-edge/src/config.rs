@@ -56,6 +56,15 @@ pub struct EdgeConfig {
     pub cache_ttl_s: u64,
     /// The time budget of one upstream call, in milliseconds.
     pub upstream_timeout_ms: u64,
+    /// The most calls of gathered writes in flight per origin endpoint: while
+    /// one is in flight, the writes that come wait and go together.
+    pub origin_write_calls_in_flight: usize,
+    /// The most writes one call to an origin carries (1: each write alone; at
+    /// most 512).
+    pub origin_write_call_max_writes: usize,
+    /// A call to an origin takes no further write past this many bytes of
+    /// writes (a larger write goes alone).
+    pub origin_write_call_max_bytes: usize,
     /// The most writes the outbox holds; past it, writes no build can take are
     /// answered 503.
     pub outbox_max_writes: u64,
@@ -149,6 +158,9 @@ impl Default for EdgeConfig {
             lag_bound_ms: 2000,
             cache_ttl_s: 60,
             upstream_timeout_ms: 2000,
+            origin_write_calls_in_flight: 4,
+            origin_write_call_max_writes: 256,
+            origin_write_call_max_bytes: 1 << 20,
             outbox_max_writes: 100_000,
             outbox_max_bytes: 1 << 30,
             outbox_max_age_s: 24 * 3600,
@@ -217,6 +229,7 @@ impl EdgeConfig {
                 self.http
             ));
         }
+        self.write_calls().validate()?;
         if self.outbox_max_writes == 0 {
             return Err("outbox_max_writes must be at least 1".into());
         }
@@ -269,6 +282,15 @@ impl EdgeConfig {
             return Err("slow_eject_after must be at least 1".into());
         }
         self.validate_connection_limits()
+    }
+
+    /// How the edge's writes to an origin endpoint share calls.
+    pub fn write_calls(&self) -> crate::upstream::WriteCalls {
+        crate::upstream::WriteCalls {
+            in_flight: self.origin_write_calls_in_flight,
+            max_writes: self.origin_write_call_max_writes,
+            max_bytes: self.origin_write_call_max_bytes,
+        }
     }
 
     /// Checks the bounds on connections and requests with a body.

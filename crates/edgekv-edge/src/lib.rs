@@ -84,6 +84,7 @@ pub fn open(
             .transpose()
             .map_err(Error::Config)?
             .map(Arc::from),
+        write_calls: config.write_calls(),
     };
     let timeout = std::time::Duration::from_millis(config.upstream_timeout_ms);
     let routes = if config.origin.is_empty() {

@@ -398,6 +398,7 @@ impl Edge {
                 .transpose()
                 .map_err(Error::Config)?
                 .map(Arc::from),
+            write_calls: config.write_calls(),
         };
         let unknown_namespaces = UnknownNamespaces::new(
             config.namespace_refresh_interval_ms,

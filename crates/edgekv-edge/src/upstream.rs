@@ -18,7 +18,7 @@ use tonic::{Code, Request, Status};
 
 mod batch;
 
-pub use batch::sent as write_calls;
+pub use batch::{WriteCalls, sent as write_calls};
 
 /// Why an upstream call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -372,6 +372,8 @@ pub struct Expected {
     pub data_set: Arc<FollowedDataSet>,
     /// The PEM CA trusted for `https://` endpoints (none: they are refused).
     pub tls_ca: Option<Arc<[u8]>>,
+    /// How the edge's writes to an endpoint share calls.
+    pub write_calls: WriteCalls,
 }
 
 impl Expected {
@@ -382,6 +384,7 @@ impl Expected {
             tenant: tenant.to_string(),
             data_set: Arc::default(),
             tls_ca: None,
+            write_calls: WriteCalls::default(),
         }
     }
 }
@@ -506,7 +509,11 @@ impl Upstream {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
                 Ok(Target {
                     url: url.clone(),
-                    writes: Arc::new(batch::Batcher::new(client.clone(), timeout)),
+                    writes: Arc::new(batch::Batcher::new(
+                        client.clone(),
+                        timeout,
+                        expected.write_calls,
+                    )),
                     client,
                 })
             })

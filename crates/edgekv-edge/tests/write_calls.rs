@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use edgekv_edge::upstream::{Expected, Upstream, UpstreamError, write_calls};
+use edgekv_edge::upstream::{Expected, Upstream, UpstreamError, WriteCalls, write_calls};
 use edgekv_kv::{ManualClock, Mode};
 use edgekv_proto::v1;
 use edgekv_test_support::{ACCOUNT, CREDENTIAL, ENVIRONMENT, TestOrigin};
@@ -305,4 +305,48 @@ async fn without_write_many(origin: &str, refused: Arc<AtomicUsize>) -> String {
         }
     });
     url
+}
+
+/// `origin_write_call_max_writes = 1` sends each write alone, as before writes
+/// shared calls; settings past what an origin takes are refused.
+#[tokio::test]
+async fn one_write_a_call_when_so_set() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let origin = TestOrigin::start(clock, 1_000).await;
+    let mut expected = Expected::new(ENVIRONMENT, ENVIRONMENT);
+    expected.write_calls.max_writes = 1;
+    let alone = Upstream::for_build(
+        std::slice::from_ref(&origin.url),
+        CREDENTIAL,
+        expected,
+        Duration::from_secs(5),
+        "v1",
+    )
+    .unwrap();
+    let (ns, _) = alone
+        .create_namespace(ACCOUNT, "alone", Mode::Cache)
+        .await
+        .unwrap();
+    let (calls_before, sent_before) = write_calls();
+    let answers = futures_util::future::join_all((0..10u64).map(|i| {
+        let key = format!("k{i}");
+        alone.write(header(&ns.id, 600 + i), put(&key, &key))
+    }))
+    .await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    let (calls, sent) = write_calls();
+    assert_eq!((calls - calls_before, sent - sent_before), (10, 10));
+
+    let too_many = WriteCalls {
+        max_writes: edgekv_proto::MAX_WRITES_PER_CALL + 1,
+        ..WriteCalls::default()
+    };
+    assert!(too_many.validate().is_err());
+    let none_in_flight = WriteCalls {
+        in_flight: 0,
+        ..WriteCalls::default()
+    };
+    assert!(none_in_flight.validate().is_err());
+    assert!(WriteCalls::default().validate().is_ok());
 }

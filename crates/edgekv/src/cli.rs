@@ -634,6 +634,18 @@ pub struct EdgeArgs {
     /// The Ed25519 public key break-glass orders must be signed with.
     #[arg(long, env = "EDGEKV_BREAK_GLASS_KEY")]
     pub break_glass_key: Option<PathBuf>,
+    /// The most calls of gathered writes in flight per origin endpoint
+    /// (default 4): while one is in flight, the writes that come go together.
+    #[arg(long, env = "EDGEKV_ORIGIN_WRITE_CALLS_IN_FLIGHT")]
+    pub origin_write_calls_in_flight: Option<usize>,
+    /// The most writes one call to an origin carries (default 256; 1: each write
+    /// alone; at most 512).
+    #[arg(long, env = "EDGEKV_ORIGIN_WRITE_CALL_MAX_WRITES")]
+    pub origin_write_call_max_writes: Option<usize>,
+    /// The bytes of writes past which a call to an origin takes no further
+    /// write (default 1 MiB; a larger write goes alone).
+    #[arg(long, env = "EDGEKV_ORIGIN_WRITE_CALL_MAX_BYTES")]
+    pub origin_write_call_max_bytes: Option<usize>,
     /// The most writes the outbox holds before writes get 503.
     #[arg(long, env = "EDGEKV_OUTBOX_MAX_WRITES")]
     pub outbox_max_writes: Option<u64>,

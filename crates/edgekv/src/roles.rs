@@ -124,6 +124,15 @@ pub async fn edge(args: EdgeArgs, file: &File) -> anyhow::Result<()> {
     if args.break_glass_key.is_some() {
         config.break_glass_key = args.break_glass_key;
     }
+    if let Some(n) = args.origin_write_calls_in_flight {
+        config.origin_write_calls_in_flight = n;
+    }
+    if let Some(n) = args.origin_write_call_max_writes {
+        config.origin_write_call_max_writes = n;
+    }
+    if let Some(n) = args.origin_write_call_max_bytes {
+        config.origin_write_call_max_bytes = n;
+    }
     if let Some(max) = args.outbox_max_writes {
         config.outbox_max_writes = max;
     }

@@ -6,7 +6,7 @@
 //! A write that finds the endpoint idle goes at once, alone, from its caller's
 //! future (as `Put`, `Delete` or `BulkWrite`): a quiet edge calls as it always
 //! did. So does a write larger than a call carries. Writes gather while calls are
-//! in flight ([`IN_FLIGHT`] calls of gathered writes per endpoint at most), so
+//! in flight ([`WriteCalls`] bounds them and their calls per endpoint), so
 //! the busier the edge, the more each call carries.
 //!
 //! Whatever goes wrong with a call as a whole — a transport error, a refusal of
@@ -36,21 +36,65 @@ use super::Client;
 /// The status metadata holding a machine-readable reason.
 const REASON_KEY: &str = "edgekv-reason";
 
-/// The most calls of gathered writes in flight per endpoint; past it, writes
-/// wait and join the next call. Under the 90/10 mix one gave calls of 20 writes
-/// and the slowest writes; two, four and eight gave 9, 4.5 and 2.4 writes a
-/// call, the machine's noise hiding any difference in req/s between them.
-const IN_FLIGHT: usize = 4;
-/// The most writes one call carries.
-const MAX_WRITES: usize = 256;
-const _: () = assert!(MAX_WRITES <= MAX_WRITES_PER_CALL);
-/// A call takes no further write past this many bytes of writes; a larger
-/// write goes alone, at once.
-const MAX_BYTES: usize = 1 << 20;
-/// The most writes waiting for a call, past which a write waits for a place.
-/// Never reached in practice: an edge holds at most `max_body_requests` (256)
-/// client writes and 16 replays at once.
-const QUEUE: usize = 4 * MAX_WRITES;
+/// How an endpoint's writes share calls (the edge's `origin_write_call_*`
+/// settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteCalls {
+    /// The most calls of gathered writes in flight per endpoint; past it, writes
+    /// wait and join the next call. Under the 90/10 mix one gave calls of 20
+    /// writes and the slowest writes; two, four and eight gave 9, 4.5 and 2.4
+    /// writes a call, the machine's noise hiding any difference in req/s.
+    pub in_flight: usize,
+    /// The most writes one call carries (1: every write alone); at most
+    /// [`MAX_WRITES_PER_CALL`].
+    pub max_writes: usize,
+    /// A call takes no further write past this many bytes of writes; a larger
+    /// write goes alone, at once.
+    pub max_bytes: usize,
+}
+
+impl Default for WriteCalls {
+    fn default() -> Self {
+        WriteCalls {
+            in_flight: 4,
+            max_writes: 256,
+            max_bytes: 1 << 20,
+        }
+    }
+}
+
+impl WriteCalls {
+    /// Checks the settings: each at least 1, and no more writes a call than an
+    /// origin takes.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=1024).contains(&self.in_flight) {
+            return Err(format!(
+                "origin_write_calls_in_flight is {}; it must be between 1 and 1024",
+                self.in_flight
+            ));
+        }
+        if !(1..=MAX_WRITES_PER_CALL).contains(&self.max_writes) {
+            return Err(format!(
+                "origin_write_call_max_writes is {}; it must be between 1 and {MAX_WRITES_PER_CALL}",
+                self.max_writes
+            ));
+        }
+        if !(1024..=16 << 20).contains(&self.max_bytes) {
+            return Err(format!(
+                "origin_write_call_max_bytes is {}; it must be between 1024 and 16777216 (16 MiB)",
+                self.max_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// The most writes waiting for a call, past which a write waits for a place.
+    /// Never reached in practice: an edge holds at most `max_body_requests`
+    /// client writes and 16 replays at once.
+    fn queue(&self) -> usize {
+        4 * self.max_writes.max(256)
+    }
+}
 /// How long an endpoint that answered UNIMPLEMENTED gets its writes one by one
 /// before it is asked again (it may have been upgraded).
 const RETRY_MANY_AFTER: Duration = Duration::from_secs(60);
@@ -93,12 +137,13 @@ pub(super) struct Batcher {
 }
 
 impl Batcher {
-    pub(super) fn new(client: Client, timeout: Duration) -> Self {
+    pub(super) fn new(client: Client, timeout: Duration, limits: WriteCalls) -> Self {
         Batcher {
             client,
             queue: OnceLock::new(),
             shared: Shared {
                 timeout,
+                limits,
                 single_until: Arc::default(),
                 busy: Arc::default(),
                 epoch: Instant::now(),
@@ -115,7 +160,11 @@ impl Batcher {
     ) -> Result<tonic::Response<v1::WriteResponse>, Status> {
         let size = request.encoded_len();
         let now = self.shared.epoch.elapsed().as_millis() as u64;
-        if size > MAX_BYTES || now < self.shared.single_until.load(Ordering::Relaxed) {
+        let limits = self.shared.limits;
+        if size > limits.max_bytes
+            || limits.max_writes == 1
+            || now < self.shared.single_until.load(Ordering::Relaxed)
+        {
             return alone(self.client.clone(), request).await;
         }
         if self.shared.busy.fetch_add(1, Ordering::AcqRel) == 0 {
@@ -124,7 +173,7 @@ impl Batcher {
         }
         self.shared.busy.fetch_sub(1, Ordering::AcqRel);
         let queue = self.queue.get_or_init(|| {
-            let (queue, waiting) = mpsc::channel(QUEUE);
+            let (queue, waiting) = mpsc::channel(limits.queue());
             tokio::spawn(run(self.client.clone(), waiting, self.shared.clone()));
             queue
         });
@@ -157,6 +206,7 @@ impl Drop for Busy<'_> {
 #[derive(Clone)]
 struct Shared {
     timeout: Duration,
+    limits: WriteCalls,
     /// Until when (ms after `epoch`) writes go one by one: the endpoint answered
     /// UNIMPLEMENTED.
     single_until: Arc<AtomicU64>,
@@ -165,10 +215,11 @@ struct Shared {
     epoch: Instant,
 }
 
-/// Takes the waiting writes a call at a time, up to [`IN_FLIGHT`] calls at once.
+/// Takes the waiting writes a call at a time, up to `in_flight` calls at once.
 /// Ends when the batcher is dropped.
 async fn run(client: Client, mut waiting: mpsc::Receiver<Queued>, shared: Shared) {
-    let calls = Arc::new(Semaphore::new(IN_FLIGHT));
+    let limits = shared.limits;
+    let calls = Arc::new(Semaphore::new(limits.in_flight));
     let mut carried: Option<Queued> = None;
     loop {
         let first = match carried.take() {
@@ -184,9 +235,9 @@ async fn run(client: Client, mut waiting: mpsc::Receiver<Queued>, shared: Shared
         };
         let mut bytes = first.size;
         let mut batch = vec![first];
-        while batch.len() < MAX_WRITES {
+        while batch.len() < limits.max_writes {
             let Ok(next) = waiting.try_recv() else { break };
-            if bytes + next.size > MAX_BYTES {
+            if bytes + next.size > limits.max_bytes {
                 carried = Some(next);
                 break;
             }
