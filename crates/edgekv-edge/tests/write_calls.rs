@@ -21,15 +21,35 @@ use tonic::codegen::Service as _;
 /// The tests count the process's write calls: one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn upstream(url: &str) -> Upstream {
+/// A real origin on loopback.
+async fn origin() -> TestOrigin {
+    TestOrigin::start(Arc::new(ManualClock::new(1_700_000_000_000)), 1_000).await
+}
+
+/// A client of build `v1` at `url`, calling with `credential`.
+fn client(url: &str, credential: &str, expected: Expected) -> Upstream {
     Upstream::for_build(
         &[url.to_string()],
-        CREDENTIAL,
-        Expected::new(ENVIRONMENT, ENVIRONMENT),
+        credential,
+        expected,
         Duration::from_secs(5),
         "v1",
     )
     .unwrap()
+}
+
+/// A client of build `v1` at `url`, with the environment's credential.
+fn upstream(url: &str) -> Upstream {
+    client(url, CREDENTIAL, Expected::new(ENVIRONMENT, ENVIRONMENT))
+}
+
+/// Creates a namespace through `upstream`; its id.
+async fn namespace(upstream: &Upstream, title: &str) -> String {
+    let (ns, _) = upstream
+        .create_namespace(ACCOUNT, title, Mode::Cache)
+        .await
+        .unwrap();
+    ns.id
 }
 
 fn header(namespace: &str, sequence: u64) -> v1::WriteHeader {
@@ -63,14 +83,9 @@ fn put(key: &str, value: &str) -> Vec<v1::Mutation> {
 #[tokio::test]
 async fn writes_waiting_at_once_share_a_call_and_each_gets_its_own_answer() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let origin = TestOrigin::start(clock, 1_000).await;
+    let origin = origin().await;
     let upstream = upstream(&origin.url);
-    let (ns, _) = upstream
-        .create_namespace(ACCOUNT, "calls", Mode::Cache)
-        .await
-        .unwrap();
-    let ns = ns.id;
+    let ns = namespace(&upstream, "calls").await;
     upstream
         .write(header(&ns, 1), put("reused", "first"))
         .await
@@ -141,24 +156,17 @@ async fn writes_waiting_at_once_share_a_call_and_each_gets_its_own_answer() {
 #[tokio::test]
 async fn a_call_refused_as_a_whole_is_each_writes_build_fault() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let origin = TestOrigin::start(clock, 1_000).await;
-    let (ns, _) = upstream(&origin.url)
-        .create_namespace(ACCOUNT, "refused", Mode::Cache)
-        .await
-        .unwrap();
-    let stranger = Upstream::for_build(
-        std::slice::from_ref(&origin.url),
+    let origin = origin().await;
+    let ns = namespace(&upstream(&origin.url), "refused").await;
+    let stranger = client(
+        &origin.url,
         "another-environment's-credential",
         Expected::new(ENVIRONMENT, ENVIRONMENT),
-        Duration::from_secs(5),
-        "v1",
-    )
-    .unwrap();
+    );
     let (calls_before, _) = write_calls();
     let answers = futures_util::future::join_all((0..10u64).map(|i| {
         let key = format!("k{i}");
-        stranger.write(header(&ns.id, 300 + i), put(&key, &key))
+        stranger.write(header(&ns, 300 + i), put(&key, &key))
     }))
     .await;
     for answer in &answers {
@@ -185,23 +193,19 @@ async fn a_call_refused_as_a_whole_is_each_writes_build_fault() {
 #[tokio::test]
 async fn answers_too_large_for_one_call_are_asked_for_alone() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let origin = TestOrigin::start(clock, 1_000).await;
+    let origin = origin().await;
     let upstream = upstream(&origin.url);
-    let (ns, _) = upstream
-        .create_namespace(ACCOUNT, "large", Mode::Cache)
-        .await
-        .unwrap();
+    let ns = namespace(&upstream, "large").await;
     let big = "v".repeat(12 << 20);
     for i in 0..4u64 {
         upstream
-            .write(header(&ns.id, 400 + i), put(&format!("k{i}"), &big))
+            .write(header(&ns, 400 + i), put(&format!("k{i}"), &big))
             .await
             .unwrap();
     }
     let (_, sent_before) = write_calls();
     let answers = futures_util::future::join_all((0..4u64).map(|i| {
-        let mut replay = header(&ns.id, 500 + i);
+        let mut replay = header(&ns, 500 + i);
         replay.replay = true;
         replay.hlc -= 1 << 16;
         let delete = vec![v1::Mutation {
@@ -231,19 +235,15 @@ async fn answers_too_large_for_one_call_are_asked_for_alone() {
 #[tokio::test]
 async fn an_origin_without_write_many_gets_the_writes_one_by_one() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let origin = TestOrigin::start(clock, 1_000).await;
+    let origin = origin().await;
     let refused = Arc::new(AtomicUsize::new(0));
     let old = without_write_many(&origin.url, refused.clone()).await;
     let upstream = upstream(&old);
-    let (ns, _) = upstream
-        .create_namespace(ACCOUNT, "old", Mode::Cache)
-        .await
-        .unwrap();
+    let ns = namespace(&upstream, "old").await;
     for round in 0..2u64 {
         let answers = futures_util::future::join_all((0..10u64).map(|i| {
             let key = format!("k{round}-{i}");
-            upstream.write(header(&ns.id, round * 100 + i), put(&key, &key))
+            upstream.write(header(&ns, round * 100 + i), put(&key, &key))
         }))
         .await;
         for (i, answer) in answers.into_iter().enumerate() {
@@ -312,26 +312,15 @@ async fn without_write_many(origin: &str, refused: Arc<AtomicUsize>) -> String {
 #[tokio::test]
 async fn one_write_a_call_when_so_set() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let origin = TestOrigin::start(clock, 1_000).await;
+    let origin = origin().await;
     let mut expected = Expected::new(ENVIRONMENT, ENVIRONMENT);
     expected.write_calls.max_writes = 1;
-    let alone = Upstream::for_build(
-        std::slice::from_ref(&origin.url),
-        CREDENTIAL,
-        expected,
-        Duration::from_secs(5),
-        "v1",
-    )
-    .unwrap();
-    let (ns, _) = alone
-        .create_namespace(ACCOUNT, "alone", Mode::Cache)
-        .await
-        .unwrap();
+    let alone = client(&origin.url, CREDENTIAL, expected);
+    let ns = namespace(&alone, "alone").await;
     let (calls_before, sent_before) = write_calls();
     let answers = futures_util::future::join_all((0..10u64).map(|i| {
         let key = format!("k{i}");
-        alone.write(header(&ns.id, 600 + i), put(&key, &key))
+        alone.write(header(&ns, 600 + i), put(&key, &key))
     }))
     .await;
     assert!(answers.iter().all(Result::is_ok), "{answers:?}");
